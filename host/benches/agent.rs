@@ -1,0 +1,131 @@
+//! The agent's performance figures, printed as a table:
+//!
+//! - a plugin call: a fresh Store, instantiation from the cached
+//!   `InstancePre` and one call (`environment.verify` of environment-local);
+//! - start-up to first poll with a warm plugin cache (the `launch-agent run`
+//!   process, from spawn to its "agent polling" line);
+//! - the idle RSS of an agent with the default bundle loaded.
+//!
+//! Run: `scripts/build-plugins.sh && cargo bench -p launch-agent --bench agent`.
+
+use launch_agent::plugins::PluginHost;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench path");
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn plugin_call(bundle: &Path, state: &Path) -> (Duration, Duration, &'static str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut host = PluginHost::new(&state.join("cache"), 128).unwrap();
+        let allocator = match host.allocator() {
+            launch_agent::plugins::engine::Allocator::Pooling => "pooling",
+            launch_agent::plugins::engine::Allocator::OnDemand => "on-demand",
+        };
+        let plugin = host
+            .load("local", &bundle.join("environment-local.wasm"), &Default::default(), &Default::default())
+            .await
+            .unwrap();
+        let settings = r#"{"type":"local"}"#;
+        for _ in 0..1_000 {
+            plugin.verify_environment(settings, None).await.unwrap();
+        }
+        let mut samples = Vec::with_capacity(20_000);
+        for _ in 0..20_000 {
+            let start = Instant::now();
+            plugin.verify_environment(settings, None).await.unwrap();
+            samples.push(start.elapsed());
+        }
+        samples.sort();
+        (percentile(&samples, 0.5), percentile(&samples, 0.99), allocator)
+    })
+}
+
+/// Spawns `launch-agent run`, returns the child and the time to its first poll.
+fn start_agent(state: &Path, bundle: &Path, config: &Path, exit_when_idle: bool) -> (std::process::Child, Duration) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_launch-agent"));
+    cmd.args(["run", "--config", config.to_str().unwrap()])
+        .env("LAUNCH_AGENT_STATE_DIR", state)
+        .env("LAUNCH_AGENT_PLUGIN_DIR", bundle)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if exit_when_idle {
+        cmd.arg("--exit-when-idle");
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn agent");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.expect("agent output").contains("agent polling") {
+            let elapsed = start.elapsed();
+            std::thread::spawn(move || for _ in lines {});
+            return (child, elapsed);
+        }
+    }
+    panic!("the agent never reached its first poll");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let bundle = target_dir().join("bundle");
+    assert!(bundle.is_dir(), "run scripts/build-plugins.sh first");
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("state");
+    let config = scratch.path().join("launch-config.yaml");
+    std::fs::write(&config, "queues: [default]\nenvironment: { type: local }\nbuilder: { type: noop }\n").unwrap();
+
+    let (p50, p99, allocator) = plugin_call(&bundle, &state);
+
+    // Warm the cache, then measure start-up.
+    let (mut child, _) = start_agent(&state, &bundle, &config, true);
+    child.wait().unwrap();
+    let mut startups = Vec::new();
+    for _ in 0..20 {
+        let (mut child, elapsed) = start_agent(&state, &bundle, &config, true);
+        child.wait().unwrap();
+        startups.push(elapsed);
+    }
+    startups.sort();
+
+    let (mut child, _) = start_agent(&state, &bundle, &config, false);
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_kib(child.id());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+
+    println!("| measure | result | goal |");
+    println!("|---|---|---|");
+    println!(
+        "| plugin call: fresh Store + instantiate + 1 call ({allocator} allocator) | p50 {:.1} µs, p99 {:.1} µs | p50 ≤ 10 µs |",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+    println!(
+        "| start-up to first poll, warm cache (process spawn to \"agent polling\") | p50 {:.1} ms, max {:.1} ms | ≤ 50 ms |",
+        percentile(&startups, 0.5).as_secs_f64() * 1e3,
+        startups.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!("| idle RSS, default bundle loaded | {:.1} MB | ≤ 25 MB |", rss as f64 / 1024.0);
+}

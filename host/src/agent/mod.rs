@@ -1,0 +1,364 @@
+//! The agent loop: claim work round robin across queues, run up to
+//! `max_jobs` jobs at once, report every outcome, and shut down cleanly.
+//!
+//! - **No fixed polling.** The loop sleeps until a submit wakes it (a Unix
+//!   socket in the state dir), a job ends, or [`IDLE_RECHECK`] passes.
+//! - **One bad job never kills the loop.** Each job is its own task; a
+//!   failure is recorded on its item, and even a panic in a job task only
+//!   fails that item.
+//! - **Nothing queued is lost.** Claims are leases renewed while jobs run;
+//!   at start-up the agent takes back items whose holder died. On
+//!   SIGINT/SIGTERM it stops claiming, lets running jobs finish for
+//!   `shutdown_grace_seconds` (a second signal cuts that short), then stops
+//!   the rest and hands them back to the queue.
+
+pub mod identity;
+pub mod job;
+pub mod wake;
+
+use crate::config::LaunchConfig;
+use crate::plugins::{LoadedPlugin, PluginHost};
+use crate::queue::{EmbeddedQueue, QueueItem, Stage};
+use crate::runners::{Control, local_process};
+use crate::state_dir::StateDir;
+use crate::timeouts::{IDLE_RECHECK, LEASE_RENEW_DIVISOR, STOP_POLL};
+use job::JobEnd;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+/// What every job of this agent shares.
+pub struct JobContext {
+    /// This agent's id (the holder of its claims).
+    pub agent_id: String,
+    /// The queue.
+    pub queue: Arc<EmbeddedQueue>,
+    /// The state dir.
+    pub state: StateDir,
+    /// The environment plugin.
+    pub environment: Arc<LoadedPlugin>,
+    /// The `environment:` block, as settings.
+    pub environment_block: Option<serde_json::Value>,
+    /// The registry plugin, if a registry is configured.
+    pub registry: Option<Arc<LoadedPlugin>>,
+    /// The `registry:` block.
+    pub registry_block: Option<serde_json::Value>,
+    /// The builder plugin.
+    pub builder: Arc<LoadedPlugin>,
+    /// The `builder:` block.
+    pub builder_block: Option<serde_json::Value>,
+    /// Env vars behind secrets, kept from runs.
+    pub secret_env_vars: Vec<String>,
+}
+
+/// How the agent run should behave.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// Queues in round-robin order.
+    pub queues: Vec<String>,
+    /// Jobs at once; `None` for unlimited.
+    pub max_jobs: Option<usize>,
+    /// Exit when no job runs and the queues are empty.
+    pub exit_when_idle: bool,
+    /// How long a claim lasts without renewal.
+    pub lease: Duration,
+    /// Claims by dead agents before a job fails.
+    pub max_attempts: u32,
+    /// How long running jobs get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// What an agent run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Jobs that finished.
+    pub finished: usize,
+    /// Jobs that failed.
+    pub failed: usize,
+    /// Jobs stopped on request.
+    pub stopped: usize,
+    /// Jobs handed back at shutdown.
+    pub handed_back: usize,
+    /// Items taken back from dead agents at start-up.
+    pub reclaimed: usize,
+}
+
+/// Builds the job context from a config and the loaded plugins.
+pub fn job_context(
+    config: &LaunchConfig,
+    plugins: &PluginHost,
+    queue: Arc<EmbeddedQueue>,
+    state: StateDir,
+    agent_id: String,
+) -> anyhow::Result<JobContext> {
+    let types = crate::plugins::catalog::block_types(config);
+    let find = |kind: crate::plugins::PluginKind| {
+        types
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .and_then(|(_, name, _)| plugins.get(name))
+    };
+    let to_json = |v: Option<serde_json::Value>| v.filter(|v| v.is_object());
+    let environment = find(crate::plugins::PluginKind::Environment)
+        .ok_or_else(|| anyhow::anyhow!("no environment plugin is loaded"))?;
+    let builder = find(crate::plugins::PluginKind::Builder)
+        .ok_or_else(|| anyhow::anyhow!("no builder plugin is loaded"))?;
+    let registry = find(crate::plugins::PluginKind::Registry);
+    let secret_env_vars = config
+        .secrets
+        .values()
+        .filter_map(|s| match s {
+            crate::config::SecretSource::Env(var) => Some(var.clone()),
+            crate::config::SecretSource::File(_) => None,
+        })
+        .collect();
+    Ok(JobContext {
+        agent_id,
+        queue,
+        state,
+        environment,
+        environment_block: to_json(config.environment.as_ref().and_then(|b| serde_json::to_value(b).ok())),
+        registry,
+        registry_block: to_json(config.registry.as_ref().and_then(|b| serde_json::to_value(b).ok())),
+        builder,
+        builder_block: to_json(config.builder.as_ref().and_then(|b| serde_json::to_value(b).ok())),
+        secret_env_vars,
+    })
+}
+
+/// A running job as the loop tracks it.
+struct Running {
+    item_id: String,
+    control: watch::Sender<Control>,
+}
+
+/// Runs the agent until it is idle (with `exit_when_idle`) or `shutdown`
+/// fires. `shutdown` is a counter of signals received.
+pub async fn run(
+    ctx: Arc<JobContext>,
+    options: AgentOptions,
+    mut shutdown: watch::Receiver<u32>,
+) -> anyhow::Result<RunSummary> {
+    let queue = ctx.queue.clone();
+    let mut summary = RunSummary {
+        reclaimed: reclaim(&ctx, options.max_attempts)?,
+        ..RunSummary::default()
+    };
+    let notify = Arc::new(Notify::new());
+    let _wake = match wake::WakeSocket::listen(&ctx.state.wake_dir(), notify.clone()) {
+        Ok(socket) => Some(socket),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for submits; new work is noticed within {IDLE_RECHECK:?}");
+            None
+        }
+    };
+    let renewer = spawn_lease_renewer(ctx.clone(), options.lease);
+    let mut queues = options.queues.clone();
+    let mut jobs: JoinSet<(String, JobEnd)> = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
+    tracing::info!(agent = %ctx.agent_id, queues = ?queues, max_jobs = ?options.max_jobs, "agent polling");
+
+    loop {
+        if *shutdown.borrow() > 0 {
+            break;
+        }
+        // Claim while there is room.
+        while options.max_jobs.is_none_or(|max| running.len() < max) {
+            let item = match queue.claim_next(&queues, &ctx.agent_id, options.lease) {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::error!(%error, "cannot claim from the queue; retrying shortly");
+                    break;
+                }
+            };
+            // Round robin: the queue that yielded goes to the end.
+            if let Some(pos) = queues.iter().position(|q| *q == item.queue) {
+                let q = queues.remove(pos);
+                queues.push(q);
+            }
+            let (tx, rx) = watch::channel(Control::Run);
+            let item_id = item.id.clone();
+            let handle = jobs.spawn(job_task(ctx.clone(), item, rx));
+            running.insert(handle.id(), Running { item_id, control: tx });
+        }
+        if running.is_empty() && options.exit_when_idle && !queue.has_queued(&queues).unwrap_or(true) {
+            tracing::info!("queues empty and no job running: exiting");
+            break;
+        }
+        tokio::select! {
+            _ = notify.notified() => {}
+            Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                record(&ctx, &mut running, &mut summary, done);
+            }
+            _ = tokio::time::sleep(IDLE_RECHECK) => {
+                if let Err(error) = reclaim(&ctx, options.max_attempts).map(|n| summary.reclaimed += n) {
+                    tracing::error!(%error, "cannot reclaim abandoned items");
+                }
+            }
+            _ = shutdown.changed() => {}
+        }
+    }
+
+    if !running.is_empty() {
+        tracing::info!(
+            running = running.len(),
+            grace = ?options.shutdown_grace,
+            "shutting down: no new work; waiting for running jobs (signal again to hand them back now)"
+        );
+        let seen = *shutdown.borrow();
+        let deadline = tokio::time::sleep(options.shutdown_grace);
+        tokio::pin!(deadline);
+        let mut handing_back = false;
+        while !jobs.is_empty() {
+            tokio::select! {
+                Some(done) = jobs.join_next_with_id() => record(&ctx, &mut running, &mut summary, done),
+                _ = &mut deadline, if !handing_back => {
+                    handing_back = true;
+                    hand_back_all(&running);
+                }
+                _ = shutdown.changed(), if !handing_back => {
+                    if *shutdown.borrow() > seen {
+                        handing_back = true;
+                        hand_back_all(&running);
+                    }
+                }
+            }
+        }
+    }
+    renewer.abort();
+    Ok(summary)
+}
+
+fn hand_back_all(running: &HashMap<tokio::task::Id, Running>) {
+    tracing::info!(jobs = running.len(), "stopping running jobs and handing them back to the queue");
+    for job in running.values() {
+        let _ = job.control.send(Control::HandBack);
+    }
+}
+
+/// Takes back items whose holder died; kills what is left of their runs.
+fn reclaim(ctx: &JobContext, max_attempts: u32) -> anyhow::Result<usize> {
+    let me = ctx.agent_id.clone();
+    let reclaimed = ctx
+        .queue
+        .reclaim_abandoned(&|holder| identity::holder_is_dead(holder, &me), max_attempts)?;
+    for item in &reclaimed {
+        if let Some(pgid) = item.run_pid {
+            local_process::kill_leftover(pgid);
+        }
+        tracing::warn!(
+            item = %item.id,
+            holder = %item.previous_holder,
+            state = %item.new_state,
+            "took back a job whose agent died"
+        );
+    }
+    Ok(reclaimed.len())
+}
+
+fn record(
+    ctx: &JobContext,
+    running: &mut HashMap<tokio::task::Id, Running>,
+    summary: &mut RunSummary,
+    done: Result<(tokio::task::Id, (String, JobEnd)), tokio::task::JoinError>,
+) {
+    let (item_id, end) = match done {
+        Ok((id, (item_id, end))) => {
+            running.remove(&id);
+            (item_id, end)
+        }
+        Err(join_error) => {
+            let Some(job) = running.remove(&join_error.id()) else {
+                return;
+            };
+            (
+                job.item_id,
+                JobEnd::Failed {
+                    stage: Stage::Agent,
+                    message: format!("the agent's job task failed: {join_error}"),
+                    exit_code: None,
+                },
+            )
+        }
+    };
+    let result = match &end {
+        JobEnd::Finished => {
+            summary.finished += 1;
+            ctx.queue.finish(&item_id, Some(0))
+        }
+        JobEnd::Failed { stage, message, exit_code } => {
+            summary.failed += 1;
+            tracing::warn!(item = %item_id, %stage, "job failed: {message}");
+            ctx.queue.fail(&item_id, *stage, message, *exit_code)
+        }
+        JobEnd::Stopped => {
+            summary.stopped += 1;
+            ctx.queue.mark_stopped(&item_id, "stopped on request")
+        }
+        JobEnd::HandedBack => {
+            summary.handed_back += 1;
+            ctx.queue.release(&item_id)
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(item = %item_id, outcome = ?end_name(&end), "job done"),
+        Err(error) => tracing::error!(item = %item_id, %error, "cannot record the job's outcome"),
+    }
+}
+
+fn end_name(end: &JobEnd) -> &'static str {
+    match end {
+        JobEnd::Finished => "finished",
+        JobEnd::Failed { .. } => "failed",
+        JobEnd::Stopped => "stopped",
+        JobEnd::HandedBack => "handed back",
+    }
+}
+
+/// One job plus a watcher that turns a stop request on the item into a stop.
+async fn job_task(ctx: Arc<JobContext>, item: QueueItem, control: watch::Receiver<Control>) -> (String, JobEnd) {
+    let item_id = item.id.clone();
+    let (stop_tx, stop_rx) = watch::channel(Control::Run);
+    let mut outer = control;
+    let queue = ctx.queue.clone();
+    let id = item_id.clone();
+    let watcher = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = outer.changed() => {
+                    let wanted = if changed.is_ok() { *outer.borrow() } else { Control::HandBack };
+                    if wanted != Control::Run {
+                        let _ = stop_tx.send(wanted);
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(STOP_POLL) => {
+                    if let Ok(Some(item)) = queue.get(&id)
+                        && item.stop_requested
+                    {
+                        let _ = stop_tx.send(Control::Stop);
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let end = job::run_job(ctx, item, stop_rx).await;
+    watcher.abort();
+    (item_id, end)
+}
+
+fn spawn_lease_renewer(ctx: Arc<JobContext>, lease: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = lease / LEASE_RENEW_DIVISOR;
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(error) = ctx.queue.renew_leases(&ctx.agent_id, lease) {
+                tracing::error!(%error, "cannot renew job leases");
+            }
+        }
+    })
+}

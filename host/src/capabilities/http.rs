@@ -1,0 +1,205 @@
+//! Outbound HTTP through `wasi:http`, allowed only to granted hosts.
+//!
+//! A grant is a `scheme://host[:port]` pattern, as Spin's
+//! `allowed_outbound_hosts`:
+//!
+//! | pattern | allows |
+//! |---|---|
+//! | `https://api.example.com` | that host on port 443 |
+//! | `http://127.0.0.1:5000` | that host and port |
+//! | `https://*.amazonaws.com` | any subdomain (one or more labels), port 443 |
+//! | `http://localhost:*` | any port of that host |
+//! | `*://registry.local:5000` | http or https on that port |
+
+use std::sync::Arc;
+use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
+
+/// What `send_request` resolves to.
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ),
+    wasmtime_wasi_http::Error,
+>;
+
+/// One allowed destination pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPattern {
+    scheme: Option<String>,
+    host: String,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    /// Parses `scheme://host[:port]`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or("must look like scheme://host[:port], e.g. https://example.com")?;
+        let scheme = match scheme {
+            "*" => None,
+            "http" | "https" => Some(scheme.to_string()),
+            other => return Err(format!("scheme {other:?} is not http, https or *")),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err("must not have a path".into());
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, "*")) => (host, None),
+            Some((host, port)) => (
+                host,
+                Some(port.parse::<u16>().map_err(|_| format!("port {port:?} is not a number or *"))?),
+            ),
+            None => {
+                let default = match scheme.as_deref() {
+                    Some("http") => Some(80),
+                    Some("https") => Some(443),
+                    _ => return Err("with scheme * the port must be given".into()),
+                };
+                (rest, default)
+            }
+        };
+        if host.is_empty() {
+            return Err("has no host".into());
+        }
+        if host.contains('*') && host != "*" && !(host.starts_with("*.") && !host[2..].contains('*')) {
+            return Err("a wildcard may only be the whole host or a leading `*.`".into());
+        }
+        Ok(HostPattern {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed by this pattern.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if let Some(s) = &self.scheme
+            && s != scheme
+        {
+            return false;
+        }
+        if let Some(p) = self.port
+            && p != port
+        {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        if self.host == "*" {
+            return true;
+        }
+        match self.host.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == self.host,
+        }
+    }
+}
+
+/// The hosts one plugin may reach.
+#[derive(Clone, Debug, Default)]
+pub struct HostAllowList {
+    patterns: Vec<HostPattern>,
+}
+
+impl HostAllowList {
+    /// Builds the list from grant strings (already validated with the config).
+    pub fn new(grants: &[String]) -> Result<Self, String> {
+        let patterns = grants
+            .iter()
+            .map(|g| HostPattern::parse(g).map_err(|e| format!("{g:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(HostAllowList { patterns })
+    }
+
+    /// Whether the URI may be requested.
+    pub fn allows_uri(&self, uri: &http::Uri) -> bool {
+        let Some(scheme) = uri.scheme_str() else {
+            return false;
+        };
+        let Some(host) = uri.host() else {
+            return false;
+        };
+        let port = uri.port_u16().unwrap_or(match scheme {
+            "http" => 80,
+            "https" => 443,
+            _ => return false,
+        });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.patterns.iter().any(|p| p.allows(scheme, host, port))
+    }
+}
+
+/// `wasi:http` hooks that refuse requests to hosts the plugin is not granted.
+pub struct GrantedHttpHooks {
+    /// The plugin's allow list.
+    pub allowed: Arc<HostAllowList>,
+    /// The plugin's name, for the log.
+    pub plugin: Arc<str>,
+}
+
+impl WasiHttpHooks for GrantedHttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if !self.allowed.allows_uri(request.uri()) {
+            tracing::warn!(
+                plugin = %self.plugin,
+                uri = %redact_uri(request.uri()),
+                "refused outbound HTTP request: host not granted (add it to grants.hosts)"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        _ = fut;
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// The URI without its query (which may carry signatures or tokens).
+fn redact_uri(uri: &http::Uri) -> String {
+    format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("?"),
+        uri.authority().map(|a| a.as_str()).unwrap_or("?"),
+        uri.path()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_scheme_host_and_port() {
+        let p = HostPattern::parse("https://*.amazonaws.com").unwrap();
+        assert!(p.allows("https", "ecr.us-east-1.amazonaws.com", 443));
+        assert!(!p.allows("https", "amazonaws.com", 443));
+        assert!(!p.allows("http", "s3.amazonaws.com", 443));
+        assert!(!p.allows("https", "evilamazonaws.com", 443));
+        let p = HostPattern::parse("http://127.0.0.1:*").unwrap();
+        assert!(p.allows("http", "127.0.0.1", 5000));
+        assert!(!p.allows("http", "127.0.0.2", 5000));
+        let p = HostPattern::parse("http://localhost:8080").unwrap();
+        assert!(!p.allows("http", "localhost", 8081));
+    }
+
+    #[test]
+    fn bad_patterns_say_why() {
+        assert!(HostPattern::parse("example.com").unwrap_err().contains("scheme://"));
+        assert!(HostPattern::parse("ftp://x").unwrap_err().contains("ftp"));
+        assert!(HostPattern::parse("https://a.*.com").unwrap_err().contains("wildcard"));
+        assert!(HostPattern::parse("https://x/path").unwrap_err().contains("path"));
+    }
+}

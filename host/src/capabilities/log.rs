@@ -1,0 +1,38 @@
+//! `launch:plugin/log`: plugin log lines into the agent's tracing output,
+//! tagged with the plugin's name, and into the job's log.
+
+use crate::plugins::bindings::imports::launch::plugin::log::{Host, Level};
+use crate::plugins::state::PluginState;
+use std::sync::Arc;
+
+/// Where a job's log lines go besides tracing (the job's log file).
+pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The longest log line a plugin may write; longer ones are cut.
+const MAX_LINE: usize = 8 * 1024;
+
+impl Host for PluginState {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let plugin = &*self.plugin_name;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+        if let Some(sink) = &self.log_sink {
+            sink(&format!("[{plugin}] {message}"));
+        }
+        Ok(())
+    }
+}

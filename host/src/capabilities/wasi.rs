@@ -1,0 +1,39 @@
+//! The WASI context of one plugin call, built from the plugin's grants and
+//! nothing else: no inherited environment, network or directories.
+
+use crate::config::Grants;
+use anyhow::Context as _;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, filesystem::FsPerms};
+
+/// How much of a plugin's stderr is kept (shown when it traps).
+pub const STDERR_CAPTURE: usize = 16 * 1024;
+
+/// Builds the WASI context for one call; returns it with the pipe that
+/// captures the plugin's stderr.
+pub fn context_for(grants: &Grants) -> anyhow::Result<(WasiCtx, MemoryOutputPipe)> {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    for name in &grants.env {
+        if let Ok(value) = std::env::var(name) {
+            builder.env(name, value);
+        }
+    }
+    for dir in &grants.dirs {
+        let perms = if dir.writable() {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        builder
+            .preopened_dir(dir.host_path(), dir.guest_path(), perms)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("opening granted directory {}", dir.host_path().display()))?;
+    }
+    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+    builder.stderr(stderr.clone());
+    Ok((builder.build(), stderr))
+}

@@ -1,0 +1,265 @@
+//! `launch-config.yaml`: a superset of the W&B launch agent's config file.
+//!
+//! Every key the W&B agent accepts keeps its meaning (see the table below);
+//! the keys this agent adds configure the plugin host and the queue. Unknown
+//! keys are errors, as in W&B, and every error names the file, the key, the
+//! line and the column.
+//!
+//! | key | type, default | meaning |
+//! |---|---|---|
+//! | `queues` | list of names, `[]` | queues to serve, in round-robin order |
+//! | `queue` | name | one queue (W&B rejects this spelling; we accept it) |
+//! | `entity` | string or null | W&B entity (the W&B backend needs it) |
+//! | `max_jobs` | int, 1 | jobs run at once; -1 is unlimited |
+//! | `max_schedulers` | int, 1 | accepted for compatibility (sweeps schedulers) |
+//! | `secure_mode` | bool, false | accepted for compatibility |
+//! | `verbosity` | int, 0 | 0 info, 1 debug, 2+ trace |
+//! | `stopped_run_timeout` | seconds, 60 | how long a stopped run may take to exit |
+//! | `environment` | block | `type: local\|aws\|gcp\|azure\|<plugin>`, `region`, `project` |
+//! | `registry` | block | `type: ecr\|gcr\|acr\|oci\|<plugin>`, `uri`, `repository`, `image-name`, `region`, `project` |
+//! | `builder` | block | `type: docker\|kaniko\|noop\|<plugin>` and the W&B builder keys |
+//! | `state_dir` | path | where the embedded queue and run logs live |
+//! | `queue_backend` | `embedded` | which queue backend to use |
+//! | `plugin_dir` | path | where the default bundle's `.wasm` files are |
+//! | `plugins` | map | plugins by name: file, digest, grants, limits, settings |
+//! | `secrets` | map | named secrets and where their values come from |
+//! | `lease_seconds` | int, 30 | how long a claim lasts without renewal |
+//! | `max_attempts` | int, 3 | claims of a job by agents that then died, before it fails |
+//! | `shutdown_grace_seconds` | int, 30 | how long running jobs get to finish on SIGINT/SIGTERM |
+//!
+//! A full example:
+//!
+//! ```yaml
+//! queues: [default, gpu]
+//! max_jobs: 4
+//! environment:
+//!   type: local
+//! builder:
+//!   type: noop
+//! state_dir: /var/lib/launch-agent
+//! secrets:
+//!   registry-password: { env: REGISTRY_PASSWORD }
+//! plugins:
+//!   my-builder:
+//!     path: /opt/plugins/my-builder.wasm
+//!     sha256: 3f1c0a...           # optional pin, checked before loading
+//!     grants:
+//!       hosts: ["https://registry.example.com"]
+//!       env: [HOME]
+//!       secrets: [registry-password]
+//!       dirs: [{ path: /srv/build-cache, write: true }]
+//!     limits: { deadline_ms: 60000, memory_mb: 256 }
+//!     config: { any: settings }
+//! ```
+
+mod blocks;
+mod error;
+mod plugins;
+
+pub use blocks::{BuilderConfig, EnvironmentConfig, RegistryConfig};
+pub use error::ConfigError;
+pub use plugins::{DirGrant, Grants, Limits, PluginEntry, SecretSource, parse_sha256 as plugins_sha};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Which queue backend the agent serves.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// The on-disk SQLite queue in the state dir (no server needed).
+    #[default]
+    Embedded,
+}
+
+/// The parsed `launch-config.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchConfig {
+    /// Queues to serve, in order.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// A single queue; joins `queues`.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The W&B entity.
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// How many jobs run at once; -1 for unlimited.
+    #[serde(default = "default_max_jobs")]
+    pub max_jobs: Spanned<i64>,
+    /// Accepted for W&B compatibility; this agent runs no sweep schedulers.
+    #[serde(default)]
+    pub max_schedulers: Option<i64>,
+    /// Accepted for W&B compatibility.
+    #[serde(default)]
+    pub secure_mode: bool,
+    /// Log verbosity: 0 info, 1 debug, 2 or more trace.
+    #[serde(default)]
+    pub verbosity: u8,
+    /// Seconds a stopped run may take to exit before it is killed.
+    #[serde(default = "default_stopped_run_timeout")]
+    pub stopped_run_timeout: u64,
+    /// The `environment:` block.
+    #[serde(default)]
+    pub environment: Option<EnvironmentConfig>,
+    /// The `registry:` block.
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
+    /// The `builder:` block.
+    #[serde(default)]
+    pub builder: Option<BuilderConfig>,
+    /// Where the embedded queue, run logs and compiled plugins live.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// The queue backend.
+    #[serde(default)]
+    pub queue_backend: QueueBackend,
+    /// Where the default bundle's `.wasm` files are.
+    #[serde(default)]
+    pub plugin_dir: Option<PathBuf>,
+    /// Plugins by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginEntry>,
+    /// Named secrets.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Seconds a claim lasts without renewal.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// Claims by agents that then died before a job is failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Seconds running jobs get to finish after SIGINT/SIGTERM before they are
+    /// stopped and handed back to the queue.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
+    /// The file this config was read from (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+fn default_max_jobs() -> Spanned<i64> {
+    let nowhere = serde_saphyr::Location::UNKNOWN;
+    Spanned::new(1, nowhere, nowhere)
+}
+fn default_stopped_run_timeout() -> u64 {
+    60
+}
+fn default_lease_seconds() -> u64 {
+    30
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+
+impl Default for LaunchConfig {
+    fn default() -> Self {
+        // An empty document is a valid config: every key has a default.
+        match Self::parse("{}", Path::new("<default>")) {
+            Ok(config) => config,
+            Err(e) => unreachable!("the empty config is valid: {e}"),
+        }
+    }
+}
+
+impl LaunchConfig {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let mut config: LaunchConfig =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
+        config.source = Some(file.to_path_buf());
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let max_jobs = &self.max_jobs;
+        if max_jobs.value == 0 || max_jobs.value < -1 {
+            return Err(ConfigError::at(
+                file,
+                "max_jobs",
+                &max_jobs.referenced,
+                format!(
+                    "must be a positive number of jobs or -1 for unlimited, not {}",
+                    max_jobs.value
+                ),
+            ));
+        }
+        for (name, entry) in &self.plugins {
+            entry.validate(file, name, &self.secrets)?;
+        }
+        for (name, source) in &self.secrets {
+            source.validate(file, name)?;
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                "max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.lease_seconds < 3 {
+            return Err(ConfigError::invalid(
+                file,
+                "lease_seconds",
+                "must be at least 3 seconds",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The queues to serve: `queue` and `queues` together, without repeats,
+    /// or `default` when neither names one.
+    pub fn queue_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for name in self.queue.iter().chain(self.queues.iter()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        if names.is_empty() {
+            names.push("default".to_string());
+        }
+        names
+    }
+
+    /// `max_jobs` as a limit: `None` for unlimited.
+    pub fn max_jobs_limit(&self) -> Option<usize> {
+        usize::try_from(self.max_jobs.value).ok()
+    }
+
+    /// The directory the config file is in, against which relative paths in
+    /// it are resolved.
+    pub fn base_dir(&self) -> PathBuf {
+        self.source
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// Resolves a path written in the config against the config's directory.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir().join(path)
+        }
+    }
+}

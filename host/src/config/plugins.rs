@@ -1,0 +1,263 @@
+//! The `plugins:` and `secrets:` maps: which plugins exist, what each may
+//! do, and where secret values come from.
+//!
+//! Everything is denied unless granted here. A plugin of the default bundle
+//! that needs a grant (the AWS environment needs `AWS_*` env vars and the
+//! AWS hosts) gets it from this map too: an entry named like the bundled
+//! plugin (`aws`, `ecr`, ...) adds grants and settings to it without a `path`.
+
+use super::ConfigError;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Default CPU deadline of one plugin call.
+pub const DEFAULT_DEADLINE_MS: u64 = 30_000;
+/// Default memory cap of one plugin instance.
+pub const DEFAULT_MEMORY_MB: u64 = 128;
+/// The largest memory cap a config may set.
+pub const MAX_MEMORY_MB: u64 = 4096;
+
+/// One plugin in the config.
+///
+/// ```yaml
+/// plugins:
+///   my-builder:
+///     path: ./my-builder.wasm
+///     sha256: 9c56...        # optional: refuse to load any other bytes
+///     grants: { hosts: ["https://registry.example.com"], env: [HOME] }
+///     limits: { deadline_ms: 60000, memory_mb: 256 }
+///     config: { any: value }
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// The component file (`.wasm`). Omitted: the bundled plugin of this name.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The expected sha256 of the file, hex (an optional `sha256:` prefix).
+    #[serde(default)]
+    pub sha256: Option<Spanned<String>>,
+    /// What the plugin may reach.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Per-call limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Plugin settings, merged into the block settings it is called with.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// What a plugin may reach. Everything not listed is refused.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Outbound HTTP destinations as `scheme://host[:port]` patterns; `*`
+    /// matches one or more DNS labels in the host, or any port.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Environment variables (of the agent) the plugin can read, by name.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Secrets (of the `secrets:` map) the plugin can open, by name.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Directories the plugin sees, read-only unless `write: true`.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A directory a plugin may see.
+///
+/// ```yaml
+/// dirs:
+///   - /srv/models                 # read-only, same path inside
+///   - { path: /srv/cache, write: true, guest: /cache }
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DirGrant {
+    /// Just a path: read-only, at the same path inside the plugin.
+    Path(PathBuf),
+    /// A path with options.
+    Full {
+        /// The directory on this machine.
+        path: PathBuf,
+        /// Where the plugin sees it (default: the same path).
+        #[serde(default)]
+        guest: Option<String>,
+        /// Whether the plugin may write in it.
+        #[serde(default)]
+        write: bool,
+    },
+}
+
+impl DirGrant {
+    /// The directory on this machine.
+    pub fn host_path(&self) -> &Path {
+        match self {
+            DirGrant::Path(path) | DirGrant::Full { path, .. } => path,
+        }
+    }
+    /// Where the plugin sees it.
+    pub fn guest_path(&self) -> String {
+        match self {
+            DirGrant::Full {
+                guest: Some(guest), ..
+            } => guest.clone(),
+            _ => self.host_path().to_string_lossy().into_owned(),
+        }
+    }
+    /// Whether the plugin may write in it.
+    pub fn writable(&self) -> bool {
+        matches!(self, DirGrant::Full { write: true, .. })
+    }
+}
+
+/// Limits of each plugin call.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock deadline of one call, in milliseconds; the call traps at it.
+    #[serde(default = "default_deadline")]
+    pub deadline_ms: u64,
+    /// Memory cap of one instance, in MiB.
+    #[serde(default = "default_memory")]
+    pub memory_mb: u64,
+}
+
+fn default_deadline() -> u64 {
+    DEFAULT_DEADLINE_MS
+}
+fn default_memory() -> u64 {
+    DEFAULT_MEMORY_MB
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline_ms: DEFAULT_DEADLINE_MS,
+            memory_mb: DEFAULT_MEMORY_MB,
+        }
+    }
+}
+
+/// Where a secret's value comes from. Values never appear in the config.
+///
+/// ```yaml
+/// secrets:
+///   registry-password: { env: REGISTRY_PASSWORD }
+///   gcp-key: { file: /etc/launch/gcp.json }
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SecretSource {
+    /// An environment variable of the agent.
+    Env(String),
+    /// A file (its whole content, a trailing newline removed).
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret's value.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            SecretSource::Env(var) => std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set")),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    pub(super) fn validate(&self, file: &Path, name: &str) -> Result<(), ConfigError> {
+        let empty = match self {
+            SecretSource::Env(var) => var.is_empty(),
+            SecretSource::File(path) => path.as_os_str().is_empty(),
+        };
+        if empty {
+            return Err(ConfigError::invalid(
+                file,
+                &format!("secrets.{name}"),
+                "needs an `env` variable name or a `file` path",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PluginEntry {
+    pub(super) fn validate(
+        &self,
+        file: &Path,
+        name: &str,
+        secrets: &BTreeMap<String, SecretSource>,
+    ) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("plugins.{name}.{k}");
+        if let Some(digest) = &self.sha256
+            && parse_sha256(&digest.value).is_none()
+        {
+            return Err(ConfigError::at(
+                file,
+                &key("sha256"),
+                &digest.referenced,
+                "must be 64 hex digits, optionally prefixed with `sha256:`",
+            ));
+        }
+        for pattern in &self.grants.hosts {
+            crate::capabilities::http::HostPattern::parse(pattern).map_err(|reason| {
+                ConfigError::invalid(file, &key("grants.hosts"), format!("{pattern:?}: {reason}"))
+            })?;
+        }
+        for secret in &self.grants.secrets {
+            if !secrets.contains_key(secret) {
+                return Err(ConfigError::invalid(
+                    file,
+                    &key("grants.secrets"),
+                    format!("names secret {secret:?}, which the `secrets:` map does not define"),
+                ));
+            }
+        }
+        for dir in &self.grants.dirs {
+            if !dir.host_path().is_absolute() {
+                return Err(ConfigError::invalid(
+                    file,
+                    &key("grants.dirs"),
+                    format!("{} must be an absolute path", dir.host_path().display()),
+                ));
+            }
+        }
+        if self.limits.deadline_ms == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                &key("limits.deadline_ms"),
+                "must be above 0",
+            ));
+        }
+        if self.limits.memory_mb == 0 || self.limits.memory_mb > MAX_MEMORY_MB {
+            return Err(ConfigError::invalid(
+                file,
+                &key("limits.memory_mb"),
+                format!("must be between 1 and {MAX_MEMORY_MB}"),
+            ));
+        }
+        if let Some(config) = &self.config
+            && !config.is_object()
+        {
+            return Err(ConfigError::invalid(
+                file,
+                &key("config"),
+                "must be a map of settings",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a sha256 digest written as 64 hex digits, optionally `sha256:`-prefixed.
+pub fn parse_sha256(text: &str) -> Option<String> {
+    let hex = text.strip_prefix("sha256:").unwrap_or(text).to_ascii_lowercase();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}

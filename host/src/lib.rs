@@ -1,0 +1,18 @@
+//! launch-agent: a launch agent for ML jobs whose builders, registries and
+//! environments are sandboxed WebAssembly components.
+//!
+//! The agent takes jobs off launch queues, prepares each through its
+//! environment, registry and builder plugins, runs it and reports the
+//! outcome to the queue. See `README.md` for the tour and `wit/` for the
+//! plugin contract.
+
+pub mod agent;
+pub mod capabilities;
+pub mod config;
+pub mod plugins;
+pub mod queue;
+pub mod runners;
+pub mod spec;
+pub mod startup;
+pub mod state_dir;
+pub mod timeouts;

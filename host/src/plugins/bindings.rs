@@ -1,0 +1,61 @@
+//! Host-side bindings of the WIT contract in `wit/`, one module per world.
+//!
+//! The interfaces every world imports (`types`, `log`, `secrets`) are
+//! generated once, in [`imports`], and shared by the plugin worlds, so a
+//! `PluginError` is one type whichever plugin returned it.
+
+/// The host interfaces every plugin may import (world `plugin-imports`).
+pub mod imports {
+    wasmtime::component::bindgen!({
+        world: "plugin-imports",
+        path: "../wit",
+        imports: { default: trappable },
+        with: {
+            "launch:plugin/secrets.secret": crate::capabilities::secrets::SecretHandle,
+        },
+    });
+}
+
+/// World `builder-plugin`.
+pub mod builder {
+    wasmtime::component::bindgen!({
+        world: "builder-plugin",
+        path: "../wit",
+        exports: { default: async },
+        with: {
+            "launch:plugin/types": super::imports::launch::plugin::types,
+            "launch:plugin/log": super::imports::launch::plugin::log,
+            "launch:plugin/secrets": super::imports::launch::plugin::secrets,
+        },
+    });
+}
+
+/// World `registry-plugin`.
+pub mod registry {
+    wasmtime::component::bindgen!({
+        world: "registry-plugin",
+        path: "../wit",
+        exports: { default: async },
+        with: {
+            "launch:plugin/types": super::imports::launch::plugin::types,
+            "launch:plugin/log": super::imports::launch::plugin::log,
+            "launch:plugin/secrets": super::imports::launch::plugin::secrets,
+        },
+    });
+}
+
+/// World `environment-plugin`.
+pub mod environment {
+    wasmtime::component::bindgen!({
+        world: "environment-plugin",
+        path: "../wit",
+        exports: { default: async },
+        with: {
+            "launch:plugin/types": super::imports::launch::plugin::types,
+            "launch:plugin/log": super::imports::launch::plugin::log,
+            "launch:plugin/secrets": super::imports::launch::plugin::secrets,
+        },
+    });
+}
+
+pub use imports::launch::plugin::types::{Job, PluginError, PluginInfo, Stage};

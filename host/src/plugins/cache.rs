@@ -1,0 +1,167 @@
+//! The on-disk cache of precompiled plugins.
+//!
+//! Compiling a small component takes 50–80 ms; loading its precompiled form
+//! takes well under one. Entries are keyed by the component's sha256 and the
+//! engine's `precompile_compatibility_hash` (wasmtime version, target and
+//! settings), so a new agent or a changed engine never loads stale code.
+//!
+//! Deserializing precompiled code is `unsafe`: it is machine code that will
+//! run. We therefore load only bytes we wrote ourselves: every entry carries
+//! a MAC (sha256 over a per-cache random key and the bytes), and an entry
+//! whose MAC does not match — copied in from elsewhere, tampered with,
+//! truncated — is ignored and rebuilt. The key lives in the cache directory
+//! with mode 0600 and the directory is 0700.
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The precompiled-plugin cache in one directory.
+pub struct CompiledCache {
+    dir: PathBuf,
+    key: [u8; 32],
+    engine_hash: String,
+}
+
+/// Where a compiled component came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Loaded from the cache.
+    Hit,
+    /// Compiled now (and written to the cache).
+    Compiled,
+}
+
+impl CompiledCache {
+    /// Opens (creating) the cache in `dir` for `engine`.
+    pub fn open(dir: &Path, engine: &Engine) -> anyhow::Result<Self> {
+        create_private_dir(dir)?;
+        let key = load_or_create_key(&dir.join("cache.key"))?;
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hex::encode(&hasher.0.finalize()[..8]);
+        Ok(CompiledCache {
+            dir: dir.to_path_buf(),
+            key,
+            engine_hash,
+        })
+    }
+
+    /// Returns the compiled component for `wasm` (whose sha256 is `digest`),
+    /// from the cache when a valid entry exists, else compiling and storing it.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        digest: &str,
+    ) -> anyhow::Result<(Component, CacheOutcome)> {
+        let entry = self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash));
+        if let Some(bytes) = self.read_verified(&entry) {
+            // SAFETY: `read_verified` returned these bytes only because their
+            // MAC matches our private key: we wrote them with `serialize` for
+            // an engine with this same compatibility hash.
+            match unsafe { Component::deserialize(engine, &bytes) } {
+                Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                Err(error) => {
+                    tracing::warn!(%error, entry = %entry.display(), "ignoring unusable cache entry")
+                }
+            }
+        }
+        let component = Component::new(engine, wasm)?;
+        if let Err(error) = self.write(&entry, &component) {
+            tracing::warn!(%error, dir = %self.dir.display(), "cannot write the plugin cache; plugins will be compiled at every start");
+        }
+        Ok((component, CacheOutcome::Compiled))
+    }
+
+    fn mac(&self, bytes: &[u8]) -> [u8; 32] {
+        let mut mac = Sha256::new();
+        mac.update(self.key);
+        mac.update(bytes);
+        mac.update(self.key);
+        mac.finalize().into()
+    }
+
+    fn read_verified(&self, entry: &Path) -> Option<Vec<u8>> {
+        let bytes = fs::read(entry).ok()?;
+        let stored = fs::read(mac_path(entry)).ok()?;
+        (stored.as_slice() == self.mac(&bytes).as_slice()).then_some(bytes)
+    }
+
+    fn write(&self, entry: &Path, component: &Component) -> anyhow::Result<()> {
+        let bytes = component.serialize()?;
+        write_atomically(&mac_path(entry), &self.mac(&bytes))?;
+        write_atomically(entry, &bytes)?;
+        Ok(())
+    }
+}
+
+fn mac_path(entry: &Path) -> PathBuf {
+    entry.with_extension("cwasm.mac")
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating cache dir {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting cache dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn load_or_create_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    if let Ok(bytes) = fs::read(path)
+        && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return Ok(key);
+    }
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating cache key {}", path.display()))?;
+    file.write_all(&key)?;
+    Ok(key)
+}
+
+/// Feeds a `Hash` value into sha256, so the key is stable across processes
+/// (std's `DefaultHasher` is not guaranteed to be).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// The lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}

@@ -1,0 +1,95 @@
+//! The one wasmtime [`Engine`] of the agent: async, component model, epoch
+//! interruption, and the pooling allocator when the address space allows it.
+//!
+//! Why pooling: a fresh Store and instance per call is what keeps plugin
+//! calls independent, and with the pooling allocator instantiation costs
+//! well under a microsecond of allocator time instead of several mmaps
+//! (wasmtime PR #6981). The pool reserves virtual address space up front;
+//! where that reservation fails (a `ulimit -v`, a small address space) the
+//! engine falls back to on-demand allocation, as Spin does, and says so.
+
+use crate::timeouts::EPOCH_TICK;
+use anyhow::Context as _;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Concurrent plugin instances the pool holds.
+const POOL_INSTANCES: u32 = 64;
+
+/// How instances are allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocator {
+    /// Slots reserved up front and reused.
+    Pooling,
+    /// mmap per instance.
+    OnDemand,
+}
+
+/// The engine and how it allocates.
+pub struct PluginEngine {
+    /// The wasmtime engine.
+    pub engine: Engine,
+    /// Which allocator the engine got.
+    pub allocator: Allocator,
+}
+
+impl PluginEngine {
+    /// Creates the engine; `max_memory_bytes` is the largest memory cap of
+    /// any configured plugin (pool slots must fit it).
+    pub fn new(max_memory_bytes: u64) -> anyhow::Result<Self> {
+        let pooled = Engine::new(&config(Some(max_memory_bytes)));
+        let (engine, allocator) = match pooled {
+            Ok(engine) => (engine, Allocator::Pooling),
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "cannot reserve the plugin instance pool; using on-demand allocation (slower plugin calls)"
+                );
+                let engine = Engine::new(&config(None))
+                    .map_err(anyhow::Error::from)
+                    .context("creating the plugin engine")?;
+                (engine, Allocator::OnDemand)
+            }
+        };
+        start_epoch_ticker(&engine);
+        Ok(PluginEngine { engine, allocator })
+    }
+}
+
+fn config(pool_memory_bytes: Option<u64>) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if let Some(max_memory) = pool_memory_bytes {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES);
+        pool.total_core_instances(POOL_INSTANCES * 8);
+        pool.total_memories(POOL_INSTANCES * 2);
+        pool.total_tables(POOL_INSTANCES * 8);
+        pool.max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own,
+/// which ends when the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("plugin-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the plugin deadline thread: plugin deadlines will not fire");
+    }
+}
+
+/// The number of epoch ticks in a deadline, at least one.
+pub fn deadline_ticks(deadline: std::time::Duration) -> u64 {
+    (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}

@@ -1,0 +1,318 @@
+//! A loaded plugin: its compiled component ready to instantiate, and the
+//! calls the host makes into it. Every call gets a fresh Store (so calls
+//! share no state), a CPU deadline that traps, and a memory cap.
+
+use super::bindings::{Job, PluginError, builder, environment, registry};
+use super::contract::PluginKind;
+use super::engine::deadline_ticks;
+use super::state::{MEMORY_CAP_MARKER, MemoryCap, PluginState};
+use crate::capabilities::http::{GrantedHttpHooks, HostAllowList};
+use crate::capabilities::log::LogSink;
+use crate::capabilities::wasi::context_for;
+use crate::config::{Grants, Limits, SecretSource};
+use crate::timeouts::HOST_WAIT_GRACE;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi_http::WasiHttpCtx;
+
+pub use super::bindings::builder::exports::launch::plugin::builder::{BuildOutcome, BuildRequest};
+
+/// The typed pre-instantiated component, by kind.
+#[derive(Clone)]
+pub(crate) enum TypedPre {
+    Builder(builder::BuilderPluginPre<PluginState>),
+    Registry(registry::RegistryPluginPre<PluginState>),
+    Environment(environment::EnvironmentPluginPre<PluginState>),
+}
+
+/// Facts about a loaded plugin, as `plugins list` shows them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PluginDescription {
+    /// The name the config uses (`noop`, `my-builder`).
+    pub name: String,
+    /// The plugin's kind.
+    pub kind: PluginKind,
+    /// The plugin's own name, from `info()`.
+    pub plugin_name: String,
+    /// The plugin's own version, from `info()`.
+    pub version: String,
+    /// One line from the plugin.
+    pub description: String,
+    /// The contract version it was built against.
+    pub wit_version: String,
+    /// sha256 of the component file.
+    pub sha256: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// Granted hosts.
+    pub hosts: Vec<String>,
+    /// Granted env vars.
+    pub env: Vec<String>,
+    /// Granted secrets (names only).
+    pub secrets: Vec<String>,
+    /// Granted directories, `path` or `path (rw)`.
+    pub dirs: Vec<String>,
+    /// Deadline of one call, ms.
+    pub deadline_ms: u64,
+    /// Memory cap, MiB.
+    pub memory_mb: u64,
+}
+
+/// A plugin call that did not return normally.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The plugin ran past its deadline and was stopped.
+    #[error("plugin {plugin} ran past its {deadline_ms} ms deadline and was stopped")]
+    Deadline {
+        /// `name version` of the plugin.
+        plugin: String,
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The plugin tried to grow its memory past its cap.
+    #[error("plugin {plugin} hit its memory cap of {memory_mb} MiB and was stopped")]
+    MemoryCap {
+        /// `name version` of the plugin.
+        plugin: String,
+        /// The cap.
+        memory_mb: u64,
+    },
+    /// The plugin trapped (a panic, an out-of-bounds access, ...).
+    #[error("plugin {plugin} crashed: {detail}")]
+    Trap {
+        /// `name version` of the plugin.
+        plugin: String,
+        /// The trap and the end of the plugin's stderr.
+        detail: String,
+    },
+    /// The host could not set up the call (a granted directory is missing...).
+    #[error("plugin {plugin} could not be called: {detail}")]
+    Setup {
+        /// `name version` of the plugin.
+        plugin: String,
+        /// Why.
+        detail: String,
+    },
+    /// The call returned the plugin's own error.
+    #[error("plugin {plugin}: {}", .error.message)]
+    Plugin {
+        /// `name version` of the plugin.
+        plugin: String,
+        /// The plugin's error.
+        error: PluginError,
+    },
+}
+
+/// A compiled plugin, ready to be called.
+pub struct LoadedPlugin {
+    pub(crate) description: PluginDescription,
+    pub(crate) pre: TypedPre,
+    pub(crate) engine: Engine,
+    pub(crate) grants: Grants,
+    pub(crate) limits: Limits,
+    pub(crate) settings: Option<serde_json::Value>,
+    pub(crate) allowed_hosts: Arc<HostAllowList>,
+    pub(crate) secrets: Arc<BTreeMap<String, SecretSource>>,
+    pub(crate) label: Arc<str>,
+}
+
+impl LoadedPlugin {
+    /// What `plugins list` shows.
+    pub fn description(&self) -> &PluginDescription {
+        &self.description
+    }
+
+    /// The plugin's kind.
+    pub fn kind(&self) -> PluginKind {
+        self.description.kind
+    }
+
+    /// `name version`, as errors name the plugin.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The settings a block of the config gives this plugin: the block's own
+    /// keys, then the plugin entry's `config:` keys.
+    pub fn settings_for(&self, block: Option<serde_json::Value>) -> String {
+        let mut merged = match block {
+            Some(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        if let Some(serde_json::Value::Object(extra)) = &self.settings {
+            for (k, v) in extra {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::Value::Object(merged).to_string()
+    }
+
+    fn store(&self, log: Option<LogSink>) -> Result<(Store<PluginState>, MemoryOutputPipe), CallError> {
+        let (wasi, stderr) = context_for(&self.grants).map_err(|e| CallError::Setup {
+            plugin: self.label.to_string(),
+            detail: format!("{e:#}"),
+        })?;
+        let state = PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: GrantedHttpHooks {
+                allowed: self.allowed_hosts.clone(),
+                plugin: self.label.clone(),
+            },
+            limiter: MemoryCap {
+                bytes: usize::try_from(self.limits.memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
+            },
+            plugin_name: self.label.clone(),
+            secrets: self.secrets.clone(),
+            log_sink: log,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(deadline_ticks(Duration::from_millis(self.limits.deadline_ms)));
+        store.epoch_deadline_trap();
+        Ok((store, stderr))
+    }
+
+    fn classify(&self, error: wasmtime::Error, stderr: &MemoryOutputPipe) -> CallError {
+        let plugin = self.label.to_string();
+        if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            return CallError::Deadline {
+                plugin,
+                deadline_ms: self.limits.deadline_ms,
+            };
+        }
+        if format!("{error:#}").contains(MEMORY_CAP_MARKER) {
+            return CallError::MemoryCap {
+                plugin,
+                memory_mb: self.limits.memory_mb,
+            };
+        }
+        let mut detail = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
+        };
+        let output = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+        if !output.is_empty() {
+            let tail: Vec<&str> = output.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            detail.push_str(&format!("; its stderr ended: {}", tail.join(" | ")));
+        }
+        CallError::Trap { plugin, detail }
+    }
+
+    fn wall_clock_limit(&self) -> Duration {
+        Duration::from_millis(self.limits.deadline_ms) + HOST_WAIT_GRACE
+    }
+
+    fn wrong_kind(&self, wanted: PluginKind) -> CallError {
+        CallError::Setup {
+            plugin: self.label.to_string(),
+            detail: format!("it is a {} plugin, not a {wanted} plugin", self.kind()),
+        }
+    }
+
+    fn lift<T>(&self, result: Result<T, PluginError>) -> Result<T, CallError> {
+        result.map_err(|error| CallError::Plugin {
+            plugin: self.label.to_string(),
+            error,
+        })
+    }
+}
+
+/// Runs one call against a fresh store, with the deadline, the memory cap
+/// and the wall-clock limit, and classifies any failure.
+macro_rules! call_plugin {
+    ($self:ident, $log:expr, $kind:ident, $wanted:expr, |$store:ident, $pre:ident| $body:expr) => {{
+        let TypedPre::$kind($pre) = &$self.pre else {
+            return Err($self.wrong_kind($wanted));
+        };
+        let (mut store, stderr) = $self.store($log)?;
+        let result = {
+            let $store = &mut store;
+            tokio::time::timeout($self.wall_clock_limit(), async { $body }).await
+        };
+        match result {
+            Ok(Ok(value)) => value,
+            Ok(Err(error)) => return Err($self.classify(error, &stderr)),
+            Err(_elapsed) => {
+                return Err(CallError::Deadline {
+                    plugin: $self.label.to_string(),
+                    deadline_ms: $self.limits.deadline_ms,
+                });
+            }
+        }
+    }};
+}
+
+impl LoadedPlugin {
+    /// Calls `plugin.info`.
+    pub(crate) async fn info(&self) -> Result<super::bindings::PluginInfo, CallError> {
+        Ok(match &self.pre {
+            TypedPre::Builder(_) => call_plugin!(self, None, Builder, PluginKind::Builder, |store, pre| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.launch_plugin_plugin().call_info(&mut *store).await
+            }),
+            TypedPre::Registry(_) => call_plugin!(self, None, Registry, PluginKind::Registry, |store, pre| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.launch_plugin_plugin().call_info(&mut *store).await
+            }),
+            TypedPre::Environment(_) => {
+                call_plugin!(self, None, Environment, PluginKind::Environment, |store, pre| {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    instance.launch_plugin_plugin().call_info(&mut *store).await
+                })
+            }
+        })
+    }
+
+    /// Calls `environment.verify`.
+    pub async fn verify_environment(&self, settings: &str, log: Option<LogSink>) -> Result<(), CallError> {
+        let result = call_plugin!(self, log, Environment, PluginKind::Environment, |store, pre| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.launch_plugin_environment().call_verify(&mut *store, settings).await
+        });
+        self.lift(result)
+    }
+
+    /// Calls `environment.run-env`.
+    pub async fn run_env(&self, settings: &str, job: &Job, log: Option<LogSink>) -> Result<Vec<(String, String)>, CallError> {
+        let result = call_plugin!(self, log, Environment, PluginKind::Environment, |store, pre| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.launch_plugin_environment().call_run_env(&mut *store, settings, job).await
+        });
+        self.lift(result)
+    }
+
+    /// Calls `builder.build`.
+    pub async fn build(&self, request: &BuildRequest, log: Option<LogSink>) -> Result<BuildOutcome, CallError> {
+        let result = call_plugin!(self, log, Builder, PluginKind::Builder, |store, pre| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.launch_plugin_builder().call_build(&mut *store, request).await
+        });
+        self.lift(result)
+    }
+
+    /// Calls `registry.repository-uri`.
+    pub async fn repository_uri(&self, settings: &str, log: Option<LogSink>) -> Result<String, CallError> {
+        let result = call_plugin!(self, log, Registry, PluginKind::Registry, |store, pre| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.launch_plugin_registry().call_repository_uri(&mut *store, settings).await
+        });
+        self.lift(result)
+    }
+
+    /// Calls `registry.image-exists`.
+    pub async fn image_exists(&self, settings: &str, image_uri: &str, log: Option<LogSink>) -> Result<bool, CallError> {
+        let result = call_plugin!(self, log, Registry, PluginKind::Registry, |store, pre| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.launch_plugin_registry().call_image_exists(&mut *store, settings, image_uri).await
+        });
+        self.lift(result)
+    }
+}

@@ -1,0 +1,82 @@
+//! The data of one plugin Store: WASI, HTTP, resources, limits and the
+//! plugin's grants. A Store lives for exactly one call.
+
+use crate::capabilities::http::GrantedHttpHooks;
+use crate::capabilities::log::LogSink;
+use crate::config::SecretSource;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Text of the trap raised when a plugin's memory cap is reached; the
+/// runtime recognises it to report the cap.
+pub const MEMORY_CAP_MARKER: &str = "plugin memory cap reached";
+
+/// Store data of one plugin call.
+pub struct PluginState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) hooks: GrantedHttpHooks,
+    pub(crate) limiter: MemoryCap,
+    pub(crate) plugin_name: Arc<str>,
+    pub(crate) secrets: Arc<BTreeMap<String, SecretSource>>,
+    pub(crate) log_sink: Option<LogSink>,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Caps the memory of one instance; growing past the cap traps with
+/// [`MEMORY_CAP_MARKER`] (rather than letting `memory.grow` return -1, which
+/// Rust guests turn into an opaque abort).
+pub struct MemoryCap {
+    /// The cap in bytes.
+    pub bytes: usize,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.bytes {
+            wasmtime::bail!(
+                "{MEMORY_CAP_MARKER}: asked for {} MiB, cap is {} MiB",
+                desired / (1024 * 1024),
+                self.bytes / (1024 * 1024)
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}

@@ -1,0 +1,1009 @@
+//! The embedded queue: a SQLite database in the agent's state directory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, TimeZone, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use super::error::QueueError;
+use super::item::{ItemState, QueueItem, Reclaimed, Stage};
+
+/// The name of the database file inside the state directory.
+pub const DB_FILE_NAME: &str = "queue.sqlite3";
+
+/// The schema version this build writes, kept in SQLite's `user_version`
+/// pragma. A database with a newer version is refused; older ones are
+/// migrated when opened.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long an operation waits for another process's write to finish before
+/// it fails with "database is locked".
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest lease taken into account; longer ones are cut to this.
+const MAX_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Version 1 of the schema.
+///
+/// `seq` orders items by submission (FIFO), independent of clock
+/// resolution. Times are kept twice: RFC 3339 text for people and, where the
+/// queue compares them, Unix milliseconds. The trigger makes "a terminal
+/// item never changes state again" hold even against a buggy writer.
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS items (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT    NOT NULL UNIQUE,
+    queue            TEXT    NOT NULL,
+    state            TEXT    NOT NULL CHECK (state IN
+                         ('queued', 'claimed', 'running', 'finished', 'failed', 'stopped')),
+    stage            TEXT    CHECK (stage IS NULL OR stage IN ('agent', 'build', 'run')),
+    message          TEXT,
+    exit_code        INTEGER,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    spec             TEXT    NOT NULL,
+    created_at       TEXT    NOT NULL,
+    created_ms       INTEGER NOT NULL,
+    updated_at       TEXT    NOT NULL,
+    updated_ms       INTEGER NOT NULL,
+    started_at       TEXT,
+    finished_at      TEXT,
+    claimed_by       TEXT,
+    lease_expires_at TEXT,
+    lease_expires_ms INTEGER,
+    stop_requested   INTEGER NOT NULL DEFAULT 0,
+    run_pid          INTEGER
+);
+CREATE INDEX IF NOT EXISTS items_by_queue_state ON items (queue, state, seq);
+CREATE INDEX IF NOT EXISTS items_by_holder ON items (claimed_by, state);
+CREATE TRIGGER IF NOT EXISTS terminal_items_stay_terminal
+BEFORE UPDATE OF state ON items
+WHEN OLD.state IN ('finished', 'failed', 'stopped') AND NEW.state IS NOT OLD.state
+BEGIN
+    SELECT RAISE(ABORT, 'a finished, failed or stopped queue item cannot change state');
+END;
+";
+
+/// The columns [`RawItem::from_row`] reads, in its order.
+const COLUMNS: &str = "id, queue, state, stage, message, exit_code, attempts, spec, \
+    created_at, updated_at, started_at, finished_at, claimed_by, lease_expires_at, \
+    stop_requested, run_pid";
+
+/// The default queue backend: a SQLite database (`queue.sqlite3`) in the
+/// agent's state directory.
+///
+/// The agent process and short-lived CLI processes (`submit`, `queue list`)
+/// use the same file at the same time, so the database runs in WAL mode with
+/// a busy timeout of [`BUSY_TIMEOUT`], and every state change is a single
+/// `BEGIN IMMEDIATE` transaction: two handles — in one process or in
+/// several — never claim the same item, and a crash never leaves an item
+/// half changed.
+///
+/// Item ids are UUID v4s in simple form (32 lowercase hex digits). Items
+/// are served first in, first out within a queue.
+///
+/// Every call blocks (for at most about [`BUSY_TIMEOUT`] while another
+/// process writes); call it from a blocking context in async code.
+pub struct EmbeddedQueue {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl fmt::Debug for EmbeddedQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedQueue")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedQueue {
+    /// Opens the queue in `state_dir`, creating the directory (mode 0700 on
+    /// unix; an existing directory is left as it is), the database file (mode
+    /// 0600 on unix) and its schema as needed.
+    pub fn open(state_dir: &Path) -> Result<Self, QueueError> {
+        create_private_dir(state_dir)?;
+        let path = state_dir.join(DB_FILE_NAME);
+        create_private_file(&path)?;
+
+        let mut conn = Connection::open(&path).ctx(&path, "open")?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .ctx(&path, "set busy timeout")?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+            .ctx(&path, "switch to WAL journal mode")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(QueueError::NoWal { path, mode });
+        }
+        migrate(&mut conn, &path)?;
+        Ok(EmbeddedQueue {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds a job to `queue` in state `queued` and returns its id.
+    ///
+    /// The queue name must not be empty, start or end with whitespace, or
+    /// contain control characters; `spec` must be a JSON object.
+    pub fn submit(&self, queue: &str, spec: serde_json::Value) -> Result<String, QueueError> {
+        validate_queue_name(queue)?;
+        if !spec.is_object() {
+            return Err(QueueError::InvalidSpec {
+                kind: json_kind(&spec),
+            });
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let op = format!("submit item {id} to queue {queue:?}");
+        let spec_text = spec.to_string();
+        let now = Now::get();
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO items (id, queue, state, spec, created_at, created_ms, updated_at, updated_ms)
+             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?4, ?5)",
+            params![id, queue, spec_text, now.text, now.ms],
+        )
+        .ctx(&self.path, &op)?;
+        Ok(id)
+    }
+
+    /// Claims the oldest queued item of the first queue in `queues` (in that
+    /// order) that has one: it becomes `claimed`, held by `agent_id` with a
+    /// lease until now + `lease`, and its `attempts` goes up by one.
+    ///
+    /// Atomic against every other handle and process. Queued items whose
+    /// stop was requested are moved to `stopped` on the way instead of being
+    /// claimed. Returns `None` when no listed queue has a queued item.
+    pub fn claim_next(
+        &self,
+        queues: &[String],
+        agent_id: &str,
+        lease: Duration,
+    ) -> Result<Option<QueueItem>, QueueError> {
+        let op = format!("claim next item for agent {agent_id}");
+        let mut conn = self.lock();
+        let tx = self.begin(&mut conn, &op)?;
+        let now = Now::get();
+        let (lease_ms, lease_text) = now.plus(lease);
+        let mut claimed = None;
+        'queues: for queue in queues {
+            loop {
+                let next: Option<(String, bool)> = tx
+                    .query_row(
+                        "SELECT id, stop_requested FROM items
+                         WHERE queue = ?1 AND state = 'queued' ORDER BY seq LIMIT 1",
+                        params![queue],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .ctx(&self.path, &op)?;
+                let Some((id, stop_requested)) = next else {
+                    break;
+                };
+                if stop_requested {
+                    tx.execute(
+                        "UPDATE items SET state = 'stopped', message = ?2,
+                             finished_at = ?3, updated_at = ?3, updated_ms = ?4
+                         WHERE id = ?1",
+                        params![id, "stopped before it started", now.text, now.ms],
+                    )
+                    .ctx(&self.path, &op)?;
+                    continue;
+                }
+                tx.execute(
+                    "UPDATE items SET state = 'claimed', claimed_by = ?2, attempts = attempts + 1,
+                         lease_expires_at = ?3, lease_expires_ms = ?4, started_at = NULL,
+                         run_pid = NULL, updated_at = ?5, updated_ms = ?6
+                     WHERE id = ?1",
+                    params![id, agent_id, lease_text, lease_ms, now.text, now.ms],
+                )
+                .ctx(&self.path, &op)?;
+                claimed = Some(self.fetch(&tx, &id, &op)?);
+                break 'queues;
+            }
+        }
+        tx.commit().ctx(&self.path, &op)?;
+        claimed.map(|raw| raw.into_item(&self.path)).transpose()
+    }
+
+    /// Moves a `claimed` item held by `agent_id` to `running` and records
+    /// when it started.
+    pub fn mark_running(&self, id: &str, agent_id: &str) -> Result<(), QueueError> {
+        let op = format!("mark item {id} running");
+        let mut conn = self.lock();
+        let tx = self.begin(&mut conn, &op)?;
+        let current = self.current(&tx, id, &op)?;
+        self.check_state(
+            id,
+            "start",
+            current.state,
+            &[ItemState::Claimed],
+            ItemState::Running,
+        )?;
+        if current.claimed_by.as_deref() != Some(agent_id) {
+            return Err(QueueError::NotHolder {
+                path: self.path.clone(),
+                id: id.to_owned(),
+                action: "start",
+                holder: current.claimed_by.unwrap_or_else(|| "none".to_owned()),
+                agent: agent_id.to_owned(),
+            });
+        }
+        let now = Now::get();
+        tx.execute(
+            "UPDATE items SET state = 'running', started_at = ?2, updated_at = ?2, updated_ms = ?3
+             WHERE id = ?1",
+            params![id, now.text, now.ms],
+        )
+        .ctx(&self.path, &op)?;
+        tx.commit().ctx(&self.path, &op)
+    }
+
+    /// Records (or, with `None`, clears) the process group id of the item's
+    /// local-process run. Recording needs a `claimed` or `running` item;
+    /// clearing works in any state.
+    pub fn set_run_pid(&self, id: &str, pid: Option<i32>) -> Result<(), QueueError> {
+        let op = format!("set run pid of item {id}");
+        let mut conn = self.lock();
+        let tx = self.begin(&mut conn, &op)?;
+        let current = self.current(&tx, id, &op)?;
+        if pid.is_some() && !current.state.is_held() {
+            return Err(QueueError::WrongState {
+                path: self.path.clone(),
+                id: id.to_owned(),
+                action: "record a run pid for",
+                from: current.state,
+                to: current.state,
+                allowed: "claimed or running".to_owned(),
+            });
+        }
+        let now = Now::get();
+        tx.execute(
+            "UPDATE items SET run_pid = ?2, updated_at = ?3, updated_ms = ?4 WHERE id = ?1",
+            params![id, pid, now.text, now.ms],
+        )
+        .ctx(&self.path, &op)?;
+        tx.commit().ctx(&self.path, &op)
+    }
+
+    /// Extends, to now + `lease`, the lease of every claimed or running item
+    /// held by `agent_id` (expired or not, as long as it was not reclaimed);
+    /// returns how many.
+    pub fn renew_leases(&self, agent_id: &str, lease: Duration) -> Result<usize, QueueError> {
+        let op = format!("renew leases of agent {agent_id}");
+        let now = Now::get();
+        let (lease_ms, lease_text) = now.plus(lease);
+        let mut conn = self.lock();
+        let tx = self.begin(&mut conn, &op)?;
+        let renewed = tx
+            .execute(
+                "UPDATE items SET lease_expires_at = ?2, lease_expires_ms = ?3
+                 WHERE claimed_by = ?1 AND state IN ('claimed', 'running')",
+                params![agent_id, lease_text, lease_ms],
+            )
+            .ctx(&self.path, &op)?;
+        tx.commit().ctx(&self.path, &op)?;
+        Ok(renewed)
+    }
+
+    /// Moves a `running` item to `finished`, recording the exit code and
+    /// clearing its lease and message.
+    pub fn finish(&self, id: &str, exit_code: Option<i32>) -> Result<(), QueueError> {
+        self.end(
+            id,
+            "finish",
+            &[ItemState::Running],
+            ItemState::Finished,
+            None,
+            None,
+            exit_code,
+        )
+    }
+
+    /// Moves a `claimed` or `running` item to `failed`, recording the stage
+    /// that failed, a message and the exit code if there was one.
+    pub fn fail(
+        &self,
+        id: &str,
+        stage: Stage,
+        message: &str,
+        exit_code: Option<i32>,
+    ) -> Result<(), QueueError> {
+        self.end(
+            id,
+            "fail",
+            &[ItemState::Claimed, ItemState::Running],
+            ItemState::Failed,
+            Some(stage),
+            Some(message),
+            exit_code,
+        )
+    }
+
+    /// Moves a `claimed` or `running` item to `stopped` with a message.
+    pub fn mark_stopped(&self, id: &str, message: &str) -> Result<(), QueueError> {
+        self.end(
+            id,
+            "stop",
+            &[ItemState::Claimed, ItemState::Running],
+            ItemState::Stopped,
+            None,
+            Some(message),
+            None,
+        )
+    }
+
+    /// Hands a `claimed` or `running` item back unfinished (the agent is
+    /// shutting down): it goes back to `queued` with its holder, lease,
+    /// start time and run pid cleared, and `attempts` goes down by one so a
+    /// hand-back does not count as an attempt.
+    ///
+    /// If a stop was requested for the item it goes to `stopped` instead,
+    /// since that is where the next claim would send it.
+    pub fn release(&self, id: &str) -> Result<(), QueueError> {
+        let op = format!("release item {id}");
+        let mut conn = self.lock();
+        let tx = self.begin(&mut conn, &op)?;
+        let current = self.current(&tx, id, &op)?;
+        let to = if current.stop_requested {
+            ItemState::Stopped
+        } else {
+            ItemState::Queued
+        };
+        self.check_state(
+            id,
+            "release",
+            current.state,
+            &[ItemState::Claimed, ItemState::Running],
+            to,
+        )?;
+        let holder = current.claimed_by.as_deref().unwrap_or("unknown");
+        let now = Now::get();
+        if to == ItemState::Stopped {
+            tx.execute(
+                "UPDATE items SET state = 'stopped', message = ?2,
+                     attempts = MAX(attempts - 1, 0), lease_expires_at = NULL,
+                     lease_expires_ms = NULL, finished_at = ?3, updated_at = ?3, updated_ms = ?4
+                 WHERE id = ?1",
+                params![
+                    id,
+                    format!("stopped on request; agent {holder} handed it back unfinished"),
+                    now.text,
+                    now.ms
+                ],
+            )
+        } else {
+            tx.execute(
+                "UPDATE items SET state = 'queued', message = ?2,
+                     attempts = MAX(attempts - 1, 0), claimed_by = NULL, lease_expires_at = NULL,
+                     lease_expires_ms = NULL, started_at = NULL, run_pid = NULL,
+                     updated_at = ?3, updated_ms = ?4
+                 WHERE id = ?1",
+                params![
+                    id,
+                    format!("handed back unfinished by agent {holder}"),
+                    now.text,
+                    now.ms
+                ],
+            )
+        }
+        .ctx(&self.path, &op)?;
+        tx.commit().ctx(&self.path, &op)
+    }
+
+    /// Asks for an item to be stopped and returns its state afterwards.
+    ///
+    /// A `queued` item goes straight to `stopped`. A `claimed` or `running`
+    /// item gets its `stop_requested` flag set and keeps its state: its
+    /// agent sees the flag and stops it. A terminal item is left as it is
+    /// (its state is returned, so the caller can say it already ended).
+    pub fn request_stop(&self, id: &str) -> Result<ItemState, QueueError> {
+        let op = format!("request stop of item {id}");
+        let mut conn = self.lock();
+        let tx = self.begin(&mut conn, &op)?;
+        let current = self.current(&tx, id, &op)?;
+        let now = Now::get();
+        let state = match current.state {
+            ItemState::Queued => {
+                tx.execute(
+                    "UPDATE items SET state = 'stopped', stop_requested = 1, message = ?2,
+                         finished_at = ?3, updated_at = ?3, updated_ms = ?4
+                     WHERE id = ?1",
+                    params![id, "stopped before it started", now.text, now.ms],
+                )
+                .ctx(&self.path, &op)?;
+                ItemState::Stopped
+            }
+            ItemState::Claimed | ItemState::Running => {
+                tx.execute(
+                    "UPDATE items SET stop_requested = 1, updated_at = ?2, updated_ms = ?3
+                     WHERE id = ?1",
+                    params![id, now.text, now.ms],
+                )
+                .ctx(&self.path, &op)?;
+                current.state
+            }
+            terminal => terminal,
+        };
+        tx.commit().ctx(&self.path, &op)?;
+        Ok(state)
+    }
+
+    /// Finds claimed and running items whose holder is gone — its lease
+    /// expired (now is past `lease_expires_at`), or `holder_is_dead` says so
+    /// for its `claimed_by` — and deals with each in one transaction:
+    ///
+    /// * a stop was requested: `stopped`;
+    /// * `attempts < max_attempts`: back to `queued` (holder, lease, start
+    ///   time and run pid cleared; the abandoned attempt still counts);
+    /// * otherwise: `failed`, stage `agent`, with a message saying it was
+    ///   abandoned N times by agents that died.
+    ///
+    /// Returns what was done to each, with its previous holder and run pid
+    /// so the caller can clean up left-over processes. `holder_is_dead` is
+    /// called while the database write lock is held, so it must be quick
+    /// (e.g. a `kill(pid, 0)`); it is not called for expired leases.
+    pub fn reclaim_abandoned(
+        &self,
+        holder_is_dead: &dyn Fn(&str) -> bool,
+        max_attempts: u32,
+    ) -> Result<Vec<Reclaimed>, QueueError> {
+        let op = "reclaim abandoned items";
+        let mut conn = self.lock();
+        let tx = self.begin(&mut conn, op)?;
+        let now = Now::get();
+        let held: Vec<Held> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, claimed_by, run_pid, attempts, stop_requested, lease_expires_ms
+                     FROM items WHERE state IN ('claimed', 'running') ORDER BY seq",
+                )
+                .ctx(&self.path, op)?;
+            stmt.query_map([], |row| {
+                Ok(Held {
+                    id: row.get(0)?,
+                    claimed_by: row.get(1)?,
+                    run_pid: row.get(2)?,
+                    attempts: row.get(3)?,
+                    stop_requested: row.get(4)?,
+                    lease_expires_ms: row.get(5)?,
+                })
+            })
+            .ctx(&self.path, op)?
+            .collect::<rusqlite::Result<_>>()
+            .ctx(&self.path, op)?
+        };
+
+        let mut reclaimed = Vec::new();
+        for item in held {
+            let expired = item.lease_expires_ms.is_none_or(|lease| now.ms > lease);
+            let reason = if expired {
+                "stopped renewing its lease"
+            } else if item.claimed_by.as_deref().is_none_or(holder_is_dead) {
+                "died"
+            } else {
+                continue;
+            };
+            let holder = item.claimed_by.unwrap_or_else(|| "unknown".to_owned());
+            let run_pid = item
+                .run_pid
+                .map(|pid| i32::try_from(pid).map_err(|_| self.corrupt(&item.id, "run_pid", pid)))
+                .transpose()?;
+            let attempts = u32::try_from(item.attempts)
+                .map_err(|_| self.corrupt(&item.id, "attempts", item.attempts))?;
+            let item_op = format!("reclaim item {} from agent {holder}", item.id);
+            let new_state = if item.stop_requested {
+                tx.execute(
+                    "UPDATE items SET state = 'stopped', message = ?2, lease_expires_at = NULL,
+                         lease_expires_ms = NULL, finished_at = ?3, updated_at = ?3, updated_ms = ?4
+                     WHERE id = ?1",
+                    params![
+                        item.id,
+                        format!("stopped on request; agent {holder} {reason} before stopping it"),
+                        now.text,
+                        now.ms
+                    ],
+                )
+                .ctx(&self.path, &item_op)?;
+                ItemState::Stopped
+            } else if attempts < max_attempts {
+                tx.execute(
+                    "UPDATE items SET state = 'queued', message = ?2, claimed_by = NULL,
+                         lease_expires_at = NULL, lease_expires_ms = NULL, started_at = NULL,
+                         run_pid = NULL, updated_at = ?3, updated_ms = ?4
+                     WHERE id = ?1",
+                    params![
+                        item.id,
+                        format!(
+                            "returned to the queue: agent {holder} {reason} \
+                             (attempt {attempts} of {max_attempts})"
+                        ),
+                        now.text,
+                        now.ms
+                    ],
+                )
+                .ctx(&self.path, &item_op)?;
+                ItemState::Queued
+            } else {
+                let times = if attempts == 1 { "time" } else { "times" };
+                tx.execute(
+                    "UPDATE items SET state = 'failed', stage = 'agent', message = ?2,
+                         lease_expires_at = NULL, lease_expires_ms = NULL,
+                         finished_at = ?3, updated_at = ?3, updated_ms = ?4
+                     WHERE id = ?1",
+                    params![
+                        item.id,
+                        format!(
+                            "abandoned {attempts} {times} by agents that died \
+                             (last: agent {holder}, which {reason}); giving up after \
+                             {max_attempts} attempts"
+                        ),
+                        now.text,
+                        now.ms
+                    ],
+                )
+                .ctx(&self.path, &item_op)?;
+                ItemState::Failed
+            };
+            reclaimed.push(Reclaimed {
+                id: item.id,
+                previous_holder: holder,
+                run_pid,
+                new_state,
+            });
+        }
+        tx.commit().ctx(&self.path, op)?;
+        Ok(reclaimed)
+    }
+
+    /// The item with this id, if there is one.
+    pub fn get(&self, id: &str) -> Result<Option<QueueItem>, QueueError> {
+        let op = format!("read item {id}");
+        let conn = self.lock();
+        conn.query_row(
+            &format!("SELECT {COLUMNS} FROM items WHERE id = ?1"),
+            params![id],
+            RawItem::from_row,
+        )
+        .optional()
+        .ctx(&self.path, &op)?
+        .map(|raw| raw.into_item(&self.path))
+        .transpose()
+    }
+
+    /// Every item, or every item of `queue`, oldest first.
+    pub fn list(&self, queue: Option<&str>) -> Result<Vec<QueueItem>, QueueError> {
+        let op = match queue {
+            Some(queue) => format!("list queue {queue:?}"),
+            None => "list items".to_owned(),
+        };
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM items WHERE ?1 IS NULL OR queue = ?1 ORDER BY seq"
+            ))
+            .ctx(&self.path, &op)?;
+        let raws = stmt
+            .query_map(params![queue], RawItem::from_row)
+            .ctx(&self.path, &op)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ctx(&self.path, &op)?;
+        raws.into_iter()
+            .map(|raw| raw.into_item(&self.path))
+            .collect()
+    }
+
+    /// The names of every queue that has (or had) an item, sorted.
+    pub fn queue_names(&self) -> Result<Vec<String>, QueueError> {
+        let op = "list queue names";
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT queue FROM items ORDER BY queue")
+            .ctx(&self.path, op)?;
+        stmt.query_map([], |row| row.get(0))
+            .ctx(&self.path, op)?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .ctx(&self.path, op)
+    }
+
+    /// Whether any of `queues` has a queued item.
+    pub fn has_queued(&self, queues: &[String]) -> Result<bool, QueueError> {
+        let op = "look for queued items";
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT EXISTS (SELECT 1 FROM items WHERE queue = ?1 AND state = 'queued')")
+            .ctx(&self.path, op)?;
+        for queue in queues {
+            let found: bool = stmt
+                .query_row(params![queue], |row| row.get(0))
+                .ctx(&self.path, op)?;
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// How many items `agent_id` holds (claimed or running).
+    pub fn count_active(&self, agent_id: &str) -> Result<usize, QueueError> {
+        let op = format!("count items held by agent {agent_id}");
+        let conn = self.lock();
+        let count: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM items
+                 WHERE claimed_by = ?1 AND state IN ('claimed', 'running')",
+                params![agent_id],
+                |row| row.get(0),
+            )
+            .ctx(&self.path, &op)?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// The connection. A panic while it was held cannot have left a change
+    /// half made (an open transaction rolls back when dropped), so a
+    /// poisoned lock is simply taken over.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts a write transaction, taking the database's write lock at once
+    /// so that what it reads cannot change before it writes.
+    fn begin<'c>(&self, conn: &'c mut Connection, op: &str) -> Result<Transaction<'c>, QueueError> {
+        conn.transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(&self.path, op)
+    }
+
+    /// The item `id`, read inside `tx`.
+    fn fetch(&self, tx: &Transaction<'_>, id: &str, op: &str) -> Result<RawItem, QueueError> {
+        tx.query_row(
+            &format!("SELECT {COLUMNS} FROM items WHERE id = ?1"),
+            params![id],
+            RawItem::from_row,
+        )
+        .ctx(&self.path, op)
+    }
+
+    /// The state-related fields of item `id`, or [`QueueError::NotFound`].
+    fn current(&self, tx: &Transaction<'_>, id: &str, op: &str) -> Result<Current, QueueError> {
+        let row: Option<(String, Option<String>, bool)> = tx
+            .query_row(
+                "SELECT state, claimed_by, stop_requested FROM items WHERE id = ?1",
+                params![id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .ctx(&self.path, op)?;
+        let Some((state, claimed_by, stop_requested)) = row else {
+            return Err(QueueError::NotFound {
+                path: self.path.clone(),
+                id: id.to_owned(),
+            });
+        };
+        Ok(Current {
+            state: state
+                .parse()
+                .map_err(|err| self.corrupt(id, "state", err))?,
+            claimed_by,
+            stop_requested,
+        })
+    }
+
+    /// Errs unless `from` is one of `allowed`.
+    fn check_state(
+        &self,
+        id: &str,
+        action: &'static str,
+        from: ItemState,
+        allowed: &[ItemState],
+        to: ItemState,
+    ) -> Result<(), QueueError> {
+        if allowed.contains(&from) {
+            return Ok(());
+        }
+        let names: Vec<&str> = allowed.iter().map(|state| state.as_str()).collect();
+        Err(QueueError::WrongState {
+            path: self.path.clone(),
+            id: id.to_owned(),
+            action,
+            from,
+            to,
+            allowed: names.join(" or "),
+        })
+    }
+
+    /// Moves an item to a terminal state.
+    #[allow(clippy::too_many_arguments)]
+    fn end(
+        &self,
+        id: &str,
+        action: &'static str,
+        allowed: &[ItemState],
+        to: ItemState,
+        stage: Option<Stage>,
+        message: Option<&str>,
+        exit_code: Option<i32>,
+    ) -> Result<(), QueueError> {
+        let op = format!("{action} item {id}");
+        let mut conn = self.lock();
+        let tx = self.begin(&mut conn, &op)?;
+        let current = self.current(&tx, id, &op)?;
+        self.check_state(id, action, current.state, allowed, to)?;
+        let now = Now::get();
+        tx.execute(
+            "UPDATE items SET state = ?2, stage = ?3, message = ?4, exit_code = ?5,
+                 lease_expires_at = NULL, lease_expires_ms = NULL,
+                 finished_at = ?6, updated_at = ?6, updated_ms = ?7
+             WHERE id = ?1",
+            params![
+                id,
+                to.as_str(),
+                stage.map(Stage::as_str),
+                message,
+                exit_code,
+                now.text,
+                now.ms
+            ],
+        )
+        .ctx(&self.path, &op)?;
+        tx.commit().ctx(&self.path, &op)
+    }
+
+    /// A [`QueueError::Corrupt`] for a bad column value.
+    fn corrupt(&self, id: &str, column: &str, value: impl fmt::Display) -> QueueError {
+        QueueError::Corrupt {
+            path: self.path.clone(),
+            id: id.to_owned(),
+            detail: format!("bad {column}: {value}"),
+        }
+    }
+}
+
+/// Creates or migrates the schema, in one transaction so that processes
+/// opening a new database together do not trip over each other.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueError> {
+    let op = "create or migrate schema";
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx(path, op)?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .ctx(path, op)?;
+    if version > SCHEMA_VERSION {
+        return Err(QueueError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1).ctx(path, op)?;
+    }
+    // Later versions: `if version < 2 { ... }` here.
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .ctx(path, op)?;
+    }
+    tx.commit().ctx(path, op)
+}
+
+/// Creates `dir` and its missing parents, readable only by the user on unix.
+fn create_private_dir(dir: &Path) -> Result<(), QueueError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| QueueError::Create {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Creates the database file if it does not exist yet, readable only by the
+/// user on unix (SQLite gives its WAL and shared-memory files the same mode).
+fn create_private_file(path: &Path) -> Result<(), QueueError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|source| QueueError::Create {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Refuses queue names that would be confusing in a table or a shell.
+fn validate_queue_name(name: &str) -> Result<(), QueueError> {
+    let reason = if name.trim().is_empty() {
+        "it must not be empty"
+    } else if name.trim() != name {
+        "it must not start or end with whitespace"
+    } else if name.chars().any(char::is_control) {
+        "it must not contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(QueueError::InvalidQueueName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// The JSON type of `value`, for error messages.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The current time, as stored.
+struct Now {
+    ms: i64,
+    text: String,
+}
+
+impl Now {
+    fn get() -> Self {
+        let now = Utc::now();
+        Now {
+            ms: now.timestamp_millis(),
+            text: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
+
+    /// The end of a lease of length `lease` starting now, in milliseconds
+    /// (rounded up) and as text.
+    fn plus(&self, lease: Duration) -> (i64, String) {
+        let lease_ms = lease.min(MAX_LEASE).as_micros().div_ceil(1000);
+        let ms = self
+            .ms
+            .saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
+        let text = Utc
+            .timestamp_millis_opt(ms)
+            .single()
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        (ms, text)
+    }
+}
+
+/// What a transition needs to know about an item.
+struct Current {
+    state: ItemState,
+    claimed_by: Option<String>,
+    stop_requested: bool,
+}
+
+/// A claimed or running item, as [`EmbeddedQueue::reclaim_abandoned`] sees it.
+struct Held {
+    id: String,
+    claimed_by: Option<String>,
+    run_pid: Option<i64>,
+    attempts: i64,
+    stop_requested: bool,
+    lease_expires_ms: Option<i64>,
+}
+
+/// A row as stored, before its values are checked.
+struct RawItem {
+    id: String,
+    queue: String,
+    state: String,
+    stage: Option<String>,
+    message: Option<String>,
+    exit_code: Option<i64>,
+    attempts: i64,
+    spec: String,
+    created_at: String,
+    updated_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    claimed_by: Option<String>,
+    lease_expires_at: Option<String>,
+    stop_requested: bool,
+    run_pid: Option<i64>,
+}
+
+impl RawItem {
+    /// Reads the [`COLUMNS`] of a row.
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RawItem {
+            id: row.get(0)?,
+            queue: row.get(1)?,
+            state: row.get(2)?,
+            stage: row.get(3)?,
+            message: row.get(4)?,
+            exit_code: row.get(5)?,
+            attempts: row.get(6)?,
+            spec: row.get(7)?,
+            created_at: row.get(8)?,
+            updated_at: row.get(9)?,
+            started_at: row.get(10)?,
+            finished_at: row.get(11)?,
+            claimed_by: row.get(12)?,
+            lease_expires_at: row.get(13)?,
+            stop_requested: row.get(14)?,
+            run_pid: row.get(15)?,
+        })
+    }
+
+    /// Checks the values and builds the item.
+    fn into_item(self, path: &Path) -> Result<QueueItem, QueueError> {
+        let id = self.id;
+        let corrupt = |column: &str, detail: String| QueueError::Corrupt {
+            path: path.to_owned(),
+            id: id.clone(),
+            detail: format!("bad {column}: {detail}"),
+        };
+        let state = self
+            .state
+            .parse()
+            .map_err(|err: super::item::ParseNameError| corrupt("state", err.to_string()))?;
+        let stage = self
+            .stage
+            .map(|stage| stage.parse())
+            .transpose()
+            .map_err(|err: super::item::ParseNameError| corrupt("stage", err.to_string()))?;
+        let exit_code = self
+            .exit_code
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|err| corrupt("exit_code", err.to_string()))?;
+        let attempts =
+            u32::try_from(self.attempts).map_err(|err| corrupt("attempts", err.to_string()))?;
+        let run_pid = self
+            .run_pid
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|err| corrupt("run_pid", err.to_string()))?;
+        let spec =
+            serde_json::from_str(&self.spec).map_err(|err| corrupt("spec", err.to_string()))?;
+        Ok(QueueItem {
+            id,
+            queue: self.queue,
+            state,
+            stage,
+            message: self.message,
+            exit_code,
+            attempts,
+            spec,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            claimed_by: self.claimed_by,
+            lease_expires_at: self.lease_expires_at,
+            stop_requested: self.stop_requested,
+            run_pid,
+        })
+    }
+}
+
+/// Adds the database path and the operation to SQLite errors.
+trait Ctx<T> {
+    fn ctx(self, path: &Path, op: &str) -> Result<T, QueueError>;
+}
+
+impl<T> Ctx<T> for rusqlite::Result<T> {
+    fn ctx(self, path: &Path, op: &str) -> Result<T, QueueError> {
+        self.map_err(|source| QueueError::Database {
+            path: path.to_owned(),
+            op: op.to_owned(),
+            source,
+        })
+    }
+}

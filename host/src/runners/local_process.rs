@@ -1,0 +1,117 @@
+//! The `local-process` runner: runs the job's entry point as a process on
+//! this machine, in its own process group, with the W&B environment.
+//!
+//! The process gets the agent's environment minus the variables that back
+//! secrets, plus the run's variables. Its stdout and stderr go to the run's
+//! `output.log`. If the agent dies, the kernel kills the run with it
+//! (`PR_SET_PDEATHSIG`), and the agent that reclaims the job kills any of
+//! the process group that is left, so no run goes on unaccounted for.
+
+use super::{Control, RunOutcome, RunRequest};
+use crate::timeouts::PROCESS_STOP_GRACE;
+use anyhow::Context as _;
+use std::process::Stdio;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+/// Runs `request`, calling `started(pid)` once the process exists; ends it
+/// when `control` says so.
+pub async fn run(
+    request: &RunRequest,
+    mut control: watch::Receiver<Control>,
+    started: impl FnOnce(i32),
+) -> anyhow::Result<RunOutcome> {
+    let Some((program, args)) = request.command.split_first() else {
+        anyhow::bail!(
+            "the job has no command: set `overrides.entry_point` in the launch spec (e.g. [\"python\", \"train.py\"])"
+        );
+    };
+    if let Some(parent) = request.log_path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let log = std::fs::File::create(&request.log_path)
+        .with_context(|| format!("creating run log {}", request.log_path.display()))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .kill_on_drop(true);
+    for var in &request.env_remove {
+        command.env_remove(var);
+    }
+    command.envs(request.env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = &request.workdir {
+        command.current_dir(dir);
+    }
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill
+    // the child when the agent's thread that spawned it dies.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot start {program:?}{}: {e}",
+            request
+                .workdir
+                .as_ref()
+                .map(|d| format!(" in {}", d.display()))
+                .unwrap_or_default()
+        )
+    })?;
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    started(pid);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.context("waiting for the run")?;
+                return Ok(match status.code() {
+                    Some(0) => RunOutcome::Finished,
+                    Some(code) => RunOutcome::Failed { exit_code: Some(code), message: format!("the run exited with code {code}") },
+                    None => {
+                        use std::os::unix::process::ExitStatusExt as _;
+                        let signal = status.signal().unwrap_or(0);
+                        RunOutcome::Failed { exit_code: None, message: format!("the run was killed by signal {signal}") }
+                    }
+                });
+            }
+            changed = control.changed() => {
+                let wanted = if changed.is_ok() { *control.borrow() } else { Control::HandBack };
+                if wanted == Control::Run {
+                    continue;
+                }
+                stop_group(pid, &mut child).await;
+                return Ok(RunOutcome::Stopped);
+            }
+        }
+    }
+}
+
+/// SIGTERM to the process group, then SIGKILL after the grace period.
+async fn stop_group(pid: i32, child: &mut tokio::process::Child) {
+    signal_group(pid, libc::SIGTERM);
+    if tokio::time::timeout(PROCESS_STOP_GRACE, child.wait()).await.is_err() {
+        signal_group(pid, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+/// Sends `signal` to process group `pgid` (nothing for pid 0 or below).
+pub fn signal_group(pgid: i32, signal: i32) {
+    if pgid > 0 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// Kills what is left of the process group of a run whose agent died.
+pub fn kill_leftover(pgid: i32) {
+    signal_group(pgid, libc::SIGKILL);
+}

@@ -1,0 +1,248 @@
+//! The W&B launch spec (`runSpec`) a queue item carries.
+//!
+//! Fields read here (others are kept and passed to plugins as they are):
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `job` | a W&B job artifact, `entity/project/name:alias` |
+//! | `docker.docker_image`, `image_uri` | the image to run (no build) |
+//! | `uri` | a local directory with the job's code (local-process runs there) |
+//! | `entity`, `project`, `name`, `run_id`, `sweep_id`, `author` | the run |
+//! | `overrides.entry_point` | the command, a list (or a string, split on spaces) |
+//! | `overrides.args` | arguments appended to the entry point (a list, or a map of `--key value`) |
+//! | `overrides.run_config` | the run's config, passed as `WANDB_CONFIG` |
+//! | `resource` | `local-process` (default) or `local-container`, `kubernetes`, ... |
+//! | `resource_args.<resource>` | arguments for that runner |
+//! | `_wandb_api_key` | the API key; never stored by the embedded queue, never logged |
+
+use serde_json::{Map, Value};
+
+/// The key W&B puts the API key under.
+pub const API_KEY_FIELD: &str = "_wandb_api_key";
+
+/// A launch spec that failed validation; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("launch spec: {0}")]
+pub struct SpecError(pub String);
+
+/// A validated launch spec.
+#[derive(Clone, Debug)]
+pub struct LaunchSpec {
+    raw: Map<String, Value>,
+}
+
+/// Reads spec text, JSON or YAML.
+pub fn parse_text(text: &str, source: &str) -> Result<Value, SpecError> {
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        return Ok(value);
+    }
+    serde_saphyr::from_str::<Value>(text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+            .unwrap_or_default();
+        SpecError(format!("{source}{at}: neither JSON nor YAML: {}", e.to_string().lines().next().unwrap_or("")))
+    })
+}
+
+fn string_field<'a>(map: &'a Map<String, Value>, key: &str, path: &str) -> Result<Option<&'a str>, SpecError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(SpecError(format!("`{path}` must be a string, not {}", kind_of(other)))),
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+impl LaunchSpec {
+    /// Validates a spec value: an object whose known fields have the right types.
+    pub fn from_value(value: Value) -> Result<Self, SpecError> {
+        let Value::Object(raw) = value else {
+            return Err(SpecError(format!("must be a map of fields, not {}", kind_of(&value))));
+        };
+        let spec = LaunchSpec { raw };
+        for key in ["job", "image_uri", "uri", "entity", "project", "name", "run_id", "sweep_id", "author", "resource"] {
+            string_field(&spec.raw, key, key)?;
+        }
+        if let Some(docker) = spec.raw.get("docker") {
+            match docker {
+                Value::Object(d) => {
+                    string_field(d, "docker_image", "docker.docker_image")?;
+                }
+                Value::Null => {}
+                other => return Err(SpecError(format!("`docker` must be a map, not {}", kind_of(other)))),
+            }
+        }
+        spec.entry_point()?;
+        Ok(spec)
+    }
+
+    fn overrides(&self) -> Option<&Map<String, Value>> {
+        self.raw.get("overrides").and_then(Value::as_object)
+    }
+
+    fn str(&self, key: &str) -> Option<&str> {
+        self.raw.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// The runner: `resource`, default `local-process`.
+    pub fn resource(&self) -> &str {
+        self.str("resource").unwrap_or("local-process")
+    }
+
+    /// The image the job names, if any (`docker.docker_image` or `image_uri`).
+    pub fn image(&self) -> Option<&str> {
+        self.raw
+            .get("docker")
+            .and_then(|d| d.get("docker_image"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.str("image_uri"))
+    }
+
+    /// The local code directory (`uri`), when it is not a URL.
+    pub fn code_dir(&self) -> Option<&str> {
+        self.str("uri").filter(|u| !u.contains("://"))
+    }
+
+    /// The command: `overrides.entry_point` then `overrides.args`.
+    pub fn entry_point(&self) -> Result<Vec<String>, SpecError> {
+        let Some(overrides) = self.overrides() else {
+            return Ok(Vec::new());
+        };
+        let mut command: Vec<String> = match overrides.get("entry_point") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    other => Err(SpecError(format!(
+                        "`overrides.entry_point` items must be strings, not {}",
+                        kind_of(other)
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(SpecError(format!(
+                    "`overrides.entry_point` must be a list of strings, not {}",
+                    kind_of(other)
+                )));
+            }
+        };
+        match overrides.get("args") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    command.push(match item {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                }
+            }
+            Some(Value::Object(map)) => {
+                for (k, v) in map {
+                    command.push(format!("--{k}"));
+                    command.push(match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                }
+            }
+            Some(other) => {
+                return Err(SpecError(format!(
+                    "`overrides.args` must be a list or a map, not {}",
+                    kind_of(other)
+                )));
+            }
+        }
+        Ok(command)
+    }
+
+    /// The run id: `run_id`, or `fallback` (the queue item id).
+    pub fn run_id(&self, fallback: &str) -> String {
+        self.str("run_id").map(str::to_string).unwrap_or_else(|| fallback.chars().take(8).collect())
+    }
+
+    /// The spec as plugins and logs may see it: without the API key.
+    pub fn redacted(&self) -> Value {
+        let mut raw = self.raw.clone();
+        raw.remove(API_KEY_FIELD);
+        Value::Object(raw)
+    }
+
+    /// The W&B environment of a run (reference §7).
+    pub fn wandb_env(&self, item_id: &str, queue: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("WANDB_LAUNCH".to_string(), "True".to_string()),
+            ("WANDB_RUN_ID".to_string(), self.run_id(item_id)),
+            ("WANDB_LAUNCH_QUEUE_NAME".to_string(), queue.to_string()),
+            ("WANDB_LAUNCH_TRACE_ID".to_string(), item_id.to_string()),
+        ];
+        for (key, var) in [("project", "WANDB_PROJECT"), ("entity", "WANDB_ENTITY"), ("name", "WANDB_NAME"), ("sweep_id", "WANDB_SWEEP_ID")] {
+            if let Some(value) = self.str(key) {
+                env.push((var.to_string(), value.to_string()));
+            }
+        }
+        if let Some(config) = self.overrides().and_then(|o| o.get("run_config")) {
+            env.push(("WANDB_CONFIG".to_string(), config.to_string()));
+        }
+        if let Some(image) = self.image() {
+            env.push(("WANDB_DOCKER".to_string(), image.to_string()));
+        }
+        for var in ["WANDB_BASE_URL", "WANDB_API_KEY"] {
+            if let Ok(value) = std::env::var(var) {
+                env.push((var.to_string(), value));
+            }
+        }
+        if let Some(key) = self.raw.get(API_KEY_FIELD).and_then(Value::as_str) {
+            env.retain(|(k, _)| k != "WANDB_API_KEY");
+            env.push(("WANDB_API_KEY".to_string(), key.to_string()));
+        }
+        env
+    }
+}
+
+/// Removes the API key from a spec before it is stored; says whether one was there.
+pub fn strip_api_key(spec: &mut Value) -> bool {
+    spec.as_object_mut().and_then(|m| m.remove(API_KEY_FIELD)).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn entry_point_and_args_make_the_command() {
+        let spec = LaunchSpec::from_value(json!({"overrides": {"entry_point": ["python", "train.py"], "args": ["--lr", "0.1"]}})).unwrap();
+        assert_eq!(spec.entry_point().unwrap(), ["python", "train.py", "--lr", "0.1"]);
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let err = LaunchSpec::from_value(json!({"overrides": {"entry_point": 3}})).unwrap_err();
+        assert!(err.to_string().contains("overrides.entry_point"), "{err}");
+        let err = LaunchSpec::from_value(json!({"docker": {"docker_image": 1}})).unwrap_err();
+        assert!(err.to_string().contains("docker.docker_image"), "{err}");
+        let err = LaunchSpec::from_value(json!([1])).unwrap_err();
+        assert!(err.to_string().contains("map"), "{err}");
+    }
+
+    #[test]
+    fn the_api_key_never_reaches_plugins() {
+        let spec = LaunchSpec::from_value(json!({"_wandb_api_key": "k".repeat(40)})).unwrap();
+        assert!(!spec.redacted().to_string().contains("kkkk"));
+    }
+}

@@ -1,0 +1,65 @@
+//! Start-up: load every plugin the config needs, verify the environment,
+//! and assemble what the agent loop runs with. Every failure here stops the
+//! agent with a message that says what to fix, before any job is taken.
+
+use crate::agent::{self, JobContext};
+use crate::config::{LaunchConfig, PluginEntry};
+use crate::plugins::{PluginHost, catalog};
+use crate::queue::EmbeddedQueue;
+use crate::state_dir::StateDir;
+use anyhow::Context as _;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Loads the plugins `config` uses (and every `plugins:` entry with a path).
+pub async fn load_plugins(
+    config: &LaunchConfig,
+    plugin_dir: Option<&Path>,
+    state: &StateDir,
+) -> anyhow::Result<PluginHost> {
+    let dir = catalog::plugin_dir(plugin_dir, config);
+    let refs = catalog::resolve(config, dir.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let max_memory = config
+        .plugins
+        .values()
+        .map(|p| p.limits.memory_mb)
+        .chain(std::iter::once(crate::config::Limits::default().memory_mb))
+        .max()
+        .unwrap_or(128);
+    let mut host = PluginHost::new(&state.plugin_cache(), max_memory)
+        .with_context(|| format!("starting the plugin runtime (cache in {})", state.plugin_cache().display()))?;
+    let default_entry = PluginEntry::default();
+    for plugin_ref in refs {
+        let entry = config.plugins.get(&plugin_ref.name).unwrap_or(&default_entry);
+        let loaded = host.load(&plugin_ref.name, &plugin_ref.path, entry, &config.secrets).await?;
+        if let Some(expected) = plugin_ref.expected_kind
+            && loaded.kind() != expected
+        {
+            anyhow::bail!(
+                "plugin `{}` ({}) is a {} plugin, but the config uses it as the {expected}",
+                plugin_ref.name,
+                plugin_ref.path.display(),
+                loaded.kind()
+            );
+        }
+    }
+    Ok(host)
+}
+
+/// Loads plugins, opens the queue and verifies the environment: what
+/// `launch-agent run` does before its first poll.
+pub async fn prepare(
+    config: &LaunchConfig,
+    plugin_dir: Option<&Path>,
+    state: StateDir,
+) -> anyhow::Result<Arc<JobContext>> {
+    let plugins = load_plugins(config, plugin_dir, &state).await?;
+    let queue = Arc::new(EmbeddedQueue::open(state.root())?);
+    let ctx = agent::job_context(config, &plugins, queue, state, agent::identity::new_agent_id())?;
+    let settings = ctx.environment.settings_for(ctx.environment_block.clone());
+    ctx.environment
+        .verify_environment(&settings, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("the environment is not usable: {e}"))?;
+    Ok(Arc::new(ctx))
+}

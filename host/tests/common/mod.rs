@@ -1,0 +1,123 @@
+//! Shared helpers of the host's integration tests: where the built plugins
+//! are, a scratch agent (state dir + config) and the CLI.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The cargo target dir the tests were built in (tests live in `<target>/debug/deps/`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+/// The default bundle built by `scripts/build-plugins.sh`.
+pub fn bundle_dir() -> PathBuf {
+    let dir = target_dir().join("bundle");
+    assert!(
+        dir.join("environment-local.wasm").is_file(),
+        "{} has no plugins: run scripts/build-plugins.sh first (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A test plugin built by `scripts/build-plugins.sh`.
+pub fn test_plugin(name: &str) -> PathBuf {
+    let path = target_dir().join("test-plugins").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} missing: run scripts/build-plugins.sh first", path.display());
+    path
+}
+
+/// The agent binary.
+pub fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_launch-agent"))
+}
+
+/// A scratch agent: a temp dir holding its state dir and config.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch { dir: tempfile::tempdir().expect("temp dir") }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("launch-config.yaml")
+    }
+    pub fn write_config(&self, yaml: &str) -> PathBuf {
+        std::fs::write(self.config_path(), yaml).expect("write config");
+        self.config_path()
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+    /// A `launch-agent` command with this state dir and the bundle.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(agent_bin());
+        cmd.env("LAUNCH_AGENT_STATE_DIR", self.state_dir())
+            .env("LAUNCH_AGENT_PLUGIN_DIR", bundle_dir())
+            .env_remove("LAUNCH_AGENT_LOG");
+        cmd
+    }
+    /// Runs the CLI with `args`, returning its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run launch-agent")
+    }
+    /// Submits a JSON spec to `queue`; returns the item id.
+    pub fn submit(&self, queue: &str, spec: &serde_json::Value) -> String {
+        let file = self.path().join(format!("spec-{}.json", uuid_like()));
+        std::fs::write(&file, spec.to_string()).expect("write spec");
+        let out = self.run(&["submit", "--queue", queue, file.to_str().unwrap()]);
+        assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+    /// `queue list --json`, parsed.
+    pub fn items(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["queue", "list", "--json"]);
+        assert!(out.status.success(), "queue list failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("queue list --json is JSON")
+    }
+    /// The item with `id`.
+    pub fn item(&self, id: &str) -> serde_json::Value {
+        self.items().into_iter().find(|i| i["id"] == id).unwrap_or_else(|| panic!("item {id} is not listed"))
+    }
+    /// Waits (bounded) until `pred` holds for item `id`.
+    pub fn wait_for_item(&self, id: &str, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let item = self.item(id);
+            if pred(&item) {
+                return item;
+            }
+            assert!(start.elapsed() < limit, "item {id} never got there; last seen: {item:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A local-process spec running `sh -c script`.
+pub fn shell_job(script: &str) -> serde_json::Value {
+    serde_json::json!({
+        "resource": "local-process",
+        "project": "tests",
+        "entity": "team",
+        "overrides": { "entry_point": ["sh", "-c", script] }
+    })
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test command: sets up what the tests need, then runs every test.
+#
+#   scripts/test.sh
+#
+# It installs the wasm32-wasip2 target when missing, builds the plugins,
+# checks formatting and lints, and runs the host's tests. CARGO_TARGET_DIR
+# may point at a warm cache outside the clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/launch-agent-target}"
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  echo "== installing the wasm32-wasip2 target" >&2
+  rustup target add wasm32-wasip2
+fi
+if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
+  rustup component add clippy rustfmt
+fi
+
+echo "== building plugins" >&2
+scripts/build-plugins.sh >/dev/null
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+
+echo "== cargo clippy" >&2
+cargo clippy -p launch-agent --all-targets -- -D warnings
+
+echo "== cargo test" >&2
+cargo test -p launch-agent --all-targets
