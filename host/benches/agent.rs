@@ -24,7 +24,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn plugin_call(bundle: &Path, state: &Path) -> (Duration, Duration, &'static str) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let mut host = PluginHost::new(&state.join("cache"), 128).unwrap();
         let allocator = match host.allocator() {
@@ -32,7 +35,12 @@ fn plugin_call(bundle: &Path, state: &Path) -> (Duration, Duration, &'static str
             launch_agent::plugins::engine::Allocator::OnDemand => "on-demand",
         };
         let plugin = host
-            .load("local", &bundle.join("environment-local.wasm"), &Default::default(), &Default::default())
+            .load(
+                "local",
+                &bundle.join("environment-local.wasm"),
+                &Default::default(),
+                &Default::default(),
+            )
             .await
             .unwrap();
         let settings = r#"{"type":"local"}"#;
@@ -46,12 +54,21 @@ fn plugin_call(bundle: &Path, state: &Path) -> (Duration, Duration, &'static str
             samples.push(start.elapsed());
         }
         samples.sort();
-        (percentile(&samples, 0.5), percentile(&samples, 0.99), allocator)
+        (
+            percentile(&samples, 0.5),
+            percentile(&samples, 0.99),
+            allocator,
+        )
     })
 }
 
 /// Spawns `launch-agent run`, returns the child and the time to its first poll.
-fn start_agent(state: &Path, bundle: &Path, config: &Path, exit_when_idle: bool) -> (std::process::Child, Duration) {
+fn start_agent(
+    state: &Path,
+    bundle: &Path,
+    config: &Path,
+    exit_when_idle: bool,
+) -> (std::process::Child, Duration) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_launch-agent"));
     cmd.args(["run", "--config", config.to_str().unwrap()])
         .env("LAUNCH_AGENT_STATE_DIR", state)
@@ -72,7 +89,8 @@ fn start_agent(state: &Path, bundle: &Path, config: &Path, exit_when_idle: bool)
             return (child, elapsed);
         }
     }
-    panic!("the agent never reached its first poll");
+    let status = child.wait();
+    panic!("the agent never reached its first poll ({status:?})");
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -94,7 +112,11 @@ fn main() {
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("state");
     let config = scratch.path().join("launch-config.yaml");
-    std::fs::write(&config, "queues: [default]\nenvironment: { type: local }\nbuilder: { type: noop }\n").unwrap();
+    std::fs::write(
+        &config,
+        "queues: [default]\nenvironment: { type: local }\nbuilder: { type: noop }\n",
+    )
+    .unwrap();
 
     let (p50, p99, allocator) = plugin_call(&bundle, &state);
 
@@ -127,5 +149,8 @@ fn main() {
         percentile(&startups, 0.5).as_secs_f64() * 1e3,
         startups.last().unwrap().as_secs_f64() * 1e3
     );
-    println!("| idle RSS, default bundle loaded | {:.1} MB | ≤ 25 MB |", rss as f64 / 1024.0);
+    println!(
+        "| idle RSS, default bundle loaded | {:.1} MB | ≤ 25 MB |",
+        rss as f64 / 1024.0
+    );
 }

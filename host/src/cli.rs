@@ -131,7 +131,10 @@ pub fn main() -> ExitCode {
         _ => 0,
     };
     init_tracing(verbosity);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -153,11 +156,14 @@ fn init_tracing(verbosity: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LAUNCH_AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("launch_agent={default},warn")));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LAUNCH_AGENT_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("launch_agent={default},warn"))
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -173,7 +179,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
-                print!("{}", format_table(&items));
+                println!("{}", format_table(&items).trim_end());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -190,13 +196,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}: ok (queues: {}, environment: {}, builder: {}, plugins: {})",
                 file.display(),
                 config.queue_names().join(", "),
-                config.environment.as_ref().map(|e| e.kind.value.as_str()).unwrap_or("local"),
-                config.builder.as_ref().and_then(|b| b.kind()).unwrap_or("noop"),
+                config
+                    .environment
+                    .as_ref()
+                    .map(|e| e.kind.value.as_str())
+                    .unwrap_or("local"),
+                config
+                    .builder
+                    .as_ref()
+                    .and_then(|b| b.kind())
+                    .unwrap_or("noop"),
                 config.plugins.len()
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugins(PluginsCommand::List { config, plugin_dir, json }) => {
+        Command::Plugins(PluginsCommand::List {
+            config,
+            plugin_dir,
+            json,
+        }) => {
             let config = load_config(config.as_deref())?;
             let state = StateDir::resolve(state_arg.as_deref(), Some(&config));
             let host = startup::load_plugins(&config, plugin_dir.as_deref(), &state).await?;
@@ -205,9 +223,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugins(PluginsCommand::Inspect { file, json }) => {
             let state = StateDir::resolve(state_arg.as_deref(), None);
-            let mut host = PluginHost::new(&state.plugin_cache(), launch_agent::config::Limits::default().memory_mb)?;
-            let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            host.load(&name, &file, &Default::default(), &Default::default()).await?;
+            let mut host = PluginHost::new(
+                &state.plugin_cache(),
+                launch_agent::config::Limits::default().memory_mb,
+            )?;
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            host.load(&name, &file, &Default::default(), &Default::default())
+                .await?;
             print_plugins(&host, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -244,7 +269,10 @@ async fn run(state_arg: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode
         config.max_jobs.value = max_jobs;
     }
     if config.max_jobs.value == 0 || config.max_jobs.value < -1 {
-        anyhow::bail!("max_jobs must be a positive number of jobs or -1 for unlimited, not {}", config.max_jobs.value);
+        anyhow::bail!(
+            "max_jobs must be a positive number of jobs or -1 for unlimited, not {}",
+            config.max_jobs.value
+        );
     }
     config.queues.extend(args.queue);
     let state = StateDir::resolve(state_arg, Some(&config));
@@ -268,7 +296,10 @@ async fn run(state_arg: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode
     let (signal_tx, signal_rx) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             tracing::error!("cannot listen for SIGINT/SIGTERM");
             return;
         };
@@ -291,14 +322,19 @@ async fn run(state_arg: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn submit(state_arg: Option<&Path>, queue_name: &str, spec_path: &Path) -> anyhow::Result<ExitCode> {
+fn submit(
+    state_arg: Option<&Path>,
+    queue_name: &str,
+    spec_path: &Path,
+) -> anyhow::Result<ExitCode> {
     let (text, source) = if spec_path == Path::new("-") {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
         (text, "standard input".to_string())
     } else {
         (
-            std::fs::read_to_string(spec_path).with_context(|| format!("cannot read launch spec {}", spec_path.display()))?,
+            std::fs::read_to_string(spec_path)
+                .with_context(|| format!("cannot read launch spec {}", spec_path.display()))?,
             spec_path.display().to_string(),
         )
     };
@@ -309,16 +345,23 @@ fn submit(state_arg: Option<&Path>, queue_name: &str, spec_path: &Path) -> anyho
         );
     }
     // Resolve a relative code dir against the spec file's directory.
-    if let Some(uri) = value.get("uri").and_then(|u| u.as_str()).map(str::to_string)
+    if let Some(uri) = value
+        .get("uri")
+        .and_then(|u| u.as_str())
+        .map(str::to_string)
         && !uri.contains("://")
         && !Path::new(&uri).is_absolute()
     {
         let base = if spec_path == Path::new("-") {
             std::env::current_dir()?
         } else {
-            spec_path.parent().map(Path::to_path_buf).unwrap_or_default()
+            spec_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
         };
-        let resolved = std::fs::canonicalize(base.join(&uri)).with_context(|| format!("`uri` {uri:?} in {source}"))?;
+        let resolved = std::fs::canonicalize(base.join(&uri))
+            .with_context(|| format!("`uri` {uri:?} in {source}"))?;
         value["uri"] = serde_json::Value::String(resolved.display().to_string());
     }
     spec::LaunchSpec::from_value(value.clone())?;
@@ -338,16 +381,28 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
     }
     for p in plugins {
         println!("{} ({} plugin)", p.name, p.kind);
-        println!("  plugin:      {} {}  {}", p.plugin_name, p.version, p.description);
+        println!(
+            "  plugin:      {} {}  {}",
+            p.plugin_name, p.version, p.description
+        );
         println!("  wit:         launch:plugin@{}", p.wit_version);
         println!("  file:        {}", p.path.display());
         println!("  sha256:      {}", p.sha256);
-        let list = |v: &[String]| if v.is_empty() { "(none)".to_string() } else { v.join(", ") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         println!("  hosts:       {}", list(&p.hosts));
         println!("  env:         {}", list(&p.env));
         println!("  secrets:     {}", list(&p.secrets));
         println!("  dirs:        {}", list(&p.dirs));
-        println!("  limits:      {} ms per call, {} MiB", p.deadline_ms, p.memory_mb);
+        println!(
+            "  limits:      {} ms per call, {} MiB",
+            p.deadline_ms, p.memory_mb
+        );
     }
     Ok(())
 }

@@ -41,15 +41,25 @@ pub fn parse_text(text: &str, source: &str) -> Result<Value, SpecError> {
             .location()
             .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
             .unwrap_or_default();
-        SpecError(format!("{source}{at}: neither JSON nor YAML: {}", e.to_string().lines().next().unwrap_or("")))
+        SpecError(format!(
+            "{source}{at}: neither JSON nor YAML: {}",
+            e.to_string().lines().next().unwrap_or("")
+        ))
     })
 }
 
-fn string_field<'a>(map: &'a Map<String, Value>, key: &str, path: &str) -> Result<Option<&'a str>, SpecError> {
+fn string_field<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a str>, SpecError> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(SpecError(format!("`{path}` must be a string, not {}", kind_of(other)))),
+        Some(other) => Err(SpecError(format!(
+            "`{path}` must be a string, not {}",
+            kind_of(other)
+        ))),
     }
 }
 
@@ -68,10 +78,24 @@ impl LaunchSpec {
     /// Validates a spec value: an object whose known fields have the right types.
     pub fn from_value(value: Value) -> Result<Self, SpecError> {
         let Value::Object(raw) = value else {
-            return Err(SpecError(format!("must be a map of fields, not {}", kind_of(&value))));
+            return Err(SpecError(format!(
+                "must be a map of fields, not {}",
+                kind_of(&value)
+            )));
         };
         let spec = LaunchSpec { raw };
-        for key in ["job", "image_uri", "uri", "entity", "project", "name", "run_id", "sweep_id", "author", "resource"] {
+        for key in [
+            "job",
+            "image_uri",
+            "uri",
+            "entity",
+            "project",
+            "name",
+            "run_id",
+            "sweep_id",
+            "author",
+            "resource",
+        ] {
             string_field(&spec.raw, key, key)?;
         }
         if let Some(docker) = spec.raw.get("docker") {
@@ -80,7 +104,12 @@ impl LaunchSpec {
                     string_field(d, "docker_image", "docker.docker_image")?;
                 }
                 Value::Null => {}
-                other => return Err(SpecError(format!("`docker` must be a map, not {}", kind_of(other)))),
+                other => {
+                    return Err(SpecError(format!(
+                        "`docker` must be a map, not {}",
+                        kind_of(other)
+                    )));
+                }
             }
         }
         spec.entry_point()?;
@@ -92,7 +121,10 @@ impl LaunchSpec {
     }
 
     fn str(&self, key: &str) -> Option<&str> {
-        self.raw.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+        self.raw
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     /// The runner: `resource`, default `local-process`.
@@ -172,7 +204,9 @@ impl LaunchSpec {
 
     /// The run id: `run_id`, or `fallback` (the queue item id).
     pub fn run_id(&self, fallback: &str) -> String {
-        self.str("run_id").map(str::to_string).unwrap_or_else(|| fallback.chars().take(8).collect())
+        self.str("run_id")
+            .map(str::to_string)
+            .unwrap_or_else(|| fallback.chars().take(8).collect())
     }
 
     /// The spec as plugins and logs may see it: without the API key.
@@ -190,7 +224,12 @@ impl LaunchSpec {
             ("WANDB_LAUNCH_QUEUE_NAME".to_string(), queue.to_string()),
             ("WANDB_LAUNCH_TRACE_ID".to_string(), item_id.to_string()),
         ];
-        for (key, var) in [("project", "WANDB_PROJECT"), ("entity", "WANDB_ENTITY"), ("name", "WANDB_NAME"), ("sweep_id", "WANDB_SWEEP_ID")] {
+        for (key, var) in [
+            ("project", "WANDB_PROJECT"),
+            ("entity", "WANDB_ENTITY"),
+            ("name", "WANDB_NAME"),
+            ("sweep_id", "WANDB_SWEEP_ID"),
+        ] {
             if let Some(value) = self.str(key) {
                 env.push((var.to_string(), value.to_string()));
             }
@@ -216,7 +255,9 @@ impl LaunchSpec {
 
 /// Removes the API key from a spec before it is stored; says whether one was there.
 pub fn strip_api_key(spec: &mut Value) -> bool {
-    spec.as_object_mut().and_then(|m| m.remove(API_KEY_FIELD)).is_some()
+    spec.as_object_mut()
+        .and_then(|m| m.remove(API_KEY_FIELD))
+        .is_some()
 }
 
 #[cfg(test)]
@@ -226,8 +267,14 @@ mod tests {
 
     #[test]
     fn entry_point_and_args_make_the_command() {
-        let spec = LaunchSpec::from_value(json!({"overrides": {"entry_point": ["python", "train.py"], "args": ["--lr", "0.1"]}})).unwrap();
-        assert_eq!(spec.entry_point().unwrap(), ["python", "train.py", "--lr", "0.1"]);
+        let spec = LaunchSpec::from_value(
+            json!({"overrides": {"entry_point": ["python", "train.py"], "args": ["--lr", "0.1"]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.entry_point().unwrap(),
+            ["python", "train.py", "--lr", "0.1"]
+        );
     }
 
     #[test]

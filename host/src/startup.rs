@@ -26,12 +26,21 @@ pub async fn load_plugins(
         .chain(std::iter::once(crate::config::Limits::default().memory_mb))
         .max()
         .unwrap_or(128);
-    let mut host = PluginHost::new(&state.plugin_cache(), max_memory)
-        .with_context(|| format!("starting the plugin runtime (cache in {})", state.plugin_cache().display()))?;
+    let mut host = PluginHost::new(&state.plugin_cache(), max_memory).with_context(|| {
+        format!(
+            "starting the plugin runtime (cache in {})",
+            state.plugin_cache().display()
+        )
+    })?;
     let default_entry = PluginEntry::default();
     for plugin_ref in refs {
-        let entry = config.plugins.get(&plugin_ref.name).unwrap_or(&default_entry);
-        let loaded = host.load(&plugin_ref.name, &plugin_ref.path, entry, &config.secrets).await?;
+        let entry = config
+            .plugins
+            .get(&plugin_ref.name)
+            .unwrap_or(&default_entry);
+        let loaded = host
+            .load(&plugin_ref.name, &plugin_ref.path, entry, &config.secrets)
+            .await?;
         if let Some(expected) = plugin_ref.expected_kind
             && loaded.kind() != expected
         {
@@ -55,7 +64,13 @@ pub async fn prepare(
 ) -> anyhow::Result<Arc<JobContext>> {
     let plugins = load_plugins(config, plugin_dir, &state).await?;
     let queue = Arc::new(EmbeddedQueue::open(state.root())?);
-    let ctx = agent::job_context(config, &plugins, queue, state, agent::identity::new_agent_id())?;
+    let ctx = agent::job_context(
+        config,
+        &plugins,
+        queue,
+        state,
+        agent::identity::new_agent_id(),
+    )?;
     let settings = ctx.environment.settings_for(ctx.environment_block.clone());
     ctx.environment
         .verify_environment(&settings, None)

@@ -15,12 +15,13 @@ pub struct StateDir {
 
 impl StateDir {
     /// Picks the state dir (see the module doc).
-    pub fn resolve(cli_or_env: Option<&Path>, config: Option<&crate::config::LaunchConfig>) -> Self {
+    pub fn resolve(
+        cli_or_env: Option<&Path>,
+        config: Option<&crate::config::LaunchConfig>,
+    ) -> Self {
         let root = cli_or_env
             .map(Path::to_path_buf)
-            .or_else(|| {
-                config.and_then(|c| c.state_dir.as_ref().map(|d| c.resolve_path(d)))
-            })
+            .or_else(|| config.and_then(|c| c.state_dir.as_ref().map(|d| c.resolve_path(d))))
             .or_else(|| dirs::data_dir().map(|d| d.join("launch-agent")))
             .unwrap_or_else(|| PathBuf::from(".launch-agent"));
         StateDir { root }

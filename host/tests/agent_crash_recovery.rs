@@ -8,7 +8,7 @@ use std::time::Duration;
 fn process_alive(pid: i32) -> bool {
     // Zombies count as gone.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"),
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"),
         Err(_) => false,
     }
 }
@@ -28,7 +28,9 @@ fn sigkill_mid_job_then_restart_finishes_the_job() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let running = agent.wait_for_item(&id, Duration::from_secs(20), |i| i["state"] == "running" && !i["run_pid"].is_null());
+    let running = agent.wait_for_item(&id, Duration::from_secs(20), |i| {
+        i["state"] == "running" && !i["run_pid"].is_null()
+    });
     let run_pid = running["run_pid"].as_i64().unwrap() as i32;
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
@@ -36,12 +38,24 @@ fn sigkill_mid_job_then_restart_finishes_the_job() {
     // The run dies with its agent instead of going on unaccounted for.
     let start = std::time::Instant::now();
     while process_alive(run_pid) {
-        assert!(start.elapsed() < Duration::from_secs(10), "run {run_pid} outlived its agent");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "run {run_pid} outlived its agent"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(agent.item(&id)["state"], "running", "the dead agent could not record anything");
+    assert_eq!(
+        agent.item(&id)["state"],
+        "running",
+        "the dead agent could not record anything"
+    );
 
-    let out = agent.run(&["run", "--config", config.to_str().unwrap(), "--exit-when-idle"]);
+    let out = agent.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("took back a job whose agent died"), "{log}");
@@ -49,7 +63,11 @@ fn sigkill_mid_job_then_restart_finishes_the_job() {
     let item = agent.item(&id);
     assert_eq!(item["state"], "finished", "{item:#}");
     assert_eq!(item["attempts"], 2, "{item:#}");
-    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 2, "run again from the start");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().lines().count(),
+        2,
+        "run again from the start"
+    );
     assert_eq!(agent.item(&other)["state"], "finished");
     assert_eq!(agent.items().len(), 2, "nothing lost, nothing duplicated");
 }
@@ -68,10 +86,22 @@ fn a_job_whose_agents_keep_dying_fails_after_max_attempts() {
     agent.wait_for_item(&id, Duration::from_secs(20), |i| i["state"] == "running");
     first.kill().unwrap();
     first.wait().unwrap();
-    let out = agent.run(&["run", "--config", config.to_str().unwrap(), "--exit-when-idle"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agent.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let item = agent.item(&id);
     assert_eq!(item["state"], "failed", "{item:#}");
     assert_eq!(item["stage"], "agent");
-    assert!(item["message"].as_str().unwrap().contains("abandoned"), "{item:#}");
+    assert!(
+        item["message"].as_str().unwrap().contains("abandoned"),
+        "{item:#}"
+    );
 }

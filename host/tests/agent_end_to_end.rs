@@ -4,7 +4,8 @@ mod common;
 use common::{Scratch, shell_job};
 use std::time::Duration;
 
-const CONFIG: &str = "queues: [default]\nmax_jobs: 2\nenvironment:\n  type: local\nbuilder:\n  type: noop\n";
+const CONFIG: &str =
+    "queues: [default]\nmax_jobs: 2\nenvironment:\n  type: local\nbuilder:\n  type: noop\n";
 
 #[test]
 fn three_jobs_two_finish_one_fails_with_its_exit_code() {
@@ -14,7 +15,12 @@ fn three_jobs_two_finish_one_fails_with_its_exit_code() {
     let bad = agent.submit("default", &shell_job("echo about to fail >&2; exit 3"));
     let ok2 = agent.submit("default", &shell_job("true"));
 
-    let out = agent.run(&["run", "--config", config.to_str().unwrap(), "--exit-when-idle"]);
+    let out = agent.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "agent failed: {log}");
 
@@ -29,20 +35,33 @@ fn three_jobs_two_finish_one_fails_with_its_exit_code() {
     assert_eq!(failed["state"], "failed", "{failed:#}");
     assert_eq!(failed["stage"], "run");
     assert_eq!(failed["exit_code"], 3);
-    assert!(failed["message"].as_str().unwrap().contains("exited with code 3"), "{failed:#}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3"),
+        "{failed:#}"
+    );
 
     // The run got the W&B environment and its output was kept.
-    let output = std::fs::read_to_string(agent.state_dir().join("runs").join(&ok1).join("output.log")).unwrap();
+    let output =
+        std::fs::read_to_string(agent.state_dir().join("runs").join(&ok1).join("output.log"))
+            .unwrap();
     assert!(output.contains(&format!("trace={ok1}")), "{output}");
     assert!(output.contains("queue=default"), "{output}");
     assert!(output.contains("project=tests"), "{output}");
     assert!(output.contains("launch=True"), "{output}");
-    let failed_output = std::fs::read_to_string(agent.state_dir().join("runs").join(&bad).join("output.log")).unwrap();
+    let failed_output =
+        std::fs::read_to_string(agent.state_dir().join("runs").join(&bad).join("output.log"))
+            .unwrap();
     assert!(failed_output.contains("about to fail"));
 
     // The human listing shows the same.
     let table = String::from_utf8(agent.run(&["queue", "list"]).stdout).unwrap();
-    assert!(table.contains(&bad) && table.contains("failed") && table.contains("run"), "{table}");
+    assert!(
+        table.contains(&bad) && table.contains("failed") && table.contains("run"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -50,21 +69,48 @@ fn a_bad_spec_fails_its_job_and_the_next_job_still_runs() {
     let agent = Scratch::new();
     let config = agent.write_config(CONFIG);
     let no_command = agent.submit("default", &serde_json::json!({"resource": "local-process"}));
-    let missing_program = agent.submit("default", &serde_json::json!({"overrides": {"entry_point": ["/no/such/program"]}}));
+    let missing_program = agent.submit(
+        "default",
+        &serde_json::json!({"overrides": {"entry_point": ["/no/such/program"]}}),
+    );
     let unsupported = agent.submit("default", &serde_json::json!({"resource": "sagemaker", "docker": {"docker_image": "x:1"}, "overrides": {"entry_point": ["true"]}}));
     let good = agent.submit("default", &shell_job("true"));
 
-    let out = agent.run(&["run", "--config", config.to_str().unwrap(), "--exit-when-idle"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agent.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let item = agent.item(&no_command);
     assert_eq!(item["state"], "failed");
-    assert!(item["message"].as_str().unwrap().contains("overrides.entry_point"), "{item:#}");
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("overrides.entry_point"),
+        "{item:#}"
+    );
     let item = agent.item(&missing_program);
     assert_eq!(item["state"], "failed");
-    assert!(item["message"].as_str().unwrap().contains("/no/such/program"), "{item:#}");
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/program"),
+        "{item:#}"
+    );
     let item = agent.item(&unsupported);
     assert_eq!(item["state"], "failed");
-    assert!(item["message"].as_str().unwrap().contains("sagemaker"), "{item:#}");
+    assert!(
+        item["message"].as_str().unwrap().contains("sagemaker"),
+        "{item:#}"
+    );
     assert_eq!(agent.item(&good)["state"], "finished");
 }
 
@@ -77,11 +123,24 @@ fn round_robin_serves_every_queue() {
     let a1 = agent.submit("a", &shell_job(&format!("echo a1 >> {m}")));
     let _a2 = agent.submit("a", &shell_job(&format!("echo a2 >> {m}")));
     let _b1 = agent.submit("b", &shell_job(&format!("echo b1 >> {m}")));
-    let out = agent.run(&["run", "--config", config.to_str().unwrap(), "--exit-when-idle"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agent.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let order = std::fs::read_to_string(&marker).unwrap();
     // a yields first, so b goes before a's second job.
-    assert_eq!(order.split_whitespace().collect::<Vec<_>>(), ["a1", "b1", "a2"], "{a1}");
+    assert_eq!(
+        order.split_whitespace().collect::<Vec<_>>(),
+        ["a1", "b1", "a2"],
+        "{a1}"
+    );
 }
 
 #[test]
@@ -121,7 +180,10 @@ fn sigterm_hands_a_running_job_back_after_the_grace_period() {
     assert!(status.success(), "{status}");
     let item = agent.item(&id);
     assert_eq!(item["state"], "queued", "handed back: {item:#}");
-    assert_eq!(item["attempts"], 0, "a hand-back is not an attempt: {item:#}");
+    assert_eq!(
+        item["attempts"], 0,
+        "a hand-back is not an attempt: {item:#}"
+    );
 }
 
 #[test]
@@ -131,7 +193,12 @@ fn queue_stop_stops_a_running_job() {
     let id = agent.submit("default", &shell_job("sleep 30"));
     let mut child = agent
         .cmd()
-        .args(["run", "--config", config.to_str().unwrap(), "--exit-when-idle"])
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-idle",
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

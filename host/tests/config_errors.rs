@@ -29,7 +29,9 @@ fn a_wandb_config_is_accepted_unchanged() {
 
 #[test]
 fn an_unknown_key_names_key_line_and_column() {
-    let (ok, _, stderr) = check("queues: [default]\nmax_jobs: 2\nbuilder:\n  type: docker\n  buidl-context-store: s3://x\n");
+    let (ok, _, stderr) = check(
+        "queues: [default]\nmax_jobs: 2\nbuilder:\n  type: docker\n  buidl-context-store: s3://x\n",
+    );
     assert!(!ok);
     assert!(stderr.contains("buidl-context-store"), "{stderr}");
     assert!(stderr.contains("launch-config.yaml:5:3"), "{stderr}");
@@ -48,27 +50,44 @@ fn a_wrong_type_names_key_line_and_column() {
     let (ok, _, stderr) = check("queues: [default]\nmax_jobs: lots\n");
     assert!(!ok);
     assert!(stderr.contains(":2:11"), "{stderr}");
-    assert!(stderr.contains("lots") || stderr.contains("integer") || stderr.contains("i64"), "{stderr}");
+    assert!(
+        stderr.contains("lots") || stderr.contains("integer") || stderr.contains("i64"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_bad_value_names_key_line_and_column() {
     let (ok, _, stderr) = check("queues: [default]\nmax_jobs: 0\n");
     assert!(!ok);
-    assert!(stderr.contains("max_jobs") && stderr.contains(":2:11"), "{stderr}");
+    assert!(
+        stderr.contains("max_jobs") && stderr.contains(":2:11"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn plugin_grants_are_checked() {
-    let (ok, _, stderr) = check("plugins:\n  mine:\n    path: x.wasm\n    grants:\n      hosts: [\"example.com\"]\n");
+    let (ok, _, stderr) =
+        check("plugins:\n  mine:\n    path: x.wasm\n    grants:\n      hosts: [\"example.com\"]\n");
     assert!(!ok);
-    assert!(stderr.contains("plugins.mine.grants.hosts") && stderr.contains("scheme://"), "{stderr}");
-    let (ok, _, stderr) = check("plugins:\n  mine:\n    path: x.wasm\n    grants:\n      secrets: [nope]\n");
+    assert!(
+        stderr.contains("plugins.mine.grants.hosts") && stderr.contains("scheme://"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) =
+        check("plugins:\n  mine:\n    path: x.wasm\n    grants:\n      secrets: [nope]\n");
     assert!(!ok);
-    assert!(stderr.contains("nope") && stderr.contains("secrets:"), "{stderr}");
+    assert!(
+        stderr.contains("nope") && stderr.contains("secrets:"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = check("plugins:\n  mine:\n    path: x.wasm\n    sha256: abc\n");
     assert!(!ok);
-    assert!(stderr.contains("plugins.mine.sha256") && stderr.contains(":4:13"), "{stderr}");
+    assert!(
+        stderr.contains("plugins.mine.sha256") && stderr.contains(":4:13"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -84,7 +103,12 @@ fn a_missing_file_is_a_clear_error() {
 fn the_agent_refuses_to_start_with_an_unknown_environment_type() {
     let scratch = Scratch::new();
     let path = scratch.write_config("environment:\n  type: mars\n");
-    let out = scratch.run(&["run", "--config", path.to_str().unwrap(), "--exit-when-idle"]);
+    let out = scratch.run(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("environment.type `mars`"), "{stderr}");

@@ -17,9 +17,14 @@ async fn hostile(state: &Path, extra_yaml: &str) -> Arc<LoadedPlugin> {
     );
     let config = LaunchConfig::parse(&yaml, Path::new("test.yaml")).expect("config");
     let mut host = PluginHost::new(&state.join("cache"), 256).expect("runtime");
-    host.load("hostile", &common::test_plugin("hostile"), &config.plugins["hostile"], &config.secrets)
-        .await
-        .expect("load hostile plugin")
+    host.load(
+        "hostile",
+        &common::test_plugin("hostile"),
+        &config.plugins["hostile"],
+        &config.secrets,
+    )
+    .await
+    .expect("load hostile plugin")
 }
 
 async fn verify(plugin: &LoadedPlugin, settings: serde_json::Value) -> Result<(), CallError> {
@@ -39,11 +44,25 @@ async fn an_infinite_loop_is_stopped_by_its_deadline() {
     let plugin = hostile(dir.path(), "    limits: { deadline_ms: 300 }\n").await;
     let started = std::time::Instant::now();
     let result = verify(&plugin, json!({"mode": "spin"})).await;
-    assert!(matches!(result, Err(CallError::Deadline { deadline_ms: 300, .. })), "{result:?}");
-    assert!(message(result).contains("hostile 0.1.0"), "the error names the plugin and version");
+    assert!(
+        matches!(
+            result,
+            Err(CallError::Deadline {
+                deadline_ms: 300,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(
+        message(result).contains("hostile 0.1.0"),
+        "the error names the plugin and version"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // The plugin (and the runtime) still serve the next call.
-    verify(&plugin, json!({"mode": "ok"})).await.expect("next call works");
+    verify(&plugin, json!({"mode": "ok"}))
+        .await
+        .expect("next call works");
 }
 
 #[tokio::test]
@@ -51,8 +70,13 @@ async fn a_memory_bomb_hits_its_cap() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = hostile(dir.path(), "    limits: { memory_mb: 32 }\n").await;
     let result = verify(&plugin, json!({"mode": "alloc"})).await;
-    assert!(matches!(result, Err(CallError::MemoryCap { memory_mb: 32, .. })), "{result:?}");
-    verify(&plugin, json!({"mode": "ok"})).await.expect("next call works");
+    assert!(
+        matches!(result, Err(CallError::MemoryCap { memory_mb: 32, .. })),
+        "{result:?}"
+    );
+    verify(&plugin, json!({"mode": "ok"}))
+        .await
+        .expect("next call works");
 }
 
 #[tokio::test]
@@ -76,25 +100,48 @@ async fn files_outside_the_grant_are_refused() {
 
     // No grant: nothing is visible.
     let plugin = hostile(dir.path(), "").await;
-    assert!(message(verify(&plugin, json!({"mode": "read-file", "path": inside})).await).contains("read-file"));
-    assert!(message(verify(&plugin, json!({"mode": "read-file", "path": "/etc/passwd"})).await).contains("read-file"));
+    assert!(
+        message(verify(&plugin, json!({"mode": "read-file", "path": inside})).await)
+            .contains("read-file")
+    );
+    assert!(
+        message(verify(&plugin, json!({"mode": "read-file", "path": "/etc/passwd"})).await)
+            .contains("read-file")
+    );
 
     // A read-only grant: that directory only, and no writing.
-    let plugin = hostile(dir.path(), &format!("    grants:\n      dirs: [{}]\n", granted.path().display())).await;
-    verify(&plugin, json!({"mode": "read-file", "path": inside})).await.expect("granted dir is readable");
-    assert!(message(verify(&plugin, json!({"mode": "read-file", "path": outside})).await).contains("read-file"));
+    let plugin = hostile(
+        dir.path(),
+        &format!("    grants:\n      dirs: [{}]\n", granted.path().display()),
+    )
+    .await;
+    verify(&plugin, json!({"mode": "read-file", "path": inside}))
+        .await
+        .expect("granted dir is readable");
+    assert!(
+        message(verify(&plugin, json!({"mode": "read-file", "path": outside})).await)
+            .contains("read-file")
+    );
     assert!(message(verify(&plugin, json!({"mode": "read-file", "path": format!("{}/../{}", granted.path().display(), outside)})).await).contains("read-file"));
     let new_file = granted.path().join("new.txt").display().to_string();
-    assert!(message(verify(&plugin, json!({"mode": "write-file", "path": new_file})).await).contains("write-file"));
+    assert!(
+        message(verify(&plugin, json!({"mode": "write-file", "path": new_file})).await)
+            .contains("write-file")
+    );
     assert!(!granted.path().join("new.txt").exists());
 
     // A writable grant.
     let plugin = hostile(
         dir.path(),
-        &format!("    grants:\n      dirs: [{{ path: {}, write: true }}]\n", granted.path().display()),
+        &format!(
+            "    grants:\n      dirs: [{{ path: {}, write: true }}]\n",
+            granted.path().display()
+        ),
     )
     .await;
-    verify(&plugin, json!({"mode": "write-file", "path": new_file})).await.expect("writable grant");
+    verify(&plugin, json!({"mode": "write-file", "path": new_file}))
+        .await
+        .expect("writable grant");
     assert!(granted.path().join("new.txt").exists());
 }
 
@@ -104,11 +151,35 @@ async fn env_vars_are_invisible_unless_granted() {
     unsafe { std::env::set_var("HOSTILE_TEST_VISIBLE", "yes") };
     let dir = tempfile::tempdir().unwrap();
     let plugin = hostile(dir.path(), "").await;
-    assert!(message(verify(&plugin, json!({"mode": "env", "name": "HOSTILE_TEST_VISIBLE"})).await).contains("not visible"));
-    assert!(message(verify(&plugin, json!({"mode": "env", "name": "PATH"})).await).contains("not visible"));
-    let plugin = hostile(dir.path(), "    grants:\n      env: [HOSTILE_TEST_VISIBLE]\n").await;
-    verify(&plugin, json!({"mode": "env", "name": "HOSTILE_TEST_VISIBLE"})).await.expect("granted env var");
-    assert!(message(verify(&plugin, json!({"mode": "env", "name": "PATH"})).await).contains("not visible"));
+    assert!(
+        message(
+            verify(
+                &plugin,
+                json!({"mode": "env", "name": "HOSTILE_TEST_VISIBLE"})
+            )
+            .await
+        )
+        .contains("not visible")
+    );
+    assert!(
+        message(verify(&plugin, json!({"mode": "env", "name": "PATH"})).await)
+            .contains("not visible")
+    );
+    let plugin = hostile(
+        dir.path(),
+        "    grants:\n      env: [HOSTILE_TEST_VISIBLE]\n",
+    )
+    .await;
+    verify(
+        &plugin,
+        json!({"mode": "env", "name": "HOSTILE_TEST_VISIBLE"}),
+    )
+    .await
+    .expect("granted env var");
+    assert!(
+        message(verify(&plugin, json!({"mode": "env", "name": "PATH"})).await)
+            .contains("not visible")
+    );
 }
 
 #[tokio::test]
@@ -119,14 +190,38 @@ async fn secrets_open_only_when_granted_and_never_leak_into_errors() {
     let dir = tempfile::tempdir().unwrap();
     let secrets = "secrets:\n  token: { env: HOSTILE_TEST_SECRET }\n";
     let plugin = hostile(dir.path(), secrets).await;
-    let refused = message(verify(&plugin, json!({"mode": "secret", "name": "token", "expect": value})).await);
+    let refused = message(
+        verify(
+            &plugin,
+            json!({"mode": "secret", "name": "token", "expect": value}),
+        )
+        .await,
+    );
     assert!(refused.contains("not granted"), "{refused}");
     assert!(!refused.contains(value));
 
-    let plugin = hostile(dir.path(), &format!("    grants:\n      secrets: [token]\n{secrets}")).await;
-    verify(&plugin, json!({"mode": "secret", "name": "token", "expect": value})).await.expect("granted secret");
-    let wrong = message(verify(&plugin, json!({"mode": "secret", "name": "token", "expect": "other"})).await);
-    assert!(!wrong.contains(value), "a secret must never appear in an error: {wrong}");
+    let plugin = hostile(
+        dir.path(),
+        &format!("    grants:\n      secrets: [token]\n{secrets}"),
+    )
+    .await;
+    verify(
+        &plugin,
+        json!({"mode": "secret", "name": "token", "expect": value}),
+    )
+    .await
+    .expect("granted secret");
+    let wrong = message(
+        verify(
+            &plugin,
+            json!({"mode": "secret", "name": "token", "expect": "other"}),
+        )
+        .await,
+    );
+    assert!(
+        !wrong.contains(value),
+        "a secret must never appear in an error: {wrong}"
+    );
 }
 
 /// A one-request-at-a-time HTTP server on 127.0.0.1 answering 200.
@@ -141,7 +236,8 @@ fn http_server() -> (u16, std::thread::JoinHandle<()>) {
             let Ok(mut stream) = stream else { continue };
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
     });
     (port, handle)
@@ -156,20 +252,43 @@ async fn http_to_a_host_not_granted_is_refused() {
     let refused = message(verify(&plugin, json!({"mode": "http", "url": url})).await);
     assert!(refused.contains("HttpRequestDenied"), "{refused}");
 
-    let plugin = hostile(dir.path(), "    grants:\n      hosts: [\"http://localhost:1\"]\n").await;
+    let plugin = hostile(
+        dir.path(),
+        "    grants:\n      hosts: [\"http://localhost:1\"]\n",
+    )
+    .await;
     let refused = message(verify(&plugin, json!({"mode": "http", "url": url})).await);
-    assert!(refused.contains("HttpRequestDenied"), "another host's grant does not count: {refused}");
+    assert!(
+        refused.contains("HttpRequestDenied"),
+        "another host's grant does not count: {refused}"
+    );
 
-    let plugin = hostile(dir.path(), &format!("    grants:\n      hosts: [\"http://127.0.0.1:{port}\"]\n")).await;
-    verify(&plugin, json!({"mode": "http", "url": url})).await.expect("granted host answers");
+    let plugin = hostile(
+        dir.path(),
+        &format!("    grants:\n      hosts: [\"http://127.0.0.1:{port}\"]\n"),
+    )
+    .await;
+    verify(&plugin, json!({"mode": "http", "url": url}))
+        .await
+        .expect("granted host answers");
 }
 
 #[tokio::test]
 async fn raw_sockets_are_always_refused() {
     let (port, _server) = http_server();
     let dir = tempfile::tempdir().unwrap();
-    let plugin = hostile(dir.path(), &format!("    grants:\n      hosts: [\"http://127.0.0.1:{port}\"]\n")).await;
-    let refused = message(verify(&plugin, json!({"mode": "tcp", "addr": format!("127.0.0.1:{port}")})).await);
+    let plugin = hostile(
+        dir.path(),
+        &format!("    grants:\n      hosts: [\"http://127.0.0.1:{port}\"]\n"),
+    )
+    .await;
+    let refused = message(
+        verify(
+            &plugin,
+            json!({"mode": "tcp", "addr": format!("127.0.0.1:{port}")}),
+        )
+        .await,
+    );
     assert!(refused.contains("tcp"), "{refused}");
 }
 
@@ -178,7 +297,12 @@ async fn a_plugin_built_for_another_contract_version_is_rejected_naming_both() {
     let dir = tempfile::tempdir().unwrap();
     let mut host = PluginHost::new(&dir.path().join("cache"), 128).unwrap();
     let err = host
-        .load("future", &common::test_plugin("future-wit"), &Default::default(), &Default::default())
+        .load(
+            "future",
+            &common::test_plugin("future-wit"),
+            &Default::default(),
+            &Default::default(),
+        )
         .await
         .err()
         .expect("rejected");
@@ -199,7 +323,12 @@ async fn a_pinned_digest_must_match() {
     let config = LaunchConfig::parse(&yaml, Path::new("test.yaml")).unwrap();
     let mut host = PluginHost::new(&dir.path().join("cache"), 128).unwrap();
     let err = host
-        .load("hostile", &common::test_plugin("hostile"), &config.plugins["hostile"], &config.secrets)
+        .load(
+            "hostile",
+            &common::test_plugin("hostile"),
+            &config.plugins["hostile"],
+            &config.secrets,
+        )
         .await
         .err()
         .expect("digest mismatch refused");
@@ -212,13 +341,28 @@ async fn garbage_and_tampered_cache_entries_are_never_loaded() {
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm not really").unwrap();
     let mut host = PluginHost::new(&dir.path().join("cache"), 128).unwrap();
-    let err = host.load("garbage", &garbage, &Default::default(), &Default::default()).await.err().expect("refused");
-    assert!(err.to_string().contains("not a valid WebAssembly component"), "{err}");
+    let err = host
+        .load(
+            "garbage",
+            &garbage,
+            &Default::default(),
+            &Default::default(),
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("not a valid WebAssembly component"),
+        "{err}"
+    );
 
     // Warm the cache, then tamper with every entry: the next load must
     // recompile rather than run the tampered bytes.
     let plugin = common::test_plugin("hostile");
-    host.load("hostile", &plugin, &Default::default(), &Default::default()).await.unwrap();
+    host.load("hostile", &plugin, &Default::default(), &Default::default())
+        .await
+        .unwrap();
     let cache = dir.path().join("cache");
     let mut tampered = 0;
     for entry in std::fs::read_dir(&cache).unwrap().flatten() {
@@ -232,6 +376,11 @@ async fn garbage_and_tampered_cache_entries_are_never_loaded() {
     }
     assert!(tampered > 0, "the cache holds compiled plugins");
     let mut host = PluginHost::new(&cache, 128).unwrap();
-    let loaded = host.load("hostile", &plugin, &Default::default(), &Default::default()).await.unwrap();
-    verify(&loaded, json!({"mode": "ok"})).await.expect("recompiled plugin works");
+    let loaded = host
+        .load("hostile", &plugin, &Default::default(), &Default::default())
+        .await
+        .unwrap();
+    verify(&loaded, json!({"mode": "ok"}))
+        .await
+        .expect("recompiled plugin works");
 }

@@ -4,9 +4,9 @@
 
 use super::JobContext;
 use crate::capabilities::log::LogSink;
+use crate::plugins::CallError;
 use crate::plugins::bindings::{Job, Stage as PluginStage};
 use crate::plugins::loaded::BuildRequest;
-use crate::plugins::CallError;
 use crate::queue::{QueueItem, Stage};
 use crate::runners::{Control, RunOutcome, RunRequest, local_process};
 use crate::spec::LaunchSpec;
@@ -82,17 +82,27 @@ fn failed(stage: Stage, message: impl Into<String>) -> JobEnd {
 }
 
 /// Runs one claimed item through every step; never panics on bad input.
-pub async fn run_job(ctx: Arc<JobContext>, item: QueueItem, control: watch::Receiver<Control>) -> JobEnd {
+pub async fn run_job(
+    ctx: Arc<JobContext>,
+    item: QueueItem,
+    control: watch::Receiver<Control>,
+) -> JobEnd {
     let run_dir = ctx.state.run_dir(&item.id);
     if let Err(e) = std::fs::create_dir_all(&run_dir) {
-        return failed(Stage::Agent, format!("cannot create the run dir {}: {e}", run_dir.display()));
+        return failed(
+            Stage::Agent,
+            format!("cannot create the run dir {}: {e}", run_dir.display()),
+        );
     }
     let log = job_log(run_dir.join("agent.log"));
     let step = |message: &str| {
         tracing::info!(item = %item.id, queue = %item.queue, "{message}");
         log(message);
     };
-    step(&format!("job claimed from queue {} (attempt {})", item.queue, item.attempts));
+    step(&format!(
+        "job claimed from queue {} (attempt {})",
+        item.queue, item.attempts
+    ));
 
     let spec = match LaunchSpec::from_value(item.spec.clone()) {
         Ok(spec) => spec,
@@ -107,11 +117,20 @@ pub async fn run_job(ctx: Arc<JobContext>, item: QueueItem, control: watch::Rece
     // Environment.
     let environment = &ctx.environment;
     let env_settings = environment.settings_for(ctx.environment_block.clone());
-    step(&format!("environment: verifying with {}", environment.label()));
-    if let Err(e) = environment.verify_environment(&env_settings, Some(log.clone())).await {
+    step(&format!(
+        "environment: verifying with {}",
+        environment.label()
+    ));
+    if let Err(e) = environment
+        .verify_environment(&env_settings, Some(log.clone()))
+        .await
+    {
         return plugin_failure(e, Stage::Agent);
     }
-    let mut run_env = match environment.run_env(&env_settings, &job, Some(log.clone())).await {
+    let mut run_env = match environment
+        .run_env(&env_settings, &job, Some(log.clone()))
+        .await
+    {
         Ok(env) => env,
         Err(e) => return plugin_failure(e, Stage::Agent),
     };
@@ -122,7 +141,10 @@ pub async fn run_job(ctx: Arc<JobContext>, item: QueueItem, control: watch::Rece
         let settings = registry.settings_for(ctx.registry_block.clone());
         match registry.repository_uri(&settings, Some(log.clone())).await {
             Ok(uri) => {
-                step(&format!("registry: {} gives repository {uri}", registry.label()));
+                step(&format!(
+                    "registry: {} gives repository {uri}",
+                    registry.label()
+                ));
                 destination = uri;
             }
             Err(e) => return plugin_failure(e, Stage::Agent),
@@ -146,7 +168,11 @@ pub async fn run_job(ctx: Arc<JobContext>, item: QueueItem, control: watch::Rece
                 step(&format!(
                     "build: image {} ({})",
                     outcome.image_uri,
-                    if outcome.built { "built" } else { "already in the registry, build skipped" }
+                    if outcome.built {
+                        "built"
+                    } else {
+                        "already in the registry, build skipped"
+                    }
                 ));
                 image = Some(outcome.image_uri);
             }
@@ -180,7 +206,10 @@ pub async fn run_job(ctx: Arc<JobContext>, item: QueueItem, control: watch::Rece
     if let Err(e) = ctx.queue.mark_running(&item.id, &ctx.agent_id) {
         return failed(Stage::Agent, e.to_string());
     }
-    step(&format!("run: starting local-process {:?}", request.command.first().map(String::as_str).unwrap_or("")));
+    step(&format!(
+        "run: starting local-process {:?}",
+        request.command.first().map(String::as_str).unwrap_or("")
+    ));
     let queue = ctx.queue.clone();
     let id = item.id.clone();
     let outcome = local_process::run(&request, control.clone(), move |pid| {

@@ -100,7 +100,16 @@ pub fn job_context(
             .find(|(k, _, _)| *k == kind)
             .and_then(|(_, name, _)| plugins.get(name))
     };
-    let to_json = |v: Option<serde_json::Value>| v.filter(|v| v.is_object());
+    // A block the config leaves out is still described to its plugin by type.
+    let block = |value: Option<serde_json::Value>, kind: crate::plugins::PluginKind| {
+        value.filter(|v| v.is_object()).or_else(|| {
+            types
+                .iter()
+                .find(|(k, _, _)| *k == kind)
+                .map(|(_, name, _)| serde_json::json!({ "type": name }))
+        })
+    };
+    use crate::plugins::PluginKind;
     let environment = find(crate::plugins::PluginKind::Environment)
         .ok_or_else(|| anyhow::anyhow!("no environment plugin is loaded"))?;
     let builder = find(crate::plugins::PluginKind::Builder)
@@ -119,11 +128,29 @@ pub fn job_context(
         queue,
         state,
         environment,
-        environment_block: to_json(config.environment.as_ref().and_then(|b| serde_json::to_value(b).ok())),
+        environment_block: block(
+            config
+                .environment
+                .as_ref()
+                .and_then(|b| serde_json::to_value(b).ok()),
+            PluginKind::Environment,
+        ),
         registry,
-        registry_block: to_json(config.registry.as_ref().and_then(|b| serde_json::to_value(b).ok())),
+        registry_block: block(
+            config
+                .registry
+                .as_ref()
+                .and_then(|b| serde_json::to_value(b).ok()),
+            PluginKind::Registry,
+        ),
         builder,
-        builder_block: to_json(config.builder.as_ref().and_then(|b| serde_json::to_value(b).ok())),
+        builder_block: block(
+            config
+                .builder
+                .as_ref()
+                .and_then(|b| serde_json::to_value(b).ok()),
+            PluginKind::Builder,
+        ),
         secret_env_vars,
     })
 }
@@ -182,9 +209,18 @@ pub async fn run(
             let (tx, rx) = watch::channel(Control::Run);
             let item_id = item.id.clone();
             let handle = jobs.spawn(job_task(ctx.clone(), item, rx));
-            running.insert(handle.id(), Running { item_id, control: tx });
+            running.insert(
+                handle.id(),
+                Running {
+                    item_id,
+                    control: tx,
+                },
+            );
         }
-        if running.is_empty() && options.exit_when_idle && !queue.has_queued(&queues).unwrap_or(true) {
+        if running.is_empty()
+            && options.exit_when_idle
+            && !queue.has_queued(&queues).unwrap_or(true)
+        {
             tracing::info!("queues empty and no job running: exiting");
             break;
         }
@@ -233,7 +269,10 @@ pub async fn run(
 }
 
 fn hand_back_all(running: &HashMap<tokio::task::Id, Running>) {
-    tracing::info!(jobs = running.len(), "stopping running jobs and handing them back to the queue");
+    tracing::info!(
+        jobs = running.len(),
+        "stopping running jobs and handing them back to the queue"
+    );
     for job in running.values() {
         let _ = job.control.send(Control::HandBack);
     }
@@ -242,9 +281,10 @@ fn hand_back_all(running: &HashMap<tokio::task::Id, Running>) {
 /// Takes back items whose holder died; kills what is left of their runs.
 fn reclaim(ctx: &JobContext, max_attempts: u32) -> anyhow::Result<usize> {
     let me = ctx.agent_id.clone();
-    let reclaimed = ctx
-        .queue
-        .reclaim_abandoned(&|holder| identity::holder_is_dead(holder, &me), max_attempts)?;
+    let reclaimed = ctx.queue.reclaim_abandoned(
+        &|holder| identity::holder_is_dead(holder, &me),
+        max_attempts,
+    )?;
     for item in &reclaimed {
         if let Some(pgid) = item.run_pid {
             local_process::kill_leftover(pgid);
@@ -289,7 +329,11 @@ fn record(
             summary.finished += 1;
             ctx.queue.finish(&item_id, Some(0))
         }
-        JobEnd::Failed { stage, message, exit_code } => {
+        JobEnd::Failed {
+            stage,
+            message,
+            exit_code,
+        } => {
             summary.failed += 1;
             tracing::warn!(item = %item_id, %stage, "job failed: {message}");
             ctx.queue.fail(&item_id, *stage, message, *exit_code)
@@ -319,7 +363,11 @@ fn end_name(end: &JobEnd) -> &'static str {
 }
 
 /// One job plus a watcher that turns a stop request on the item into a stop.
-async fn job_task(ctx: Arc<JobContext>, item: QueueItem, control: watch::Receiver<Control>) -> (String, JobEnd) {
+async fn job_task(
+    ctx: Arc<JobContext>,
+    item: QueueItem,
+    control: watch::Receiver<Control>,
+) -> (String, JobEnd) {
     let item_id = item.id.clone();
     let (stop_tx, stop_rx) = watch::channel(Control::Run);
     let mut outer = control;

@@ -50,7 +50,10 @@ impl HostPattern {
             Some((host, "*")) => (host, None),
             Some((host, port)) => (
                 host,
-                Some(port.parse::<u16>().map_err(|_| format!("port {port:?} is not a number or *"))?),
+                Some(
+                    port.parse::<u16>()
+                        .map_err(|_| format!("port {port:?} is not a number or *"))?,
+                ),
             ),
             None => {
                 let default = match scheme.as_deref() {
@@ -64,7 +67,11 @@ impl HostPattern {
         if host.is_empty() {
             return Err("has no host".into());
         }
-        if host.contains('*') && host != "*" && !(host.starts_with("*.") && !host[2..].contains('*')) {
+        let wildcard_ok = match host.strip_prefix("*.") {
+            Some(rest) => !rest.contains('*'),
+            None => host == "*" || !host.contains('*'),
+        };
+        if !wildcard_ok {
             return Err("a wildcard may only be the whole host or a leading `*.`".into());
         }
         Ok(HostPattern {
@@ -157,8 +164,7 @@ impl WasiHttpHooks for GrantedHttpHooks {
         _ = fut;
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, options).await?;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
@@ -197,9 +203,21 @@ mod tests {
 
     #[test]
     fn bad_patterns_say_why() {
-        assert!(HostPattern::parse("example.com").unwrap_err().contains("scheme://"));
+        assert!(
+            HostPattern::parse("example.com")
+                .unwrap_err()
+                .contains("scheme://")
+        );
         assert!(HostPattern::parse("ftp://x").unwrap_err().contains("ftp"));
-        assert!(HostPattern::parse("https://a.*.com").unwrap_err().contains("wildcard"));
-        assert!(HostPattern::parse("https://x/path").unwrap_err().contains("path"));
+        assert!(
+            HostPattern::parse("https://a.*.com")
+                .unwrap_err()
+                .contains("wildcard")
+        );
+        assert!(
+            HostPattern::parse("https://x/path")
+                .unwrap_err()
+                .contains("path")
+        );
     }
 }

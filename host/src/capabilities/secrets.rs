@@ -25,7 +25,10 @@ impl std::fmt::Debug for SecretHandle {
 }
 
 impl Host for PluginState {
-    fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<SecretHandle>, SecretError>> {
+    fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<SecretHandle>, SecretError>> {
         let Some(source) = self.secrets.get(&name) else {
             tracing::warn!(plugin = %self.plugin_name, secret = %name, "refused to open a secret that is not granted (add it to grants.secrets)");
             return Ok(Err(SecretError::NotGranted(format!(
@@ -35,9 +38,15 @@ impl Host for PluginState {
         };
         let value = match source.read() {
             Ok(value) if !value.is_empty() => value,
-            Ok(_) => return Ok(Err(SecretError::Unavailable(format!("secret {name:?} is empty")))),
+            Ok(_) => {
+                return Ok(Err(SecretError::Unavailable(format!(
+                    "secret {name:?} is empty"
+                ))));
+            }
             Err(reason) => {
-                return Ok(Err(SecretError::Unavailable(format!("secret {name:?}: {reason}"))));
+                return Ok(Err(SecretError::Unavailable(format!(
+                    "secret {name:?}: {reason}"
+                ))));
             }
         };
         let handle = self.table.push(SecretHandle { name, value })?;

@@ -111,7 +111,11 @@ pub struct BuilderConfig {
     )]
     pub secret_name: Option<String>,
     /// Key of that secret.
-    #[serde(default, rename = "secret-key", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "secret-key",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret_key: Option<String>,
     /// The Kaniko executor image.
     #[serde(

@@ -54,12 +54,18 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Wraps a YAML error, keeping its position.
-    pub(crate) fn from_yaml(file: &Path, error: &serde_saphyr::Error) -> Self {
+    pub(crate) fn from_yaml(file: &Path, text: &str, error: &serde_saphyr::Error) -> Self {
         let (line, column) = error
             .location()
             .map(|l| (clamp(l.line()), clamp(l.column())))
             .unwrap_or((0, 0));
-        let message = strip_location_suffix(&error.to_string());
+        let mut message = strip_location(&error.to_string());
+        // Type errors do not name the key: find it from the position.
+        if !message.contains("field `")
+            && let Some(key) = key_path_at(text, line)
+        {
+            message = format!("`{key}`: {message}");
+        }
         ConfigError::Syntax {
             file: file.to_path_buf(),
             line,
@@ -97,14 +103,63 @@ impl ConfigError {
     }
 }
 
-/// serde-saphyr appends " at line L column C" to its messages; we print the
-/// position up front instead, so drop the repeat.
-fn strip_location_suffix(message: &str) -> String {
-    let first_line = message.lines().next().unwrap_or(message);
-    match first_line.rfind(" at line ") {
-        Some(index) => first_line[..index].to_string(),
-        None => first_line.to_string(),
+/// serde-saphyr's messages carry the position as a prefix or suffix; we
+/// print it up front instead, so drop the repeat.
+fn strip_location(message: &str) -> String {
+    let mut text = message.lines().next().unwrap_or(message).trim();
+    if let Some(rest) = text.strip_prefix("error: ") {
+        text = rest;
     }
+    if text.starts_with("line ")
+        && let Some((_, rest)) = text.split_once(": ")
+    {
+        text = rest;
+    }
+    if let Some(index) = text.rfind(" at line ") {
+        text = &text[..index];
+    }
+    text.to_string()
+}
+
+/// The dotted key path of the block-style mapping entry on `line` (1-based),
+/// found from indentation: `builder.platform` for `  platform: x` under
+/// `builder:`. `None` when the line holds no `key:`.
+pub(crate) fn key_path_at(text: &str, line: u32) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let (mut indent, key) = key_of(lines.get(index)?)?;
+    let mut path = vec![key];
+    for candidate in lines[..index].iter().rev() {
+        if let Some((i, k)) = key_of(candidate)
+            && i < indent
+        {
+            path.push(k);
+            indent = i;
+            if indent == 0 {
+                break;
+            }
+        }
+    }
+    path.reverse();
+    Some(path.join("."))
+}
+
+/// The indentation and key of a `key: value` or `- key: value` line.
+fn key_of(line: &str) -> Option<(usize, String)> {
+    let trimmed = line.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return None;
+    }
+    let mut indent = line.len() - trimmed.len();
+    let mut body = trimmed;
+    while let Some(rest) = body.strip_prefix("- ") {
+        indent += 2;
+        body = rest.trim_start();
+    }
+    let (key, _) = body.split_once(':')?;
+    let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+    let plain = !key.is_empty() && !key.contains(['{', '[', ' ', ',']);
+    plain.then(|| (indent, key.to_string()))
 }
 
 fn clamp(n: u64) -> u32 {

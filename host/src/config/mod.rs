@@ -55,10 +55,14 @@
 mod blocks;
 mod error;
 mod plugins;
+#[cfg(test)]
+mod tests;
 
 pub use blocks::{BuilderConfig, EnvironmentConfig, RegistryConfig};
 pub use error::ConfigError;
-pub use plugins::{DirGrant, Grants, Limits, PluginEntry, SecretSource, parse_sha256 as plugins_sha};
+pub use plugins::{
+    DirGrant, Grants, Limits, PluginEntry, SecretSource, parse_sha256 as plugins_sha,
+};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -182,7 +186,7 @@ impl LaunchConfig {
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
         let text = if text.trim().is_empty() { "{}" } else { text };
         let mut config: LaunchConfig =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::from_yaml(file, &e))?;
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::from_yaml(file, text, &e))?;
         config.source = Some(file.to_path_buf());
         config.validate(file)?;
         Ok(config)

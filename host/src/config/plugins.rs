@@ -164,8 +164,9 @@ impl SecretSource {
     /// Reads the secret's value.
     pub fn read(&self) -> Result<String, String> {
         match self {
-            SecretSource::Env(var) => std::env::var(var)
-                .map_err(|_| format!("environment variable {var} is not set")),
+            SecretSource::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                 .map_err(|e| format!("cannot read {}: {e}", path.display())),
@@ -258,6 +259,9 @@ impl PluginEntry {
 
 /// Parses a sha256 digest written as 64 hex digits, optionally `sha256:`-prefixed.
 pub fn parse_sha256(text: &str) -> Option<String> {
-    let hex = text.strip_prefix("sha256:").unwrap_or(text).to_ascii_lowercase();
+    let hex = text
+        .strip_prefix("sha256:")
+        .unwrap_or(text)
+        .to_ascii_lowercase();
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }

@@ -60,7 +60,9 @@ impl CompiledCache {
         wasm: &[u8],
         digest: &str,
     ) -> anyhow::Result<(Component, CacheOutcome)> {
-        let entry = self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash));
+        let entry = self
+            .dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash));
         if let Some(bytes) = self.read_verified(&entry) {
             // SAFETY: `read_verified` returned these bytes only because their
             // MAC matches our private key: we wrote them with `serialize` for

@@ -71,7 +71,11 @@ pub fn block_types(config: &LaunchConfig) -> Vec<(PluginKind, String, &'static s
         .unwrap_or_else(|| "noop".into());
     types.push((PluginKind::Builder, builder, "builder.type"));
     if let Some(registry) = &config.registry {
-        types.push((PluginKind::Registry, registry.kind.value.clone(), "registry.type"));
+        types.push((
+            PluginKind::Registry,
+            registry.kind.value.clone(),
+            "registry.type",
+        ));
     }
     types
 }
@@ -109,7 +113,10 @@ fn file_of(
     name: &str,
     key: &str,
 ) -> Result<PathBuf, String> {
-    if let Some(PluginEntry { path: Some(path), .. }) = config.plugins.get(name) {
+    if let Some(PluginEntry {
+        path: Some(path), ..
+    }) = config.plugins.get(name)
+    {
         return Ok(config.resolve_path(path));
     }
     let bundled = BUNDLE.iter().find(|(k, n, _)| *k == kind && *n == name);
@@ -120,7 +127,11 @@ fn file_of(
              pass --plugin-dir, set LAUNCH_AGENT_PLUGIN_DIR or `plugin_dir`, or run scripts/build-plugins.sh"
         )),
         (None, _) => {
-            let known: Vec<&str> = BUNDLE.iter().filter(|(k, _, _)| *k == kind).map(|(_, n, _)| *n).collect();
+            let known: Vec<&str> = BUNDLE
+                .iter()
+                .filter(|(k, _, _)| *k == kind)
+                .map(|(_, n, _)| *n)
+                .collect();
             Err(format!(
                 "{key} `{name}` is neither a bundled {kind} plugin ({}) nor a `plugins:` entry with a `path`",
                 known.join(", ")

@@ -82,13 +82,18 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ContractInfo, S
         if version.as_ref().is_some_and(|known| *known != v) {
             return Err(format!(
                 "mixes contract versions {} and {v}",
-                version.as_ref().map(ToString::to_string).unwrap_or_default()
+                version
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
             ));
         }
         version = Some(v);
     }
     let version = version.ok_or_else(|| {
-        format!("is not a launch-agent plugin: it neither imports nor exports any {PACKAGE} interface")
+        format!(
+            "is not a launch-agent plugin: it neither imports nor exports any {PACKAGE} interface"
+        )
     })?;
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let exported = |iface: &str| {
@@ -110,7 +115,9 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ContractInfo, S
             version,
             kind: *kind,
         }),
-        [_] => Err(format!("does not export {PACKAGE}/plugin (its `info` function)")),
+        [_] => Err(format!(
+            "does not export {PACKAGE}/plugin (its `info` function)"
+        )),
         [] => Err(format!(
             "exports none of {PACKAGE}/builder, /registry or /environment"
         )),

@@ -152,7 +152,10 @@ impl LoadedPlugin {
         serde_json::Value::Object(merged).to_string()
     }
 
-    fn store(&self, log: Option<LogSink>) -> Result<(Store<PluginState>, MemoryOutputPipe), CallError> {
+    fn store(
+        &self,
+        log: Option<LogSink>,
+    ) -> Result<(Store<PluginState>, MemoryOutputPipe), CallError> {
         let (wasi, stderr) = context_for(&self.grants).map_err(|e| CallError::Setup {
             plugin: self.label.to_string(),
             detail: format!("{e:#}"),
@@ -174,7 +177,9 @@ impl LoadedPlugin {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(deadline_ticks(Duration::from_millis(self.limits.deadline_ms)));
+        store.set_epoch_deadline(deadline_ticks(Duration::from_millis(
+            self.limits.deadline_ms,
+        )));
         store.epoch_deadline_trap();
         Ok((store, stderr))
     }
@@ -197,7 +202,9 @@ impl LoadedPlugin {
             Some(trap) => trap.to_string(),
             None => format!("{error:#}"),
         };
-        let output = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+        let output = String::from_utf8_lossy(&stderr.contents())
+            .trim()
+            .to_string();
         if !output.is_empty() {
             let tail: Vec<&str> = output.lines().rev().take(5).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -254,64 +261,123 @@ impl LoadedPlugin {
     /// Calls `plugin.info`.
     pub(crate) async fn info(&self) -> Result<super::bindings::PluginInfo, CallError> {
         Ok(match &self.pre {
-            TypedPre::Builder(_) => call_plugin!(self, None, Builder, PluginKind::Builder, |store, pre| {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.launch_plugin_plugin().call_info(&mut *store).await
-            }),
-            TypedPre::Registry(_) => call_plugin!(self, None, Registry, PluginKind::Registry, |store, pre| {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.launch_plugin_plugin().call_info(&mut *store).await
-            }),
-            TypedPre::Environment(_) => {
-                call_plugin!(self, None, Environment, PluginKind::Environment, |store, pre| {
+            TypedPre::Builder(_) => {
+                call_plugin!(self, None, Builder, PluginKind::Builder, |store, pre| {
                     let instance = pre.instantiate_async(&mut *store).await?;
                     instance.launch_plugin_plugin().call_info(&mut *store).await
                 })
+            }
+            TypedPre::Registry(_) => {
+                call_plugin!(self, None, Registry, PluginKind::Registry, |store, pre| {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    instance.launch_plugin_plugin().call_info(&mut *store).await
+                })
+            }
+            TypedPre::Environment(_) => {
+                call_plugin!(
+                    self,
+                    None,
+                    Environment,
+                    PluginKind::Environment,
+                    |store, pre| {
+                        let instance = pre.instantiate_async(&mut *store).await?;
+                        instance.launch_plugin_plugin().call_info(&mut *store).await
+                    }
+                )
             }
         })
     }
 
     /// Calls `environment.verify`.
-    pub async fn verify_environment(&self, settings: &str, log: Option<LogSink>) -> Result<(), CallError> {
-        let result = call_plugin!(self, log, Environment, PluginKind::Environment, |store, pre| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.launch_plugin_environment().call_verify(&mut *store, settings).await
-        });
+    pub async fn verify_environment(
+        &self,
+        settings: &str,
+        log: Option<LogSink>,
+    ) -> Result<(), CallError> {
+        let result = call_plugin!(
+            self,
+            log,
+            Environment,
+            PluginKind::Environment,
+            |store, pre| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .launch_plugin_environment()
+                    .call_verify(&mut *store, settings)
+                    .await
+            }
+        );
         self.lift(result)
     }
 
     /// Calls `environment.run-env`.
-    pub async fn run_env(&self, settings: &str, job: &Job, log: Option<LogSink>) -> Result<Vec<(String, String)>, CallError> {
-        let result = call_plugin!(self, log, Environment, PluginKind::Environment, |store, pre| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.launch_plugin_environment().call_run_env(&mut *store, settings, job).await
-        });
+    pub async fn run_env(
+        &self,
+        settings: &str,
+        job: &Job,
+        log: Option<LogSink>,
+    ) -> Result<Vec<(String, String)>, CallError> {
+        let result = call_plugin!(
+            self,
+            log,
+            Environment,
+            PluginKind::Environment,
+            |store, pre| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .launch_plugin_environment()
+                    .call_run_env(&mut *store, settings, job)
+                    .await
+            }
+        );
         self.lift(result)
     }
 
     /// Calls `builder.build`.
-    pub async fn build(&self, request: &BuildRequest, log: Option<LogSink>) -> Result<BuildOutcome, CallError> {
+    pub async fn build(
+        &self,
+        request: &BuildRequest,
+        log: Option<LogSink>,
+    ) -> Result<BuildOutcome, CallError> {
         let result = call_plugin!(self, log, Builder, PluginKind::Builder, |store, pre| {
             let instance = pre.instantiate_async(&mut *store).await?;
-            instance.launch_plugin_builder().call_build(&mut *store, request).await
+            instance
+                .launch_plugin_builder()
+                .call_build(&mut *store, request)
+                .await
         });
         self.lift(result)
     }
 
     /// Calls `registry.repository-uri`.
-    pub async fn repository_uri(&self, settings: &str, log: Option<LogSink>) -> Result<String, CallError> {
+    pub async fn repository_uri(
+        &self,
+        settings: &str,
+        log: Option<LogSink>,
+    ) -> Result<String, CallError> {
         let result = call_plugin!(self, log, Registry, PluginKind::Registry, |store, pre| {
             let instance = pre.instantiate_async(&mut *store).await?;
-            instance.launch_plugin_registry().call_repository_uri(&mut *store, settings).await
+            instance
+                .launch_plugin_registry()
+                .call_repository_uri(&mut *store, settings)
+                .await
         });
         self.lift(result)
     }
 
     /// Calls `registry.image-exists`.
-    pub async fn image_exists(&self, settings: &str, image_uri: &str, log: Option<LogSink>) -> Result<bool, CallError> {
+    pub async fn image_exists(
+        &self,
+        settings: &str,
+        image_uri: &str,
+        log: Option<LogSink>,
+    ) -> Result<bool, CallError> {
         let result = call_plugin!(self, log, Registry, PluginKind::Registry, |store, pre| {
             let instance = pre.instantiate_async(&mut *store).await?;
-            instance.launch_plugin_registry().call_image_exists(&mut *store, settings, image_uri).await
+            instance
+                .launch_plugin_registry()
+                .call_image_exists(&mut *store, settings, image_uri)
+                .await
         });
         self.lift(result)
     }

@@ -118,10 +118,15 @@ impl PluginHost {
             ))
         })?;
         let typed = match contract.kind {
-            PluginKind::Builder => bindings::builder::BuilderPluginPre::new(instance_pre).map(TypedPre::Builder),
-            PluginKind::Registry => bindings::registry::RegistryPluginPre::new(instance_pre).map(TypedPre::Registry),
+            PluginKind::Builder => {
+                bindings::builder::BuilderPluginPre::new(instance_pre).map(TypedPre::Builder)
+            }
+            PluginKind::Registry => {
+                bindings::registry::RegistryPluginPre::new(instance_pre).map(TypedPre::Registry)
+            }
             PluginKind::Environment => {
-                bindings::environment::EnvironmentPluginPre::new(instance_pre).map(TypedPre::Environment)
+                bindings::environment::EnvironmentPluginPre::new(instance_pre)
+                    .map(TypedPre::Environment)
             }
         }
         .map_err(|e| fail(format!("does not match its world: {e:#}")))?;
@@ -130,7 +135,8 @@ impl PluginHost {
             .filter(|(k, _)| entry.grants.secrets.contains(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let allowed_hosts = HostAllowList::new(&entry.grants.hosts).map_err(|e| fail(format!("grants.hosts: {e}")))?;
+        let allowed_hosts = HostAllowList::new(&entry.grants.hosts)
+            .map_err(|e| fail(format!("grants.hosts: {e}")))?;
         let mut plugin = LoadedPlugin {
             description: PluginDescription {
                 name: name.to_string(),
@@ -175,7 +181,11 @@ impl PluginHost {
         plugin.description.description = info.description;
         tracing::debug!(
             plugin = name,
-            cache = if outcome == CacheOutcome::Hit { "hit" } else { "compiled" },
+            cache = if outcome == CacheOutcome::Hit {
+                "hit"
+            } else {
+                "compiled"
+            },
             "plugin loaded"
         );
         let plugin = Arc::new(plugin);

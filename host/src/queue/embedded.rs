@@ -5,71 +5,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chrono::{SecondsFormat, TimeZone, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::error::QueueError;
+use super::clock::Now;
+use super::error::{QueueError, SqlContext};
 use super::item::{ItemState, QueueItem, Reclaimed, Stage};
+use super::row::{COLUMNS, RawItem};
+use super::schema::{enable_wal, migrate};
 
 /// The name of the database file inside the state directory.
 pub const DB_FILE_NAME: &str = "queue.sqlite3";
 
-/// The schema version this build writes, kept in SQLite's `user_version`
-/// pragma. A database with a newer version is refused; older ones are
-/// migrated when opened.
-pub const SCHEMA_VERSION: i64 = 1;
-
 /// How long an operation waits for another process's write to finish before
 /// it fails with "database is locked".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The longest lease taken into account; longer ones are cut to this.
-const MAX_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// Version 1 of the schema.
-///
-/// `seq` orders items by submission (FIFO), independent of clock
-/// resolution. Times are kept twice: RFC 3339 text for people and, where the
-/// queue compares them, Unix milliseconds. The trigger makes "a terminal
-/// item never changes state again" hold even against a buggy writer.
-const SCHEMA_V1: &str = "
-CREATE TABLE IF NOT EXISTS items (
-    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
-    id               TEXT    NOT NULL UNIQUE,
-    queue            TEXT    NOT NULL,
-    state            TEXT    NOT NULL CHECK (state IN
-                         ('queued', 'claimed', 'running', 'finished', 'failed', 'stopped')),
-    stage            TEXT    CHECK (stage IS NULL OR stage IN ('agent', 'build', 'run')),
-    message          TEXT,
-    exit_code        INTEGER,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    spec             TEXT    NOT NULL,
-    created_at       TEXT    NOT NULL,
-    created_ms       INTEGER NOT NULL,
-    updated_at       TEXT    NOT NULL,
-    updated_ms       INTEGER NOT NULL,
-    started_at       TEXT,
-    finished_at      TEXT,
-    claimed_by       TEXT,
-    lease_expires_at TEXT,
-    lease_expires_ms INTEGER,
-    stop_requested   INTEGER NOT NULL DEFAULT 0,
-    run_pid          INTEGER
-);
-CREATE INDEX IF NOT EXISTS items_by_queue_state ON items (queue, state, seq);
-CREATE INDEX IF NOT EXISTS items_by_holder ON items (claimed_by, state);
-CREATE TRIGGER IF NOT EXISTS terminal_items_stay_terminal
-BEFORE UPDATE OF state ON items
-WHEN OLD.state IN ('finished', 'failed', 'stopped') AND NEW.state IS NOT OLD.state
-BEGIN
-    SELECT RAISE(ABORT, 'a finished, failed or stopped queue item cannot change state');
-END;
-";
-
-/// The columns [`RawItem::from_row`] reads, in its order.
-const COLUMNS: &str = "id, queue, state, stage, message, exit_code, attempts, spec, \
-    created_at, updated_at, started_at, finished_at, claimed_by, lease_expires_at, \
-    stop_requested, run_pid";
 
 /// The default queue backend: a SQLite database (`queue.sqlite3`) in the
 /// agent's state directory.
@@ -111,12 +60,7 @@ impl EmbeddedQueue {
         let mut conn = Connection::open(&path).ctx(&path, "open")?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .ctx(&path, "set busy timeout")?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
-            .ctx(&path, "switch to WAL journal mode")?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(QueueError::NoWal { path, mode });
-        }
+        enable_wal(&conn, &path, BUSY_TIMEOUT)?;
         migrate(&mut conn, &path)?;
         Ok(EmbeddedQueue {
             path,
@@ -765,34 +709,6 @@ impl EmbeddedQueue {
     }
 }
 
-/// Creates or migrates the schema, in one transaction so that processes
-/// opening a new database together do not trip over each other.
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueError> {
-    let op = "create or migrate schema";
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .ctx(path, op)?;
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .ctx(path, op)?;
-    if version > SCHEMA_VERSION {
-        return Err(QueueError::SchemaTooNew {
-            path: path.to_owned(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    if version < 1 {
-        tx.execute_batch(SCHEMA_V1).ctx(path, op)?;
-    }
-    // Later versions: `if version < 2 { ... }` here.
-    if version < SCHEMA_VERSION {
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .ctx(path, op)?;
-    }
-    tx.commit().ctx(path, op)
-}
-
 /// Creates `dir` and its missing parents, readable only by the user on unix.
 fn create_private_dir(dir: &Path) -> Result<(), QueueError> {
     let mut builder = std::fs::DirBuilder::new();
@@ -850,37 +766,6 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// The current time, as stored.
-struct Now {
-    ms: i64,
-    text: String,
-}
-
-impl Now {
-    fn get() -> Self {
-        let now = Utc::now();
-        Now {
-            ms: now.timestamp_millis(),
-            text: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        }
-    }
-
-    /// The end of a lease of length `lease` starting now, in milliseconds
-    /// (rounded up) and as text.
-    fn plus(&self, lease: Duration) -> (i64, String) {
-        let lease_ms = lease.min(MAX_LEASE).as_micros().div_ceil(1000);
-        let ms = self
-            .ms
-            .saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-        let text = Utc
-            .timestamp_millis_opt(ms)
-            .single()
-            .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
-            .unwrap_or_default();
-        (ms, text)
-    }
-}
-
 /// What a transition needs to know about an item.
 struct Current {
     state: ItemState,
@@ -896,114 +781,4 @@ struct Held {
     attempts: i64,
     stop_requested: bool,
     lease_expires_ms: Option<i64>,
-}
-
-/// A row as stored, before its values are checked.
-struct RawItem {
-    id: String,
-    queue: String,
-    state: String,
-    stage: Option<String>,
-    message: Option<String>,
-    exit_code: Option<i64>,
-    attempts: i64,
-    spec: String,
-    created_at: String,
-    updated_at: String,
-    started_at: Option<String>,
-    finished_at: Option<String>,
-    claimed_by: Option<String>,
-    lease_expires_at: Option<String>,
-    stop_requested: bool,
-    run_pid: Option<i64>,
-}
-
-impl RawItem {
-    /// Reads the [`COLUMNS`] of a row.
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(RawItem {
-            id: row.get(0)?,
-            queue: row.get(1)?,
-            state: row.get(2)?,
-            stage: row.get(3)?,
-            message: row.get(4)?,
-            exit_code: row.get(5)?,
-            attempts: row.get(6)?,
-            spec: row.get(7)?,
-            created_at: row.get(8)?,
-            updated_at: row.get(9)?,
-            started_at: row.get(10)?,
-            finished_at: row.get(11)?,
-            claimed_by: row.get(12)?,
-            lease_expires_at: row.get(13)?,
-            stop_requested: row.get(14)?,
-            run_pid: row.get(15)?,
-        })
-    }
-
-    /// Checks the values and builds the item.
-    fn into_item(self, path: &Path) -> Result<QueueItem, QueueError> {
-        let id = self.id;
-        let corrupt = |column: &str, detail: String| QueueError::Corrupt {
-            path: path.to_owned(),
-            id: id.clone(),
-            detail: format!("bad {column}: {detail}"),
-        };
-        let state = self
-            .state
-            .parse()
-            .map_err(|err: super::item::ParseNameError| corrupt("state", err.to_string()))?;
-        let stage = self
-            .stage
-            .map(|stage| stage.parse())
-            .transpose()
-            .map_err(|err: super::item::ParseNameError| corrupt("stage", err.to_string()))?;
-        let exit_code = self
-            .exit_code
-            .map(i32::try_from)
-            .transpose()
-            .map_err(|err| corrupt("exit_code", err.to_string()))?;
-        let attempts =
-            u32::try_from(self.attempts).map_err(|err| corrupt("attempts", err.to_string()))?;
-        let run_pid = self
-            .run_pid
-            .map(i32::try_from)
-            .transpose()
-            .map_err(|err| corrupt("run_pid", err.to_string()))?;
-        let spec =
-            serde_json::from_str(&self.spec).map_err(|err| corrupt("spec", err.to_string()))?;
-        Ok(QueueItem {
-            id,
-            queue: self.queue,
-            state,
-            stage,
-            message: self.message,
-            exit_code,
-            attempts,
-            spec,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            claimed_by: self.claimed_by,
-            lease_expires_at: self.lease_expires_at,
-            stop_requested: self.stop_requested,
-            run_pid,
-        })
-    }
-}
-
-/// Adds the database path and the operation to SQLite errors.
-trait Ctx<T> {
-    fn ctx(self, path: &Path, op: &str) -> Result<T, QueueError>;
-}
-
-impl<T> Ctx<T> for rusqlite::Result<T> {
-    fn ctx(self, path: &Path, op: &str) -> Result<T, QueueError> {
-        self.map_err(|source| QueueError::Database {
-            path: path.to_owned(),
-            op: op.to_owned(),
-            source,
-        })
-    }
 }

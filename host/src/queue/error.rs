@@ -1,6 +1,6 @@
 //! Errors of the queue.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::item::ItemState;
 
@@ -121,4 +121,20 @@ pub enum QueueError {
         /// What is wrong with it.
         detail: String,
     },
+}
+
+/// Adds the database path and the operation to SQLite errors.
+pub(super) trait SqlContext<T> {
+    /// Wraps an error as [`QueueError::Database`].
+    fn ctx(self, path: &Path, op: &str) -> Result<T, QueueError>;
+}
+
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn ctx(self, path: &Path, op: &str) -> Result<T, QueueError> {
+        self.map_err(|source| QueueError::Database {
+            path: path.to_owned(),
+            op: op.to_owned(),
+            source,
+        })
+    }
 }

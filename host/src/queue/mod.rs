@@ -12,12 +12,16 @@
 //! ([`EmbeddedQueue::release`]) or reclaimed after its agent died
 //! ([`EmbeddedQueue::reclaim_abandoned`]).
 
+mod clock;
 mod embedded;
 mod error;
 mod item;
+mod row;
+mod schema;
 mod table;
 
-pub use embedded::{BUSY_TIMEOUT, DB_FILE_NAME, EmbeddedQueue, SCHEMA_VERSION};
+pub use embedded::{BUSY_TIMEOUT, DB_FILE_NAME, EmbeddedQueue};
 pub use error::QueueError;
 pub use item::{ItemState, ParseNameError, QueueItem, Reclaimed, Stage};
+pub use schema::SCHEMA_VERSION;
 pub use table::format_table;

@@ -27,7 +27,8 @@ pub async fn run(
         );
     };
     if let Some(parent) = request.log_path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let log = std::fs::File::create(&request.log_path)
         .with_context(|| format!("creating run log {}", request.log_path.display()))?;
@@ -95,7 +96,10 @@ pub async fn run(
 /// SIGTERM to the process group, then SIGKILL after the grace period.
 async fn stop_group(pid: i32, child: &mut tokio::process::Child) {
     signal_group(pid, libc::SIGTERM);
-    if tokio::time::timeout(PROCESS_STOP_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(PROCESS_STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         signal_group(pid, libc::SIGKILL);
         let _ = child.wait().await;
     }

@@ -25,8 +25,14 @@ pub fn bundle_dir() -> PathBuf {
 
 /// A test plugin built by `scripts/build-plugins.sh`.
 pub fn test_plugin(name: &str) -> PathBuf {
-    let path = target_dir().join("test-plugins").join(format!("{name}.wasm"));
-    assert!(path.is_file(), "{} missing: run scripts/build-plugins.sh first", path.display());
+    let path = target_dir()
+        .join("test-plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/build-plugins.sh first",
+        path.display()
+    );
     path
 }
 
@@ -42,7 +48,9 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
-        Scratch { dir: tempfile::tempdir().expect("temp dir") }
+        Scratch {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -79,28 +87,47 @@ impl Scratch {
         let file = self.path().join(format!("spec-{}.json", uuid_like()));
         std::fs::write(&file, spec.to_string()).expect("write spec");
         let out = self.run(&["submit", "--queue", queue, file.to_str().unwrap()]);
-        assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
     /// `queue list --json`, parsed.
     pub fn items(&self) -> Vec<serde_json::Value> {
         let out = self.run(&["queue", "list", "--json"]);
-        assert!(out.status.success(), "queue list failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "queue list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("queue list --json is JSON")
     }
     /// The item with `id`.
     pub fn item(&self, id: &str) -> serde_json::Value {
-        self.items().into_iter().find(|i| i["id"] == id).unwrap_or_else(|| panic!("item {id} is not listed"))
+        self.items()
+            .into_iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("item {id} is not listed"))
     }
     /// Waits (bounded) until `pred` holds for item `id`.
-    pub fn wait_for_item(&self, id: &str, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_for_item(
+        &self,
+        id: &str,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let item = self.item(id);
             if pred(&item) {
                 return item;
             }
-            assert!(start.elapsed() < limit, "item {id} never got there; last seen: {item:#}");
+            assert!(
+                start.elapsed() < limit,
+                "item {id} never got there; last seen: {item:#}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -109,7 +136,11 @@ impl Scratch {
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A local-process spec running `sh -c script`.

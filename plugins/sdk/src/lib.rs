@@ -1,36 +1,278 @@
+//! Guest SDK for launch-agent plugins.
+//!
+//! A plugin is a WebAssembly component built for `wasm32-wasip2` against the
+//! `launch:plugin@0.1.0` WIT contract in the repository's `wit/` folder. This
+//! crate holds the bindings for the contract's three plugin worlds and a few
+//! helpers, so a plugin crate is a `cdylib` that depends on this crate (and
+//! `serde` for its settings), implements two traits and calls one export
+//! macro:
+//!
+//! | world | traits to implement | export macro |
+//! |---|---|---|
+//! | `builder-plugin` | [`Plugin`] + [`builder::Builder`] | [`export_builder!`] |
+//! | `registry-plugin` | [`Plugin`] + [`registry::Registry`] | [`export_registry!`] |
+//! | `environment-plugin` | [`Plugin`] + [`environment::Environment`] | [`export_environment!`] |
+//!
+//! A minimal environment plugin:
+//!
+//! ```no_run
+//! use launch_plugin_sdk::environment::Environment;
+//! use launch_plugin_sdk::{Job, Plugin, PluginError, PluginInfo, Stage};
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Settings {
+//!     #[serde(rename = "type")]
+//!     _kind: String,
+//!     region: Option<String>,
+//! }
+//!
+//! struct MyPlugin;
+//!
+//! impl Plugin for MyPlugin {
+//!     fn info() -> PluginInfo {
+//!         PluginInfo {
+//!             name: "environment-mine".into(),
+//!             version: env!("CARGO_PKG_VERSION").into(),
+//!             description: "Runs jobs on my cloud".into(),
+//!         }
+//!     }
+//! }
+//!
+//! impl Environment for MyPlugin {
+//!     fn verify(settings: String) -> Result<(), PluginError> {
+//!         let settings: Settings = launch_plugin_sdk::parse_settings(&settings, Stage::Agent)?;
+//!         if settings.region.is_none() {
+//!             return Err(PluginError::agent("set `environment.region` in launch-config.yaml"));
+//!         }
+//!         launch_plugin_sdk::info!("environment verified");
+//!         Ok(())
+//!     }
+//!
+//!     fn run_env(settings: String, _job: Job) -> Result<Vec<(String, String)>, PluginError> {
+//!         let settings: Settings = launch_plugin_sdk::parse_settings(&settings, Stage::Agent)?;
+//!         Ok(settings.region.map(|r| ("MY_REGION".to_string(), r)).into_iter().collect())
+//!     }
+//! }
+//!
+//! launch_plugin_sdk::export_environment!(MyPlugin);
+//! # fn main() {}
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`; the
+//! `.wasm` file in `target/wasm32-wasip2/release/` is the component.
+//!
+//! The export macros expand to paths starting with `launch_plugin_sdk`, so
+//! depend on this crate under its own name (do not rename it in
+//! `Cargo.toml`).
+//!
+//! # How the bindings are laid out
+//!
+//! `wit-bindgen` cannot put the export macros of several worlds in one crate
+//! when the worlds export the same interface (every plugin world exports
+//! `launch:plugin/plugin`; see wit-bindgen issue #1502). So the bindings are
+//! generated per *part* of a world, and the export macros put the parts back
+//! together:
+//!
+//! * [`common`]: the imports every world has (`types`, `log`, `secrets`) and
+//!   the `plugin` export ([`Plugin`]), generated once and shared, so there is
+//!   one [`PluginError`], one [`Secret`] and one [`Plugin`] trait;
+//! * [`builder`], [`registry`], [`environment`]: each world's own export,
+//!   generated with `with:` pointing at [`common`]'s types.
+//!
+//! A component built with `export_builder!` has exactly the imports and
+//! exports of the contract's `builder-plugin` world (and so on for the
+//! others).
+
+#![warn(missing_docs)]
+
+// The generated bindings and export macros name this crate by path.
 extern crate self as launch_plugin_sdk;
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
-pub mod builder {
+/// Bindings shared by every plugin world: the `types`, `log` and `secrets`
+/// imports and the `plugin` export.
+///
+/// Generated from the inline world `launch:sdk/common`, which is the
+/// contract's `plugin-imports` world plus `export plugin`. The crate root re-exports
+/// what a plugin needs from here.
+#[allow(missing_docs)]
+pub mod common {
     wit_bindgen::generate!({
-        world: "builder-plugin",
+        inline: "
+            package launch:sdk;
+
+            world common {
+                include launch:plugin/plugin-imports@0.1.0;
+                export launch:plugin/plugin@0.1.0;
+            }
+        ",
         path: "../../wit",
+        world: "launch:sdk/common",
         generate_all,
         pub_export_macro: true,
-        export_macro_name: "export_builder",
-        default_bindings_module: "launch_plugin_sdk::builder",
+        export_macro_name: "__export_common",
+        default_bindings_module: "launch_plugin_sdk::common",
         runtime_path: "launch_plugin_sdk::__wit_bindgen::rt",
-        debug: true,
     });
 }
 
-pub mod environment {
-    wit_bindgen::generate!({
-        world: "environment-plugin",
-        path: "../../wit",
-        with: {
-            "launch:plugin/types@0.1.0": crate::builder::launch::plugin::types,
-            "launch:plugin/log@0.1.0": crate::builder::launch::plugin::log,
-            "launch:plugin/secrets@0.1.0": crate::builder::launch::plugin::secrets,
-            "launch:plugin/plugin@0.1.0": crate::builder::exports::launch::plugin::plugin,
-        },
-        generate_all,
-        pub_export_macro: true,
-        export_macro_name: "export_environment",
-        default_bindings_module: "launch_plugin_sdk::environment",
-        runtime_path: "launch_plugin_sdk::__wit_bindgen::rt",
-        debug: true,
-    });
+/// The `builder-plugin` world: plugins that turn a job into an image
+/// (`builder.type` in launch-config.yaml).
+///
+/// Implement [`Plugin`] and [`Builder`](crate::builder::Builder) and call
+/// [`export_builder!`](crate::export_builder).
+pub mod builder {
+    #[doc(hidden)]
+    #[allow(missing_docs)]
+    pub mod __bindings {
+        wit_bindgen::generate!({
+            inline: "
+                package launch:sdk;
+
+                world builder {
+                    include launch:plugin/plugin-imports@0.1.0;
+                    export launch:plugin/builder@0.1.0;
+                }
+            ",
+            path: "../../wit",
+            world: "launch:sdk/builder",
+            with: {
+                "launch:plugin/types@0.1.0": crate::common::launch::plugin::types,
+                "launch:plugin/log@0.1.0": crate::common::launch::plugin::log,
+                "launch:plugin/secrets@0.1.0": crate::common::launch::plugin::secrets,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_builder",
+            default_bindings_module: "launch_plugin_sdk::builder::__bindings",
+            runtime_path: "launch_plugin_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub use __bindings::exports::launch::plugin::builder::{
+        BuildOutcome, BuildRequest, Guest as Builder,
+    };
 }
+
+/// The `registry-plugin` world: plugins that say where images go and whether
+/// one already exists (`registry.type` in launch-config.yaml).
+///
+/// Implement [`Plugin`] and [`Registry`](crate::registry::Registry) and call
+/// [`export_registry!`](crate::export_registry).
+pub mod registry {
+    #[doc(hidden)]
+    #[allow(missing_docs)]
+    pub mod __bindings {
+        wit_bindgen::generate!({
+            inline: "
+                package launch:sdk;
+
+                world registry {
+                    include launch:plugin/plugin-imports@0.1.0;
+                    export launch:plugin/registry@0.1.0;
+                }
+            ",
+            path: "../../wit",
+            world: "launch:sdk/registry",
+            with: {
+                "launch:plugin/types@0.1.0": crate::common::launch::plugin::types,
+                "launch:plugin/log@0.1.0": crate::common::launch::plugin::log,
+                "launch:plugin/secrets@0.1.0": crate::common::launch::plugin::secrets,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_registry",
+            default_bindings_module: "launch_plugin_sdk::registry::__bindings",
+            runtime_path: "launch_plugin_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub use __bindings::exports::launch::plugin::registry::Guest as Registry;
+}
+
+/// The `environment-plugin` world: the cloud or machine jobs run in
+/// (`environment.type` in launch-config.yaml).
+///
+/// Implement [`Plugin`] and [`Environment`](crate::environment::Environment) and call
+/// [`export_environment!`](crate::export_environment).
+pub mod environment {
+    #[doc(hidden)]
+    #[allow(missing_docs)]
+    pub mod __bindings {
+        wit_bindgen::generate!({
+            inline: "
+                package launch:sdk;
+
+                world environment {
+                    include launch:plugin/plugin-imports@0.1.0;
+                    export launch:plugin/environment@0.1.0;
+                }
+            ",
+            path: "../../wit",
+            world: "launch:sdk/environment",
+            with: {
+                "launch:plugin/types@0.1.0": crate::common::launch::plugin::types,
+                "launch:plugin/log@0.1.0": crate::common::launch::plugin::log,
+                "launch:plugin/secrets@0.1.0": crate::common::launch::plugin::secrets,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_environment",
+            default_bindings_module: "launch_plugin_sdk::environment::__bindings",
+            runtime_path: "launch_plugin_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub use __bindings::exports::launch::plugin::environment::Guest as Environment;
+}
+
+/// Exports `$ty` as a builder plugin (world `builder-plugin`).
+///
+/// `$ty` must implement [`Plugin`] and [`builder::Builder`]. Call it once, at
+/// the top level of the plugin crate:
+/// `launch_plugin_sdk::export_builder!(MyPlugin);`
+#[macro_export]
+macro_rules! export_builder {
+    ($ty:ident) => {
+        $crate::common::__export_common!($ty with_types_in $crate::common);
+        $crate::builder::__bindings::__export_builder!($ty with_types_in $crate::builder::__bindings);
+    };
+}
+
+/// Exports `$ty` as a registry plugin (world `registry-plugin`).
+///
+/// `$ty` must implement [`Plugin`] and [`registry::Registry`]. Call it once,
+/// at the top level of the plugin crate:
+/// `launch_plugin_sdk::export_registry!(MyPlugin);`
+#[macro_export]
+macro_rules! export_registry {
+    ($ty:ident) => {
+        $crate::common::__export_common!($ty with_types_in $crate::common);
+        $crate::registry::__bindings::__export_registry!($ty with_types_in $crate::registry::__bindings);
+    };
+}
+
+/// Exports `$ty` as an environment plugin (world `environment-plugin`).
+///
+/// `$ty` must implement [`Plugin`] and [`environment::Environment`]. Call it
+/// once, at the top level of the plugin crate:
+/// `launch_plugin_sdk::export_environment!(MyPlugin);`
+#[macro_export]
+macro_rules! export_environment {
+    ($ty:ident) => {
+        $crate::common::__export_common!($ty with_types_in $crate::common);
+        $crate::environment::__bindings::__export_environment!($ty with_types_in $crate::environment::__bindings);
+    };
+}
+
+pub use common::exports::launch::plugin::plugin::Guest as Plugin;
+pub use common::launch::plugin::log::Level;
+pub use common::launch::plugin::secrets::{self, Secret, SecretError};
+pub use common::launch::plugin::types::{Job, PluginError, PluginInfo, Stage};
+
+mod errors;
+mod logging;
+mod settings;
+
+pub use logging::log;
+pub use settings::parse_settings;

@@ -1,0 +1,38 @@
+//! A builder plugin built against a future contract, `launch:plugin@0.2.0`
+//! (the copy of the WIT in this crate's `wit/`, identical to the real one but
+//! for the version), so the host's tests can show it is refused with both
+//! versions named.
+
+wit_bindgen::generate!({
+    world: "builder-plugin",
+    path: "wit",
+});
+
+use exports::launch::plugin::builder::{BuildOutcome, BuildRequest, Guest as Builder};
+use exports::launch::plugin::plugin::Guest as Plugin;
+use launch::plugin::types::{PluginError, PluginInfo, Stage};
+
+/// The plugin.
+struct FutureWit;
+
+impl Plugin for FutureWit {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "future-wit".into(),
+            version: "0.1.0".into(),
+            description: "Test plugin built against launch:plugin@0.2.0".into(),
+        }
+    }
+}
+
+impl Builder for FutureWit {
+    fn build(_request: BuildRequest) -> Result<BuildOutcome, PluginError> {
+        Err(PluginError {
+            stage: Stage::Build,
+            message: "future-wit builds nothing".into(),
+            retryable: false,
+        })
+    }
+}
+
+export!(FutureWit);

@@ -1,0 +1,229 @@
+//! A hostile environment plugin: it attacks the sandbox in the way it is
+//! told, so the host's tests can show the attack is stopped (or, for what a
+//! config may grant, allowed).
+//!
+//! The orders are a JSON object with a `mode` and mode-specific keys, read
+//! from two places:
+//!
+//! * `verify(settings)`: the settings themselves, when they have a `mode`
+//!   (put `mode` etc. in the plugin's `config:` block). Without a `mode`,
+//!   `verify` succeeds, so an agent configured with this plugin starts.
+//! * `run-env(settings, job)`: the object at key `hostile` of the job's launch
+//!   spec, when there is one, so each job can order its own attack. After a
+//!   successful attack `run-env` returns no variables.
+//!
+//! | `mode` | other keys | does | result |
+//! |---|---|---|---|
+//! | `spin` | | loops forever | never returns (the deadline must stop it) |
+//! | `alloc` | | allocates 1 MiB chunks forever | never returns (the memory cap must stop it) |
+//! | `read-file` | `path` | reads the file | Ok, or Err `read-file <path>: <io error>` |
+//! | `write-file` | `path` | writes `x` to the file | Ok, or Err `write-file <path>: <io error>` |
+//! | `env` | `name` | reads the environment variable | Ok if set, else Err `env <NAME>: not visible` |
+//! | `secret` | `name`, `expect` | opens the secret, reveals it | Ok if it equals `expect`, else Err (never with the value) |
+//! | `http` | `url` | GET through `wasi:http` | Ok on status 200, else Err `http <url>: ...` |
+//! | `tcp` | `addr` | opens a raw TCP connection | Ok if connected, else Err `tcp <addr>: <io error>` |
+//! | `ok` | | nothing | Ok |
+//! | `fail` | | nothing | Err `hostile plugin failed on purpose` |
+//! | `panic` | | panics | a trap |
+//!
+//! Errors have stage `agent` and are not retryable.
+
+use launch_plugin_sdk::environment::Environment;
+use launch_plugin_sdk::{Job, Plugin, PluginError, PluginInfo, SecretError, Stage, secrets};
+use serde_json::{Map, Value};
+use std::hint::black_box;
+
+/// The plugin.
+struct Hostile;
+
+impl Plugin for Hostile {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "hostile".into(),
+            version: "0.1.0".into(),
+            description: "Test plugin that attacks the sandbox; never use it in a real config"
+                .into(),
+        }
+    }
+}
+
+impl Environment for Hostile {
+    fn verify(settings: String) -> Result<(), PluginError> {
+        let settings: Map<String, Value> =
+            launch_plugin_sdk::parse_settings(&settings, Stage::Agent)?;
+        if settings.contains_key("mode") {
+            attack(&settings)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn run_env(_settings: String, job: Job) -> Result<Vec<(String, String)>, PluginError> {
+        let spec: Value = serde_json::from_str(&job.spec_json)
+            .map_err(|e| PluginError::agent(format!("hostile: the job's spec is not JSON: {e}")))?;
+        if let Some(orders) = spec.get("hostile").and_then(Value::as_object) {
+            attack(orders)?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// Carries out the attack `orders["mode"]` names, with its other keys.
+fn attack(orders: &Map<String, Value>) -> Result<(), PluginError> {
+    let mode = key(orders, "mode")?;
+    launch_plugin_sdk::info!("hostile mode {mode}");
+    match mode {
+        "spin" => spin(),
+        "alloc" => alloc(),
+        "read-file" => read_file(key(orders, "path")?),
+        "write-file" => write_file(key(orders, "path")?),
+        "env" => env(key(orders, "name")?),
+        "secret" => secret(key(orders, "name")?, key(orders, "expect")?),
+        "http" => http(key(orders, "url")?),
+        "tcp" => tcp(key(orders, "addr")?),
+        "ok" => Ok(()),
+        "fail" => Err(PluginError::agent("hostile plugin failed on purpose")),
+        "panic" => panic!("hostile plugin panicked on purpose"),
+        other => Err(PluginError::agent(format!(
+            "unknown hostile mode `{other}`"
+        ))),
+    }
+}
+
+launch_plugin_sdk::export_environment!(Hostile);
+
+/// The string at key `name` of `orders`.
+fn key<'a>(orders: &'a Map<String, Value>, name: &str) -> Result<&'a str, PluginError> {
+    orders
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| PluginError::agent(format!("hostile: key `{name}` (a string) is required")))
+}
+
+/// Burns CPU forever.
+fn spin() -> Result<(), PluginError> {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// Allocates (and touches) 1 MiB chunks forever.
+fn alloc() -> Result<(), PluginError> {
+    const MIB: usize = 1 << 20;
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(black_box(vec![0xA5u8; MIB]));
+        if hoard.len().is_multiple_of(64) {
+            launch_plugin_sdk::debug!("hostile alloc: {} MiB held", hoard.len());
+        }
+        black_box(&hoard);
+    }
+}
+
+/// Reads `path`.
+fn read_file(path: &str) -> Result<(), PluginError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            launch_plugin_sdk::info!("read-file {path}: read {} bytes", bytes.len());
+            Ok(())
+        }
+        Err(e) => Err(PluginError::agent(format!("read-file {path}: {e}"))),
+    }
+}
+
+/// Writes `x` to `path`.
+fn write_file(path: &str) -> Result<(), PluginError> {
+    std::fs::write(path, "x").map_err(|e| PluginError::agent(format!("write-file {path}: {e}")))
+}
+
+/// Reads environment variable `name`.
+fn env(name: &str) -> Result<(), PluginError> {
+    match std::env::var(name) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(PluginError::agent(format!("env {name}: not visible"))),
+    }
+}
+
+/// Opens secret `name` and compares its value with `expect` (never
+/// reporting the value).
+fn secret(name: &str, expect: &str) -> Result<(), PluginError> {
+    match secrets::open(name) {
+        Ok(secret) => {
+            if secret.reveal() == expect {
+                Ok(())
+            } else {
+                Err(PluginError::agent(format!(
+                    "secret {name}: opened, but its value is not the expected one"
+                )))
+            }
+        }
+        Err(SecretError::NotGranted(why)) => Err(PluginError::agent(format!(
+            "secret {name}: not granted: {why}"
+        ))),
+        Err(SecretError::Unavailable(why)) => Err(PluginError::agent(format!(
+            "secret {name}: unavailable: {why}"
+        ))),
+    }
+}
+
+/// GETs `url` through `wasi:http`.
+fn http(url: &str) -> Result<(), PluginError> {
+    let fail = |what: String| PluginError::agent(format!("http {url}: {what}"));
+    let status = http_get_status(url).map_err(fail)?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(fail(format!("status {status}")))
+    }
+}
+
+/// The status of a GET of `url`, or why there is none.
+fn http_get_status(url: &str) -> Result<u16, String> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+
+    let (scheme, rest) = url.split_once("://").ok_or("not an absolute URL")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let scheme = match scheme {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_string()),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    request
+        .set_method(&Method::Get)
+        .map_err(|()| "bad method")?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "bad authority")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| "bad path")?;
+    let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    let response = loop {
+        match future.get() {
+            Some(result) => break result,
+            None => future.subscribe().block(),
+        }
+    };
+    match response {
+        Ok(Ok(response)) => Ok(response.status()),
+        Ok(Err(code)) => Err(format!("{code:?}")),
+        Err(()) => Err("response already taken".into()),
+    }
+}
+
+/// Opens a raw TCP connection to `addr`.
+fn tcp(addr: &str) -> Result<(), PluginError> {
+    match std::net::TcpStream::connect(addr) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(PluginError::agent(format!("tcp {addr}: {e}"))),
+    }
+}

@@ -1,0 +1,108 @@
+//! Reading items back from the database.
+
+use std::path::Path;
+
+use rusqlite::Row;
+
+use super::error::QueueError;
+use super::item::{ParseNameError, QueueItem};
+
+/// The columns [`RawItem::from_row`] reads, in its order.
+pub(super) const COLUMNS: &str = "id, queue, state, stage, message, exit_code, attempts, spec, \
+    created_at, updated_at, started_at, finished_at, claimed_by, lease_expires_at, \
+    stop_requested, run_pid";
+
+/// A row as stored, before its values are checked.
+pub(super) struct RawItem {
+    id: String,
+    queue: String,
+    state: String,
+    stage: Option<String>,
+    message: Option<String>,
+    exit_code: Option<i64>,
+    attempts: i64,
+    spec: String,
+    created_at: String,
+    updated_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    claimed_by: Option<String>,
+    lease_expires_at: Option<String>,
+    stop_requested: bool,
+    run_pid: Option<i64>,
+}
+
+impl RawItem {
+    /// Reads the [`COLUMNS`] of a row.
+    pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RawItem {
+            id: row.get(0)?,
+            queue: row.get(1)?,
+            state: row.get(2)?,
+            stage: row.get(3)?,
+            message: row.get(4)?,
+            exit_code: row.get(5)?,
+            attempts: row.get(6)?,
+            spec: row.get(7)?,
+            created_at: row.get(8)?,
+            updated_at: row.get(9)?,
+            started_at: row.get(10)?,
+            finished_at: row.get(11)?,
+            claimed_by: row.get(12)?,
+            lease_expires_at: row.get(13)?,
+            stop_requested: row.get(14)?,
+            run_pid: row.get(15)?,
+        })
+    }
+
+    /// Checks the values and builds the item.
+    pub(super) fn into_item(self, path: &Path) -> Result<QueueItem, QueueError> {
+        let id = self.id;
+        let corrupt = |column: &str, detail: String| QueueError::Corrupt {
+            path: path.to_owned(),
+            id: id.clone(),
+            detail: format!("bad {column}: {detail}"),
+        };
+        let state = self
+            .state
+            .parse()
+            .map_err(|err: ParseNameError| corrupt("state", err.to_string()))?;
+        let stage = self
+            .stage
+            .map(|stage| stage.parse())
+            .transpose()
+            .map_err(|err: ParseNameError| corrupt("stage", err.to_string()))?;
+        let exit_code = self
+            .exit_code
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|err| corrupt("exit_code", err.to_string()))?;
+        let attempts =
+            u32::try_from(self.attempts).map_err(|err| corrupt("attempts", err.to_string()))?;
+        let run_pid = self
+            .run_pid
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|err| corrupt("run_pid", err.to_string()))?;
+        let spec =
+            serde_json::from_str(&self.spec).map_err(|err| corrupt("spec", err.to_string()))?;
+        Ok(QueueItem {
+            id,
+            queue: self.queue,
+            state,
+            stage,
+            message: self.message,
+            exit_code,
+            attempts,
+            spec,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            claimed_by: self.claimed_by,
+            lease_expires_at: self.lease_expires_at,
+            stop_requested: self.stop_requested,
+            run_pid,
+        })
+    }
+}

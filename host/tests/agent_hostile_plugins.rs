@@ -1,0 +1,188 @@
+//! A hostile plugin fails only its own job: the agent records the failure
+//! with the plugin's name and version and serves the next job. Secrets stay
+//! out of logs, queue records and runs.
+
+mod common;
+use common::{Scratch, shell_job};
+use serde_json::json;
+
+fn config(agent: &Scratch, extra: &str) -> std::path::PathBuf {
+    agent.write_config(&format!(
+        "queues: [default]\nenvironment:\n  type: hostile\nplugins:\n  hostile:\n    path: {}\n    limits: {{ deadline_ms: 300, memory_mb: 32 }}\n{extra}",
+        common::test_plugin("hostile").display()
+    ))
+}
+
+fn hostile_job(mode: serde_json::Value) -> serde_json::Value {
+    let mut spec = shell_job("echo should not run");
+    spec["hostile"] = mode;
+    spec
+}
+
+#[test]
+fn a_runaway_plugin_fails_its_job_and_the_agent_serves_the_next() {
+    let agent = Scratch::new();
+    let config = config(&agent, "");
+    let spin = agent.submit("default", &hostile_job(json!({"mode": "spin"})));
+    let bomb = agent.submit("default", &hostile_job(json!({"mode": "alloc"})));
+    let crash = agent.submit("default", &hostile_job(json!({"mode": "panic"})));
+    let good = agent.submit("default", &shell_job("echo fine"));
+
+    let out = agent.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let item = agent.item(&spin);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert_eq!(item["stage"], "agent");
+    let message = item["message"].as_str().unwrap();
+    assert!(
+        message.contains("hostile 0.1.0") && message.contains("300 ms deadline"),
+        "{message}"
+    );
+
+    let item = agent.item(&bomb);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory cap of 32 MiB"),
+        "{item:#}"
+    );
+
+    let item = agent.item(&crash);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("hostile 0.1.0 crashed"),
+        "{item:#}"
+    );
+
+    assert_eq!(agent.item(&good)["state"], "finished");
+}
+
+#[test]
+fn a_plugin_of_an_unsupported_contract_stops_the_agent_at_start_naming_both_versions() {
+    let agent = Scratch::new();
+    let config = agent.write_config(&format!(
+        "builder:\n  type: future\nplugins:\n  future:\n    path: {}\n",
+        common::test_plugin("future-wit").display()
+    ));
+    let out = agent.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("launch:plugin@0.2.0") && stderr.contains("launch:plugin@0.1.0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn secrets_and_api_keys_appear_in_no_log_queue_record_or_run() {
+    let secret = "pa55w0rd-7f3e9c1d";
+    let api_key = "k".repeat(20) + "0123456789abcdefghij";
+    let agent = Scratch::new();
+    let config = config(
+        &agent,
+        "    grants:\n      secrets: [token]\nsecrets:\n  token: { env: AGENT_TEST_SECRET }\n",
+    );
+    let wrong = agent.submit(
+        "default",
+        &hostile_job(json!({"mode": "secret", "name": "token", "expect": "not-it"})),
+    );
+    let mut leaky = shell_job("echo secret=$AGENT_TEST_SECRET; echo key=$WANDB_API_KEY");
+    leaky["_wandb_api_key"] = json!(api_key);
+    let spec_file = agent.write("leaky.json", &leaky.to_string());
+    let out = agent
+        .cmd()
+        .args(["submit", spec_file.to_str().unwrap()])
+        .env("AGENT_TEST_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("_wandb_api_key"),
+        "submit says it dropped the key"
+    );
+    let leaky_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let out = agent
+        .cmd()
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-idle",
+            "-vv",
+        ])
+        .env("AGENT_TEST_SECRET", secret)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+
+    let item = agent.item(&wrong);
+    assert_eq!(item["state"], "failed");
+    let message = item["message"].as_str().unwrap();
+    assert!(
+        !message.contains("not granted"),
+        "the granted secret opened (its value just differs): {message}"
+    );
+    assert_eq!(agent.item(&leaky_id)["state"], "finished");
+
+    let records = String::from_utf8(agent.run(&["queue", "list", "--json"]).stdout).unwrap();
+    let table = String::from_utf8(agent.run(&["queue", "list"]).stdout).unwrap();
+    let output = std::fs::read_to_string(
+        agent
+            .state_dir()
+            .join("runs")
+            .join(&leaky_id)
+            .join("output.log"),
+    )
+    .unwrap();
+    let mut agent_logs = String::new();
+    for id in [&wrong, &leaky_id] {
+        agent_logs +=
+            &std::fs::read_to_string(agent.state_dir().join("runs").join(id).join("agent.log"))
+                .unwrap();
+    }
+    for (what, text) in [
+        ("agent log", &*log),
+        ("queue records", &records),
+        ("queue table", &table),
+        ("job logs", &agent_logs),
+        ("run output", &output),
+    ] {
+        assert!(!text.contains(secret), "the secret leaked into the {what}");
+    }
+    for (what, text) in [
+        ("agent log", &*log),
+        ("queue records", &records),
+        ("job logs", &agent_logs),
+    ] {
+        assert!(
+            !text.contains(&api_key),
+            "the API key leaked into the {what}"
+        );
+    }
+    assert!(
+        output.contains("secret=\n"),
+        "runs do not inherit env vars that back secrets: {output}"
+    );
+}

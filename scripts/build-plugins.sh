@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds the plugins (WebAssembly components) in release for wasm32-wasip2:
+#
+#   $TARGET/bundle/        the default bundle: builder-noop.wasm, environment-local.wasm
+#   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, future-wit.wasm
+#
+# where $TARGET is $CARGO_TARGET_DIR, or `target` in the workspace root.
+# Progress goes to stderr; the last (and only) line on stdout is the bundle
+# directory.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+case "$target_dir" in
+    /*) ;;
+    *) target_dir="$root/$target_dir" ;;
+esac
+triple=wasm32-wasip2
+
+if ! command -v rustup >/dev/null; then
+    echo "build-plugins: rustup not found; assuming the $triple target is installed" >&2
+elif ! rustup target list --installed | grep -qx "$triple"; then
+    echo "build-plugins: installing the $triple target" >&2
+    rustup target add "$triple" >&2
+fi
+
+# The future-wit test plugin must carry the real contract with only the
+# version changed; warn when someone changed wit/ without updating it.
+for f in "$root"/wit/*.wit; do
+    copy="$root/tests/plugins/future-wit/wit/$(basename "$f")"
+    if ! sed 's/launch:plugin@0\.1\.0/launch:plugin@0.2.0/g' "$f" | cmp -s - "$copy"; then
+        echo "build-plugins: warning: tests/plugins/future-wit/wit/$(basename "$f") is not wit/$(basename "$f") with the version set to 0.2.0" >&2
+    fi
+done
+
+echo "build-plugins: building plugins into $target_dir/$triple/release" >&2
+(
+    cd "$root"
+    CARGO_TARGET_DIR="$target_dir" cargo build --release --target "$triple" \
+        -p launch-plugin-sdk \
+        -p builder-noop \
+        -p environment-local \
+        -p hostile-plugin \
+        -p future-wit-plugin \
+        >&2
+)
+
+out="$target_dir/$triple/release"
+bundle="$target_dir/bundle"
+tests="$target_dir/test-plugins"
+mkdir -p "$bundle" "$tests"
+
+copy() {
+    local from="$out/$1" to="$2"
+    if [ ! -f "$from" ]; then
+        echo "build-plugins: $from was not built" >&2
+        exit 1
+    fi
+    cp "$from" "$to"
+    echo "build-plugins: $to ($(wc -c <"$to") bytes)" >&2
+}
+
+copy builder_noop.wasm "$bundle/builder-noop.wasm"
+copy environment_local.wasm "$bundle/environment-local.wasm"
+copy hostile_plugin.wasm "$tests/hostile.wasm"
+copy future_wit_plugin.wasm "$tests/future-wit.wasm"
+
+echo "$bundle"
