@@ -32,4 +32,10 @@ echo "== running the agent until the queue is empty (path: local-process)" >&2
 
 echo "== outcome" >&2
 "$agent" queue list
-echo "== run logs are in $state/runs/<id>/" >&2
+
+
+echo "== what each run printed" >&2
+for dir in "$state"/runs/*/; do
+  echo "-- $(basename "$dir")" >&2
+  sed 's/^/   /' "$dir/output.log" >&2
+done
