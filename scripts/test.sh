@@ -3,7 +3,8 @@
 #
 #   scripts/test.sh
 #
-# It installs the wasm32-wasip2 target when missing, builds the plugins,
+# It installs the wasm32-wasip2 target when missing, starts the services the
+# tests use (a Docker engine and a registry, scripts/services.sh), builds the plugins,
 # checks formatting and lints, and runs the host's tests. CARGO_TARGET_DIR
 # may point at a warm cache outside the clone.
 set -euo pipefail
@@ -17,6 +18,10 @@ fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
   rustup component add clippy rustfmt
 fi
+
+echo "== starting test services (Docker engine, registry)" >&2
+scripts/services.sh start
+trap 'scripts/services.sh stop' EXIT
 
 echo "== building plugins" >&2
 scripts/build-plugins.sh >/dev/null

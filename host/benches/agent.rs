@@ -107,6 +107,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // As the agent does (see cli.rs): no library backtraces on the hot path.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     // `cargo test --all-targets` runs this without `--bench`: a quick smoke
     // run (same code paths, few samples) that only checks it works.
     let full = std::env::args().any(|a| a == "--bench");

@@ -125,6 +125,13 @@ enum PluginsCommand {
 
 /// Runs the command line; errors print as one `error:` block and exit 1.
 pub fn main() -> ExitCode {
+    // Library backtraces (wasmtime captures one for every error it creates,
+    // some on the plugin-call path) are expensive; panics still get theirs
+    // under RUST_BACKTRACE. Set before any thread starts.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = Cli::parse();
     let verbosity = match &cli.command {
         Command::Run(args) => args.verbose,

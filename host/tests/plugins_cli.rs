@@ -17,11 +17,28 @@ fn plugins_list_shows_name_kind_versions_digest_and_grants() {
         "environment:\n  type: hostile\nsecrets:\n  token: {{ env: SOME_VAR }}\nplugins:\n  hostile:\n    path: {}\n    grants:\n      hosts: [\"https://*.example.com\"]\n      env: [HOME]\n      secrets: [token]\n      dirs: [/tmp, {{ path: /var/tmp, write: true }}]\n    limits: {{ deadline_ms: 1234, memory_mb: 64 }}\n",
         hostile.display()
     ));
-    let out = agent.run(&["plugins", "list", "--config", config.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agent.run(&[
+        "plugins",
+        "list",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plugins: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = plugins.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["hostile", "noop"], "the environment and the default builder");
+    let names: Vec<&str> = plugins
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["hostile", "noop"],
+        "the environment and the default builder"
+    );
 
     let p = &plugins[0];
     assert_eq!(p["kind"], "environment");
@@ -39,11 +56,18 @@ fn plugins_list_shows_name_kind_versions_digest_and_grants() {
     let noop = &plugins[1];
     assert_eq!(noop["kind"], "builder");
     assert_eq!(noop["plugin_name"], "builder-noop");
-    assert_eq!(noop["hosts"], serde_json::json!([]), "bundled plugins get nothing by default");
+    assert_eq!(
+        noop["hosts"],
+        serde_json::json!([]),
+        "bundled plugins get nothing by default"
+    );
 
     let table = agent.run(&["plugins", "list", "--config", config.to_str().unwrap()]);
     let text = String::from_utf8(table.stdout).unwrap();
-    assert!(text.contains("hostile (environment plugin)") && text.contains("launch:plugin@0.1.0"), "{text}");
+    assert!(
+        text.contains("hostile (environment plugin)") && text.contains("launch:plugin@0.1.0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -51,7 +75,11 @@ fn plugins_inspect_describes_a_file_and_refuses_a_bad_one() {
     let agent = Scratch::new();
     let noop = common::bundle_dir().join("builder-noop.wasm");
     let out = agent.run(&["plugins", "inspect", noop.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plugins: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plugins[0]["kind"], "builder");
     assert_eq!(plugins[0]["sha256"], sha256_of(&noop));
@@ -60,7 +88,10 @@ fn plugins_inspect_describes_a_file_and_refuses_a_bad_one() {
     let out = agent.run(&["plugins", "inspect", future.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("launch:plugin@0.2.0") && stderr.contains("launch:plugin@0.1.0"), "{stderr}");
+    assert!(
+        stderr.contains("launch:plugin@0.2.0") && stderr.contains("launch:plugin@0.1.0"),
+        "{stderr}"
+    );
 
     let not_wasm = agent.write("notes.wasm", "hello");
     let out = agent.run(&["plugins", "inspect", not_wasm.to_str().unwrap()]);
@@ -72,12 +103,23 @@ fn plugins_inspect_describes_a_file_and_refuses_a_bad_one() {
 fn the_noop_builder_fails_a_job_that_needs_a_build_at_stage_build() {
     let agent = Scratch::new();
     let config = agent.write_config("queues: [default]\nbuilder:\n  type: noop\n");
-    let id = agent.submit("default", &serde_json::json!({"resource": "local-container", "overrides": {"entry_point": ["true"]}}));
-    let out = agent.run(&["run", "--config", config.to_str().unwrap(), "--exit-when-idle"]);
+    let id = agent.submit(
+        "default",
+        &serde_json::json!({"resource": "local-container", "overrides": {"entry_point": ["true"]}}),
+    );
+    let out = agent.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
     assert!(out.status.success());
     let item = agent.item(&id);
     assert_eq!(item["state"], "failed", "{item:#}");
     assert_eq!(item["stage"], "build");
     let message = item["message"].as_str().unwrap();
-    assert!(message.contains("builder-noop 0.1.0") && message.contains("docker_image"), "{message}");
+    assert!(
+        message.contains("builder-noop 0.1.0") && message.contains("docker_image"),
+        "{message}"
+    );
 }

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `local-process` | [`local_process`]: a process on this machine |
 
+pub mod local_container;
 pub mod local_process;
 
 use std::path::PathBuf;

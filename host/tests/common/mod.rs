@@ -2,6 +2,8 @@
 //! are, a scratch agent (state dir + config) and the CLI.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

@@ -1,0 +1,393 @@
+//! The `local-container` runner against a real Docker Engine (started by
+//! `scripts/services.sh start`), with the busybox base image it builds.
+
+mod common;
+
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use common::docker::{container_exists, docker, services, unique_item_id};
+use launch_agent::runners::local_container::{
+    self, ContainerRunRequest, ITEM_LABEL, container_name,
+};
+use launch_agent::runners::{Control, RunOutcome};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// A request running `sh -c script` in the base image, logging under `dir`.
+fn shell_request(test: &str, dir: &Path, script: &str) -> ContainerRunRequest {
+    ContainerRunRequest {
+        item_id: unique_item_id(test),
+        image: services().base_image.clone(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec![
+            ("WANDB_LAUNCH".into(), "True".into()),
+            ("WANDB_RUN_ID".into(), "run-42".into()),
+            ("WANDB_PROJECT".into(), "tests".into()),
+            (
+                "WANDB_CONFIG".into(),
+                r#"{"lr": 0.1, "note": "a b"}"#.into(),
+            ),
+        ],
+        log_path: dir.join("runs").join(test).join("output.log"),
+        resource_args: Value::Null,
+    }
+}
+
+/// Runs `request` to its end with nobody asking it to stop; returns the
+/// outcome and the container id `started` was given.
+async fn run_to_end(
+    docker: &Docker,
+    request: &ContainerRunRequest,
+) -> (anyhow::Result<RunOutcome>, Option<String>) {
+    let (_control, receiver) = watch::channel(Control::Run);
+    let mut started_id = None;
+    let outcome = local_container::run(docker, request, receiver, |id| {
+        started_id = Some(id.to_string())
+    })
+    .await;
+    (outcome, started_id)
+}
+
+fn read_log(request: &ContainerRunRequest) -> String {
+    std::fs::read_to_string(&request.log_path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", request.log_path.display()))
+}
+
+fn error_text(outcome: anyhow::Result<RunOutcome>) -> String {
+    match outcome {
+        Ok(outcome) => panic!("expected an error, got {outcome:?}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[tokio::test]
+async fn output_of_both_streams_and_the_wandb_env_reach_the_log() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let request = shell_request(
+        "streams",
+        dir.path(),
+        "echo to-stdout; echo to-stderr >&2; env | sort",
+    );
+
+    let (outcome, started) = run_to_end(&docker, &request).await;
+
+    assert_eq!(outcome.unwrap(), RunOutcome::Finished);
+    let log = read_log(&request);
+    assert!(log.contains("to-stdout\n"), "{log}");
+    assert!(log.contains("to-stderr\n"), "{log}");
+    assert!(log.contains("WANDB_LAUNCH=True\n"), "{log}");
+    assert!(log.contains("WANDB_RUN_ID=run-42\n"), "{log}");
+    assert!(log.contains("WANDB_PROJECT=tests\n"), "{log}");
+    assert!(
+        log.contains(r#"WANDB_CONFIG={"lr": 0.1, "note": "a b"}"#),
+        "{log}"
+    );
+    let id = started.expect("started was called with the container id");
+    assert!(
+        !container_exists(&docker, &id).await,
+        "container {id} is left after the run"
+    );
+    assert!(!container_exists(&docker, &container_name(&request.item_id)).await);
+}
+
+#[tokio::test]
+async fn an_exit_code_other_than_zero_fails_the_run_with_it() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let request = shell_request("exit3", dir.path(), "echo about to fail >&2; exit 3");
+
+    let (outcome, started) = run_to_end(&docker, &request).await;
+
+    match outcome.unwrap() {
+        RunOutcome::Failed { exit_code, message } => {
+            assert_eq!(exit_code, Some(3));
+            assert!(message.contains("exited with code 3"), "{message}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(read_log(&request).contains("about to fail"));
+    assert!(!container_exists(&docker, &started.unwrap()).await);
+}
+
+/// Starts `request`, waits until its container runs, asks it to stop and
+/// returns the outcome, the container id and how long the stop took.
+async fn run_then_stop(
+    docker: &Docker,
+    request: &ContainerRunRequest,
+    how: Control,
+) -> (RunOutcome, String, Duration) {
+    let (control, receiver) = watch::channel(Control::Run);
+    let (started_tx, started_rx) = oneshot::channel::<String>();
+    let stopper = async move {
+        let id = tokio::time::timeout(Duration::from_secs(60), started_rx)
+            .await
+            .expect("the container started within 60 s")
+            .expect("started was called");
+        let asked = Instant::now();
+        control.send(how).unwrap();
+        (id, asked, control)
+    };
+    let runner = local_container::run(docker, request, receiver, move |id| {
+        let _ = started_tx.send(id.to_string());
+    });
+    let (outcome, (id, asked, _control)) = tokio::join!(runner, stopper);
+    (outcome.unwrap(), id, asked.elapsed())
+}
+
+#[tokio::test]
+async fn a_stopped_sleep_ends_stopped_and_its_container_is_gone() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut request = shell_request("stop", dir.path(), "");
+    // `sleep` as PID 1 ignores SIGTERM: the stop has to end with SIGKILL.
+    request.command = vec!["sleep".into(), "300".into()];
+
+    let (outcome, id, took) = run_then_stop(&docker, &request, Control::Stop).await;
+
+    assert_eq!(outcome, RunOutcome::Stopped);
+    assert!(
+        took < Duration::from_secs(60),
+        "stopping took {took:?}, far past the 10 s grace"
+    );
+    assert!(
+        !container_exists(&docker, &id).await,
+        "container {id} is left after the stop"
+    );
+}
+
+#[tokio::test]
+async fn a_handed_back_job_hears_sigterm_and_its_last_words_are_logged() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let request = shell_request(
+        "handback",
+        dir.path(),
+        "trap 'echo got SIGTERM, saving; exit 143' TERM; echo working; while true; do sleep 1; done",
+    );
+
+    let (outcome, id, took) = run_then_stop(&docker, &request, Control::HandBack).await;
+
+    assert_eq!(outcome, RunOutcome::Stopped);
+    assert!(
+        took < Duration::from_secs(9),
+        "a job that exits on SIGTERM took {took:?} to stop"
+    );
+    let log = read_log(&request);
+    assert!(log.contains("working\n"), "{log}");
+    assert!(log.contains("got SIGTERM, saving\n"), "{log}");
+    assert!(!container_exists(&docker, &id).await);
+}
+
+#[tokio::test]
+async fn accepted_resource_args_reach_the_container() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut request = shell_request(
+        "resource-args",
+        dir.path(),
+        "echo extra=$EXTRA; echo uid=$(id -u); echo pwd=$(pwd); \
+         echo memory=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)",
+    );
+    request.resource_args = json!({
+        "env": ["EXTRA=from resource_args"],
+        "memory": "64m",
+        "user": "65534",
+        "workdir": "/tmp",
+        "label": {"team": "ml"},
+    });
+
+    let (outcome, _) = run_to_end(&docker, &request).await;
+
+    assert_eq!(outcome.unwrap(), RunOutcome::Finished);
+    let log = read_log(&request);
+    assert!(log.contains("extra=from resource_args\n"), "{log}");
+    assert!(log.contains("uid=65534\n"), "{log}");
+    assert!(log.contains("pwd=/tmp\n"), "{log}");
+    assert!(
+        log.contains(&format!("memory={}\n", 64 * 1024 * 1024)),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn forbidden_and_unknown_resource_args_are_refused_by_name() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    // (resource_args, the key the error names, what it says, whether it
+    // lists the accepted keys)
+    for (args, key, says, lists_keys) in [
+        (
+            json!({"privileged": true}),
+            "privileged",
+            "not allowed",
+            true,
+        ),
+        (
+            json!({"cap-add": ["SYS_ADMIN"]}),
+            "cap-add",
+            "not allowed",
+            true,
+        ),
+        (json!({"frobnicate": 1}), "frobnicate", "unknown key", true),
+        (json!({"ipc": "host"}), "ipc", "shm-size", false),
+        (json!({"memory": "lots"}), "memory", "cannot read", false),
+    ] {
+        let mut request = shell_request("refused", dir.path(), "echo should not run");
+        request.resource_args = args;
+
+        let (outcome, started) = run_to_end(&docker, &request).await;
+
+        let message = error_text(outcome);
+        assert!(message.contains(key), "{message}");
+        assert!(message.contains(says), "{message}");
+        if lists_keys {
+            assert!(message.contains("Accepted keys: env, volume"), "{message}");
+        }
+        assert!(started.is_none(), "a container started for {key}");
+        assert!(!container_exists(&docker, &container_name(&request.item_id)).await);
+    }
+}
+
+#[tokio::test]
+async fn a_missing_image_that_cannot_be_pulled_is_an_error_naming_it() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut request = shell_request("missing-image", dir.path(), "true");
+    request.image = format!(
+        "{}/launch-agent-test/does-not-exist:v1",
+        services().registry
+    );
+
+    let (outcome, started) = run_to_end(&docker, &request).await;
+
+    let message = error_text(outcome);
+    assert!(message.contains(&request.image), "{message}");
+    assert!(message.contains("pulling it failed"), "{message}");
+    assert!(started.is_none());
+}
+
+/// Creates a container named like the runner's for `item_id`, labelled as
+/// belonging to `owner` (None: no label).
+async fn park_container(docker: &Docker, item_id: &str, owner: Option<&str>) -> String {
+    let labels = owner.map(|o| HashMap::from([(ITEM_LABEL.to_string(), o.to_string())]));
+    let body = ContainerCreateBody {
+        image: Some(services().base_image.clone()),
+        cmd: Some(vec!["sleep".into(), "300".into()]),
+        labels,
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::default()
+        .name(&container_name(item_id))
+        .build();
+    docker
+        .create_container(Some(options), body)
+        .await
+        .expect("creating a parked container")
+        .id
+}
+
+#[tokio::test]
+async fn a_container_left_by_an_earlier_attempt_is_replaced() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let request = shell_request("earlier", dir.path(), "echo second attempt");
+    let earlier = park_container(&docker, &request.item_id, Some(&request.item_id)).await;
+
+    let (outcome, started) = run_to_end(&docker, &request).await;
+
+    assert_eq!(outcome.unwrap(), RunOutcome::Finished);
+    assert!(read_log(&request).contains("second attempt"));
+    assert_ne!(started.as_deref(), Some(earlier.as_str()));
+    assert!(!container_exists(&docker, &earlier).await);
+}
+
+#[tokio::test]
+async fn a_foreign_container_with_the_same_name_is_left_alone() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let request = shell_request("foreign", dir.path(), "true");
+    let foreign = park_container(&docker, &request.item_id, None).await;
+
+    let (outcome, started) = run_to_end(&docker, &request).await;
+
+    let message = error_text(outcome);
+    assert!(
+        message.contains(&container_name(&request.item_id)),
+        "{message}"
+    );
+    assert!(message.contains("not an earlier attempt"), "{message}");
+    assert!(started.is_none());
+    assert!(container_exists(&docker, &foreign).await);
+    docker
+        .remove_container(
+            &foreign,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn remove_leftover_removes_a_running_container_and_ignores_a_gone_one() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let request = shell_request("leftover", dir.path(), "sleep 300");
+    // An agent that dies mid-run: its run future is dropped, here by aborting
+    // the task that drives it.
+    let (started_tx, started_rx) = oneshot::channel::<String>();
+    let (_control, receiver) = watch::channel(Control::Run);
+    let task = {
+        let docker = docker.clone();
+        let request = request.clone();
+        tokio::spawn(async move {
+            local_container::run(&docker, &request, receiver, move |id| {
+                let _ = started_tx.send(id.to_string());
+            })
+            .await
+        })
+    };
+    let id = tokio::time::timeout(Duration::from_secs(60), started_rx)
+        .await
+        .expect("the container started within 60 s")
+        .expect("started was called");
+    task.abort();
+    let _ = task.await;
+
+    local_container::remove_leftover(&docker, &id).await;
+
+    assert!(!container_exists(&docker, &id).await);
+    // Again, on a container that no longer exists: nothing to do, no panic.
+    local_container::remove_leftover(&docker, &id).await;
+}
+
+#[tokio::test]
+async fn connect_names_the_engine_it_cannot_reach() {
+    // A separate process: DOCKER_HOST must not change under the other tests.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "connect_probe", "--nocapture", "--ignored"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("cannot reach the Docker Engine at unix:///nonexistent/docker.sock"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("is it running?"), "{stdout}");
+}
+
+/// Run by `connect_names_the_engine_it_cannot_reach` with a bad DOCKER_HOST.
+#[tokio::test]
+#[ignore = "run by connect_names_the_engine_it_cannot_reach"]
+async fn connect_probe() {
+    match local_container::connect().await {
+        Ok(_) => println!("connected"),
+        Err(e) => println!("{e:#}"),
+    }
+}
