@@ -157,22 +157,24 @@ pub async fn run_job(
     let mut image = spec.image().map(str::to_string);
     if needs_image && image.is_none() {
         let builder = &ctx.builder;
-        step(&format!("build: building with {}", builder.label()));
+        step(&format!("build: planning with {}", builder.label()));
         let request = BuildRequest {
             job: job.clone(),
             settings: builder.settings_for(ctx.builder_block.clone()),
             destination: destination.clone(),
+            source_dir: None,
+            source_id: String::new(),
         };
-        match builder.build(&request, Some(log.clone())).await {
+        let plan = match builder.plan(&request, None, Some(log.clone())).await {
+            Ok(plan) => plan,
+            Err(e) => return plugin_failure(e, Stage::Build),
+        };
+        match builder.build(&request, &plan, None, None, Some(log.clone())).await {
             Ok(outcome) => {
                 step(&format!(
                     "build: image {} ({})",
                     outcome.image_uri,
-                    if outcome.built {
-                        "built"
-                    } else {
-                        "already in the registry, build skipped"
-                    }
+                    if outcome.built { "built" } else { "already in the registry, build skipped" }
                 ));
                 image = Some(outcome.image_uri);
             }

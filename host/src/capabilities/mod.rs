@@ -13,6 +13,8 @@
 //! | sockets | `wasi:sockets` | never |
 
 pub mod http;
+pub mod docker;
 pub mod log;
+pub mod oci;
 pub mod secrets;
 pub mod wasi;

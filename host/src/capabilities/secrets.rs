@@ -9,10 +9,34 @@ use crate::plugins::bindings::imports::launch::plugin::secrets::{Host, HostSecre
 use crate::plugins::state::PluginState;
 use wasmtime::component::Resource;
 
-/// A secret opened by a plugin; the resource behind a WIT `secret` handle.
+/// A secret held by the host; the resource behind a WIT `secret` handle.
 pub struct SecretHandle {
     name: String,
     value: String,
+    /// Whether the plugin holding the handle may read it: true for secrets
+    /// it opened (granted) or minted, false for handles the host gave it.
+    revealable: bool,
+}
+
+impl SecretHandle {
+    /// A secret the host hands to a plugin that may pass it on but not read it.
+    pub fn opaque(name: impl Into<String>, value: impl Into<String>) -> Self {
+        SecretHandle {
+            name: name.into(),
+            value: value.into(),
+            revealable: false,
+        }
+    }
+
+    /// The secret's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The value, for the host's own use (a push, a registry request).
+    pub fn value(&self) -> &str {
+        &self.value
+    }
 }
 
 impl std::fmt::Debug for SecretHandle {
@@ -49,8 +73,20 @@ impl Host for PluginState {
                 ))));
             }
         };
-        let handle = self.table.push(SecretHandle { name, value })?;
+        let handle = self.table.push(SecretHandle {
+            name,
+            value,
+            revealable: true,
+        })?;
         Ok(Ok(handle))
+    }
+
+    fn mint(&mut self, name: String, value: String) -> wasmtime::Result<Resource<SecretHandle>> {
+        Ok(self.table.push(SecretHandle {
+            name,
+            value,
+            revealable: true,
+        })?)
     }
 }
 
@@ -59,8 +95,16 @@ impl HostSecret for PluginState {
         Ok(self.table.get(&secret)?.name.clone())
     }
 
-    fn reveal(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&secret)?.value.clone())
+    fn reveal(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<Result<String, SecretError>> {
+        let handle = self.table.get(&secret)?;
+        if !handle.revealable {
+            tracing::warn!(plugin = %self.plugin_name, secret = %handle.name, "refused to reveal a secret handed to the plugin by the host");
+            return Ok(Err(SecretError::Opaque(format!(
+                "secret {:?} was handed to plugin {} to pass on, not to read",
+                handle.name, self.plugin_name
+            ))));
+        }
+        Ok(Ok(handle.value.clone()))
     }
 
     fn drop(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<()> {

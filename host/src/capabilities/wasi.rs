@@ -11,7 +11,12 @@ pub const STDERR_CAPTURE: usize = 16 * 1024;
 
 /// Builds the WASI context for one call; returns it with the pipe that
 /// captures the plugin's stderr.
-pub fn context_for(grants: &Grants) -> anyhow::Result<(WasiCtx, MemoryOutputPipe)> {
+/// `source` is an extra read-only directory for this call only (a job's
+/// source shown to its builder), as (host path, guest path).
+pub fn context_for(
+    grants: &Grants,
+    source: Option<(&std::path::Path, &str)>,
+) -> anyhow::Result<(WasiCtx, MemoryOutputPipe)> {
     let mut builder = WasiCtxBuilder::new();
     builder
         .allow_tcp(false)
@@ -32,6 +37,12 @@ pub fn context_for(grants: &Grants) -> anyhow::Result<(WasiCtx, MemoryOutputPipe
             .preopened_dir(dir.host_path(), dir.guest_path(), perms)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("opening granted directory {}", dir.host_path().display()))?;
+    }
+    if let Some((host, guest)) = source {
+        builder
+            .preopened_dir(host, guest, FsPerms::ReadOnly)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("showing the job's source {} to the plugin", host.display()))?;
     }
     let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
     builder.stderr(stderr.clone());

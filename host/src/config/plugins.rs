@@ -67,6 +67,10 @@ pub struct Grants {
     /// Directories the plugin sees, read-only unless `write: true`.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
+    /// Whether the plugin may use the host's Docker engine
+    /// (`launch:plugin/docker`): build from the job's source, push, inspect.
+    #[serde(default)]
+    pub docker: bool,
 }
 
 /// A directory a plugin may see.

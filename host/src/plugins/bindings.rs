@@ -4,12 +4,16 @@
 //! generated once, in [`imports`], and shared by the plugin worlds, so a
 //! `PluginError` is one type whichever plugin returned it.
 
-/// The host interfaces every plugin may import (world `plugin-imports`).
+/// Every host interface a plugin may import (world `plugin-host`).
 pub mod imports {
     wasmtime::component::bindgen!({
-        world: "plugin-imports",
+        world: "plugin-host",
         path: "../wit",
-        imports: { default: trappable },
+        imports: {
+            "launch:plugin/docker": async | trappable,
+            "launch:plugin/oci": async | trappable,
+            default: trappable,
+        },
         with: {
             "launch:plugin/secrets.secret": crate::capabilities::secrets::SecretHandle,
         },
@@ -26,6 +30,7 @@ pub mod builder {
             "launch:plugin/types": super::imports::launch::plugin::types,
             "launch:plugin/log": super::imports::launch::plugin::log,
             "launch:plugin/secrets": super::imports::launch::plugin::secrets,
+            "launch:plugin/docker": super::imports::launch::plugin::docker,
         },
     });
 }
@@ -40,6 +45,7 @@ pub mod registry {
             "launch:plugin/types": super::imports::launch::plugin::types,
             "launch:plugin/log": super::imports::launch::plugin::log,
             "launch:plugin/secrets": super::imports::launch::plugin::secrets,
+            "launch:plugin/oci": super::imports::launch::plugin::oci,
         },
     });
 }

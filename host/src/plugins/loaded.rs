@@ -20,7 +20,28 @@ use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
 
-pub use super::bindings::builder::exports::launch::plugin::builder::{BuildOutcome, BuildRequest};
+pub use super::bindings::builder::exports::launch::plugin::builder::{BuildOutcome, BuildPlan, BuildRequest};
+
+/// Where a job's source is shown to a builder plugin (read-only).
+pub const SOURCE_GUEST_DIR: &str = "/src";
+
+/// Registry credentials a registry plugin handed over; the password stays
+/// in the host.
+pub struct RegistryCredentials {
+    /// The user name.
+    pub username: String,
+    /// The password or token.
+    pub password: crate::capabilities::secrets::SecretHandle,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
 
 /// The typed pre-instantiated component, by kind.
 #[derive(Clone)]
@@ -117,6 +138,7 @@ pub struct LoadedPlugin {
     pub(crate) limits: Limits,
     pub(crate) settings: Option<serde_json::Value>,
     pub(crate) allowed_hosts: Arc<HostAllowList>,
+    pub(crate) grants_shared: Arc<Grants>,
     pub(crate) secrets: Arc<BTreeMap<String, SecretSource>>,
     pub(crate) label: Arc<str>,
 }
@@ -155,8 +177,10 @@ impl LoadedPlugin {
     fn store(
         &self,
         log: Option<LogSink>,
+        source: Option<&std::path::Path>,
     ) -> Result<(Store<PluginState>, MemoryOutputPipe), CallError> {
-        let (wasi, stderr) = context_for(&self.grants).map_err(|e| CallError::Setup {
+        let shown = source.map(|s| (s, SOURCE_GUEST_DIR));
+        let (wasi, stderr) = context_for(&self.grants, shown).map_err(|e| CallError::Setup {
             plugin: self.label.to_string(),
             detail: format!("{e:#}"),
         })?;
@@ -174,6 +198,8 @@ impl LoadedPlugin {
             plugin_name: self.label.clone(),
             secrets: self.secrets.clone(),
             log_sink: log,
+            job_source: source.map(std::path::Path::to_path_buf),
+            grants: self.grants_shared.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -235,11 +261,14 @@ impl LoadedPlugin {
 /// Runs one call against a fresh store, with the deadline, the memory cap
 /// and the wall-clock limit, and classifies any failure.
 macro_rules! call_plugin {
-    ($self:ident, $log:expr, $kind:ident, $wanted:expr, |$store:ident, $pre:ident| $body:expr) => {{
+    ($self:ident, $log:expr, $kind:ident, $wanted:expr, |$store:ident, $pre:ident| $body:expr) => {
+        call_plugin!($self, $log, None, $kind, $wanted, |$store, $pre| $body)
+    };
+    ($self:ident, $log:expr, $source:expr, $kind:ident, $wanted:expr, |$store:ident, $pre:ident| $body:expr) => {{
         let TypedPre::$kind($pre) = &$self.pre else {
             return Err($self.wrong_kind($wanted));
         };
-        let (mut store, stderr) = $self.store($log)?;
+        let (mut store, stderr) = $self.store($log, $source)?;
         let result = {
             let $store = &mut store;
             tokio::time::timeout($self.wall_clock_limit(), async { $body }).await
@@ -333,18 +362,67 @@ impl LoadedPlugin {
         self.lift(result)
     }
 
-    /// Calls `builder.build`.
+    /// Calls `builder.plan`, with the job's source visible at [`SOURCE_GUEST_DIR`].
+    pub async fn plan(
+        &self,
+        request: &BuildRequest,
+        source: Option<&std::path::Path>,
+        log: Option<LogSink>,
+    ) -> Result<BuildPlan, CallError> {
+        let result = call_plugin!(self, log, source, Builder, PluginKind::Builder, |store, pre| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.launch_plugin_builder().call_plan(&mut *store, request).await
+        });
+        self.lift(result)
+    }
+
+    /// Calls `builder.build`; `credentials` reach the plugin as an opaque
+    /// secret handle it can pass to `docker.push` but not read.
     pub async fn build(
         &self,
         request: &BuildRequest,
+        plan: &BuildPlan,
+        credentials: Option<&RegistryCredentials>,
+        source: Option<&std::path::Path>,
         log: Option<LogSink>,
     ) -> Result<BuildOutcome, CallError> {
-        let result = call_plugin!(self, log, Builder, PluginKind::Builder, |store, pre| {
+        let result = call_plugin!(self, log, source, Builder, PluginKind::Builder, |store, pre| {
+            let password = match credentials {
+                Some(c) => Some(store.data_mut().table.push(
+                    crate::capabilities::secrets::SecretHandle::opaque(c.password.name(), c.password.value()),
+                )?),
+                None => None,
+            };
+            let username = credentials.map(|c| c.username.as_str());
             let instance = pre.instantiate_async(&mut *store).await?;
             instance
                 .launch_plugin_builder()
-                .call_build(&mut *store, request)
+                .call_build(&mut *store, request, plan, username, password)
                 .await
+        });
+        self.lift(result)
+    }
+
+    /// Calls `registry.login`; the password the plugin minted or opened is
+    /// taken out of its Store and kept by the host.
+    pub async fn login(
+        &self,
+        settings: &str,
+        log: Option<LogSink>,
+    ) -> Result<Option<RegistryCredentials>, CallError> {
+        let result = call_plugin!(self, log, Registry, PluginKind::Registry, |store, pre| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            match instance.launch_plugin_registry().call_login(&mut *store, settings).await? {
+                Ok(Some(login)) => {
+                    let password = store.data_mut().table.delete(login.password)?;
+                    wasmtime::Result::Ok(Ok(Some(RegistryCredentials {
+                        username: login.username,
+                        password,
+                    })))
+                }
+                Ok(None) => Ok(Ok(None)),
+                Err(e) => Ok(Err(e)),
+            }
         });
         self.lift(result)
     }

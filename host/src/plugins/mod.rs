@@ -65,7 +65,7 @@ impl PluginHost {
         let mut linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::imports::PluginImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::imports::PluginHost::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         Ok(PluginHost {
             engine,
             cache,
@@ -168,6 +168,7 @@ impl PluginHost {
             limits: entry.limits.clone(),
             settings: entry.config.clone(),
             allowed_hosts: Arc::new(allowed_hosts),
+            grants_shared: Arc::new(entry.grants.clone()),
             secrets: Arc::new(granted_secrets),
             label: Arc::from(name),
         };

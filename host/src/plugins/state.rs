@@ -25,6 +25,10 @@ pub struct PluginState {
     pub(crate) plugin_name: Arc<str>,
     pub(crate) secrets: Arc<BTreeMap<String, SecretSource>>,
     pub(crate) log_sink: Option<LogSink>,
+    /// The current job's source on this machine (a builder's build context).
+    pub(crate) job_source: Option<std::path::PathBuf>,
+    /// The plugin's grants (docker, hosts).
+    pub(crate) grants: Arc<crate::config::Grants>,
 }
 
 impl WasiView for PluginState {
