@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the plugins (WebAssembly components) in release for wasm32-wasip2:
 #
-#   $TARGET/bundle/        the default bundle: builder-noop.wasm, environment-local.wasm
+#   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm,
+#                          environment-local.wasm
 #   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, future-wit.wasm
 #
 # where $TARGET is $CARGO_TARGET_DIR, or `target` in the workspace root.
@@ -39,7 +40,9 @@ echo "build-plugins: building plugins into $target_dir/$triple/release" >&2
     CARGO_TARGET_DIR="$target_dir" cargo build --release --target "$triple" \
         -p launch-plugin-sdk \
         -p builder-noop \
+        -p builder-docker \
         -p environment-local \
+        -p registry-oci \
         -p hostile-plugin \
         -p future-wit-plugin \
         >&2
@@ -61,7 +64,9 @@ copy() {
 }
 
 copy builder_noop.wasm "$bundle/builder-noop.wasm"
+copy builder_docker.wasm "$bundle/builder-docker.wasm"
 copy environment_local.wasm "$bundle/environment-local.wasm"
+copy registry_oci.wasm "$bundle/registry-oci.wasm"
 copy hostile_plugin.wasm "$tests/hostile.wasm"
 copy future_wit_plugin.wasm "$tests/future-wit.wasm"
 

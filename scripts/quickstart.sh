@@ -3,6 +3,12 @@
 # on the embedded queue, runs the agent until the queue is empty, and shows
 # each job's outcome.
 #
+# With a Docker engine reachable (`docker info` works) it also takes the
+# Docker path: a registry on 127.0.0.1 with basic auth (scripts/services.sh),
+# a code job built by the docker builder, pushed, and run in a container,
+# then the same job again, whose build is skipped because the registry has
+# the image.
+#
 #   scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +33,32 @@ for spec in examples/jobs/*.json; do
   echo "   $(basename "$spec") -> $id" >&2
 done
 
-echo "== running the agent until the queue is empty (path: local-process)" >&2
-"$agent" run --config examples/launch-config.yaml --exit-when-idle
+if docker info >/dev/null 2>&1; then
+  echo "== a Docker engine is reachable: taking the Docker path too" >&2
+  scripts/services.sh start
+  trap 'scripts/services.sh stop' EXIT
+  # shellcheck disable=SC1090
+  . "${LAUNCH_AGENT_SERVICES_ENV:-${TMPDIR:-/tmp}/launch-agent-services.env}"
+  code="$state/hello"
+  cp -r examples/docker/hello "$code"
+  sed "s|@BASE_IMAGE@|$LAUNCH_AGENT_TEST_BASE_IMAGE|" examples/docker/hello/Dockerfile.wandb.in >"$code/Dockerfile.wandb"
+  rm "$code/Dockerfile.wandb.in"
+  sed -e "s|@REGISTRY@|$LAUNCH_AGENT_TEST_REGISTRY|" -e "s|@REGISTRY_USER@|$LAUNCH_AGENT_TEST_REGISTRY_USER|" \
+    examples/docker/launch-config.yaml.in >"$state/launch-config.yaml"
+  sed "s|@CODE_DIR@|$code|" examples/docker/job.json.in >"$state/container-job.json"
+  export QUICKSTART_REGISTRY_PASSWORD="$LAUNCH_AGENT_TEST_REGISTRY_PASSWORD"
+  echo "== running the agent (paths: local-process, and docker build + push to $LAUNCH_AGENT_TEST_REGISTRY + local-container)" >&2
+  id=$("$agent" submit --queue default "$state/container-job.json")
+  echo "   container job -> $id" >&2
+  "$agent" run --config "$state/launch-config.yaml" --exit-when-idle
+  echo "== the same code job again: the registry has its image, so the build is skipped" >&2
+  id=$("$agent" submit --queue default "$state/container-job.json")
+  "$agent" run --config "$state/launch-config.yaml" --exit-when-idle
+  grep -h "build:" "$state/runs/$id/agent.log" >&2 || true
+else
+  echo "== running the agent until the queue is empty (path: local-process; no Docker engine reachable)" >&2
+  "$agent" run --config examples/launch-config.yaml --exit-when-idle
+fi
 
 echo "== outcome" >&2
 "$agent" queue list

@@ -12,6 +12,7 @@ pub mod config;
 pub mod plugins;
 pub mod queue;
 pub mod runners;
+pub mod sources;
 pub mod spec;
 pub mod startup;
 pub mod state_dir;

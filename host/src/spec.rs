@@ -98,6 +98,21 @@ impl LaunchSpec {
         ] {
             string_field(&spec.raw, key, key)?;
         }
+        if let Some(git) = spec.raw.get("git") {
+            match git {
+                Value::Object(g) => {
+                    string_field(g, "repo", "git.repo")?;
+                    string_field(g, "version", "git.version")?;
+                }
+                Value::Null => {}
+                other => {
+                    return Err(SpecError(format!(
+                        "`git` must be a map, not {}",
+                        kind_of(other)
+                    )));
+                }
+            }
+        }
         if let Some(docker) = spec.raw.get("docker") {
             match docker {
                 Value::Object(d) => {
@@ -145,6 +160,31 @@ impl LaunchSpec {
     /// The local code directory (`uri`), when it is not a URL.
     pub fn code_dir(&self) -> Option<&str> {
         self.str("uri").filter(|u| !u.contains("://"))
+    }
+
+    /// The git source: `git.repo` and `git.version`.
+    pub fn git(&self) -> Option<(String, Option<String>)> {
+        let git = self.raw.get("git")?.as_object()?;
+        let repo = git.get("repo")?.as_str().filter(|s| !s.is_empty())?;
+        let version = git
+            .get("version")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        Some((repo.to_string(), version.map(str::to_string)))
+    }
+
+    /// The W&B job artifact (`job`).
+    pub fn job(&self) -> Option<&str> {
+        self.str("job")
+    }
+
+    /// `resource_args.<resource>` for the job's runner (null when absent).
+    pub fn resource_args(&self) -> Value {
+        self.raw
+            .get("resource_args")
+            .and_then(|r| r.get(self.resource()))
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// The command: `overrides.entry_point` then `overrides.args`.

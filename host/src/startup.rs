@@ -32,14 +32,10 @@ pub async fn load_plugins(
             state.plugin_cache().display()
         )
     })?;
-    let default_entry = PluginEntry::default();
     for plugin_ref in refs {
-        let entry = config
-            .plugins
-            .get(&plugin_ref.name)
-            .unwrap_or(&default_entry);
+        let entry = entry_with_defaults(config, &plugin_ref);
         let loaded = host
-            .load(&plugin_ref.name, &plugin_ref.path, entry, &config.secrets)
+            .load(&plugin_ref.name, &plugin_ref.path, &entry, &config.secrets)
             .await?;
         if let Some(expected) = plugin_ref.expected_kind
             && loaded.kind() != expected
@@ -53,6 +49,29 @@ pub async fn load_plugins(
         }
     }
     Ok(host)
+}
+
+/// The plugin's config entry, with a bundled plugin's default grants added.
+fn entry_with_defaults(config: &LaunchConfig, plugin_ref: &catalog::PluginRef) -> PluginEntry {
+    let configured = config.plugins.get(&plugin_ref.name);
+    let mut entry = PluginEntry {
+        path: None,
+        sha256: configured.and_then(|e| e.sha256.clone()),
+        grants: configured.map(|e| e.grants.clone()).unwrap_or_default(),
+        limits: configured.map(|e| e.limits.clone()).unwrap_or_default(),
+        config: configured.and_then(|e| e.config.clone()),
+    };
+    let uses_bundle = configured.is_none_or(|e| e.path.is_none());
+    if let (Some(kind), true) = (plugin_ref.expected_kind, uses_bundle) {
+        let defaults = catalog::default_grants(kind, &plugin_ref.name, config);
+        entry.grants.docker |= defaults.docker;
+        for host in defaults.hosts {
+            if !entry.grants.hosts.contains(&host) {
+                entry.grants.hosts.push(host);
+            }
+        }
+    }
+    entry
 }
 
 /// Loads plugins, opens the queue and verifies the environment: what

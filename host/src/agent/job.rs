@@ -6,9 +6,11 @@ use super::JobContext;
 use crate::capabilities::log::LogSink;
 use crate::plugins::CallError;
 use crate::plugins::bindings::{Job, Stage as PluginStage};
-use crate::plugins::loaded::BuildRequest;
+use crate::plugins::loaded::{BuildRequest, SOURCE_GUEST_DIR};
 use crate::queue::{QueueItem, Stage};
+use crate::runners::local_container::{self, ContainerRunRequest};
 use crate::runners::{Control, RunOutcome, RunRequest, local_process};
+use crate::sources;
 use crate::spec::LaunchSpec;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
@@ -136,10 +138,15 @@ pub async fn run_job(
     };
 
     // Registry: where a build would go.
-    let mut destination = String::new();
-    if let Some(registry) = &ctx.registry {
-        let settings = registry.settings_for(ctx.registry_block.clone());
-        match registry.repository_uri(&settings, Some(log.clone())).await {
+    let mut destination = ctx.builder_destination.clone().unwrap_or_default();
+    let registry_settings = ctx
+        .registry
+        .as_ref()
+        .map(|r| r.settings_for(ctx.registry_block.clone()));
+    if let (Some(registry), Some(settings)) = (&ctx.registry, &registry_settings)
+        && destination.is_empty()
+    {
+        match registry.repository_uri(settings, Some(log.clone())).await {
             Ok(uri) => {
                 step(&format!(
                     "registry: {} gives repository {uri}",
@@ -151,75 +158,156 @@ pub async fn run_job(
         }
     }
 
-    // Builder: only when the runner needs an image the job does not name.
     let resource = spec.resource().to_string();
-    let needs_image = resource != "local-process";
+    if !matches!(resource.as_str(), "local-process" | "local-container") {
+        return failed(
+            Stage::Run,
+            format!(
+                "resource `{resource}` is not supported by this agent yet; use `local-process` or `local-container`"
+            ),
+        );
+    }
+    if resource == "local-container"
+        && let Err(e) = local_container::check_resource_args(&spec.resource_args())
+    {
+        return failed(
+            Stage::Agent,
+            format!("resource_args.local-container: {e:#}"),
+        );
+    }
+
+    // Build: only when the runner needs an image the job does not name.
     let mut image = spec.image().map(str::to_string);
-    if needs_image && image.is_none() {
+    if resource == "local-container" && image.is_none() {
+        let source = match sources::fetch(&spec, &run_dir).await {
+            Ok(source) => source,
+            Err(e) => return failed(Stage::Build, format!("fetching the job's source: {e:#}")),
+        };
         let builder = &ctx.builder;
-        step(&format!("build: planning with {}", builder.label()));
         let request = BuildRequest {
             job: job.clone(),
             settings: builder.settings_for(ctx.builder_block.clone()),
             destination: destination.clone(),
-            source_dir: None,
-            source_id: String::new(),
+            source_dir: source.dir.as_ref().map(|_| SOURCE_GUEST_DIR.to_string()),
+            source_id: source.id.clone(),
         };
-        let plan = match builder.plan(&request, None, Some(log.clone())).await {
+        let plan = match builder
+            .plan(&request, source.dir.as_deref(), Some(log.clone()))
+            .await
+        {
             Ok(plan) => plan,
             Err(e) => return plugin_failure(e, Stage::Build),
         };
-        match builder.build(&request, &plan, None, None, Some(log.clone())).await {
-            Ok(outcome) => {
+        step(&format!(
+            "build: {} plans image {} (Dockerfile: {})",
+            builder.label(),
+            plan.image_uri,
+            plan.dockerfile_origin
+        ));
+        let exists = match (&ctx.registry, &registry_settings) {
+            (Some(registry), Some(settings)) => {
+                registry
+                    .image_exists(settings, &plan.image_uri, Some(log.clone()))
+                    .await
+            }
+            _ => Ok(ctx.local_image_exists(&plan.image_uri).await),
+        };
+        match exists {
+            Ok(true) => {
                 step(&format!(
-                    "build: image {} ({})",
-                    outcome.image_uri,
-                    if outcome.built { "built" } else { "already in the registry, build skipped" }
+                    "build: skipped, {} already exists",
+                    plan.image_uri
                 ));
-                image = Some(outcome.image_uri);
+                image = Some(plan.image_uri.clone());
+            }
+            Ok(false) => {
+                let credentials = match (&ctx.registry, &registry_settings) {
+                    (Some(registry), Some(settings)) => {
+                        match registry.login(settings, Some(log.clone())).await {
+                            Ok(credentials) => credentials,
+                            Err(e) => return plugin_failure(e, Stage::Build),
+                        }
+                    }
+                    _ => None,
+                };
+                match builder
+                    .build(
+                        &request,
+                        &plan,
+                        credentials.as_ref(),
+                        source.dir.as_deref(),
+                        Some(log.clone()),
+                    )
+                    .await
+                {
+                    Ok(outcome) => {
+                        step(&format!("build: built {}", outcome.image_uri));
+                        image = Some(outcome.image_uri);
+                    }
+                    Err(e) => return plugin_failure(e, Stage::Build),
+                }
             }
             Err(e) => return plugin_failure(e, Stage::Build),
         }
     }
 
     // Run.
-    if resource != "local-process" {
-        return failed(
-            Stage::Run,
-            format!(
-                "resource `{resource}` is not supported by this agent yet (image {}); use `local-process`",
-                image.as_deref().unwrap_or("none")
-            ),
-        );
-    }
     let command = match spec.entry_point() {
         Ok(command) => command,
         Err(e) => return failed(Stage::Agent, e.to_string()),
     };
     run_env.extend(spec.wandb_env(&item.id, &item.queue));
-    let request = RunRequest {
-        item_id: item.id.clone(),
-        command,
-        env: run_env,
-        env_remove: ctx.secret_env_vars.clone(),
-        workdir: spec.code_dir().map(std::path::PathBuf::from),
-        log_path: run_dir.join("output.log"),
-    };
     if let Err(e) = ctx.queue.mark_running(&item.id, &ctx.agent_id) {
         return failed(Stage::Agent, e.to_string());
     }
-    step(&format!(
-        "run: starting local-process {:?}",
-        request.command.first().map(String::as_str).unwrap_or("")
-    ));
+    let log_path = run_dir.join("output.log");
     let queue = ctx.queue.clone();
     let id = item.id.clone();
-    let outcome = local_process::run(&request, control.clone(), move |pid| {
-        if let Err(e) = queue.set_run_pid(&id, Some(pid)) {
-            tracing::warn!(item = %id, error = %e, "cannot record the run's pid");
-        }
-    })
-    .await;
+    let outcome = if resource == "local-container" {
+        let Some(image) = image else {
+            return failed(
+                Stage::Build,
+                "the job needs an image: name one (`docker.docker_image`) or give it source to build",
+            );
+        };
+        let docker = match ctx.docker().await {
+            Ok(docker) => docker,
+            Err(e) => return failed(Stage::Run, format!("{e:#}")),
+        };
+        step(&format!("run: starting local-container from {image}"));
+        let request = ContainerRunRequest {
+            item_id: item.id.clone(),
+            image,
+            command,
+            env: run_env,
+            log_path: log_path.clone(),
+            resource_args: spec.resource_args(),
+        };
+        local_container::run(&docker, &request, control.clone(), |container| {
+            tracing::debug!(item = %id, container, "container started");
+            drop(queue);
+        })
+        .await
+    } else {
+        let request = RunRequest {
+            item_id: item.id.clone(),
+            command,
+            env: run_env,
+            env_remove: ctx.secret_env_vars.clone(),
+            workdir: spec.code_dir().map(std::path::PathBuf::from),
+            log_path: log_path.clone(),
+        };
+        step(&format!(
+            "run: starting local-process {:?}",
+            request.command.first().map(String::as_str).unwrap_or("")
+        ));
+        local_process::run(&request, control.clone(), move |pid| {
+            if let Err(e) = queue.set_run_pid(&id, Some(pid)) {
+                tracing::warn!(item = %id, error = %e, "cannot record the run's pid");
+            }
+        })
+        .await
+    };
     match outcome {
         Ok(RunOutcome::Finished) => {
             step("run: finished (exit code 0)");
@@ -229,7 +317,7 @@ pub async fn run_job(
             step(&format!("run: failed: {message}"));
             JobEnd::Failed {
                 stage: Stage::Run,
-                message: format!("{message} (output: {})", request.log_path.display()),
+                message: format!("{message} (output: {})", log_path.display()),
                 exit_code,
             }
         }

@@ -51,6 +51,29 @@ pub struct JobContext {
     pub builder_block: Option<serde_json::Value>,
     /// Env vars behind secrets, kept from runs.
     pub secret_env_vars: Vec<String>,
+    /// `builder.destination`: where built images go, overriding the registry's URI.
+    pub builder_destination: Option<String>,
+    /// The Docker engine, connected on first use.
+    pub docker: tokio::sync::OnceCell<bollard::Docker>,
+}
+
+impl JobContext {
+    /// The Docker engine (connected once, with API version negotiation).
+    pub async fn docker(&self) -> anyhow::Result<bollard::Docker> {
+        self.docker
+            .get_or_try_init(crate::runners::local_container::connect)
+            .await
+            .cloned()
+    }
+
+    /// Whether the local engine has `image` (no registry configured: a
+    /// local build is reused as W&B does with `docker image inspect`).
+    pub async fn local_image_exists(&self, image: &str) -> bool {
+        match self.docker().await {
+            Ok(docker) => docker.inspect_image(image).await.is_ok(),
+            Err(_) => false,
+        }
+    }
 }
 
 /// How the agent run should behave.
@@ -152,6 +175,12 @@ pub fn job_context(
             PluginKind::Builder,
         ),
         secret_env_vars,
+        builder_destination: config
+            .builder
+            .as_ref()
+            .and_then(|b| b.destination.clone())
+            .filter(|d| !d.is_empty()),
+        docker: tokio::sync::OnceCell::new(),
     })
 }
 
@@ -279,7 +308,7 @@ fn hand_back_all(running: &HashMap<tokio::task::Id, Running>) {
 }
 
 /// Takes back items whose holder died; kills what is left of their runs.
-fn reclaim(ctx: &JobContext, max_attempts: u32) -> anyhow::Result<usize> {
+fn reclaim(ctx: &Arc<JobContext>, max_attempts: u32) -> anyhow::Result<usize> {
     let me = ctx.agent_id.clone();
     let reclaimed = ctx.queue.reclaim_abandoned(
         &|holder| identity::holder_is_dead(holder, &me),
@@ -289,6 +318,16 @@ fn reclaim(ctx: &JobContext, max_attempts: u32) -> anyhow::Result<usize> {
         if let Some(pgid) = item.run_pid {
             local_process::kill_leftover(pgid);
         }
+        // A container run of the dead agent: remove it (it may hold GPUs).
+        let ctx = ctx.clone();
+        let name = crate::runners::local_container::container_name(&item.id);
+        tokio::spawn(async move {
+            if let Some(docker) = ctx.docker.get() {
+                crate::runners::local_container::remove_leftover(docker, &name).await;
+            } else if let Ok(docker) = ctx.docker().await {
+                crate::runners::local_container::remove_leftover(&docker, &name).await;
+            }
+        });
         tracing::warn!(
             item = %item.id,
             holder = %item.previous_holder,

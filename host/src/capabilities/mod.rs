@@ -12,8 +12,8 @@
 //! | directories | `wasi:filesystem` | `grants.dirs` |
 //! | sockets | `wasi:sockets` | never |
 
-pub mod http;
 pub mod docker;
+pub mod http;
 pub mod log;
 pub mod oci;
 pub mod secrets;

@@ -95,7 +95,10 @@ impl HostSecret for PluginState {
         Ok(self.table.get(&secret)?.name.clone())
     }
 
-    fn reveal(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<Result<String, SecretError>> {
+    fn reveal(
+        &mut self,
+        secret: Resource<SecretHandle>,
+    ) -> wasmtime::Result<Result<String, SecretError>> {
         let handle = self.table.get(&secret)?;
         if !handle.revealable {
             tracing::warn!(plugin = %self.plugin_name, secret = %handle.name, "refused to reveal a secret handed to the plugin by the host");

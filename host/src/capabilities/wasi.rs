@@ -42,7 +42,9 @@ pub fn context_for(
         builder
             .preopened_dir(host, guest, FsPerms::ReadOnly)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("showing the job's source {} to the plugin", host.display()))?;
+            .with_context(|| {
+                format!("showing the job's source {} to the plugin", host.display())
+            })?;
     }
     let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
     builder.stderr(stderr.clone());

@@ -20,7 +20,9 @@ use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
 
-pub use super::bindings::builder::exports::launch::plugin::builder::{BuildOutcome, BuildPlan, BuildRequest};
+pub use super::bindings::builder::exports::launch::plugin::builder::{
+    BuildOutcome, BuildPlan, BuildRequest,
+};
 
 /// Where a job's source is shown to a builder plugin (read-only).
 pub const SOURCE_GUEST_DIR: &str = "/src";
@@ -369,10 +371,20 @@ impl LoadedPlugin {
         source: Option<&std::path::Path>,
         log: Option<LogSink>,
     ) -> Result<BuildPlan, CallError> {
-        let result = call_plugin!(self, log, source, Builder, PluginKind::Builder, |store, pre| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.launch_plugin_builder().call_plan(&mut *store, request).await
-        });
+        let result = call_plugin!(
+            self,
+            log,
+            source,
+            Builder,
+            PluginKind::Builder,
+            |store, pre| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .launch_plugin_builder()
+                    .call_plan(&mut *store, request)
+                    .await
+            }
+        );
         self.lift(result)
     }
 
@@ -386,20 +398,30 @@ impl LoadedPlugin {
         source: Option<&std::path::Path>,
         log: Option<LogSink>,
     ) -> Result<BuildOutcome, CallError> {
-        let result = call_plugin!(self, log, source, Builder, PluginKind::Builder, |store, pre| {
-            let password = match credentials {
-                Some(c) => Some(store.data_mut().table.push(
-                    crate::capabilities::secrets::SecretHandle::opaque(c.password.name(), c.password.value()),
-                )?),
-                None => None,
-            };
-            let username = credentials.map(|c| c.username.as_str());
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance
-                .launch_plugin_builder()
-                .call_build(&mut *store, request, plan, username, password)
-                .await
-        });
+        let result = call_plugin!(
+            self,
+            log,
+            source,
+            Builder,
+            PluginKind::Builder,
+            |store, pre| {
+                let password = match credentials {
+                    Some(c) => Some(store.data_mut().table.push(
+                        crate::capabilities::secrets::SecretHandle::opaque(
+                            c.password.name(),
+                            c.password.value(),
+                        ),
+                    )?),
+                    None => None,
+                };
+                let username = credentials.map(|c| c.username.as_str());
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .launch_plugin_builder()
+                    .call_build(&mut *store, request, plan, username, password)
+                    .await
+            }
+        );
         self.lift(result)
     }
 
@@ -412,7 +434,11 @@ impl LoadedPlugin {
     ) -> Result<Option<RegistryCredentials>, CallError> {
         let result = call_plugin!(self, log, Registry, PluginKind::Registry, |store, pre| {
             let instance = pre.instantiate_async(&mut *store).await?;
-            match instance.launch_plugin_registry().call_login(&mut *store, settings).await? {
+            match instance
+                .launch_plugin_registry()
+                .call_login(&mut *store, settings)
+                .await?
+            {
                 Ok(Some(login)) => {
                     let password = store.data_mut().table.delete(login.password)?;
                     wasmtime::Result::Ok(Ok(Some(RegistryCredentials {

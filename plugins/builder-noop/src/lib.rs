@@ -3,11 +3,12 @@
 //! when no Docker engine is configured).
 //!
 //! Jobs that already name an image never reach a builder, so every call to
-//! `build` here is a job that needed one: it fails (stage `build`, not
-//! retryable) with a message saying how to fix the job or the config.
+//! `plan` (and to `build`, should a host call it anyway) here is a job that
+//! needed one: it fails (stage `build`, not retryable) with a message saying
+//! how to fix the job or the config. Both calls give the same message.
 
-use launch_plugin_sdk::builder::{BuildOutcome, BuildRequest, Builder};
-use launch_plugin_sdk::{Plugin, PluginError, PluginInfo};
+use launch_plugin_sdk::builder::{BuildOutcome, BuildPlan, BuildRequest, Builder};
+use launch_plugin_sdk::{Plugin, PluginError, PluginInfo, Secret};
 
 /// The plugin.
 struct NoopBuilder;
@@ -24,7 +25,16 @@ impl Plugin for NoopBuilder {
 }
 
 impl Builder for NoopBuilder {
-    fn build(request: BuildRequest) -> Result<BuildOutcome, PluginError> {
+    fn plan(request: BuildRequest) -> Result<BuildPlan, PluginError> {
+        Err(PluginError::build(message(&request.job.id)))
+    }
+
+    fn build(
+        request: BuildRequest,
+        _plan: BuildPlan,
+        _username: Option<String>,
+        _password: Option<&Secret>,
+    ) -> Result<BuildOutcome, PluginError> {
         Err(PluginError::build(message(&request.job.id)))
     }
 }

@@ -7,11 +7,18 @@
 //! `serde` for its settings), implements two traits and calls one export
 //! macro:
 //!
-//! | world | traits to implement | export macro |
-//! |---|---|---|
-//! | `builder-plugin` | [`Plugin`] + [`builder::Builder`] | [`export_builder!`] |
-//! | `registry-plugin` | [`Plugin`] + [`registry::Registry`] | [`export_registry!`] |
-//! | `environment-plugin` | [`Plugin`] + [`environment::Environment`] | [`export_environment!`] |
+//! | world | traits to implement | export macro | extra host import |
+//! |---|---|---|---|
+//! | `builder-plugin` | [`Plugin`] + [`builder::Builder`] | [`export_builder!`] | [`builder::docker`] |
+//! | `registry-plugin` | [`Plugin`] + [`registry::Registry`] | [`export_registry!`] | [`registry::oci`] |
+//! | `environment-plugin` | [`Plugin`] + [`environment::Environment`] | [`export_environment!`] | — |
+//!
+//! Every world also imports logging ([`info!`] and the other macros),
+//! and secrets: [`open`] a secret the config grants, [`mint`] one from a
+//! value the plugin obtained (a registry token), and read it with
+//! [`Secret::reveal`], which fails with [`SecretError::Opaque`] for a
+//! handle the host handed over only to be passed on (the registry password
+//! a builder receives).
 //!
 //! A minimal environment plugin:
 //!
@@ -77,8 +84,11 @@
 //! * [`common`]: the imports every world has (`types`, `log`, `secrets`) and
 //!   the `plugin` export ([`Plugin`]), generated once and shared, so there is
 //!   one [`PluginError`], one [`Secret`] and one [`Plugin`] trait;
-//! * [`builder`], [`registry`], [`environment`]: each world's own export,
-//!   generated with `with:` pointing at [`common`]'s types.
+//! * [`builder`], [`registry`], [`environment`]: each world's own export
+//!   and its own extra import (`docker` for builders, `oci` for
+//!   registries), generated with `with:` pointing at [`common`]'s types, so
+//!   the [`Secret`] a `docker.push` or `oci.manifest-exists` takes is the
+//!   one [`open`] and [`mint`] return.
 //!
 //! A component built with `export_builder!` has exactly the imports and
 //! exports of the contract's `builder-plugin` world (and so on for the
@@ -134,6 +144,7 @@ pub mod builder {
 
                 world builder {
                     include launch:plugin/plugin-imports@0.1.0;
+                    import launch:plugin/docker@0.1.0;
                     export launch:plugin/builder@0.1.0;
                 }
             ",
@@ -143,6 +154,7 @@ pub mod builder {
                 "launch:plugin/types@0.1.0": crate::common::launch::plugin::types,
                 "launch:plugin/log@0.1.0": crate::common::launch::plugin::log,
                 "launch:plugin/secrets@0.1.0": crate::common::launch::plugin::secrets,
+                "launch:plugin/docker@0.1.0": generate,
             },
             pub_export_macro: true,
             export_macro_name: "__export_builder",
@@ -152,8 +164,23 @@ pub mod builder {
     }
 
     pub use __bindings::exports::launch::plugin::builder::{
-        BuildOutcome, BuildRequest, Guest as Builder,
+        BuildOutcome, BuildPlan, BuildRequest, Guest as Builder,
     };
+
+    /// The host's Docker engine (`launch:plugin/docker`), imported by the
+    /// `builder-plugin` world: [`docker::build`], [`docker::push`],
+    /// [`docker::image_exists`] and their records [`docker::BuildSpec`] and
+    /// [`docker::DockerError`].
+    ///
+    /// Granted by `grants.docker: true` in the plugin's config entry; without
+    /// the grant every call fails with a [`docker::DockerError`] whose
+    /// `denied` is true. The build context is always the current job's
+    /// source.
+    pub mod docker {
+        pub use super::__bindings::launch::plugin::docker::{
+            BuildSpec, DockerError, build, image_exists, push,
+        };
+    }
 }
 
 /// The `registry-plugin` world: plugins that say where images go and whether
@@ -171,6 +198,7 @@ pub mod registry {
 
                 world registry {
                     include launch:plugin/plugin-imports@0.1.0;
+                    import launch:plugin/oci@0.1.0;
                     export launch:plugin/registry@0.1.0;
                 }
             ",
@@ -180,6 +208,7 @@ pub mod registry {
                 "launch:plugin/types@0.1.0": crate::common::launch::plugin::types,
                 "launch:plugin/log@0.1.0": crate::common::launch::plugin::log,
                 "launch:plugin/secrets@0.1.0": crate::common::launch::plugin::secrets,
+                "launch:plugin/oci@0.1.0": generate,
             },
             pub_export_macro: true,
             export_macro_name: "__export_registry",
@@ -188,7 +217,16 @@ pub mod registry {
         });
     }
 
-    pub use __bindings::exports::launch::plugin::registry::Guest as Registry;
+    pub use __bindings::exports::launch::plugin::registry::{Guest as Registry, RegistryLogin};
+
+    /// OCI distribution registries (`launch:plugin/oci`), imported by the
+    /// `registry-plugin` world: [`oci::manifest_exists`] and its records
+    /// [`oci::OciLogin`] and [`oci::OciError`].
+    ///
+    /// Requests go only to registries the plugin's `grants.hosts` allow.
+    pub mod oci {
+        pub use super::__bindings::launch::plugin::oci::{OciError, OciLogin, manifest_exists};
+    }
 }
 
 /// The `environment-plugin` world: the cloud or machine jobs run in
@@ -267,7 +305,7 @@ macro_rules! export_environment {
 
 pub use common::exports::launch::plugin::plugin::Guest as Plugin;
 pub use common::launch::plugin::log::Level;
-pub use common::launch::plugin::secrets::{self, Secret, SecretError};
+pub use common::launch::plugin::secrets::{self, Secret, SecretError, mint, open};
 pub use common::launch::plugin::types::{Job, PluginError, PluginInfo, Stage};
 
 mod errors;

@@ -8,8 +8,9 @@ wit_bindgen::generate!({
     path: "wit",
 });
 
-use exports::launch::plugin::builder::{BuildOutcome, BuildRequest, Guest as Builder};
+use exports::launch::plugin::builder::{BuildOutcome, BuildPlan, BuildRequest, Guest as Builder};
 use exports::launch::plugin::plugin::Guest as Plugin;
+use launch::plugin::secrets::Secret;
 use launch::plugin::types::{PluginError, PluginInfo, Stage};
 
 /// The plugin.
@@ -26,12 +27,26 @@ impl Plugin for FutureWit {
 }
 
 impl Builder for FutureWit {
-    fn build(_request: BuildRequest) -> Result<BuildOutcome, PluginError> {
-        Err(PluginError {
-            stage: Stage::Build,
-            message: "future-wit builds nothing".into(),
-            retryable: false,
-        })
+    fn plan(_request: BuildRequest) -> Result<BuildPlan, PluginError> {
+        Err(refusal())
+    }
+
+    fn build(
+        _request: BuildRequest,
+        _plan: BuildPlan,
+        _username: Option<String>,
+        _password: Option<&Secret>,
+    ) -> Result<BuildOutcome, PluginError> {
+        Err(refusal())
+    }
+}
+
+/// The error every builder call returns (the host never gets this far).
+fn refusal() -> PluginError {
+    PluginError {
+        stage: Stage::Build,
+        message: "future-wit builds nothing".into(),
+        retryable: false,
     }
 }
 

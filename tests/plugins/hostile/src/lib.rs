@@ -19,7 +19,7 @@
 //! | `read-file` | `path` | reads the file | Ok, or Err `read-file <path>: <io error>` |
 //! | `write-file` | `path` | writes `x` to the file | Ok, or Err `write-file <path>: <io error>` |
 //! | `env` | `name` | reads the environment variable | Ok if set, else Err `env <NAME>: not visible` |
-//! | `secret` | `name`, `expect` | opens the secret, reveals it | Ok if it equals `expect`, else Err (never with the value) |
+//! | `secret` | `name`, `expect` | opens the secret, reveals it | Ok if it equals `expect`, else Err `secret <name>: ...` (never with the value) |
 //! | `http` | `url` | GET through `wasi:http` | Ok on status 200, else Err `http <url>: ...` |
 //! | `tcp` | `addr` | opens a raw TCP connection | Ok if connected, else Err `tcp <addr>: <io error>` |
 //! | `ok` | | nothing | Ok |
@@ -148,23 +148,32 @@ fn env(name: &str) -> Result<(), PluginError> {
 /// Opens secret `name` and compares its value with `expect` (never
 /// reporting the value).
 fn secret(name: &str, expect: &str) -> Result<(), PluginError> {
-    match secrets::open(name) {
-        Ok(secret) => {
-            if secret.reveal() == expect {
-                Ok(())
-            } else {
-                Err(PluginError::agent(format!(
-                    "secret {name}: opened, but its value is not the expected one"
-                )))
-            }
-        }
-        Err(SecretError::NotGranted(why)) => Err(PluginError::agent(format!(
-            "secret {name}: not granted: {why}"
-        ))),
-        Err(SecretError::Unavailable(why)) => Err(PluginError::agent(format!(
-            "secret {name}: unavailable: {why}"
-        ))),
+    let secret = secrets::open(name).map_err(|e| refused(name, "", e))?;
+    // `reveal` fails (rather than returning the value) for a handle the host
+    // handed over only to be passed on; the error names the reason, never
+    // the value.
+    let value = secret
+        .reveal()
+        .map_err(|e| refused(name, "cannot reveal: ", e))?;
+    if value == expect {
+        Ok(())
+    } else {
+        Err(PluginError::agent(format!(
+            "secret {name}: opened, but its value is not the expected one"
+        )))
     }
+}
+
+/// The error for a secret the host refused to open (`what` empty) or to
+/// reveal (`what` = `cannot reveal: `); the host's reasons never carry the
+/// value.
+fn refused(name: &str, what: &str, error: SecretError) -> PluginError {
+    let (kind, why) = match error {
+        SecretError::NotGranted(why) => ("not granted", why),
+        SecretError::Unavailable(why) => ("unavailable", why),
+        SecretError::Opaque(why) => ("opaque", why),
+    };
+    PluginError::agent(format!("secret {name}: {what}{kind}: {why}"))
 }
 
 /// GETs `url` through `wasi:http`.

@@ -1,0 +1,198 @@
+//! `launch:plugin/docker`: the host's Docker engine for builder plugins.
+//!
+//! Granted by `grants.docker: true`; without it every call fails with
+//! `denied: true`. A build's context is always the current job's source
+//! (streamed by [`context`]); pushes go only to registries in `grants.hosts`
+//! (the rule is in [`reference`]); the password of a push comes from a
+//! secret handle and never appears in a message or log line. Build and push
+//! progress goes to the job's log and to tracing, tagged with the plugin.
+//!
+//! The engine operations themselves are plain async Rust in [`engine`],
+//! usable without WebAssembly.
+//!
+//! **Client.** Each call connects to the engine anew
+//! ([`local_container::connect`], which negotiates the API version): it
+//! costs one `/version` round trip on a local socket, negligible beside a
+//! build or a push, and needs no state in [`PluginState`] (which lives for
+//! one call anyway), nor a process-wide client bound to one Tokio runtime or
+//! to an engine that may have restarted since.
+//!
+//! [`local_container::connect`]: crate::runners::local_container::connect
+
+pub mod context;
+pub mod engine;
+pub mod reference;
+
+pub use engine::{EngineError, build_image, image_exists, push_image};
+pub use reference::ImageRef;
+
+use crate::capabilities::http::HostAllowList;
+use crate::capabilities::secrets::SecretHandle;
+use crate::plugins::bindings::imports::launch::plugin::docker::{BuildSpec, DockerError, Host};
+use crate::plugins::state::PluginState;
+use bollard::Docker;
+use std::sync::Arc;
+use wasmtime::component::Resource;
+
+fn denied(plugin: &str, operation: &str) -> DockerError {
+    DockerError {
+        operation: operation.to_string(),
+        message: format!("plugin {plugin} is not granted the Docker engine (grants.docker: true)"),
+        unauthorized: false,
+        denied: true,
+    }
+}
+
+impl From<EngineError> for DockerError {
+    fn from(e: EngineError) -> Self {
+        DockerError {
+            operation: e.operation,
+            message: e.message,
+            unauthorized: e.unauthorized,
+            denied: false,
+        }
+    }
+}
+
+/// A log function for engine output: tracing (tagged with the plugin) and
+/// the job's log.
+type EngineLog = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl PluginState {
+    /// Whether the plugin may use the engine; logs a refusal.
+    fn docker_granted(&self, operation: &str) -> Result<(), DockerError> {
+        if self.grants.docker {
+            return Ok(());
+        }
+        tracing::warn!(
+            plugin = %self.plugin_name,
+            operation,
+            "refused Docker engine access: not granted (grants.docker: true)"
+        );
+        Err(denied(&self.plugin_name, operation))
+    }
+
+    /// Where the engine's lines of `operation` go.
+    fn docker_log(&self, operation: &'static str) -> EngineLog {
+        let plugin = self.plugin_name.clone();
+        let sink = self.log_sink.clone();
+        Arc::new(move |line: &str| {
+            tracing::info!(plugin = %plugin, "docker {operation}: {line}");
+            if let Some(sink) = &sink {
+                sink(&format!("[{plugin}] docker {operation}: {line}"));
+            }
+        })
+    }
+}
+
+/// Connects to the engine for one call.
+async fn connect(operation: &str) -> Result<Docker, DockerError> {
+    crate::runners::local_container::connect()
+        .await
+        .map_err(|e| EngineError::new(operation, format!("{e:#}")).into())
+}
+
+impl Host for PluginState {
+    async fn build(&mut self, spec: BuildSpec) -> wasmtime::Result<Result<String, DockerError>> {
+        const OP: &str = "build";
+        if let Err(e) = self.docker_granted(OP) {
+            return Ok(Err(e));
+        }
+        let docker = match connect(OP).await {
+            Ok(docker) => docker,
+            Err(e) => return Ok(Err(e)),
+        };
+        let log = self.docker_log(OP);
+        let source = self.job_source.clone();
+        Ok(engine::build_image(
+            &docker,
+            source.as_deref(),
+            &spec.dockerfile,
+            &spec.tags,
+            spec.platform.as_deref(),
+            &spec.build_args,
+            &*log,
+        )
+        .await
+        .map_err(DockerError::from))
+    }
+
+    async fn push(
+        &mut self,
+        image: String,
+        username: Option<String>,
+        password: Option<Resource<SecretHandle>>,
+    ) -> wasmtime::Result<Result<(), DockerError>> {
+        const OP: &str = "push";
+        if let Err(e) = self.docker_granted(OP) {
+            return Ok(Err(e));
+        }
+        let reference = match ImageRef::parse(&image) {
+            Ok(reference) => reference,
+            Err(e) => return Ok(Err(EngineError::new(OP, e).into())),
+        };
+        let allowed = match HostAllowList::new(&self.grants.hosts) {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                return Ok(Err(
+                    EngineError::new(OP, format!("grants.hosts: {e}")).into()
+                ));
+            }
+        };
+        if !reference.registry_allowed(&allowed) {
+            let registry = reference.registry_display();
+            tracing::warn!(
+                plugin = %self.plugin_name,
+                registry,
+                "refused a push: registry not granted (add it to grants.hosts)"
+            );
+            return Ok(Err(DockerError {
+                operation: OP.to_string(),
+                message: format!(
+                    "plugin {} may not push to registry {registry}: add https://{registry} \
+                     or http://{registry} to its grants.hosts",
+                    self.plugin_name
+                ),
+                unauthorized: false,
+                denied: true,
+            }));
+        }
+        let password = match &password {
+            Some(handle) => Some(self.table.get(handle)?.value().to_string()),
+            None => None,
+        };
+        let credentials = match (&username, &password) {
+            (Some(user), Some(password)) => Some((user.as_str(), password.as_str())),
+            (None, None) => None,
+            _ => {
+                return Ok(Err(EngineError::new(
+                    OP,
+                    "a push logs in with both a username and a password, or neither",
+                )
+                .into()));
+            }
+        };
+        let docker = match connect(OP).await {
+            Ok(docker) => docker,
+            Err(e) => return Ok(Err(e)),
+        };
+        let log = self.docker_log(OP);
+        Ok(engine::push_image(&docker, &image, credentials, &*log)
+            .await
+            .map_err(DockerError::from))
+    }
+
+    async fn image_exists(&mut self, image: String) -> wasmtime::Result<Result<bool, DockerError>> {
+        const OP: &str = "inspect";
+        if let Err(e) = self.docker_granted(OP) {
+            return Ok(Err(e));
+        }
+        let docker = match connect(OP).await {
+            Ok(docker) => docker,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(engine::image_exists(&docker, &image)
+            .await
+            .map_err(DockerError::from))
+    }
+}

@@ -1,0 +1,229 @@
+//! Image references (`[registry/]repository[:tag][@digest]`), checked before
+//! they reach the engine's API, and the registry-host grant rule.
+//!
+//! A reference is put into the engine's URL paths (`/images/{name}/push`),
+//! so only Docker's own alphabet is accepted: no `?`, `#`, `%`, spaces, and
+//! no `.`/`..` path components. IPv6 registry hosts (`[::1]:5000`) are not
+//! accepted.
+//!
+//! The registry is the first component when it has a `.` or a `:` or is
+//! `localhost` (Docker's rule); otherwise the image is on Docker Hub.
+//!
+//! **Grant rule for pushes.** A registry `host[:port]` may be pushed to when
+//! the plugin's `grants.hosts` allow `https://host[:port]` *or*
+//! `http://host[:port]` (the engine chooses the scheme: https, falling back
+//! to http for insecure registries such as `127.0.0.1:*`). Without a port
+//! the default ports apply: 443 for https, 80 for http. So
+//! `http://127.0.0.1:5000`, `https://127.0.0.1:5000`, `*://127.0.0.1:5000` or
+//! `http://127.0.0.1:*` all allow pushing to `127.0.0.1:5000/...`. Docker Hub
+//! images (no registry component) are allowed by a grant of any of
+//! `https://docker.io`, `https://index.docker.io` or
+//! `https://registry-1.docker.io`.
+
+use crate::capabilities::http::HostAllowList;
+
+/// The hosts a grant may name for Docker Hub.
+const DOCKER_HUB_HOSTS: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+
+/// The longest reference accepted.
+const MAX_REFERENCE: usize = 1024;
+
+/// A parsed image reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `host[:port]` of the registry; `None` for Docker Hub.
+    pub registry: Option<String>,
+    /// The name without tag or digest, registry included (`127.0.0.1:5000/app`).
+    pub name: String,
+    /// The tag, when given.
+    pub tag: Option<String>,
+    /// The digest (`sha256:...`), when given.
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    /// Parses and checks `text`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("image reference {text:?} {why}");
+        if text.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if text.len() > MAX_REFERENCE {
+            return Err(bad("is too long"));
+        }
+        let (rest, digest) = match text.split_once('@') {
+            Some((rest, digest)) => {
+                let (algo, hex) = digest
+                    .split_once(':')
+                    .ok_or_else(|| bad("has a digest without `algorithm:`"))?;
+                let ok = !algo.is_empty()
+                    && algo
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+._-".contains(c))
+                    && !hex.is_empty()
+                    && hex.chars().all(|c| c.is_ascii_hexdigit());
+                if !ok {
+                    return Err(bad("has a malformed digest"));
+                }
+                (rest, Some(digest.to_string()))
+            }
+            None => (text, None),
+        };
+        let last_slash = rest.rfind('/');
+        let (name, tag) = match rest.rfind(':') {
+            Some(colon) if last_slash.is_none_or(|slash| colon > slash) => {
+                (&rest[..colon], Some(&rest[colon + 1..]))
+            }
+            _ => (rest, None),
+        };
+        if let Some(tag) = tag {
+            let ok = !tag.is_empty()
+                && tag.len() <= 128
+                && !tag.starts_with(['.', '-'])
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !ok {
+                return Err(bad("has a malformed tag"));
+            }
+        }
+        let components: Vec<&str> = name.split('/').collect();
+        let registry = match components.as_slice() {
+            [first, _, ..]
+                if first.contains('.') || first.contains(':') || *first == "localhost" =>
+            {
+                check_registry_host(first).map_err(|why| bad(&why))?;
+                Some(first.to_string())
+            }
+            _ => None,
+        };
+        let path = if registry.is_some() {
+            &components[1..]
+        } else {
+            &components[..]
+        };
+        for component in path {
+            let ok = !component.is_empty()
+                && *component != "."
+                && *component != ".."
+                && component
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+            if !ok {
+                return Err(bad(
+                    "has a malformed repository (lowercase letters, digits, `._-` and `/`)",
+                ));
+            }
+        }
+        Ok(ImageRef {
+            registry,
+            name: name.to_string(),
+            tag: tag.map(str::to_string),
+            digest,
+        })
+    }
+
+    /// Whether `allowed` lets a push reach this image's registry (see the
+    /// module doc for the rule).
+    pub fn registry_allowed(&self, allowed: &HostAllowList) -> bool {
+        let uris: Vec<String> = match &self.registry {
+            Some(host) => vec![format!("https://{host}/"), format!("http://{host}/")],
+            None => DOCKER_HUB_HOSTS
+                .iter()
+                .map(|host| format!("https://{host}/"))
+                .collect(),
+        };
+        uris.iter().any(|uri| {
+            uri.parse::<http::Uri>()
+                .is_ok_and(|uri| allowed.allows_uri(&uri))
+        })
+    }
+
+    /// The registry as people write it, for messages.
+    pub fn registry_display(&self) -> &str {
+        self.registry.as_deref().unwrap_or("docker.io")
+    }
+}
+
+/// Checks `host[:port]` of a registry.
+fn check_registry_host(text: &str) -> Result<(), String> {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    let host_ok = !host.is_empty()
+        && !host.starts_with(['.', '-'])
+        && !host.contains("..")
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+    if !host_ok {
+        return Err(format!("has a malformed registry host {host:?}"));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("has a malformed registry port {port:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_registry_name_tag_and_digest() {
+        let r = ImageRef::parse("127.0.0.1:5000/team/app:v1").unwrap();
+        assert_eq!(r.registry.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(r.name, "127.0.0.1:5000/team/app");
+        assert_eq!(r.tag.as_deref(), Some("v1"));
+        let r = ImageRef::parse("localhost/app").unwrap();
+        assert_eq!(r.registry.as_deref(), Some("localhost"));
+        assert_eq!(r.tag, None);
+        let r = ImageRef::parse("library/busybox:latest").unwrap();
+        assert_eq!(r.registry, None);
+        let r = ImageRef::parse("app@sha256:abcdef").unwrap();
+        assert_eq!(r.digest.as_deref(), Some("sha256:abcdef"));
+        assert_eq!(r.name, "app");
+    }
+
+    #[test]
+    fn refuses_what_could_escape_the_api_path() {
+        for bad in [
+            "",
+            "../containers/x",
+            "a/../../b",
+            "app?force=1",
+            "app#x",
+            "app%2f",
+            "App",
+            "app:",
+            "app:-x",
+            "reg.io:port/app",
+            "a//b",
+            "app@sha256",
+        ] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn registry_grants_follow_the_documented_rule() {
+        let list = |g: &[&str]| {
+            HostAllowList::new(&g.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+        };
+        let local = ImageRef::parse("127.0.0.1:5000/app:v1").unwrap();
+        assert!(local.registry_allowed(&list(&["http://127.0.0.1:5000"])));
+        assert!(local.registry_allowed(&list(&["https://127.0.0.1:5000"])));
+        assert!(local.registry_allowed(&list(&["http://127.0.0.1:*"])));
+        assert!(!local.registry_allowed(&list(&["http://127.0.0.1:5001"])));
+        assert!(!local.registry_allowed(&list(&[])));
+        let hub = ImageRef::parse("team/app").unwrap();
+        assert!(hub.registry_allowed(&list(&["https://registry-1.docker.io"])));
+        assert!(!hub.registry_allowed(&list(&["http://127.0.0.1:*"])));
+        let plain = ImageRef::parse("registry.example.com/app").unwrap();
+        assert!(plain.registry_allowed(&list(&["https://registry.example.com"])));
+        assert!(!plain.registry_allowed(&list(&["https://registry.example.com:5000"])));
+    }
+}

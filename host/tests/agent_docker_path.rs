@@ -1,0 +1,224 @@
+//! The Docker path end to end, against the real engine and a real registry
+//! with htpasswd auth (both started by `scripts/services.sh start`): build
+//! with builder-docker, push through registry-oci, run with local-container.
+
+mod common;
+use common::Scratch;
+use common::docker::services;
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+/// A config for the Docker path; `password_var` names the env var that
+/// holds the registry password.
+fn config(agent: &Scratch, repo: &str) -> std::path::PathBuf {
+    let s = services();
+    agent.write_config(&format!(
+        "queues: [default]\nmax_jobs: 2\nbuilder:\n  type: docker\nregistry:\n  type: oci\n  uri: {}/{repo}\n\
+         secrets:\n  registry-password: {{ env: TEST_REGISTRY_PASSWORD }}\n\
+         plugins:\n  oci:\n    config: {{ username: {}, password-secret: registry-password }}\n    grants:\n      secrets: [registry-password]\n",
+        s.registry, s.registry_user
+    ))
+}
+
+/// A code directory whose `Dockerfile.wandb` runs `script`.
+fn code_dir(
+    agent: &Scratch,
+    name: &str,
+    dockerfile_extra: &str,
+    script: &str,
+) -> std::path::PathBuf {
+    let dir = agent.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile.wandb"),
+        format!(
+            "FROM {}\nCOPY job.sh /job.sh\n{dockerfile_extra}\nENTRYPOINT [\"sh\", \"/job.sh\"]\n",
+            services().base_image
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("job.sh"), script).unwrap();
+    dir
+}
+
+fn container_job(dir: &Path) -> serde_json::Value {
+    json!({"resource": "local-container", "project": "docker-path", "uri": dir.display().to_string()})
+}
+
+fn run_agent(agent: &Scratch, config: &Path, password: &str) -> String {
+    let out = agent
+        .cmd()
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-idle",
+            "-v",
+        ])
+        .env("TEST_REGISTRY_PASSWORD", password)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    log
+}
+
+fn job_log(agent: &Scratch, id: &str) -> String {
+    std::fs::read_to_string(agent.state_dir().join("runs").join(id).join("agent.log"))
+        .unwrap_or_default()
+}
+
+fn output(agent: &Scratch, id: &str) -> String {
+    std::fs::read_to_string(agent.state_dir().join("runs").join(id).join("output.log"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_code_job_is_built_pushed_and_run_then_the_second_build_is_skipped() {
+    let agent = Scratch::new();
+    let repo = format!("launch-e2e-{}", std::process::id());
+    let config = config(&agent, &repo);
+    let dir = code_dir(
+        &agent,
+        "hello",
+        "RUN echo built > /built.txt",
+        "echo hello from run $WANDB_RUN_ID; cat /built.txt",
+    );
+    let first = agent.submit("default", &container_job(&dir));
+    run_agent(&agent, &config, &services().registry_password);
+    let item = agent.item(&first);
+    assert_eq!(
+        item["state"],
+        "finished",
+        "{item:#}\n{}",
+        job_log(&agent, &first)
+    );
+    let out = output(&agent, &first);
+    assert!(
+        out.contains("hello from run") && out.contains("built"),
+        "{out}"
+    );
+    let log = job_log(&agent, &first);
+    assert!(log.contains("build: built"), "{log}");
+    assert!(log.contains("Dockerfile.wandb"), "{log}");
+
+    // The same code again: the registry has the tag, so nothing is built.
+    let second = agent.submit("default", &container_job(&dir));
+    run_agent(&agent, &config, &services().registry_password);
+    assert_eq!(agent.item(&second)["state"], "finished");
+    let log = job_log(&agent, &second);
+    assert!(
+        log.contains("build: skipped") && log.contains("already exists"),
+        "{log}"
+    );
+    assert!(output(&agent, &second).contains("hello from run"));
+}
+
+#[test]
+fn a_broken_dockerfile_fails_at_build_with_the_daemons_error() {
+    let agent = Scratch::new();
+    let config = config(&agent, &format!("launch-broken-{}", std::process::id()));
+    let dir = code_dir(&agent, "broken", "RUN exit 7", "true");
+    let id = agent.submit("default", &container_job(&dir));
+    run_agent(&agent, &config, &services().registry_password);
+    let item = agent.item(&id);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert_eq!(item["stage"], "build");
+    let message = item["message"].as_str().unwrap();
+    assert!(message.contains("non-zero code: 7"), "{message}");
+}
+
+#[test]
+fn a_wrong_registry_password_is_a_clear_auth_error_and_is_never_shown() {
+    let agent = Scratch::new();
+    let config = config(&agent, &format!("launch-auth-{}", std::process::id()));
+    let dir = code_dir(&agent, "auth", "", "true");
+    let id = agent.submit("default", &container_job(&dir));
+    let wrong = "wr0ng-Pa55word-91c2";
+    let log = run_agent(&agent, &config, wrong);
+    let item = agent.item(&id);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    let message = item["message"].as_str().unwrap().to_lowercase();
+    assert!(
+        message.contains("unauthorized")
+            || message.contains("credentials")
+            || message.contains("authentication"),
+        "{message}"
+    );
+    let records = String::from_utf8(agent.run(&["queue", "list", "--json"]).stdout).unwrap();
+    for (what, text) in [
+        ("agent log", log),
+        ("queue records", records),
+        ("job log", job_log(&agent, &id)),
+    ] {
+        assert!(!text.contains(wrong), "the password leaked into the {what}");
+        assert!(
+            !text.contains(&services().registry_password),
+            "the real password leaked into the {what}"
+        );
+    }
+}
+
+#[test]
+fn a_container_that_exits_non_zero_fails_at_run_with_its_exit_code() {
+    let agent = Scratch::new();
+    let config = config(&agent, &format!("launch-exit-{}", std::process::id()));
+    let id = agent.submit(
+        "default",
+        &json!({"resource": "local-container", "docker": {"docker_image": services().base_image}, "overrides": {"entry_point": ["sh", "-c", "echo failing; exit 3"]}}),
+    );
+    run_agent(&agent, &config, &services().registry_password);
+    let item = agent.item(&id);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert_eq!(item["stage"], "run");
+    assert_eq!(item["exit_code"], 3);
+    assert!(output(&agent, &id).contains("failing"));
+}
+
+#[test]
+fn stopping_a_running_container_job_stops_and_removes_its_container() {
+    let agent = Scratch::new();
+    let config = config(&agent, &format!("launch-stop-{}", std::process::id()));
+    let id = agent.submit(
+        "default",
+        &json!({"resource": "local-container", "docker": {"docker_image": services().base_image}, "overrides": {"entry_point": ["sleep", "60"]}}),
+    );
+    let mut child = agent
+        .cmd()
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-idle",
+        ])
+        .env("TEST_REGISTRY_PASSWORD", &services().registry_password)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    agent.wait_for_item(&id, Duration::from_secs(60), |i| i["state"] == "running");
+    let name = launch_agent::runners::local_container::container_name(&id);
+    // The container exists while the job runs (it may take a moment to be created).
+    let start = std::time::Instant::now();
+    while !container_exists(&name) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "container {name} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agent.run(&["queue", "stop", &id]).status.success());
+    agent.wait_for_item(&id, Duration::from_secs(60), |i| i["state"] == "stopped");
+    assert!(child.wait().unwrap().success());
+    assert!(!container_exists(&name), "container {name} was not removed");
+}
+
+fn container_exists(name: &str) -> bool {
+    std::process::Command::new("docker")
+        .args(["container", "inspect", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
