@@ -35,10 +35,14 @@ done
 
 if docker info >/dev/null 2>&1; then
   echo "== a Docker engine is reachable: taking the Docker path too" >&2
+  services_env="${LAUNCH_AGENT_SERVICES_ENV:-${TMPDIR:-/tmp}/launch-agent-services.env}"
+  if [ ! -f "$services_env" ]; then
+    # Stop at the end only what this run started.
+    trap 'scripts/services.sh stop' EXIT
+  fi
   scripts/services.sh start
-  trap 'scripts/services.sh stop' EXIT
   # shellcheck disable=SC1090
-  . "${LAUNCH_AGENT_SERVICES_ENV:-${TMPDIR:-/tmp}/launch-agent-services.env}"
+  . "$services_env"
   code="$state/hello"
   cp -r examples/docker/hello "$code"
   sed "s|@BASE_IMAGE@|$LAUNCH_AGENT_TEST_BASE_IMAGE|" examples/docker/hello/Dockerfile.wandb.in >"$code/Dockerfile.wandb"

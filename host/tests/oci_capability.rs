@@ -136,3 +136,131 @@ async fn a_bad_reference_is_named() {
         failure.message
     );
 }
+
+/// The `registry-oci` plugin, built by `scripts/build-plugins.sh` (or by
+/// `cargo build --release --target wasm32-wasip2 -p registry-oci`).
+fn registry_oci_wasm() -> std::path::PathBuf {
+    let target = common::target_dir();
+    [
+        target.join("bundle/registry-oci.wasm"),
+        target.join("wasm32-wasip2/release/registry_oci.wasm"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .expect("registry-oci is not built: run scripts/build-plugins.sh first")
+}
+
+/// Loads `registry-oci` with `grants_yaml` (a flow mapping) and the secret
+/// `registry-password` read from a file holding `password`.
+async fn registry_plugin(
+    dir: &std::path::Path,
+    grants_yaml: &str,
+    password: &str,
+) -> std::sync::Arc<launch_agent::plugins::LoadedPlugin> {
+    let secret_file = dir.join("registry-password");
+    std::fs::write(&secret_file, password).unwrap();
+    let wasm = registry_oci_wasm();
+    let yaml = format!(
+        "secrets:\n  registry-password: {{ file: {} }}\n\
+         plugins:\n  oci-under-test:\n    path: {}\n    grants: {grants_yaml}\n",
+        secret_file.display(),
+        wasm.display()
+    );
+    let config = launch_agent::config::LaunchConfig::parse(&yaml, std::path::Path::new("t.yaml"))
+        .expect("config");
+    let mut host = launch_agent::plugins::PluginHost::new(&dir.join("cache"), 128).unwrap();
+    host.load(
+        "oci-under-test",
+        &wasm,
+        &config.plugins["oci-under-test"],
+        &config.secrets,
+    )
+    .await
+    .expect("load registry-oci")
+}
+
+/// The settings the agent would pass: the `registry:` block and the
+/// plugin's `config:`.
+fn plugin_settings() -> String {
+    let s = services();
+    serde_json::json!({
+        "type": "oci",
+        "uri": format!("{}/{REPOSITORY}", s.registry),
+        "username": s.registry_user,
+        "password-secret": "registry-password",
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_plugin_checks_images_through_the_granted_capability() {
+    let image = pushed_image().await;
+    let s = services();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = registry_plugin(
+        dir.path(),
+        "{ hosts: [\"http://127.0.0.1:*\"], secrets: [registry-password] }",
+        &s.registry_password,
+    )
+    .await;
+    let settings = plugin_settings();
+    assert_eq!(
+        plugin.repository_uri(&settings, None).await.unwrap(),
+        format!("{}/{REPOSITORY}", s.registry)
+    );
+    assert!(plugin.image_exists(&settings, &image, None).await.unwrap());
+    let missing = format!("{}/{REPOSITORY}:never-pushed", s.registry);
+    assert!(
+        !plugin
+            .image_exists(&settings, &missing, None)
+            .await
+            .unwrap()
+    );
+    let login = plugin
+        .login(&settings, None)
+        .await
+        .unwrap()
+        .expect("a login");
+    assert_eq!(login.username, s.registry_user);
+    assert_eq!(login.password.value(), s.registry_password);
+}
+
+#[tokio::test]
+async fn the_plugin_is_denied_an_ungranted_registry() {
+    let image = pushed_image().await;
+    let s = services();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = registry_plugin(
+        dir.path(),
+        "{ hosts: [\"https://127.0.0.1:*\"], secrets: [registry-password] }",
+        &s.registry_password,
+    )
+    .await;
+    let error = plugin
+        .image_exists(&plugin_settings(), &image, None)
+        .await
+        .expect_err("plain HTTP to the registry is not granted")
+        .to_string();
+    assert!(error.contains("grants.hosts"), "{error}");
+    assert!(error.contains(&format!("http://{}", s.registry)), "{error}");
+}
+
+#[tokio::test]
+async fn the_plugin_reports_a_wrong_password_without_showing_it() {
+    let image = pushed_image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+    let plugin = registry_plugin(
+        dir.path(),
+        "{ hosts: [\"http://127.0.0.1:*\"], secrets: [registry-password] }",
+        &wrong,
+    )
+    .await;
+    let error = plugin
+        .image_exists(&plugin_settings(), &image, None)
+        .await
+        .expect_err("a wrong password must fail");
+    let text = format!("{error} {error:?}");
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(!text.contains(&wrong), "{text}");
+}
