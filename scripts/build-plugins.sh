@@ -2,7 +2,7 @@
 # Builds the plugins (WebAssembly components) in release for wasm32-wasip2:
 #
 #   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm,
-#                          environment-local.wasm
+#                          environment-local.wasm, registry-oci.wasm
 #   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, future-wit.wasm
 #
 # where $TARGET is $CARGO_TARGET_DIR, or `target` in the workspace root.

@@ -227,7 +227,12 @@ fn container_exists(name: &str) -> bool {
 fn a_git_job_is_fetched_by_the_host_built_and_run() {
     let agent = Scratch::new();
     let config = config(&agent, &format!("launch-git-{}", std::process::id()));
-    let repo = code_dir(&agent, "repo", "", "echo from git at $(cat /version.txt 2>/dev/null || echo v1)");
+    let repo = code_dir(
+        &agent,
+        "repo",
+        "",
+        "echo from git at $(cat /version.txt 2>/dev/null || echo v1)",
+    );
     let git = |args: &[&str]| {
         let out = std::process::Command::new("git")
             .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
@@ -235,7 +240,11 @@ fn a_git_job_is_fetched_by_the_host_built_and_run() {
             .current_dir(&repo)
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     git(&["init", "--quiet", "--initial-branch=main"]);
@@ -246,20 +255,45 @@ fn a_git_job_is_fetched_by_the_host_built_and_run() {
     git(&["commit", "--quiet", "-am", "v2"]);
 
     let url = format!("file://{}", repo.display());
-    let at_v1 = agent.submit("default", &json!({"resource": "local-container", "git": {"repo": url, "version": v1}}));
-    let at_main = agent.submit("default", &json!({"resource": "local-container", "git": {"repo": url, "version": "main"}}));
+    let at_v1 = agent.submit(
+        "default",
+        &json!({"resource": "local-container", "git": {"repo": url, "version": v1}}),
+    );
+    let at_main = agent.submit(
+        "default",
+        &json!({"resource": "local-container", "git": {"repo": url, "version": "main"}}),
+    );
     run_agent(&agent, &config, &services().registry_password);
     for id in [&at_v1, &at_main] {
         let item = agent.item(id);
-        assert_eq!(item["state"], "finished", "{item:#}\n{}", job_log(&agent, id));
+        assert_eq!(
+            item["state"],
+            "finished",
+            "{item:#}\n{}",
+            job_log(&agent, id)
+        );
     }
-    assert!(output(&agent, &at_v1).contains("from git at v1"), "{}", output(&agent, &at_v1));
-    assert!(output(&agent, &at_main).contains("from git at v2"), "{}", output(&agent, &at_main));
+    assert!(
+        output(&agent, &at_v1).contains("from git at v1"),
+        "{}",
+        output(&agent, &at_v1)
+    );
+    assert!(
+        output(&agent, &at_main).contains("from git at v2"),
+        "{}",
+        output(&agent, &at_main)
+    );
 
-    let bad = agent.submit("default", &json!({"resource": "local-container", "git": {"repo": url, "version": "no-such-branch"}}));
+    let bad = agent.submit(
+        "default",
+        &json!({"resource": "local-container", "git": {"repo": url, "version": "no-such-branch"}}),
+    );
     run_agent(&agent, &config, &services().registry_password);
     let item = agent.item(&bad);
     assert_eq!(item["state"], "failed");
     assert_eq!(item["stage"], "build");
-    assert!(item["message"].as_str().unwrap().contains("git"), "{item:#}");
+    assert!(
+        item["message"].as_str().unwrap().contains("git"),
+        "{item:#}"
+    );
 }

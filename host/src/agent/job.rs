@@ -283,8 +283,11 @@ pub async fn run_job(
             log_path: log_path.clone(),
             resource_args: spec.resource_args(),
         };
-        local_container::run(&docker, &request, control.clone(), |container| {
-            tracing::debug!(item = %id, container, "container started");
+        let started_log = log.clone();
+        local_container::run(&docker, &request, control.clone(), move |container| {
+            let short: String = container.chars().take(12).collect();
+            tracing::info!(item = %id, "run: container {short} started");
+            started_log(&format!("run: container {short} started"));
             drop(queue);
         })
         .await

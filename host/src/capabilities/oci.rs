@@ -100,18 +100,7 @@ pub async fn manifest_exists(
             )));
         }
     };
-    install_crypto_provider();
-    let config = ClientConfig {
-        protocol: if insecure {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        },
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        read_timeout: Some(CALL_TIMEOUT),
-        ..ClientConfig::default()
-    };
-    let client = Client::try_from(config).map_err(|e| {
+    let client = client_for(insecure, username, password).map_err(|e| {
         OciFailure::other(redact(format!(
             "checking {reference}: cannot create the registry client: {e}"
         )))
@@ -132,6 +121,48 @@ pub async fn manifest_exists(
             ..f
         }),
     }
+}
+
+/// A registry client per (protocol, credentials): building one loads the TLS
+/// roots (tens of milliseconds), and its token cache may only ever serve the
+/// credentials it was created for, so clients are shared by calls with the
+/// same credentials and never across different ones.
+fn client_for(
+    insecure: bool,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<Client, String> {
+    use sha2::Digest as _;
+    type Key = (bool, Option<String>, [u8; 32]);
+    static CLIENTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Key, Client>>> =
+        std::sync::OnceLock::new();
+    let key: Key = (
+        insecure,
+        username.map(str::to_string),
+        sha2::Sha256::digest(password.unwrap_or_default().as_bytes()).into(),
+    );
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Ok(map) = clients.lock()
+        && let Some(client) = map.get(&key)
+    {
+        return Ok(client.clone());
+    }
+    install_crypto_provider();
+    let config = ClientConfig {
+        protocol: if insecure {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(CALL_TIMEOUT),
+        ..ClientConfig::default()
+    };
+    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    if let Ok(mut map) = clients.lock() {
+        map.insert(key, client.clone());
+    }
+    Ok(client)
 }
 
 /// Turns a client error into "absent" (`Ok(false)`) or a failure.
