@@ -22,12 +22,7 @@ fn sigkill_mid_job_then_restart_finishes_the_job() {
     let id = agent.submit("default", &shell_job(&script));
     let other = agent.submit("default", &shell_job("true"));
 
-    let mut first = agent
-        .cmd()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = agent.spawn_agent(&config, &[]);
     let running = agent.wait_for_item(&id, Duration::from_secs(20), |i| {
         i["state"] == "running" && !i["run_pid"].is_null()
     });
@@ -77,26 +72,11 @@ fn a_job_whose_agents_keep_dying_fails_after_max_attempts() {
     let agent = Scratch::new();
     let config = agent.write_config("queues: [default]\nmax_attempts: 1\n");
     let id = agent.submit("default", &shell_job("sleep 30"));
-    let mut first = agent
-        .cmd()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = agent.spawn_agent(&config, &[]);
     agent.wait_for_item(&id, Duration::from_secs(20), |i| i["state"] == "running");
     first.kill().unwrap();
     first.wait().unwrap();
-    let out = agent.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.run_until_idle(&config);
     let item = agent.item(&id);
     assert_eq!(item["state"], "failed", "{item:#}");
     assert_eq!(item["stage"], "agent");

@@ -76,17 +76,7 @@ fn a_bad_spec_fails_its_job_and_the_next_job_still_runs() {
     let unsupported = agent.submit("default", &serde_json::json!({"resource": "sagemaker", "docker": {"docker_image": "x:1"}, "overrides": {"entry_point": ["true"]}}));
     let good = agent.submit("default", &shell_job("true"));
 
-    let out = agent.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.run_until_idle(&config);
     let item = agent.item(&no_command);
     assert_eq!(item["state"], "failed");
     assert!(
@@ -123,17 +113,7 @@ fn round_robin_serves_every_queue() {
     let a1 = agent.submit("a", &shell_job(&format!("echo a1 >> {m}")));
     let _a2 = agent.submit("a", &shell_job(&format!("echo a2 >> {m}")));
     let _b1 = agent.submit("b", &shell_job(&format!("echo b1 >> {m}")));
-    let out = agent.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.run_until_idle(&config);
     let order = std::fs::read_to_string(&marker).unwrap();
     // a yields first, so b goes before a's second job.
     assert_eq!(
@@ -147,12 +127,7 @@ fn round_robin_serves_every_queue() {
 fn a_submit_wakes_an_idle_agent() {
     let agent = Scratch::new();
     let config = agent.write_config(CONFIG);
-    let mut child = agent
-        .cmd()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = agent.spawn_agent(&config, &[]);
     // Give the agent time to go idle, then submit.
     std::thread::sleep(Duration::from_millis(1500));
     let id = agent.submit("default", &shell_job("true"));
@@ -168,12 +143,7 @@ fn sigterm_hands_a_running_job_back_after_the_grace_period() {
     let agent = Scratch::new();
     let config = agent.write_config("queues: [default]\nshutdown_grace_seconds: 1\n");
     let id = agent.submit("default", &shell_job("sleep 30"));
-    let mut child = agent
-        .cmd()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = agent.spawn_agent(&config, &[]);
     agent.wait_for_item(&id, Duration::from_secs(20), |i| i["state"] == "running");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -191,17 +161,7 @@ fn queue_stop_stops_a_running_job() {
     let agent = Scratch::new();
     let config = agent.write_config(CONFIG);
     let id = agent.submit("default", &shell_job("sleep 30"));
-    let mut child = agent
-        .cmd()
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--exit-when-idle",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = agent.spawn_agent(&config, &["--exit-when-idle"]);
     agent.wait_for_item(&id, Duration::from_secs(20), |i| i["state"] == "running");
     let out = agent.run(&["queue", "stop", &id]);
     assert!(out.status.success());

@@ -28,17 +28,7 @@ fn a_runaway_plugin_fails_its_job_and_the_agent_serves_the_next() {
     let crash = agent.submit("default", &hostile_job(json!({"mode": "panic"})));
     let good = agent.submit("default", &shell_job("echo fine"));
 
-    let out = agent.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.run_until_idle(&config);
 
     let item = agent.item(&spin);
     assert_eq!(item["state"], "failed", "{item:#}");

@@ -292,10 +292,7 @@ impl Host for PluginState {
                 denied: true,
             }));
         }
-        let password = match &password {
-            Some(handle) => Some(self.table.get(handle)?.value().to_string()),
-            None => None,
-        };
+        let password = self.secret_value(&password)?;
         let outcome = manifest_exists(
             &reference,
             login.username.as_deref(),

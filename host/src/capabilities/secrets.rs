@@ -48,6 +48,20 @@ impl std::fmt::Debug for SecretHandle {
     }
 }
 
+impl PluginState {
+    /// The value behind a secret handle a plugin passed to a host capability
+    /// (a push password), for the host's own use.
+    pub(crate) fn secret_value(
+        &self,
+        handle: &Option<Resource<SecretHandle>>,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(match handle {
+            Some(handle) => Some(self.table.get(handle)?.value().to_string()),
+            None => None,
+        })
+    }
+}
+
 impl Host for PluginState {
     fn open(
         &mut self,

@@ -84,6 +84,29 @@ impl Scratch {
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run launch-agent")
     }
+    /// Runs `launch-agent run --config CONFIG --exit-when-idle` to the end;
+    /// asserts it exits 0 and returns its log (stderr).
+    pub fn run_until_idle(&self, config: &Path) -> String {
+        let out = self.run(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-idle",
+        ]);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "agent failed: {log}");
+        log
+    }
+    /// Starts `launch-agent run --config CONFIG` (plus `extra` args) in the
+    /// background, its log discarded.
+    pub fn spawn_agent(&self, config: &Path, extra: &[&str]) -> std::process::Child {
+        self.cmd()
+            .args(["run", "--config", config.to_str().unwrap()])
+            .args(extra)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the agent")
+    }
     /// Submits a JSON spec to `queue`; returns the item id.
     pub fn submit(&self, queue: &str, spec: &serde_json::Value) -> String {
         let file = self.path().join(format!("spec-{}.json", uuid_like()));

@@ -157,10 +157,7 @@ impl Host for PluginState {
                 denied: true,
             }));
         }
-        let password = match &password {
-            Some(handle) => Some(self.table.get(handle)?.value().to_string()),
-            None => None,
-        };
+        let password = self.secret_value(&password)?;
         let credentials = match (&username, &password) {
             (Some(user), Some(password)) => Some((user.as_str(), password.as_str())),
             (None, None) => None,
