@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Extract the exact GraphQL operation texts the real `wandb` launch client sends.
+
+Run with the venv's python (see setup.sh):
+
+    "$VENV/bin/python" tests/wandb_fake/extract_operations.py > tests/wandb_fake/operations.json
+
+How the texts are obtained (no network, no server needed):
+* Python-side operations (wandb/sdk/launch/api.py, class LaunchApi - used by both the
+  launch agent and `wandb launch --queue`): each LaunchApi method is called with its
+  `_service_api` replaced by a recorder, so the query string and the variables are
+  exactly what the method would hand to the wandb-core sidecar (which forwards them
+  unchanged to WANDB_BASE_URL/graphql). Queries built with f-strings come out fully
+  expanded, in the variant the agent uses.
+* Operations generated inside the Go sidecar `wandb/bin/wandb-core` (genqlient):
+  `Viewer` (login check) and `CreateRunQueue` (used when the entity has no queue) are
+  cut out of the binary by brace matching.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import wandb
+from wandb.sdk.launch.api import LaunchApi
+
+SRC = "wandb/sdk/launch/api.py"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+        self.responses: list[Any] = []
+
+    def execute_graphql(self, query: str, variables: dict | None = None) -> Any:
+        self.calls.append((query, dict(variables or {})))
+        r = self.responses.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+    def send_api_request(self, *a: Any, **k: Any) -> Any:  # pragma: no cover
+        raise RuntimeError("unexpected sidecar API request")
+
+
+def capture(fn, responses: list, *args: Any, **kwargs: Any) -> list[tuple[str, dict]]:
+    api = LaunchApi.__new__(LaunchApi)
+    rec = Recorder()
+    rec.responses = list(responses)
+    api._service_api = rec  # type: ignore[attr-defined]
+    fn(api, *args, **kwargs)
+    return rec.calls
+
+
+def op_name(query: str) -> str:
+    import re
+
+    m = re.search(r"\b(query|mutation)\s+(\w+)", query)
+    assert m, query
+    return m.group(2)
+
+
+def kind(query: str) -> str:
+    import re
+
+    return re.search(r"\b(query|mutation)\b", query).group(1)
+
+
+def from_binary(path: str, start: str) -> str:
+    data = open(path, "rb").read()
+    i = data.find(start.encode())
+    if i < 0:
+        raise SystemExit(f"{start!r} not found in {path}")
+    depth, j, started = 0, i, False
+    while True:
+        c = data[j : j + 1]
+        if c == b"{":
+            depth += 1
+            started = True
+        elif c == b"}":
+            depth -= 1
+            if started and depth == 0:
+                break
+        j += 1
+    return data[i : j + 1].decode()
+
+
+def main() -> int:
+    ops: dict[str, dict] = {}
+
+    def add(calls, func, key=None, note=None):
+        for q, v in calls:
+            name = key or op_name(q)
+            if "hostname" in v:
+                v["hostname"] = "HOSTNAME"
+            ops[name] = {
+                "operationName": op_name(q),
+                "kind": kind(q),
+                "source": f"{SRC}: LaunchApi.{func}",
+                "query": q,
+                "exampleVariables": v,
+            }
+            if note:
+                ops[name]["note"] = note
+
+    queues = {"project": {"runQueues": [{"id": "UQ==", "name": "default", "createdBy": "u", "access": "PROJECT"}]}}
+    add(capture(LaunchApi.get_project_run_queues, [queues], "ENTITY", "model-registry"), "get_project_run_queues")
+    calls = capture(
+        LaunchApi.create_launch_agent,
+        [queues, {"createLaunchAgent": {"launchAgentId": "A"}}],
+        "ENTITY", "model-registry", ["default"], {"entity": "ENTITY", "queues": ["default"]}, "wandb@" + wandb.__version__,
+    )
+    add(calls[1:], "create_launch_agent",
+        note="preceded by ProjectRunQueues(entity, 'model-registry') to map queue names to ids")
+    add(capture(LaunchApi.get_launch_agent, [{"launchAgent": {}}], "AGENT_ID"), "get_launch_agent")
+    add(capture(LaunchApi.update_launch_agent_status, [{"updateLaunchAgent": {"success": True}}],
+                "AGENT_ID", "POLLING"), "update_launch_agent_status",
+        note="agentStatus values used by the agent: POLLING, RUNNING, KILLED")
+    add(capture(LaunchApi.pop_from_run_queue, [{"popFromRunQueue": None}], "default",
+                entity="ENTITY", project="model-registry", agent_id="AGENT_ID"), "pop_from_run_queue",
+        note="runSpec comes back as a JSON-encoded string (JSONString); null when the queue is empty")
+    add(capture(LaunchApi.ack_run_queue_item, [{"ackRunQueueItem": {"success": True}}], "ITEM_ID", "RUN_ID"),
+        "ack_run_queue_item")
+    add(capture(LaunchApi.fail_run_queue_item, [{"failRunQueueItem": {"success": True}}],
+                "ITEM_ID", "message", "agent", ["path"]), "fail_run_queue_item",
+        note="stage is one of agent, build, run")
+    add(capture(LaunchApi.update_run_queue_item_warning, [{"updateRunQueueItemWarning": {"success": True}}],
+                "ITEM_ID", "message", "run", None), "update_run_queue_item_warning")
+    add(capture(LaunchApi.entity_is_team, [{"entity": {"id": "E", "isTeam": False}}], "ENTITY"), "entity_is_team")
+    add(capture(LaunchApi.check_stop_requested, [{"project": None}], "PROJECT", "ENTITY", "RUN_ID"),
+        "check_stop_requested")
+    add(capture(LaunchApi.get_run_state, [{"project": {"run": {"state": "running"}}}], "ENTITY", "PROJECT", "RUN_ID"),
+        "get_run_state")
+    spec = json.dumps({"entity": "ENTITY", "project": "PROJECT", "docker": {"docker_image": "busybox:latest"}})
+    add(capture(LaunchApi.push_to_run_queue_by_name,
+                [{"pushToRunQueueByName": {"runQueueItemId": "I", "runSpec": spec}}],
+                "ENTITY", "model-registry", "default", spec, None), "push_to_run_queue_by_name",
+        note="first choice of `wandb launch --queue`; priority / templateVariableValues are added to the "
+             "text only when given")
+    add(capture(LaunchApi.push_to_run_queue_by_name,
+                [Exception('Cannot query field "runSpec" on type "PushToRunQueueByNamePayload"'),
+                 {"pushToRunQueueByName": {"runQueueItemId": "I"}}],
+                "ENTITY", "model-registry", "default", spec, None)[1:], "push_to_run_queue_by_name",
+        key="pushToRunQueueByName#noRunSpec", note="fallback for servers without runSpec on the payload")
+    calls = capture(LaunchApi.push_to_run_queue,
+                    [{"pushToRunQueueByName": None}, queues, {"pushToRunQueue": {"runQueueItemId": "I"}}],
+                    "default", json.loads(spec), None, "model-registry")
+    add(calls[2:], "push_to_run_queue",
+        note="legacy path of `wandb launch --queue` when pushToRunQueueByName fails (e.g. queue missing): "
+             "ProjectRunQueues, CreateRunQueue if the 'default' queue is missing, then pushToRunQueue(queueID)")
+
+    core = os.path.join(os.path.dirname(wandb.__file__), "bin", "wandb-core")
+    for start, note in (("query Viewer {", "login check; sent by wandb-core (genqlient)"),
+                        ("mutation CreateRunQueue (", "sent by wandb-core when a queue must be created")):
+        q = from_binary(core, start)
+        ops[op_name(q)] = {"operationName": op_name(q), "kind": kind(q),
+                           "source": "wandb/bin/wandb-core (Go sidecar, genqlient-generated)",
+                           "query": q, "note": note}
+
+    out = {
+        "_comment": "GraphQL operation texts of the real W&B launch client, extracted by "
+                    "tests/wandb_fake/extract_operations.py from the installed package. Do not edit by hand.",
+        "wandb_version": wandb.__version__,
+        "endpoint": "POST {WANDB_BASE_URL}/graphql, JSON body {query, variables}, "
+                    "HTTP basic auth user 'api' password = API key",
+        "operations": ops,
+    }
+    json.dump(out, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""Smoke test of the FAKE W&B server against the REAL wandb client.
+
+1. ensures the venv (setup.sh), starts server.py on 127.0.0.1 (free port),
+2. submits a job with the real `wandb launch --queue ... --docker-image ...`
+   (submit_with_wandb.sh), twice: the first creates the `default` queue through the
+   client's legacy path, the second uses pushToRunQueueByName,
+3. plays a minimal launch agent over raw HTTP GraphQL with the exact operation texts of
+   the Python agent (operations.json): Viewer -> ProjectRunQueues -> createLaunchAgent ->
+   LaunchAgent -> popFromRunQueue -> ackRunQueueItem -> updateLaunchAgent(KILLED),
+4. checks the event log order, the popped runSpec, 401s, ack-timeout re-queueing,
+   failRunQueueItem / warnings, stopPolling, redaction, dropped connections.
+
+Standard library only; run with any python3 >= 3.9:  python3 tests/wandb_fake/smoke_test.py
+Last line printed: `N passed, N failed`. Exit status 0 only when nothing failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+API_KEY = "k" * 20 + "0123456789abcdef0123"  # 40 chars, like a real key
+WRONG_KEY = "w" * 40
+ENTITY = "smoke-entity"
+PROJECT = "smoke-project"
+IMAGE = "busybox:latest"
+
+PASSED = 0
+FAILED = 0
+
+
+def check(name: str, cond: bool, detail: object = "") -> bool:
+    global PASSED, FAILED
+    if cond:
+        PASSED += 1
+        print(f"ok   {name}")
+    else:
+        FAILED += 1
+        print(f"FAIL {name} {detail}")
+    return cond
+
+
+class Fake:
+    def __init__(self, *extra: str):
+        self.dir = tempfile.mkdtemp(prefix="wandb-fake-")
+        port_file = os.path.join(self.dir, "port")
+        self.log = open(os.path.join(self.dir, "server.log"), "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "server.py"), "--port-file", port_file,
+             "--api-key", API_KEY, "--entity", ENTITY, *extra],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 15
+        while not os.path.exists(port_file):
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("fake server did not start; log: " + self.log.name)
+            time.sleep(0.05)
+        self.port = int(open(port_file).read())
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+    def http(self, method: str, path: str, body: object = None, key: str | None = API_KEY,
+             timeout: float = 10) -> tuple[int, object]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if key is not None:
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"api:{key}".encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw)
+            except ValueError:
+                return e.code, raw
+
+    def gql(self, op: str, variables: dict, key: str | None = API_KEY) -> tuple[int, dict]:
+        return self.http("POST", "/graphql", {"query": OPS[op]["query"], "variables": variables}, key)
+
+    def events(self) -> list[dict]:
+        return self.http("GET", "/_fake/events", key=None)[1]  # type: ignore[return-value]
+
+
+def venv_path() -> str:
+    out = subprocess.run(["bash", os.path.join(HERE, "setup.sh")], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+def submit(fake: Fake, venv: str, key: str = API_KEY) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LAUNCH_AGENT_WANDB_VENV=venv)
+    return subprocess.run(
+        ["bash", os.path.join(HERE, "submit_with_wandb.sh"), "--port", str(fake.port), "--api-key", key,
+         "--queue", "default", "--entity", ENTITY, "--project", PROJECT, "--image", IMAGE],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+
+
+def main() -> int:
+    global OPS
+    ops_doc = json.load(open(os.path.join(HERE, "operations.json")))
+    OPS = ops_doc["operations"]
+    venv = venv_path()
+    installed = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                                "import wandb; print(wandb.__version__)"],
+                               stdout=subprocess.PIPE, text=True).stdout.strip()
+    check("operations.json matches the installed wandb version",
+          installed == ops_doc["wandb_version"], (installed, ops_doc["wandb_version"]))
+
+    fake = Fake("--ack-timeout", "2")
+    try:
+        run_checks(fake, venv)
+    finally:
+        fake.stop()
+    rejecting = Fake("--reject-all")
+    try:
+        st, _ = rejecting.gql("Viewer", {})
+        check("--reject-all: Viewer with the right key is 401", st == 401, st)
+    finally:
+        rejecting.stop()
+    return 0
+
+
+def run_checks(fake: Fake, venv: str) -> None:
+    # ---- auth --------------------------------------------------------------------------
+    st, body = fake.gql("Viewer", {}, key=WRONG_KEY)
+    check("Viewer with a wrong API key is 401", st == 401, (st, body))
+    st, body = fake.gql("Viewer", {}, key=None)
+    check("Viewer without credentials is 401", st == 401, (st, body))
+    st, body = fake.gql("Viewer", {})
+    check("Viewer with the right key is 200 and names the entity",
+          st == 200 and body["data"]["viewer"]["entity"] == ENTITY, (st, body))
+
+    # ---- the real client ----------------------------------------------------------------
+    r = submit(fake, venv, key=WRONG_KEY)
+    check("real `wandb launch` with a wrong key fails", r.returncode != 0, r.stdout[-2000:])
+    r = submit(fake, venv)
+    check("real `wandb launch --queue default --docker-image` (queue missing) exits 0",
+          r.returncode == 0, r.stdout[-3000:])
+    r = submit(fake, venv)
+    check("real `wandb launch --queue default --docker-image` (queue present) exits 0",
+          r.returncode == 0, r.stdout[-3000:])
+    client_ops = [e["operation"] for e in fake.events() if e.get("kind") in ("query", "mutation")]
+    print("     operations sent by the real client:", " ".join(str(o) for o in client_ops))
+    check("real client used Viewer, pushToRunQueueByName, ProjectRunQueues, CreateRunQueue, pushToRunQueue",
+          all(o in client_ops for o in ("Viewer", "pushToRunQueueByName", "ProjectRunQueues",
+                                         "CreateRunQueue", "pushToRunQueue")), client_ops)
+    unknown = [e for e in fake.events() if any("not implemented" in m or "unknown endpoint" in m
+                                               for m in e.get("errors", []))]
+    check("the real client sent no operation the fake does not know", not unknown, unknown)
+
+    # ---- a minimal agent over raw GraphQL ----------------------------------------------
+    start = len(fake.events())
+    st, body = fake.gql("ProjectRunQueues", {"entity": ENTITY, "projectName": "model-registry"})
+    queues = (body.get("data") or {}).get("project", {}).get("runQueues") or []
+    check("ProjectRunQueues lists the default queue",
+          st == 200 and [q["name"] for q in queues] == ["default"] and queues[0]["access"] == "PROJECT",
+          body)
+    qid = queues[0]["id"] if queues else "?"
+    st, body = fake.gql("createLaunchAgent", {
+        "entity": ENTITY, "project": "model-registry", "queues": [qid], "hostname": "smoke-host",
+        "agentConfig": json.dumps({"entity": ENTITY, "queues": ["default"], "max_jobs": 1}),
+        "version": "launch-agent-rs-smoke"})
+    agent_id = ((body.get("data") or {}).get("createLaunchAgent") or {}).get("launchAgentId")
+    check("createLaunchAgent returns a launchAgentId", st == 200 and bool(agent_id), body)
+    st, body = fake.gql("EntityIsTeam", {"entity": ENTITY})
+    check("EntityIsTeam answers isTeam", st == 200 and body["data"]["entity"]["isTeam"] is False, body)
+    st, body = fake.gql("LaunchAgent", {"agentId": agent_id})
+    la = (body.get("data") or {}).get("launchAgent") or {}
+    check("LaunchAgent has all fields the Python agent reads",
+          set(la) == {"id", "name", "runQueues", "hostname", "agentStatus", "stopPolling", "heartbeatAt"}
+          and la["stopPolling"] is False and la["runQueues"] == [qid] and la["hostname"] == "smoke-host",
+          body)
+    st, body = fake.gql("updateLaunchAgent", {"agentId": agent_id, "agentStatus": "POLLING"})
+    check("updateLaunchAgent(POLLING) succeeds", body.get("data", {}).get("updateLaunchAgent") == {"success": True}, body)
+    pop_vars = {"entity": ENTITY, "project": "model-registry", "queueName": "default", "launchAgentId": agent_id}
+    st, body = fake.gql("popFromRunQueue", pop_vars)
+    item = (body.get("data") or {}).get("popFromRunQueue") or {}
+    spec_raw = item.get("runSpec")
+    check("popFromRunQueue returns runSpec as a JSON string", isinstance(spec_raw, str), body)
+    spec = json.loads(spec_raw) if isinstance(spec_raw, str) else {}
+    check("popped runSpec carries the submitted image, entity and project",
+          (spec.get("docker") or {}).get("docker_image") == IMAGE and spec.get("entity") == ENTITY
+          and spec.get("project") == PROJECT, spec)
+    item_id = item.get("runQueueItemId")
+    st, body = fake.gql("ackRunQueueItem", {"itemId": item_id, "runId": "smoke-run-1"})
+    check("ackRunQueueItem succeeds", body.get("data", {}).get("ackRunQueueItem") == {"success": True}, body)
+    st, body = fake.gql("ackRunQueueItem", {"itemId": item_id, "runId": "smoke-run-1"})
+    check("a second ack of the same item reports success=false",
+          body.get("data", {}).get("ackRunQueueItem") == {"success": False}, body)
+    st, body = fake.gql("RunStoppedStatus", {"projectName": PROJECT, "entityName": ENTITY, "runId": "smoke-run-1"})
+    check("RunStoppedStatus: unknown run -> run null", body.get("data", {}).get("project", {}).get("run") is None, body)
+    fake.http("POST", f"/_fake/runs/{ENTITY}/{PROJECT}/smoke-run-1", {"state": "running", "stopped": True}, key=None)
+    st, body = fake.gql("RunStoppedStatus", {"projectName": PROJECT, "entityName": ENTITY, "runId": "smoke-run-1"})
+    check("RunStoppedStatus after /_fake/runs stop -> stopped true",
+          body.get("data", {}).get("project", {}).get("run") == {"stopped": True}, body)
+    st, body = fake.gql("RunState", {"project": PROJECT, "entity": ENTITY, "name": "smoke-run-1"})
+    check("RunState answers state", body.get("data", {}).get("project", {}).get("run") == {"state": "running"}, body)
+    st, body = fake.gql("updateLaunchAgent", {"agentId": agent_id, "agentStatus": "KILLED"})
+    check("updateLaunchAgent(KILLED) succeeds", body.get("data", {}).get("updateLaunchAgent") == {"success": True}, body)
+
+    evs = [e for e in fake.events()[start:] if e.get("kind") in ("query", "mutation")]
+    names = [e["operation"] for e in evs]
+    want = ["ProjectRunQueues", "createLaunchAgent", "LaunchAgent", "popFromRunQueue", "ackRunQueueItem",
+            "updateLaunchAgent"]
+    it = iter(names)
+    in_order = all(any(n == w for n in it) for w in want)
+    check("event log shows ProjectRunQueues -> createLaunchAgent -> LaunchAgent -> popFromRunQueue -> "
+          "ackRunQueueItem -> updateLaunchAgent in order", in_order, names)
+    check("the last agent event is updateLaunchAgent(KILLED)",
+          bool(evs) and evs[-1]["operation"] == "updateLaunchAgent"
+          and evs[-1]["variables"].get("agentStatus") == "KILLED", evs[-1:] and evs[-1])
+    st, body = fake.gql("LaunchAgent", {"agentId": agent_id})
+    check("LaunchAgent.agentStatus is KILLED", body["data"]["launchAgent"]["agentStatus"] == "KILLED", body)
+
+    # ---- the second submitted item, then an empty queue ---------------------------------
+    st, body = fake.gql("popFromRunQueue", pop_vars)
+    item2 = (body.get("data") or {}).get("popFromRunQueue") or {}
+    check("the second submitted item pops next (FIFO)",
+          item2.get("runQueueItemId") not in (None, item_id)
+          and json.loads(item2.get("runSpec") or "{}").get("docker", {}).get("docker_image") == IMAGE, body)
+    fake.gql("ackRunQueueItem", {"itemId": item2.get("runQueueItemId"), "runId": "smoke-run-2"})
+
+    # ---- empty queue, ack timeout, fail, warning, redaction -----------------------------
+    st, body = fake.gql("popFromRunQueue", pop_vars)
+    check("popFromRunQueue on an empty queue returns null",
+          st == 200 and body.get("data") == {"popFromRunQueue": None} and "errors" not in body, body)
+    secret_spec = {"entity": ENTITY, "project": PROJECT, "docker": {"docker_image": "alpine:3"},
+                   "_wandb_api_key": "SECRET-" + API_KEY}
+    st, body = fake.http("POST", f"/_fake/queues/{ENTITY}/default/items", secret_spec, key=None)
+    check("/_fake/queues/<entity>/<queue>/items pushes an item", st == 200 and "runQueueItemId" in body, body)
+    st, body = fake.gql("popFromRunQueue", pop_vars)
+    first = ((body.get("data") or {}).get("popFromRunQueue") or {}).get("runQueueItemId")
+    st, body = fake.gql("popFromRunQueue", pop_vars)
+    check("a leased item is not handed out twice", body.get("data") == {"popFromRunQueue": None}, body)
+    time.sleep(2.3)
+    st, body = fake.gql("popFromRunQueue", pop_vars)
+    again = ((body.get("data") or {}).get("popFromRunQueue") or {})
+    check("an item not acked within --ack-timeout is put back and popped again",
+          first is not None and again.get("runQueueItemId") == first, (first, body))
+    st, body = fake.gql("updateRunQueueItemWarning", {"runQueueItemId": first, "message": "slow pull",
+                                                      "stage": "run", "filePaths": None})
+    check("updateRunQueueItemWarning succeeds",
+          body.get("data", {}).get("updateRunQueueItemWarning") == {"success": True}, body)
+    st, body = fake.gql("failRunQueueItem", {"runQueueItemId": first, "message": "boom", "stage": "agent"})
+    check("failRunQueueItem succeeds", body.get("data", {}).get("failRunQueueItem") == {"success": True}, body)
+    st, state = fake.http("GET", "/_fake/state", key=None)
+    failed = [i for i in state["items"] if i["id"] == first]
+    check("failed item has state FAILED with the message and stage",
+          failed and failed[0]["state"] == "FAILED" and failed[0]["error"]["message"] == "boom"
+          and failed[0]["error"]["stage"] == "agent" and len(failed[0]["warnings"]) == 1, failed)
+    raw_events = json.dumps(fake.events()) + json.dumps(state)
+    check("the API key never appears in /_fake/events or /_fake/state", API_KEY not in raw_events)
+
+    # ---- stopPolling, unknown operation, unknown field, dropped connections -------------
+    st, body = fake.http("POST", f"/_fake/agents/{agent_id}/stop", key=None)
+    st, body = fake.gql("LaunchAgent", {"agentId": agent_id})
+    check("/_fake/agents/<id>/stop sets stopPolling", body["data"]["launchAgent"]["stopPolling"] is True, body)
+    st, body = fake.http("POST", "/graphql", {"query": "query Nope { somethingElse { id } }"})
+    check("an unknown operation gets a GraphQL error naming it",
+          st == 200 and body["data"] == {"somethingElse": None}
+          and "not implemented" in body["errors"][0]["message"], body)
+    check("the unknown operation is in the event log",
+          any(e.get("operation") == "Nope" and e.get("errors") for e in fake.events()))
+    st, body = fake.http("POST", "/graphql", {"query": "query X($a: ID!) { launchAgent(id: $a) { id bogus } }",
+                                              "variables": {"a": agent_id}})
+    check('an unknown field gets "Cannot query field"',
+          st == 200 and 'Cannot query field "bogus" on type "LaunchAgent"' in body["errors"][0]["message"], body)
+    st, body = fake.gql("pushToRunQueueByName#noRunSpec", {
+        "entityName": ENTITY, "projectName": "model-registry", "queueName": "default",
+        "runSpec": json.dumps({"entity": ENTITY, "project": PROJECT, "docker": {"docker_image": IMAGE}})})
+    check("pushToRunQueueByName (no-runSpec variant) works",
+          st == 200 and set(body["data"]["pushToRunQueueByName"]) == {"runQueueItemId"}, body)
+
+    fake.http("POST", "/_fake/drop-connections?seconds=1", key=None)
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
+    dropped = False
+    try:
+        conn.request("POST", "/graphql", body=json.dumps({"query": OPS["Viewer"]["query"]}),
+                     headers={"Authorization": "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode(),
+                              "Content-Type": "application/json"})
+        conn.getresponse().read()
+    except (http.client.HTTPException, ConnectionError, OSError):
+        dropped = True
+    finally:
+        conn.close()
+    check("/_fake/drop-connections closes GraphQL connections without an answer", dropped)
+    time.sleep(1.2)
+    st, body = fake.gql("Viewer", {})
+    check("after the drop window GraphQL answers again", st == 200, (st, body))
+
+    st, _ = fake.http("POST", "/_fake/reset", key=None)
+    check("/_fake/reset clears events and queues",
+          st == 200 and fake.events() == [] and fake.http("GET", "/_fake/state", key=None)[1]["queues"] == [])
+
+
+if __name__ == "__main__":
+    rc = 1
+    try:
+        rc = main()
+    except Exception as e:  # report, count as a failure
+        import traceback
+
+        traceback.print_exc()
+        FAILED += 1
+    print(f"{PASSED} passed, {FAILED} failed")
+    sys.exit(0 if FAILED == 0 and rc == 0 else 1)
