@@ -21,6 +21,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +78,10 @@ class Fake:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
+        if FAILED == 0:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            print(f"     server log kept in {self.log.name}")
 
     def http(self, method: str, path: str, body: object = None, key: str | None = API_KEY,
              timeout: float = 10) -> tuple[int, object]:
@@ -161,7 +166,13 @@ def run_checks(fake: Fake, venv: str) -> None:
     r = submit(fake, venv)
     check("real `wandb launch --queue default --docker-image` (queue present) exits 0",
           r.returncode == 0, r.stdout[-3000:])
-    client_ops = [e["operation"] for e in fake.events() if e.get("kind") in ("query", "mutation")]
+    fake.http("POST", "/_fake/drop-connections?seconds=2", key=None)
+    r = submit(fake, venv)
+    dropped_n = sum(1 for e in fake.events() if e.get("kind") == "dropped")
+    check("real client retries through /_fake/drop-connections and still submits",
+          r.returncode == 0 and dropped_n >= 1, (dropped_n, r.stdout[-2000:]))
+    client_ops = [e["operation"] for e in fake.events()
+                  if e.get("kind") in ("query", "mutation") and "W&B" in (e.get("userAgent") or "")]
     print("     operations sent by the real client:", " ".join(str(o) for o in client_ops))
     check("real client used Viewer, pushToRunQueueByName, ProjectRunQueues, CreateRunQueue, pushToRunQueue",
           all(o in client_ops for o in ("Viewer", "pushToRunQueueByName", "ProjectRunQueues",
@@ -241,6 +252,10 @@ def run_checks(fake: Fake, venv: str) -> None:
           item2.get("runQueueItemId") not in (None, item_id)
           and json.loads(item2.get("runSpec") or "{}").get("docker", {}).get("docker_image") == IMAGE, body)
     fake.gql("ackRunQueueItem", {"itemId": item2.get("runQueueItemId"), "runId": "smoke-run-2"})
+    st, body = fake.gql("popFromRunQueue", pop_vars)
+    item3 = (body.get("data") or {}).get("popFromRunQueue") or {}
+    check("the third (retried) submission pops next", bool(item3.get("runQueueItemId")), body)
+    fake.gql("ackRunQueueItem", {"itemId": item3.get("runQueueItemId"), "runId": "smoke-run-3"})
 
     # ---- empty queue, ack timeout, fail, warning, redaction -----------------------------
     st, body = fake.gql("popFromRunQueue", pop_vars)
