@@ -5,7 +5,7 @@
 use crate::agent::{self, JobContext};
 use crate::config::{LaunchConfig, PluginEntry};
 use crate::plugins::{PluginHost, catalog};
-use crate::queue::EmbeddedQueue;
+use crate::queue::{EmbeddedBackend, EmbeddedQueue, QueueBackend};
 use crate::state_dir::StateDir;
 use anyhow::Context as _;
 use std::path::Path;
@@ -82,7 +82,7 @@ pub async fn prepare(
     state: StateDir,
 ) -> anyhow::Result<Arc<JobContext>> {
     let plugins = load_plugins(config, plugin_dir, &state).await?;
-    let queue = Arc::new(EmbeddedQueue::open(state.root())?);
+    let queue: Arc<dyn QueueBackend> = Arc::new(EmbeddedBackend::new(Arc::new(EmbeddedQueue::open(state.root())?)));
     let ctx = agent::job_context(
         config,
         &plugins,

@@ -257,7 +257,7 @@ pub async fn run_job(
         Err(e) => return failed(Stage::Agent, e.to_string()),
     };
     run_env.extend(spec.wandb_env(&item.id, &item.queue));
-    if let Err(e) = ctx.queue.mark_running(&item.id, &ctx.agent_id) {
+    if let Err(e) = ctx.queue.mark_running(&item.id, &ctx.agent_id).await {
         return failed(Stage::Agent, e.to_string());
     }
     let log_path = run_dir.join("output.log");
@@ -305,9 +305,11 @@ pub async fn run_job(
             request.command.first().map(String::as_str).unwrap_or("")
         ));
         local_process::run(&request, control.clone(), move |pid| {
-            if let Err(e) = queue.set_run_pid(&id, Some(pid)) {
-                tracing::warn!(item = %id, error = %e, "cannot record the run's pid");
-            }
+            tokio::spawn(async move {
+                if let Err(e) = queue.set_run_pid(&id, Some(pid)).await {
+                    tracing::warn!(item = %id, error = %e, "cannot record the run's pid");
+                }
+            });
         })
         .await
     };

@@ -18,7 +18,7 @@ pub mod wake;
 
 use crate::config::LaunchConfig;
 use crate::plugins::{LoadedPlugin, PluginHost};
-use crate::queue::{EmbeddedQueue, QueueItem, Stage};
+use crate::queue::{QueueBackend, QueueItem, Stage};
 use crate::runners::{Control, local_process};
 use crate::state_dir::StateDir;
 use crate::timeouts::{IDLE_RECHECK, LEASE_RENEW_DIVISOR, STOP_POLL};
@@ -34,7 +34,7 @@ pub struct JobContext {
     /// This agent's id (the holder of its claims).
     pub agent_id: String,
     /// The queue.
-    pub queue: Arc<EmbeddedQueue>,
+    pub queue: Arc<dyn QueueBackend>,
     /// The state dir.
     pub state: StateDir,
     /// The environment plugin.
@@ -112,7 +112,7 @@ pub struct RunSummary {
 pub fn job_context(
     config: &LaunchConfig,
     plugins: &PluginHost,
-    queue: Arc<EmbeddedQueue>,
+    queue: Arc<dyn QueueBackend>,
     state: StateDir,
     agent_id: String,
 ) -> anyhow::Result<JobContext> {
@@ -199,9 +199,10 @@ pub async fn run(
 ) -> anyhow::Result<RunSummary> {
     let queue = ctx.queue.clone();
     let mut summary = RunSummary {
-        reclaimed: reclaim(&ctx, options.max_attempts)?,
+        reclaimed: reclaim(&ctx, options.max_attempts).await?,
         ..RunSummary::default()
     };
+    let mut empty_polls: u32 = 0;
     let notify = Arc::new(Notify::new());
     let _wake = match wake::WakeSocket::listen(&ctx.state.wake_dir(), notify.clone()) {
         Ok(socket) => Some(socket),
@@ -220,11 +221,21 @@ pub async fn run(
         if *shutdown.borrow() > 0 {
             break;
         }
+        if queue.should_stop().await {
+            tracing::info!(backend = queue.name(), "the queue server asked this agent to stop polling");
+            break;
+        }
         // Claim while there is room.
         while options.max_jobs.is_none_or(|max| running.len() < max) {
-            let item = match queue.claim_next(&queues, &ctx.agent_id, options.lease) {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
+            let item = match queue.claim_next(&queues, &ctx.agent_id, options.lease).await {
+                Ok(Some(item)) => {
+                    empty_polls = 0;
+                    item
+                }
+                Ok(None) => {
+                    empty_polls = empty_polls.saturating_add(1);
+                    break;
+                }
                 Err(error) => {
                     tracing::error!(%error, "cannot claim from the queue; retrying shortly");
                     break;
@@ -248,7 +259,7 @@ pub async fn run(
         }
         if running.is_empty()
             && options.exit_when_idle
-            && !queue.has_queued(&queues).unwrap_or(true)
+            && !queue.has_queued(&queues).await.unwrap_or(true)
         {
             tracing::info!("queues empty and no job running: exiting");
             break;
@@ -256,11 +267,12 @@ pub async fn run(
         tokio::select! {
             _ = notify.notified() => {}
             Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
-                record(&ctx, &mut running, &mut summary, done);
+                record(&ctx, &mut running, &mut summary, done).await;
             }
-            _ = tokio::time::sleep(IDLE_RECHECK) => {
-                if let Err(error) = reclaim(&ctx, options.max_attempts).map(|n| summary.reclaimed += n) {
-                    tracing::error!(%error, "cannot reclaim abandoned items");
+            _ = tokio::time::sleep(queue.idle_wait(empty_polls)) => {
+                match reclaim(&ctx, options.max_attempts).await {
+                    Ok(n) => summary.reclaimed += n,
+                    Err(error) => tracing::error!(%error, "cannot reclaim abandoned items"),
                 }
             }
             _ = shutdown.changed() => {}
@@ -279,7 +291,7 @@ pub async fn run(
         let mut handing_back = false;
         while !jobs.is_empty() {
             tokio::select! {
-                Some(done) = jobs.join_next_with_id() => record(&ctx, &mut running, &mut summary, done),
+                Some(done) = jobs.join_next_with_id() => record(&ctx, &mut running, &mut summary, done).await,
                 _ = &mut deadline, if !handing_back => {
                     handing_back = true;
                     hand_back_all(&running);
@@ -294,6 +306,7 @@ pub async fn run(
         }
     }
     renewer.abort();
+    queue.close().await;
     Ok(summary)
 }
 
@@ -308,12 +321,14 @@ fn hand_back_all(running: &HashMap<tokio::task::Id, Running>) {
 }
 
 /// Takes back items whose holder died; kills what is left of their runs.
-fn reclaim(ctx: &Arc<JobContext>, max_attempts: u32) -> anyhow::Result<usize> {
+async fn reclaim(ctx: &Arc<JobContext>, max_attempts: u32) -> anyhow::Result<usize> {
     let me = ctx.agent_id.clone();
-    let reclaimed = ctx.queue.reclaim_abandoned(
-        &|holder| identity::holder_is_dead(holder, &me),
-        max_attempts,
-    )?;
+    let holder_is_dead: Arc<dyn Fn(&str) -> bool + Send + Sync> =
+        Arc::new(move |holder: &str| identity::holder_is_dead(holder, &me));
+    let reclaimed = ctx
+        .queue
+        .reclaim_abandoned(holder_is_dead, max_attempts)
+        .await?;
     for item in &reclaimed {
         if let Some(pgid) = item.run_pid {
             local_process::kill_leftover(pgid);
@@ -338,7 +353,7 @@ fn reclaim(ctx: &Arc<JobContext>, max_attempts: u32) -> anyhow::Result<usize> {
     Ok(reclaimed.len())
 }
 
-fn record(
+async fn record(
     ctx: &JobContext,
     running: &mut HashMap<tokio::task::Id, Running>,
     summary: &mut RunSummary,
@@ -366,7 +381,7 @@ fn record(
     let result = match &end {
         JobEnd::Finished => {
             summary.finished += 1;
-            ctx.queue.finish(&item_id, Some(0))
+            ctx.queue.finish(&item_id, Some(0)).await
         }
         JobEnd::Failed {
             stage,
@@ -375,15 +390,15 @@ fn record(
         } => {
             summary.failed += 1;
             tracing::warn!(item = %item_id, %stage, "job failed: {message}");
-            ctx.queue.fail(&item_id, *stage, message, *exit_code)
+            ctx.queue.fail(&item_id, *stage, message, *exit_code).await
         }
         JobEnd::Stopped => {
             summary.stopped += 1;
-            ctx.queue.mark_stopped(&item_id, "stopped on request")
+            ctx.queue.mark_stopped(&item_id, "stopped on request").await
         }
         JobEnd::HandedBack => {
             summary.handed_back += 1;
-            ctx.queue.release(&item_id)
+            ctx.queue.release(&item_id).await
         }
     };
     match result {
@@ -423,9 +438,7 @@ async fn job_task(
                     }
                 }
                 _ = tokio::time::sleep(STOP_POLL) => {
-                    if let Ok(Some(item)) = queue.get(&id)
-                        && item.stop_requested
-                    {
+                    if let Ok(true) = queue.stop_requested(&id).await {
                         let _ = stop_tx.send(Control::Stop);
                         return;
                     }
@@ -443,7 +456,7 @@ fn spawn_lease_renewer(ctx: Arc<JobContext>, lease: Duration) -> tokio::task::Jo
         let every = lease / LEASE_RENEW_DIVISOR;
         loop {
             tokio::time::sleep(every).await;
-            if let Err(error) = ctx.queue.renew_leases(&ctx.agent_id, lease) {
+            if let Err(error) = ctx.queue.renew_leases(&ctx.agent_id, lease).await {
                 tracing::error!(%error, "cannot renew job leases");
             }
         }

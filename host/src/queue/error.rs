@@ -8,6 +8,12 @@ use super::item::ItemState;
 /// database file and, where there is one, the item.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// A queue call was cut short (its task panicked or was cancelled).
+    #[error("queue call interrupted: {0}")]
+    Interrupted(String),
+    /// A remote queue (a W&B server) failed or refused a request.
+    #[error("{0}")]
+    Remote(String),
     /// The state directory could not be created, or the database file could
     /// not be created in it.
     #[error("cannot create {path}: {source}")]

@@ -13,6 +13,7 @@
 //! ([`EmbeddedQueue::reclaim_abandoned`]).
 
 mod clock;
+pub mod backend;
 mod embedded;
 mod error;
 mod item;
@@ -20,6 +21,7 @@ mod row;
 mod schema;
 mod table;
 
+pub use backend::{EmbeddedBackend, QueueBackend};
 pub use embedded::{BUSY_TIMEOUT, DB_FILE_NAME, EmbeddedQueue};
 pub use error::QueueError;
 pub use item::{ItemState, ParseNameError, QueueItem, Reclaimed, Stage};

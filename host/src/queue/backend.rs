@@ -1,0 +1,165 @@
+//! What the agent loop needs from a queue, whatever serves it.
+//!
+//! | backend | new work noticed | leases | stop requests |
+//! |---|---|---|---|
+//! | embedded (SQLite in the state dir) | at once (a submit wakes the agent) | the queue's own, renewed by the agent | `launch-agent queue stop` |
+//! | W&B server | by polling, backing off when idle | the server's (an un-acked item returns) | the server's `RunStoppedStatus` |
+//!
+//! The embedded queue's SQLite calls are short but may wait on another
+//! process's write for up to the busy timeout, so they run on the blocking
+//! pool instead of stalling the agent's async tasks.
+
+use super::{EmbeddedQueue, QueueError, QueueItem, Reclaimed, Stage};
+use crate::timeouts::IDLE_RECHECK;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A queue the agent serves.
+#[async_trait::async_trait]
+pub trait QueueBackend: Send + Sync {
+    /// A short name for logs: `embedded`, `wandb`.
+    fn name(&self) -> &'static str;
+    /// Claims the next item of the first queue in `queues` that has one,
+    /// for `agent_id`, leased for `lease`.
+    async fn claim_next(
+        &self,
+        queues: &[String],
+        agent_id: &str,
+        lease: Duration,
+    ) -> Result<Option<QueueItem>, QueueError>;
+    /// The claimed item's run starts.
+    async fn mark_running(&self, id: &str, agent_id: &str) -> Result<(), QueueError>;
+    /// Records the process group of a local-process run (for cleanup after a crash).
+    async fn set_run_pid(&self, id: &str, pid: Option<i32>) -> Result<(), QueueError>;
+    /// Keeps this agent's claims alive; called every lease / 3.
+    async fn renew_leases(&self, agent_id: &str, lease: Duration) -> Result<(), QueueError>;
+    /// The run finished (exit code 0).
+    async fn finish(&self, id: &str, exit_code: Option<i32>) -> Result<(), QueueError>;
+    /// The job failed at `stage`.
+    async fn fail(
+        &self,
+        id: &str,
+        stage: Stage,
+        message: &str,
+        exit_code: Option<i32>,
+    ) -> Result<(), QueueError>;
+    /// The job was stopped on request.
+    async fn mark_stopped(&self, id: &str, message: &str) -> Result<(), QueueError>;
+    /// Hands the item back unfinished (agent shutdown).
+    async fn release(&self, id: &str) -> Result<(), QueueError>;
+    /// Whether someone asked for the item to be stopped.
+    async fn stop_requested(&self, id: &str) -> Result<bool, QueueError>;
+    /// Takes back items whose holder died (backends whose server does this
+    /// itself return nothing).
+    async fn reclaim_abandoned(
+        &self,
+        holder_is_dead: Arc<dyn for<'a> Fn(&'a str) -> bool + Send + Sync>,
+        max_attempts: u32,
+    ) -> Result<Vec<Reclaimed>, QueueError>;
+    /// Whether any of `queues` has work waiting (for `--exit-when-idle`).
+    async fn has_queued(&self, queues: &[String]) -> Result<bool, QueueError>;
+    /// How long to wait before polling again after `empty_polls` polls in a
+    /// row found nothing (a wake-up cuts the wait short where supported).
+    fn idle_wait(&self, empty_polls: u32) -> Duration;
+    /// Whether the server asked this agent to stop polling.
+    async fn should_stop(&self) -> bool {
+        false
+    }
+    /// The agent is shutting down.
+    async fn close(&self) {}
+}
+
+/// The embedded queue as a [`QueueBackend`].
+#[derive(Clone)]
+pub struct EmbeddedBackend {
+    queue: Arc<EmbeddedQueue>,
+}
+
+impl EmbeddedBackend {
+    /// Wraps an open embedded queue.
+    pub fn new(queue: Arc<EmbeddedQueue>) -> Self {
+        EmbeddedBackend { queue }
+    }
+
+    /// Runs a queue call on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&EmbeddedQueue) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let queue = self.queue.clone();
+        match tokio::task::spawn_blocking(move || call(&queue)).await {
+            Ok(result) => result,
+            Err(join) => Err(QueueError::Interrupted(join.to_string())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl QueueBackend for EmbeddedBackend {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+    async fn claim_next(
+        &self,
+        queues: &[String],
+        agent_id: &str,
+        lease: Duration,
+    ) -> Result<Option<QueueItem>, QueueError> {
+        let (queues, agent_id) = (queues.to_vec(), agent_id.to_string());
+        self.blocking(move |q| q.claim_next(&queues, &agent_id, lease)).await
+    }
+    async fn mark_running(&self, id: &str, agent_id: &str) -> Result<(), QueueError> {
+        let (id, agent_id) = (id.to_string(), agent_id.to_string());
+        self.blocking(move |q| q.mark_running(&id, &agent_id)).await
+    }
+    async fn set_run_pid(&self, id: &str, pid: Option<i32>) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.blocking(move |q| q.set_run_pid(&id, pid)).await
+    }
+    async fn renew_leases(&self, agent_id: &str, lease: Duration) -> Result<(), QueueError> {
+        let agent_id = agent_id.to_string();
+        self.blocking(move |q| q.renew_leases(&agent_id, lease).map(|_| ())).await
+    }
+    async fn finish(&self, id: &str, exit_code: Option<i32>) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.blocking(move |q| q.finish(&id, exit_code)).await
+    }
+    async fn fail(
+        &self,
+        id: &str,
+        stage: Stage,
+        message: &str,
+        exit_code: Option<i32>,
+    ) -> Result<(), QueueError> {
+        let (id, message) = (id.to_string(), message.to_string());
+        self.blocking(move |q| q.fail(&id, stage, &message, exit_code)).await
+    }
+    async fn mark_stopped(&self, id: &str, message: &str) -> Result<(), QueueError> {
+        let (id, message) = (id.to_string(), message.to_string());
+        self.blocking(move |q| q.mark_stopped(&id, &message)).await
+    }
+    async fn release(&self, id: &str) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.blocking(move |q| q.release(&id)).await
+    }
+    async fn stop_requested(&self, id: &str) -> Result<bool, QueueError> {
+        let id = id.to_string();
+        self.blocking(move |q| Ok(q.get(&id)?.is_some_and(|item| item.stop_requested)))
+            .await
+    }
+    async fn reclaim_abandoned(
+        &self,
+        holder_is_dead: Arc<dyn for<'a> Fn(&'a str) -> bool + Send + Sync>,
+        max_attempts: u32,
+    ) -> Result<Vec<Reclaimed>, QueueError> {
+        self.blocking(move |q| q.reclaim_abandoned(&|holder: &str| holder_is_dead(holder), max_attempts))
+            .await
+    }
+    async fn has_queued(&self, queues: &[String]) -> Result<bool, QueueError> {
+        let queues = queues.to_vec();
+        self.blocking(move |q| q.has_queued(&queues)).await
+    }
+    fn idle_wait(&self, _empty_polls: u32) -> Duration {
+        IDLE_RECHECK
+    }
+}
