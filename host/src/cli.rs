@@ -407,6 +407,10 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
         println!("  secrets:     {}", list(&p.secrets));
         println!("  dirs:        {}", list(&p.dirs));
         println!(
+            "  docker:      {}",
+            if p.docker { "granted" } else { "(none)" }
+        );
+        println!(
             "  limits:      {} ms per call, {} MiB",
             p.deadline_ms, p.memory_mb
         );

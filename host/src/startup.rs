@@ -63,6 +63,11 @@ fn entry_with_defaults(config: &LaunchConfig, plugin_ref: &catalog::PluginRef) -
     };
     let uses_bundle = configured.is_none_or(|e| e.path.is_none());
     if let (Some(kind), true) = (plugin_ref.expected_kind, uses_bundle) {
+        if entry.limits.deadline_ms == crate::config::Limits::default().deadline_ms
+            && let Some(deadline_ms) = catalog::default_deadline_ms(kind, &plugin_ref.name)
+        {
+            entry.limits.deadline_ms = deadline_ms;
+        }
         let defaults = catalog::default_grants(kind, &plugin_ref.name, config);
         entry.grants.docker |= defaults.docker;
         for host in defaults.hosts {
@@ -82,7 +87,9 @@ pub async fn prepare(
     state: StateDir,
 ) -> anyhow::Result<Arc<JobContext>> {
     let plugins = load_plugins(config, plugin_dir, &state).await?;
-    let queue: Arc<dyn QueueBackend> = Arc::new(EmbeddedBackend::new(Arc::new(EmbeddedQueue::open(state.root())?)));
+    let queue: Arc<dyn QueueBackend> = Arc::new(EmbeddedBackend::new(Arc::new(
+        EmbeddedQueue::open(state.root())?,
+    )));
     let ctx = agent::job_context(
         config,
         &plugins,

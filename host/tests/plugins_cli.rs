@@ -123,3 +123,48 @@ fn the_noop_builder_fails_a_job_that_needs_a_build_at_stage_build() {
         "{message}"
     );
 }
+
+#[test]
+fn the_bundled_docker_builder_gets_the_engine_the_registry_host_and_a_build_sized_deadline() {
+    let agent = Scratch::new();
+    let config = agent.write_config(
+        "builder:\n  type: docker\nregistry:\n  type: oci\n  uri: 127.0.0.1:5000/team/launch\n",
+    );
+    let out = agent.run(&[
+        "plugins",
+        "list",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plugins: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let docker = plugins
+        .iter()
+        .find(|p| p["name"] == "docker")
+        .expect("docker builder listed");
+    assert_eq!(docker["kind"], "builder");
+    assert_eq!(docker["docker"], true);
+    assert_eq!(docker["deadline_ms"], 3_600_000);
+    assert_eq!(
+        docker["hosts"],
+        serde_json::json!(["https://127.0.0.1:5000", "http://127.0.0.1:5000"])
+    );
+    let oci = plugins
+        .iter()
+        .find(|p| p["name"] == "oci")
+        .expect("oci registry listed");
+    assert_eq!(
+        oci["hosts"],
+        serde_json::json!(["https://127.0.0.1:5000", "http://127.0.0.1:5000"])
+    );
+    assert_eq!(
+        oci["secrets"],
+        serde_json::json!([]),
+        "no secret unless granted"
+    );
+}

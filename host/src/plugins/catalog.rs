@@ -149,6 +149,19 @@ fn file_of(
     }
 }
 
+/// A bundled plugin's call deadline when the config leaves it at the
+/// default: a build's deadline covers the whole `docker build` and push it
+/// waits on (the deadline is wall-clock time of the call, host waits
+/// included), so the docker builder gets an hour, as W&B's Kaniko builds do
+/// (30 minutes) with room for the push.
+pub fn default_deadline_ms(kind: PluginKind, name: &str) -> Option<u64> {
+    match (kind, name) {
+        (PluginKind::Builder, "docker") => Some(3_600_000),
+        (PluginKind::Registry, "oci") => Some(120_000),
+        _ => None,
+    }
+}
+
 /// The grants a bundled plugin gets without asking (see the module doc).
 pub fn default_grants(
     kind: PluginKind,

@@ -80,6 +80,8 @@ pub struct PluginDescription {
     pub secrets: Vec<String>,
     /// Granted directories, `path` or `path (rw)`.
     pub dirs: Vec<String>,
+    /// Whether the Docker engine is granted.
+    pub docker: bool,
     /// Deadline of one call, ms.
     pub deadline_ms: u64,
     /// Memory cap, MiB.

@@ -159,6 +159,7 @@ impl PluginHost {
                         format!("{}{rw}", d.host_path().display())
                     })
                     .collect(),
+                docker: entry.grants.docker,
                 deadline_ms: entry.limits.deadline_ms,
                 memory_mb: entry.limits.memory_mb,
             },
