@@ -222,12 +222,18 @@ pub async fn run(
             break;
         }
         if queue.should_stop().await {
-            tracing::info!(backend = queue.name(), "the queue server asked this agent to stop polling");
+            tracing::info!(
+                backend = queue.name(),
+                "the queue server asked this agent to stop polling"
+            );
             break;
         }
         // Claim while there is room.
         while options.max_jobs.is_none_or(|max| running.len() < max) {
-            let item = match queue.claim_next(&queues, &ctx.agent_id, options.lease).await {
+            let item = match queue
+                .claim_next(&queues, &ctx.agent_id, options.lease)
+                .await
+            {
                 Ok(Some(item)) => {
                     empty_polls = 0;
                     item

@@ -106,7 +106,8 @@ impl QueueBackend for EmbeddedBackend {
         lease: Duration,
     ) -> Result<Option<QueueItem>, QueueError> {
         let (queues, agent_id) = (queues.to_vec(), agent_id.to_string());
-        self.blocking(move |q| q.claim_next(&queues, &agent_id, lease)).await
+        self.blocking(move |q| q.claim_next(&queues, &agent_id, lease))
+            .await
     }
     async fn mark_running(&self, id: &str, agent_id: &str) -> Result<(), QueueError> {
         let (id, agent_id) = (id.to_string(), agent_id.to_string());
@@ -118,7 +119,8 @@ impl QueueBackend for EmbeddedBackend {
     }
     async fn renew_leases(&self, agent_id: &str, lease: Duration) -> Result<(), QueueError> {
         let agent_id = agent_id.to_string();
-        self.blocking(move |q| q.renew_leases(&agent_id, lease).map(|_| ())).await
+        self.blocking(move |q| q.renew_leases(&agent_id, lease).map(|_| ()))
+            .await
     }
     async fn finish(&self, id: &str, exit_code: Option<i32>) -> Result<(), QueueError> {
         let id = id.to_string();
@@ -132,7 +134,8 @@ impl QueueBackend for EmbeddedBackend {
         exit_code: Option<i32>,
     ) -> Result<(), QueueError> {
         let (id, message) = (id.to_string(), message.to_string());
-        self.blocking(move |q| q.fail(&id, stage, &message, exit_code)).await
+        self.blocking(move |q| q.fail(&id, stage, &message, exit_code))
+            .await
     }
     async fn mark_stopped(&self, id: &str, message: &str) -> Result<(), QueueError> {
         let (id, message) = (id.to_string(), message.to_string());
@@ -152,8 +155,10 @@ impl QueueBackend for EmbeddedBackend {
         holder_is_dead: Arc<dyn for<'a> Fn(&'a str) -> bool + Send + Sync>,
         max_attempts: u32,
     ) -> Result<Vec<Reclaimed>, QueueError> {
-        self.blocking(move |q| q.reclaim_abandoned(&|holder: &str| holder_is_dead(holder), max_attempts))
-            .await
+        self.blocking(move |q| {
+            q.reclaim_abandoned(&|holder: &str| holder_is_dead(holder), max_attempts)
+        })
+        .await
     }
     async fn has_queued(&self, queues: &[String]) -> Result<bool, QueueError> {
         let queues = queues.to_vec();
