@@ -4,7 +4,8 @@
 #   scripts/test.sh
 #
 # It installs the wasm32-wasip2 target when missing, starts the services the
-# tests use (a Docker engine and a registry, scripts/services.sh), builds the plugins,
+# tests use (a Docker engine and a registry, scripts/services.sh), installs the
+# real wandb client in a venv for the W&B compatibility tests, builds the plugins,
 # checks formatting and lints, and runs the host's tests. CARGO_TARGET_DIR
 # may point at a warm cache outside the clone.
 set -euo pipefail
@@ -22,6 +23,11 @@ fi
 echo "== starting test services (Docker engine, registry)" >&2
 scripts/services.sh start
 trap 'scripts/services.sh stop' EXIT
+
+echo "== the real wandb client and the fake W&B server (tests/wandb_fake)" >&2
+LAUNCH_AGENT_WANDB_VENV=$(bash tests/wandb_fake/setup.sh | tail -n 1)
+export LAUNCH_AGENT_WANDB_VENV
+python3 tests/wandb_fake/smoke_test.py >&2
 
 echo "== building plugins" >&2
 scripts/build-plugins.sh >/dev/null

@@ -19,7 +19,7 @@
 //! | `registry` | block | `type: ecr\|gcr\|acr\|oci\|<plugin>`, `uri`, `repository`, `image-name`, `region`, `project` |
 //! | `builder` | block | `type: docker\|kaniko\|noop\|<plugin>` and the W&B builder keys |
 //! | `state_dir` | path | where the embedded queue and run logs live |
-//! | `queue_backend` | `embedded` | which queue backend to use |
+//! | `queue_backend` | `embedded` (default) or `wandb` | which queues to serve: the embedded queue, or a W&B server's launch queues |
 //! | `plugin_dir` | path | where the default bundle's `.wasm` files are |
 //! | `plugins` | map | plugins by name: file, digest, grants, limits, settings |
 //! | `secrets` | map | named secrets and where their values come from |
@@ -76,6 +76,9 @@ pub enum QueueBackend {
     /// The on-disk SQLite queue in the state dir (no server needed).
     #[default]
     Embedded,
+    /// Launch queues on a W&B server (`WANDB_BASE_URL`, `WANDB_API_KEY` or
+    /// `~/.netrc`), as `wandb launch-agent` serves them.
+    Wandb,
 }
 
 /// The parsed `launch-config.yaml`.

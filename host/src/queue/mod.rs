@@ -12,14 +12,15 @@
 //! ([`EmbeddedQueue::release`]) or reclaimed after its agent died
 //! ([`EmbeddedQueue::reclaim_abandoned`]).
 
-mod clock;
 pub mod backend;
+mod clock;
 mod embedded;
 mod error;
 mod item;
 mod row;
 mod schema;
 mod table;
+pub mod wandb;
 
 pub use backend::{EmbeddedBackend, QueueBackend};
 pub use embedded::{BUSY_TIMEOUT, DB_FILE_NAME, EmbeddedQueue};

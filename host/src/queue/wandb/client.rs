@@ -1,0 +1,294 @@
+//! A small GraphQL client for the W&B API: one POST per operation to
+//! `<base_url>/graphql`, HTTP basic auth user `api`, transient failures
+//! retried with backoff, the API key scrubbed from every error.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::settings::{ApiKey, RetryPolicy};
+use crate::queue::QueueError;
+
+/// The operation texts the real W&B client (0.31.0) sends, as extracted
+/// into the fake server's `operations.json`.
+const OPERATIONS_JSON: &str = include_str!("../../../../tests/wandb_fake/operations.json");
+
+/// The longest piece of a server's answer quoted in an error.
+const MAX_QUOTE: usize = 300;
+
+/// The text of the operation `key` in `operations.json`.
+pub(super) fn operation(key: &str) -> Result<&'static str, QueueError> {
+    static OPS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    let ops = OPS.get_or_init(|| {
+        let doc: Value = serde_json::from_str(OPERATIONS_JSON).unwrap_or(Value::Null);
+        doc["operations"]
+            .as_object()
+            .map(|ops| {
+                ops.iter()
+                    .filter_map(|(k, op)| Some((k.clone(), op["query"].as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    ops.get(key).map(String::as_str).ok_or_else(|| {
+        QueueError::Remote(format!(
+            "internal error: W&B operation {key} missing from operations.json"
+        ))
+    })
+}
+
+/// How a request failed.
+#[derive(Debug)]
+pub(super) enum CallError {
+    /// The server refused the API key (HTTP 401 or 403).
+    Unauthorized {
+        /// The status code.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// Anything else, already worded for people.
+    Other(String),
+}
+
+impl CallError {
+    /// As a queue error.
+    pub(super) fn into_queue_error(self, base_url: &str) -> QueueError {
+        match self {
+            CallError::Unauthorized { status, message } => QueueError::Remote(format!(
+                "W&B at {base_url} refused the API key ({status}): {message}; check \
+                 WANDB_API_KEY or the ~/.netrc entry (`wandb login`)"
+            )),
+            CallError::Other(message) => QueueError::Remote(message),
+        }
+    }
+}
+
+/// What one try ended with.
+enum Attempt {
+    Done(Value),
+    Retry(String, Option<Duration>),
+    Fail(CallError),
+}
+
+/// The GraphQL endpoint of one W&B server.
+pub(super) struct GraphqlClient {
+    http: reqwest::Client,
+    endpoint: String,
+    base_url: String,
+    key: ApiKey,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for GraphqlClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphqlClient")
+            .field("endpoint", &self.endpoint)
+            .field("key", &self.key)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl GraphqlClient {
+    /// A client for `base_url` (without a trailing `/graphql`).
+    pub(super) fn new(
+        base_url: &str,
+        key: ApiKey,
+        retry: RetryPolicy,
+        timeout: Duration,
+    ) -> Result<Self, QueueError> {
+        install_crypto_provider();
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("launch-agent/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| QueueError::Remote(format!("cannot set up an HTTP client: {e}")))?;
+        Ok(GraphqlClient {
+            http,
+            endpoint: format!("{base_url}/graphql"),
+            base_url,
+            key,
+            retry,
+        })
+    }
+
+    /// The server's base URL.
+    pub(super) fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Runs operation `key` of `operations.json` with `variables` and
+    /// returns its `data`; errors are [`QueueError::Remote`].
+    pub(super) async fn run(&self, key: &str, variables: Value) -> Result<Value, QueueError> {
+        self.call(key, variables)
+            .await
+            .map_err(|e| e.into_queue_error(&self.base_url))
+    }
+
+    /// Like [`GraphqlClient::run`], keeping a refused key apart.
+    pub(super) async fn call(&self, key: &str, variables: Value) -> Result<Value, CallError> {
+        let query = operation(key).map_err(|e| CallError::Other(e.to_string()))?;
+        let name = key.split('#').next().unwrap_or(key);
+        let body = json!({"query": query, "variables": variables, "operationName": name});
+        let mut retry = 0;
+        loop {
+            match self.attempt(name, &body).await {
+                Attempt::Done(data) => return Ok(data),
+                Attempt::Fail(error) => return Err(self.scrub_error(error)),
+                Attempt::Retry(why, after) => {
+                    if retry >= self.retry.retries {
+                        return Err(CallError::Other(self.scrub(&format!(
+                            "W&B at {}: {name} failed after {} tries: {why}",
+                            self.base_url,
+                            retry + 1
+                        ))));
+                    }
+                    let wait = after
+                        .map(|a| a.min(self.retry.max_delay))
+                        .unwrap_or_else(|| self.retry.delay(retry));
+                    tracing::warn!(
+                        operation = name,
+                        "W&B request failed ({}); retrying in {:.1} s",
+                        self.scrub(&why),
+                        wait.as_secs_f64()
+                    );
+                    tokio::time::sleep(wait).await;
+                    retry += 1;
+                }
+            }
+        }
+    }
+
+    /// One try.
+    async fn attempt(&self, name: &str, body: &Value) -> Attempt {
+        let response = match self
+            .http
+            .post(&self.endpoint)
+            .basic_auth("api", Some(self.key.expose()))
+            .json(body)
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => return Attempt::Retry(describe(&e), None),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) => return Attempt::Retry(describe(&e), None),
+        };
+        if status.as_u16() == 401 || status.as_u16() == 403 {
+            return Attempt::Fail(CallError::Unauthorized {
+                status: status.as_u16(),
+                message: error_messages(&text).unwrap_or_else(|| quote(&text)),
+            });
+        }
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Attempt::Retry(format!("HTTP {status}: {}", quote(&text)), retry_after);
+        }
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        if !status.is_success() {
+            let message = error_messages(&text).unwrap_or_else(|| quote(&text));
+            return Attempt::Fail(CallError::Other(format!(
+                "W&B at {}: {name} got HTTP {status}: {message}",
+                self.base_url
+            )));
+        }
+        let Some(parsed) = parsed else {
+            return Attempt::Fail(CallError::Other(format!(
+                "W&B at {}: {name} answered with something that is not JSON: {}",
+                self.base_url,
+                quote(&text)
+            )));
+        };
+        if let Some(messages) = error_messages(&text) {
+            return Attempt::Fail(CallError::Other(format!(
+                "W&B at {}: {name} failed: {messages}",
+                self.base_url
+            )));
+        }
+        Attempt::Done(parsed.get("data").cloned().unwrap_or(Value::Null))
+    }
+
+    /// `text` with the API key replaced.
+    pub(super) fn scrub(&self, text: &str) -> String {
+        scrub(text, &self.key)
+    }
+
+    fn scrub_error(&self, error: CallError) -> CallError {
+        match error {
+            CallError::Unauthorized { status, message } => CallError::Unauthorized {
+                status,
+                message: self.scrub(&message),
+            },
+            CallError::Other(message) => CallError::Other(self.scrub(&message)),
+        }
+    }
+}
+
+/// `text` with every occurrence of `key` replaced by `<redacted>`.
+pub(super) fn scrub(text: &str, key: &ApiKey) -> String {
+    let secret = key.expose();
+    if secret.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(secret, "<redacted>")
+    }
+}
+
+/// The `errors[].message`s of a GraphQL answer, joined, if there are any.
+fn error_messages(text: &str) -> Option<String> {
+    let parsed: Value = serde_json::from_str(text).ok()?;
+    let errors = parsed.get("errors")?.as_array()?;
+    let messages: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            e.get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string())
+        })
+        .collect();
+    (!messages.is_empty()).then(|| quote(&messages.join("; ")))
+}
+
+/// At most [`MAX_QUOTE`] characters of `text`.
+fn quote(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(MAX_QUOTE) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None if text.is_empty() => "(empty answer)".to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// A transport error with its causes (reqwest's own message is terse).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Installs rustls's `ring` provider, as for the OCI client.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may win the race; either way one is installed.
+        _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

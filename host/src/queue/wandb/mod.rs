@@ -1,0 +1,640 @@
+//! The W&B Launch queues as a [`QueueBackend`]: the agent serves queues of
+//! a W&B server (`wandb launch --queue ...` submits to them) the way the
+//! W&B Launch agent (`wandb launch-agent`) does, over the same GraphQL
+//! operations (their texts are those of the real client, wandb 0.31.0, in
+//! `tests/wandb_fake/operations.json`).
+//!
+//! | when | operation | variables |
+//! |---|---|---|
+//! | [`WandbBackend::connect`] | `Viewer` | — (checks the key; gives the default entity) |
+//! | [`WandbBackend::connect`] | `ProjectRunQueues` | entity, project `model-registry` → queue names to ids |
+//! | [`WandbBackend::connect`] | `createLaunchAgent` | entity, project, queue ids, hostname, agentConfig, version → launch agent id |
+//! | `claim_next` | `popFromRunQueue` | entity, project, queueName, launchAgentId; per queue in order, first non-null wins |
+//! | `claim_next` | `ackRunQueueItem` | itemId, runId (the run name) — after the item is recorded here |
+//! | `claim_next` (bad runSpec), `fail` | `failRunQueueItem` | runQueueItemId, message, stage (`agent`, `build`, `run`), filePaths |
+//! | `renew_leases` | `updateLaunchAgent` | agentId, agentStatus `RUNNING` (jobs held) or `POLLING`: the heartbeat |
+//! | `stop_requested` | `RunStoppedStatus` | the run's entity, project and name |
+//! | `should_stop` | `LaunchAgent` | agentId → `stopPolling` |
+//! | `close` | `updateLaunchAgent` | agentStatus `KILLED` |
+//!
+//! Trait methods without a server call:
+//!
+//! | method | why |
+//! |---|---|
+//! | `mark_running`, `set_run_pid` | W&B tracks the run itself (through `wandb.init` in the job) |
+//! | `finish` | W&B has no success mutation; the run reports its own end |
+//! | `mark_stopped` | the stop was asked on the server, which marks the run stopped |
+//! | `release` | W&B cannot hand an acked item back; it stays claimed by its run (the W&B agent does the same on shutdown) |
+//! | `reclaim_abandoned` | the server puts popped but un-acked items back itself (after about a minute) |
+//! | `has_queued` | there is no cheap peek: always `false` |
+//!
+//! `idle_wait` backs off from 1 s, doubling, to at most 30 s (the W&B agent
+//! polls every 10 s). Transient failures (connection refused or reset,
+//! timeouts, HTTP 5xx and 429) are retried with bounded exponential backoff
+//! ([`RetryPolicy`]); a refused key (401/403) is not. The API key is sent as
+//! HTTP basic auth (user `api`) and never appears in an error, a log line or
+//! `Debug` output.
+//!
+//! Nothing claimed is lost: an item is acked only once it is recorded in
+//! the backend; if the ack fails, the item is forgotten and the server puts
+//! it back. (A pop whose answer is lost on the way is retried; the item the
+//! lost answer held goes back to the queue the same way.)
+
+mod client;
+mod settings;
+
+pub use settings::{ApiKey, DEFAULT_BASE_URL, RetryPolicy, WandbSettings};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{ItemState, QueueBackend, QueueError, QueueItem, Reclaimed, Stage};
+use client::{CallError, GraphqlClient};
+
+/// The project W&B keeps launch queues and agents in.
+pub const LAUNCH_PROJECT: &str = "model-registry";
+
+/// The project a run goes to when its spec names none (W&B's default).
+const DEFAULT_RUN_PROJECT: &str = "uncategorized";
+
+/// How many items with a bad runSpec one `claim_next` fails before it
+/// gives up on a queue for this poll.
+const MAX_BAD_SPECS: usize = 10;
+
+/// An item this agent acked and has not yet seen end.
+#[derive(Clone, Debug)]
+struct Held {
+    /// Its queue's name.
+    queue: String,
+    /// The entity of its run.
+    entity: String,
+    /// The project of its run.
+    project: String,
+    /// The run name it was acked with.
+    run_name: String,
+}
+
+/// A connected W&B launch agent (see the module docs).
+pub struct WandbBackend {
+    client: GraphqlClient,
+    entity: String,
+    queue_ids: Vec<(String, String)>,
+    agent_id: String,
+    idle_min: Duration,
+    idle_max: Duration,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+impl std::fmt::Debug for WandbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WandbBackend")
+            .field("client", &self.client)
+            .field("entity", &self.entity)
+            .field("queue_ids", &self.queue_ids)
+            .field("agent_id", &self.agent_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WandbBackend {
+    /// Checks the API key (`Viewer`), resolves the queue names to ids
+    /// (`ProjectRunQueues`, project `model-registry`) and registers the
+    /// agent (`createLaunchAgent`).
+    ///
+    /// Fails with a message naming the server when it refuses the key,
+    /// naming the queue and entity when a queue does not exist, and when
+    /// the server cannot be reached after the retries.
+    pub async fn connect(settings: WandbSettings) -> Result<Self, QueueError> {
+        let base_url = settings.base_url.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&base_url).map_err(|e| {
+            QueueError::Remote(format!("W&B base URL {base_url:?} is not a URL: {e}"))
+        })?;
+        let host = url.host_str().unwrap_or_default().to_string();
+        if !matches!(url.scheme(), "http" | "https") || host.is_empty() {
+            return Err(QueueError::Remote(format!(
+                "W&B base URL {base_url:?} must be an http:// or https:// URL with a host"
+            )));
+        }
+        if settings.queues.is_empty() {
+            return Err(QueueError::Remote(
+                "no W&B queue to serve: give at least one queue (-q QUEUE or `queues:`)".into(),
+            ));
+        }
+        let key = settings
+            .resolve_key(&host, url.port())
+            .map_err(QueueError::Remote)?;
+        let client = GraphqlClient::new(
+            &base_url,
+            key.clone(),
+            settings.retry,
+            settings.request_timeout,
+        )?;
+
+        let viewer = client
+            .call("Viewer", json!({}))
+            .await
+            .map_err(|e| match e {
+                CallError::Other(message) => CallError::Other(format!(
+                    "cannot check the API key with W&B at {base_url}: {message}"
+                )),
+                refused => refused,
+            })
+            .map_err(|e| e.into_queue_error(&base_url))?;
+        let viewer = &viewer["viewer"];
+        if viewer.is_null() {
+            return Err(QueueError::Remote(format!(
+                "W&B at {base_url} refused the API key (no viewer for it); check \
+                 WANDB_API_KEY or the ~/.netrc entry (`wandb login`)"
+            )));
+        }
+        let entity = match settings.entity.clone().filter(|e| !e.is_empty()) {
+            Some(entity) => entity,
+            None => viewer["entity"]
+                .as_str()
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    QueueError::Remote(format!(
+                        "no W&B entity given and W&B at {base_url} reports none for the \
+                         API key; set `entity:`, -e or WANDB_ENTITY"
+                    ))
+                })?,
+        };
+
+        let queues = client
+            .run(
+                "ProjectRunQueues",
+                json!({"entity": entity, "projectName": LAUNCH_PROJECT}),
+            )
+            .await?;
+        let known: Vec<(String, String)> = queues["project"]["runQueues"]
+            .as_array()
+            .map(|queues| {
+                queues
+                    .iter()
+                    .filter_map(|q| Some((q["name"].as_str()?.into(), q["id"].as_str()?.into())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut queue_ids = Vec::new();
+        for name in &settings.queues {
+            let Some((_, id)) = known.iter().find(|(known, _)| known == name) else {
+                let names: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(QueueError::Remote(format!(
+                    "W&B queue {name:?} does not exist in entity {entity:?} at {base_url} \
+                     (its launch queues: {}); create it in the W&B UI (Launch → Create queue) \
+                     or fix the queue name",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            };
+            if !queue_ids.iter().any(|(n, _): &(String, String)| n == name) {
+                queue_ids.push((name.clone(), id.clone()));
+            }
+        }
+
+        let mut config = settings.agent_config.clone();
+        if let Value::Object(map) = &mut config {
+            map.entry("max_jobs").or_insert(json!(settings.max_jobs));
+        }
+        let config_text = client::scrub(&config.to_string(), &key);
+        let created = client
+            .run(
+                "createLaunchAgent",
+                json!({
+                    "entity": entity,
+                    "project": LAUNCH_PROJECT,
+                    "queues": queue_ids.iter().map(|(_, id)| id).collect::<Vec<_>>(),
+                    "hostname": settings.hostname,
+                    "agentConfig": config_text,
+                    "version": settings.agent_version,
+                }),
+            )
+            .await?;
+        let agent_id = created["createLaunchAgent"]["launchAgentId"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                QueueError::Remote(format!(
+                    "W&B at {base_url}: createLaunchAgent returned no launch agent id"
+                ))
+            })?;
+        tracing::info!(
+            entity = %entity,
+            launch_agent = %agent_id,
+            "registered with W&B at {base_url} for queues {:?}",
+            settings.queues
+        );
+        Ok(WandbBackend {
+            client,
+            entity,
+            queue_ids,
+            agent_id,
+            idle_min: settings.idle_min,
+            idle_max: settings.idle_max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The launch agent id the server gave this agent.
+    pub fn launch_agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    /// The entity whose queues are served.
+    pub fn entity(&self) -> &str {
+        &self.entity
+    }
+
+    /// The served queues' names and W&B ids, in polling order.
+    pub fn queue_ids(&self) -> &[(String, String)] {
+        &self.queue_ids
+    }
+
+    /// The run name item `id` was acked with, while it is held.
+    pub fn run_name(&self, id: &str) -> Option<String> {
+        self.held_item(id).map(|held| held.run_name)
+    }
+
+    fn held_item(&self, id: &str) -> Option<Held> {
+        self.held.lock().ok()?.get(id).cloned()
+    }
+
+    fn forget(&self, id: &str) -> Option<Held> {
+        self.held.lock().ok()?.remove(id)
+    }
+
+    fn holds_any(&self) -> bool {
+        self.held
+            .lock()
+            .map(|held| !held.is_empty())
+            .unwrap_or(false)
+    }
+
+    async fn set_status(&self, status: &str) -> Result<(), QueueError> {
+        self.client
+            .run(
+                "updateLaunchAgent",
+                json!({"agentId": self.agent_id, "agentStatus": status}),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn fail_item(&self, id: &str, stage: Stage, message: &str) -> Result<(), QueueError> {
+        let data = self
+            .client
+            .run(
+                "failRunQueueItem",
+                json!({
+                    "runQueueItemId": id,
+                    "message": message,
+                    "stage": stage.as_str(),
+                    "filePaths": Value::Null,
+                }),
+            )
+            .await?;
+        if data["failRunQueueItem"]["success"] == Value::Bool(false) {
+            tracing::warn!(item = id, "W&B did not accept failing the item");
+        }
+        Ok(())
+    }
+
+    /// Pops one item of `queue`, skipping (and failing) items whose runSpec
+    /// is not a JSON object; `None` when the queue has nothing.
+    async fn pop(&self, queue: &str) -> Result<Option<(String, Value)>, QueueError> {
+        for _ in 0..MAX_BAD_SPECS {
+            let data = self
+                .client
+                .run(
+                    "popFromRunQueue",
+                    json!({
+                        "entity": self.entity,
+                        "project": LAUNCH_PROJECT,
+                        "queueName": queue,
+                        "launchAgentId": self.agent_id,
+                    }),
+                )
+                .await?;
+            let popped = &data["popFromRunQueue"];
+            if popped.is_null() {
+                return Ok(None);
+            }
+            let Some(id) = popped["runQueueItemId"].as_str().map(str::to_string) else {
+                return Err(QueueError::Remote(format!(
+                    "W&B at {}: popFromRunQueue on queue {queue:?} returned an item without \
+                     runQueueItemId",
+                    self.client.base_url()
+                )));
+            };
+            match parse_run_spec(&popped["runSpec"]) {
+                Ok(spec) => return Ok(Some((id, spec))),
+                Err(why) => {
+                    let message = format!("launch-agent cannot use this item's runSpec: {why}");
+                    tracing::warn!(item = %id, queue, "{message}; failing it");
+                    if let Err(e) = self.fail_item(&id, Stage::Agent, &message).await {
+                        tracing::warn!(item = %id, "cannot fail the item: {e}");
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The runSpec of a popped item: a JSON object, or a string holding one.
+fn parse_run_spec(raw: &Value) -> Result<Value, String> {
+    let spec = match raw {
+        Value::String(text) => serde_json::from_str(text)
+            .map_err(|e| format!("it is a string that is not JSON ({e})"))?,
+        other => other.clone(),
+    };
+    match spec {
+        Value::Object(_) => Ok(spec),
+        Value::Null => Err("it is missing".into()),
+        other => Err(format!(
+            "it is a JSON {} instead of an object",
+            json_kind(&other)
+        )),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A W&B-style run id: 8 lowercase letters and digits.
+fn new_run_name() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+/// A non-empty string field of the spec.
+fn spec_str(spec: &Value, key: &str) -> Option<String> {
+    spec.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+#[async_trait::async_trait]
+impl QueueBackend for WandbBackend {
+    fn name(&self) -> &'static str {
+        "wandb"
+    }
+
+    /// `popFromRunQueue` on each queue in order; the first item is recorded,
+    /// then acked (`ackRunQueueItem`) with its run name: the spec's
+    /// `run_id`, else a new 8-character id that is written into the spec's
+    /// `run_id`.
+    async fn claim_next(
+        &self,
+        queues: &[String],
+        agent_id: &str,
+        _lease: Duration,
+    ) -> Result<Option<QueueItem>, QueueError> {
+        for queue in queues {
+            let Some((id, mut spec)) = self.pop(queue).await? else {
+                continue;
+            };
+            let run_name = spec_str(&spec, "run_id").unwrap_or_else(new_run_name);
+            if let Value::Object(map) = &mut spec {
+                map.entry("run_id").or_insert(json!(run_name));
+            }
+            let held = Held {
+                queue: queue.clone(),
+                entity: spec_str(&spec, "entity").unwrap_or_else(|| self.entity.clone()),
+                project: spec_str(&spec, "project")
+                    .unwrap_or_else(|| DEFAULT_RUN_PROJECT.to_string()),
+                run_name: run_name.clone(),
+            };
+            if let Ok(mut map) = self.held.lock() {
+                map.insert(id.clone(), held);
+            }
+            let acked = self
+                .client
+                .run("ackRunQueueItem", json!({"itemId": id, "runId": run_name}))
+                .await;
+            match acked {
+                Ok(data) if data["ackRunQueueItem"]["success"] != Value::Bool(false) => {}
+                Ok(_) => {
+                    self.forget(&id);
+                    tracing::warn!(
+                        item = %id,
+                        queue = %queue,
+                        "W&B refused the ack (the lease ran out?); leaving the item to the server"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    // Not acked: the server puts the item back.
+                    self.forget(&id);
+                    return Err(e);
+                }
+            }
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            return Ok(Some(QueueItem {
+                id,
+                queue: queue.clone(),
+                state: ItemState::Claimed,
+                stage: None,
+                message: None,
+                exit_code: None,
+                attempts: 1,
+                spec,
+                created_at: now.clone(),
+                updated_at: now,
+                started_at: None,
+                finished_at: None,
+                claimed_by: Some(agent_id.to_string()),
+                lease_expires_at: None,
+                stop_requested: false,
+                run_pid: None,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// No server call: W&B learns that the run started from the run itself.
+    async fn mark_running(&self, _id: &str, _agent_id: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// No server call: the process group is only of local interest.
+    async fn set_run_pid(&self, _id: &str, _pid: Option<i32>) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// The heartbeat: `updateLaunchAgent` with `RUNNING` while jobs are
+    /// held, else `POLLING`.
+    async fn renew_leases(&self, _agent_id: &str, _lease: Duration) -> Result<(), QueueError> {
+        let status = if self.holds_any() {
+            "RUNNING"
+        } else {
+            "POLLING"
+        };
+        self.set_status(status).await
+    }
+
+    /// No server call (W&B has no success mutation; the run reports its own
+    /// end); the item is forgotten.
+    async fn finish(&self, id: &str, _exit_code: Option<i32>) -> Result<(), QueueError> {
+        self.forget(id);
+        Ok(())
+    }
+
+    /// `failRunQueueItem` with the stage and message (the exit code is
+    /// added to the message when it does not mention one).
+    async fn fail(
+        &self,
+        id: &str,
+        stage: Stage,
+        message: &str,
+        exit_code: Option<i32>,
+    ) -> Result<(), QueueError> {
+        let message = match exit_code {
+            Some(code) if !message.contains("exit code") => {
+                format!("{message} (exit code {code})")
+            }
+            _ => message.to_string(),
+        };
+        self.fail_item(id, stage, &message).await?;
+        self.forget(id);
+        Ok(())
+    }
+
+    /// No server call: the stop was asked on the server, which marks the
+    /// run stopped; the item is forgotten.
+    async fn mark_stopped(&self, id: &str, _message: &str) -> Result<(), QueueError> {
+        self.forget(id);
+        Ok(())
+    }
+
+    /// No server call: an acked W&B item cannot be handed back (the W&B
+    /// agent leaves it too); the item is forgotten.
+    async fn release(&self, id: &str) -> Result<(), QueueError> {
+        if let Some(held) = self.forget(id) {
+            tracing::info!(
+                item = id,
+                queue = %held.queue,
+                run = %held.run_name,
+                "W&B cannot take an acked item back; it stays claimed by its run"
+            );
+        }
+        Ok(())
+    }
+
+    /// `RunStoppedStatus` for the item's run; `false` for items not held
+    /// and runs the server does not know yet.
+    async fn stop_requested(&self, id: &str) -> Result<bool, QueueError> {
+        let Some(held) = self.held_item(id) else {
+            return Ok(false);
+        };
+        let data = self
+            .client
+            .run(
+                "RunStoppedStatus",
+                json!({
+                    "projectName": held.project,
+                    "entityName": held.entity,
+                    "runId": held.run_name,
+                }),
+            )
+            .await?;
+        Ok(data["project"]["run"]["stopped"] == Value::Bool(true))
+    }
+
+    /// Nothing: the server puts popped but un-acked items back itself.
+    async fn reclaim_abandoned(
+        &self,
+        _holder_is_dead: Arc<dyn for<'a> Fn(&'a str) -> bool + Send + Sync>,
+        _max_attempts: u32,
+    ) -> Result<Vec<Reclaimed>, QueueError> {
+        Ok(Vec::new())
+    }
+
+    /// Always `false`: W&B has no cheap way to peek without popping.
+    async fn has_queued(&self, _queues: &[String]) -> Result<bool, QueueError> {
+        Ok(false)
+    }
+
+    /// `idle_min` (1 s), doubling with each empty poll, at most `idle_max`
+    /// (30 s).
+    fn idle_wait(&self, empty_polls: u32) -> Duration {
+        let doublings = empty_polls.saturating_sub(1).min(31);
+        self.idle_min
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.idle_max)
+            .min(self.idle_max)
+    }
+
+    /// `LaunchAgent`'s `stopPolling`; `false` when the server cannot be
+    /// asked.
+    async fn should_stop(&self) -> bool {
+        match self
+            .client
+            .run("LaunchAgent", json!({"agentId": self.agent_id}))
+            .await
+        {
+            Ok(data) => data["launchAgent"]["stopPolling"] == Value::Bool(true),
+            Err(e) => {
+                tracing::warn!("cannot ask W&B whether to stop polling: {e}");
+                false
+            }
+        }
+    }
+
+    /// `updateLaunchAgent(KILLED)`.
+    async fn close(&self) {
+        if let Err(e) = self.set_status("KILLED").await {
+            tracing::warn!("cannot tell W&B that the agent stopped: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_spec_object_or_string() {
+        let object = json!({"docker": {"docker_image": "busybox"}});
+        assert_eq!(parse_run_spec(&object).unwrap(), object);
+        assert_eq!(
+            parse_run_spec(&Value::String(object.to_string())).unwrap(),
+            object
+        );
+        assert!(parse_run_spec(&json!("not json")).is_err());
+        assert!(parse_run_spec(&json!("[1]")).is_err());
+        assert!(parse_run_spec(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn every_operation_is_there() {
+        for key in [
+            "Viewer",
+            "ProjectRunQueues",
+            "createLaunchAgent",
+            "popFromRunQueue",
+            "ackRunQueueItem",
+            "failRunQueueItem",
+            "updateLaunchAgent",
+            "RunStoppedStatus",
+            "LaunchAgent",
+        ] {
+            assert!(client::operation(key).is_ok(), "{key}");
+        }
+    }
+}

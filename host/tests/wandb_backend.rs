@@ -1,0 +1,512 @@
+//! `WandbBackend` against the fake W&B server of `tests/wandb_fake/`
+//! (`server.py`, standard library only), started per test on 127.0.0.1 and
+//! killed by its PID at the end.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use launch_agent::queue::wandb::{ApiKey, RetryPolicy, WandbBackend, WandbSettings};
+use launch_agent::queue::{ItemState, QueueBackend, Stage};
+use serde_json::{Value, json};
+
+const ENTITY: &str = "test-entity";
+
+/// A 40-character key, as W&B's are.
+fn api_key() -> String {
+    "k3y".repeat(14)[..40].to_string()
+}
+
+/// The fake server, killed when dropped.
+struct Fake {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn start(extra: &[&str]) -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/wandb_fake/server.py");
+        let child = Command::new("python3")
+            .arg(&script)
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(["--host", "127.0.0.1", "--api-key", &api_key()])
+            .args(["--queue", &format!("{ENTITY}/default")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs tests/wandb_fake/server.py");
+        let mut fake = Fake {
+            child,
+            port: 0,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Ok(port) = text.trim().parse()
+            {
+                fake.port = port;
+                break;
+            }
+            if let Ok(Some(status)) = fake.child.try_wait() {
+                panic!("the fake W&B server exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fake W&B server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        fake
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One HTTP/1.0 request to a control endpoint; the answer's JSON body.
+    fn http(&self, method: &str, path: &str, body: &str) -> Value {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{method} {path}: answer {answer:?}"));
+        assert!(head.contains(" 200 "), "{method} {path}: {head}\n{body}");
+        serde_json::from_str(body).unwrap()
+    }
+
+    /// Pushes `spec` to `queue` of [`ENTITY`]; the item id.
+    fn push(&self, queue: &str, spec: &Value) -> String {
+        let answer = self.http(
+            "POST",
+            &format!("/_fake/queues/{ENTITY}/{queue}/items"),
+            &spec.to_string(),
+        );
+        answer["runQueueItemId"].as_str().unwrap().to_string()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        match self.http("GET", "/_fake/events", "") {
+            Value::Array(events) => events,
+            other => panic!("events: {other}"),
+        }
+    }
+
+    /// The GraphQL operations received, in order.
+    fn operations(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .filter_map(|e| e["operation"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The variables of every event of `operation`.
+    fn variables(&self, operation: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["operation"] == operation)
+            .map(|e| e["variables"].clone())
+            .collect()
+    }
+
+    fn state(&self) -> Value {
+        self.http("GET", "/_fake/state", "")
+    }
+
+    fn item_state(&self, id: &str) -> String {
+        let state = self.state();
+        let item = state["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("no item {id} in {state}"))
+            .clone();
+        item["state"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        // Only the child started above, by its PID.
+        _ = self.child.kill();
+        _ = self.child.wait();
+    }
+}
+
+fn settings(fake: &Fake) -> WandbSettings {
+    let mut settings = WandbSettings::from_env(Some(ENTITY.into()), vec!["default".into()]);
+    settings.base_url = fake.url();
+    settings.api_key = Some(ApiKey::new(api_key()));
+    settings.hostname = "test-host".into();
+    settings.agent_version = "launch-agent@test".into();
+    settings.agent_config = json!({"entity": ENTITY, "queues": ["default"]});
+    settings.retry = RetryPolicy {
+        retries: 8,
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(800),
+    };
+    settings.request_timeout = Duration::from_secs(10);
+    settings
+}
+
+async fn connect(fake: &Fake) -> WandbBackend {
+    WandbBackend::connect(settings(fake)).await.unwrap()
+}
+
+fn queues() -> Vec<String> {
+    vec!["default".to_string()]
+}
+
+/// An id made safe for a URL path segment.
+fn path_segment(id: &str) -> String {
+    id.replace('/', "%2F")
+        .replace('+', "%2B")
+        .replace('=', "%3D")
+}
+
+fn spec() -> Value {
+    json!({"entity": ENTITY, "project": "proj", "docker": {"docker_image": "busybox:latest"}})
+}
+
+#[tokio::test]
+async fn connect_claim_and_fail_send_the_w_and_b_operations_in_order() {
+    let fake = Fake::start(&[]);
+    let backend = connect(&fake).await;
+    assert_eq!(backend.name(), "wandb");
+    assert_eq!(backend.entity(), ENTITY);
+    let pushed = fake.push("default", &spec());
+
+    let item = backend
+        .claim_next(&queues(), "me", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("an item");
+    assert_eq!(item.id, pushed);
+    assert_eq!(item.queue, "default");
+    assert_eq!(item.state, ItemState::Claimed);
+    assert_eq!(item.claimed_by.as_deref(), Some("me"));
+    let run_name = backend.run_name(&item.id).unwrap();
+    assert_eq!(item.spec["run_id"], run_name.as_str());
+    assert_eq!(item.spec["docker"], spec()["docker"]);
+    assert_eq!(fake.item_state(&pushed), "CLAIMED");
+
+    backend
+        .fail(&item.id, Stage::Build, "the build broke", Some(2))
+        .await
+        .unwrap();
+    assert_eq!(fake.item_state(&pushed), "FAILED");
+    assert!(backend.run_name(&item.id).is_none());
+
+    // An empty queue: nothing, and no error.
+    assert!(
+        backend
+            .claim_next(&queues(), "me", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert_eq!(
+        fake.operations(),
+        [
+            "Viewer",
+            "ProjectRunQueues",
+            "createLaunchAgent",
+            "popFromRunQueue",
+            "ackRunQueueItem",
+            "failRunQueueItem",
+            "popFromRunQueue",
+        ]
+    );
+    assert_eq!(
+        fake.variables("ProjectRunQueues")[0],
+        json!({"entity": ENTITY, "projectName": "model-registry"})
+    );
+    let queue_id = fake.state()["queues"][0]["id"].clone();
+    let created = &fake.variables("createLaunchAgent")[0];
+    assert_eq!(created["entity"], ENTITY);
+    assert_eq!(created["project"], "model-registry");
+    assert_eq!(created["queues"], json!([queue_id]));
+    assert_eq!(created["hostname"], "test-host");
+    assert_eq!(created["version"], "launch-agent@test");
+    let config: Value = serde_json::from_str(created["agentConfig"].as_str().unwrap()).unwrap();
+    assert_eq!(config["queues"], json!(["default"]));
+    let pop = &fake.variables("popFromRunQueue")[0];
+    assert_eq!(
+        *pop,
+        json!({"entity": ENTITY, "project": "model-registry", "queueName": "default",
+               "launchAgentId": backend.launch_agent_id()})
+    );
+    assert_eq!(
+        fake.variables("ackRunQueueItem")[0],
+        json!({"itemId": pushed, "runId": run_name})
+    );
+    let failed = &fake.variables("failRunQueueItem")[0];
+    assert_eq!(failed["runQueueItemId"], pushed.as_str());
+    assert_eq!(failed["stage"], "build");
+    assert_eq!(failed["message"], "the build broke (exit code 2)");
+
+    // The key shows nowhere.
+    let debug = format!("{backend:?} {:?}", settings(&fake));
+    assert!(!debug.contains(&api_key()), "{debug}");
+}
+
+#[tokio::test]
+async fn run_spec_as_an_object_and_bad_specs_are_failed_and_skipped() {
+    let fake = Fake::start(&["--pop-runspec", "object"]);
+    let backend = connect(&fake).await;
+    // The fake decodes a string body once more: this item's runSpec is the
+    // string `plain text`, which is not JSON.
+    let bad = fake.push("default", &json!("\"plain text\""));
+    let good = fake.push("default", &spec());
+
+    let item = backend
+        .claim_next(&queues(), "me", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the good item");
+    assert_eq!(item.id, good);
+    assert_eq!(item.spec["project"], "proj");
+    assert_eq!(fake.item_state(&bad), "FAILED");
+    let failed = &fake.variables("failRunQueueItem")[0];
+    assert_eq!(failed["runQueueItemId"], bad.as_str());
+    assert_eq!(failed["stage"], "agent");
+    assert!(
+        failed["message"].as_str().unwrap().contains("runSpec"),
+        "{failed}"
+    );
+    // The bad item was never acked.
+    assert_eq!(fake.variables("ackRunQueueItem").len(), 1);
+}
+
+#[tokio::test]
+async fn a_string_run_spec_that_is_not_an_object_is_failed() {
+    let fake = Fake::start(&[]);
+    let backend = connect(&fake).await;
+    let bad = fake.push("default", &json!([1, 2]));
+    assert!(
+        backend
+            .claim_next(&queues(), "me", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(fake.item_state(&bad), "FAILED");
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_refused_with_a_clear_message_without_the_key() {
+    let fake = Fake::start(&[]);
+    let mut settings = settings(&fake);
+    let wrong = "w".repeat(40);
+    settings.api_key = Some(ApiKey::new(wrong.clone()));
+    let started = Instant::now();
+    let error = WandbBackend::connect(settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("W&B at {} refused the API key (401)", fake.url())),
+        "{error}"
+    );
+    assert!(
+        !error.contains(&wrong) && !error.contains(&api_key()),
+        "{error}"
+    );
+    // Not retried.
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(fake.events().len(), 1);
+}
+
+#[tokio::test]
+async fn the_key_comes_from_netrc_when_not_given() {
+    let fake = Fake::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let netrc = dir.path().join("netrc");
+    std::fs::write(
+        &netrc,
+        format!(
+            "machine api.wandb.ai\n  login user\n  password nope\n\
+             machine 127.0.0.1:{}\n  login user\n  password {}\n",
+            fake.port,
+            api_key()
+        ),
+    )
+    .unwrap();
+    let mut settings = settings(&fake);
+    settings.api_key = None;
+    settings.netrc_path = Some(netrc);
+    WandbBackend::connect(settings).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_queue_is_named_with_its_entity() {
+    let fake = Fake::start(&[]);
+    let mut settings = settings(&fake);
+    settings.queues = vec!["default".into(), "gpu".into()];
+    let error = WandbBackend::connect(settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("\"gpu\"") && error.contains(ENTITY),
+        "{error}"
+    );
+    assert!(!fake.operations().contains(&"createLaunchAgent".to_string()));
+}
+
+#[tokio::test]
+async fn dropped_connections_are_retried_and_nothing_is_lost() {
+    let fake = Fake::start(&[]);
+    let backend = connect(&fake).await;
+    let first = fake.push("default", &spec());
+    let second = fake.push("default", &spec());
+    fake.http("POST", "/_fake/drop-connections?seconds=2", "");
+
+    let started = Instant::now();
+    let a = backend
+        .claim_next(&queues(), "me", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the first item, after retries");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    let b = backend
+        .claim_next(&queues(), "me", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the second item");
+    assert_eq!(
+        (a.id.as_str(), b.id.as_str()),
+        (first.as_str(), second.as_str())
+    );
+    assert_eq!(fake.item_state(&first), "CLAIMED");
+    assert_eq!(fake.item_state(&second), "CLAIMED");
+    let dropped = fake
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "dropped")
+        .count();
+    assert!(dropped >= 2, "{dropped} requests dropped");
+}
+
+#[tokio::test]
+async fn unreachable_server_gives_up_after_the_retries() {
+    let fake = Fake::start(&[]);
+    let mut settings = settings(&fake);
+    settings.retry = RetryPolicy {
+        retries: 2,
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(100),
+    };
+    fake.http("POST", "/_fake/drop-connections?seconds=30", "");
+    let error = WandbBackend::connect(settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("failed after 3 tries"), "{error}");
+    assert!(!error.contains(&api_key()), "{error}");
+}
+
+#[tokio::test]
+async fn stop_polling_stop_requests_heartbeats_and_close() {
+    let fake = Fake::start(&[]);
+    let backend = connect(&fake).await;
+    let agent = backend.launch_agent_id().to_string();
+    let agent_status = || {
+        fake.state()["agents"][0]["agentStatus"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    backend
+        .renew_leases("me", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(agent_status(), "POLLING");
+
+    fake.push("default", &spec());
+    let item = backend
+        .claim_next(&queues(), "me", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    backend
+        .renew_leases("me", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(agent_status(), "RUNNING");
+
+    // A stop asked for the item's run.
+    let run = backend.run_name(&item.id).unwrap();
+    assert!(!backend.stop_requested(&item.id).await.unwrap());
+    fake.http(
+        "POST",
+        &format!("/_fake/runs/{ENTITY}/proj/{run}"),
+        r#"{"stopped": true}"#,
+    );
+    assert!(backend.stop_requested(&item.id).await.unwrap());
+    assert_eq!(
+        fake.variables("RunStoppedStatus")[0],
+        json!({"projectName": "proj", "entityName": ENTITY, "runId": run})
+    );
+    backend.mark_stopped(&item.id, "stopped").await.unwrap();
+    assert!(!backend.stop_requested(&item.id).await.unwrap());
+
+    assert!(!backend.should_stop().await);
+    fake.http(
+        "POST",
+        &format!("/_fake/agents/{}/stop", path_segment(&agent)),
+        "",
+    );
+    assert!(backend.should_stop().await);
+    assert_eq!(fake.variables("LaunchAgent")[0], json!({"agentId": agent}));
+
+    backend.close().await;
+    assert_eq!(agent_status(), "KILLED");
+    let updates = fake.variables("updateLaunchAgent");
+    assert_eq!(
+        updates.last().unwrap(),
+        &json!({"agentId": agent, "agentStatus": "KILLED"})
+    );
+
+    // No server calls for these.
+    let before = fake.events().len();
+    backend.mark_running("x", "me").await.unwrap();
+    backend.set_run_pid("x", Some(1)).await.unwrap();
+    backend.finish("x", Some(0)).await.unwrap();
+    backend.release("x").await.unwrap();
+    assert!(!backend.has_queued(&queues()).await.unwrap());
+    assert!(
+        backend
+            .reclaim_abandoned(std::sync::Arc::new(|_: &str| true), 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(fake.events().len(), before);
+
+    let waits: Vec<u64> = (1..=7).map(|n| backend.idle_wait(n).as_secs()).collect();
+    assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+}

@@ -1,0 +1,237 @@
+//! Drop-in compatibility with W&B Launch: the REAL `wandb` client submits a
+//! job to a queue on the FAKE W&B server of `tests/wandb_fake/` (a
+//! protocol-faithful fake: the real server cannot run here), and our agent,
+//! with `queue_backend: wandb`, pops it, acks it, runs it and reports, in the
+//! order the real agent does.
+//!
+//! Needs the venv of `tests/wandb_fake/setup.sh` (the test command runs it)
+//! and the services of `scripts/services.sh` (the job runs in a container).
+
+mod common;
+use common::Scratch;
+use common::docker::services;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+const API_KEY: &str = "compatkey0compatkey1compatkey2compatkey3";
+
+/// The fake W&B server, killed when dropped.
+struct FakeWandb {
+    child: Child,
+    port: u16,
+}
+
+impl FakeWandb {
+    fn start(dir: &std::path::Path, extra: &[&str]) -> Self {
+        let port_file = dir.join(format!("wandb-port-{}", extra.len()));
+        let child = Command::new("python3")
+            .arg(repo_root().join("tests/wandb_fake/server.py"))
+            .args([
+                "--port-file",
+                port_file.to_str().unwrap(),
+                "--api-key",
+                API_KEY,
+                "--queue",
+                "team/default",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the fake W&B server (python3)");
+        let start = std::time::Instant::now();
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Ok(port) = text.trim().parse()
+            {
+                break port;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "the fake W&B server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        FakeWandb { child, port }
+    }
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    /// The operation names the server received, in order.
+    fn operations(&self) -> Vec<String> {
+        let out = Command::new("python3")
+            .args(["-c", &format!("import json,urllib.request;print(json.dumps([e.get('operation') for e in json.load(urllib.request.urlopen('{}/_fake/events'))]))", self.url())])
+            .output()
+            .unwrap();
+        let ops: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        ops.into_iter()
+            .filter_map(|op| op.as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for FakeWandb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(agent: &Scratch) -> PathBuf {
+    agent.write_config("queue_backend: wandb\nentity: team\nqueues: [default]\nmax_jobs: 1\n")
+}
+
+#[test]
+fn a_job_submitted_by_the_real_wandb_client_is_popped_acked_and_run() {
+    let venv = std::env::var("LAUNCH_AGENT_WANDB_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            dirs::home_dir()
+                .unwrap()
+                .join(".cache/launch-agent-wandb-venv")
+        });
+    assert!(
+        venv.join("bin/wandb").is_file(),
+        "run tests/wandb_fake/setup.sh first (the test command does)"
+    );
+    let agent = Scratch::new();
+    let fake = FakeWandb::start(agent.path(), &[]);
+    let submitted = Command::new("bash")
+        .arg(repo_root().join("tests/wandb_fake/submit_with_wandb.sh"))
+        .args([
+            "--port",
+            &fake.port.to_string(),
+            "--api-key",
+            API_KEY,
+            "--queue",
+            "default",
+            "--entity",
+            "team",
+            "--project",
+            "compat",
+        ])
+        .args([
+            "--image",
+            &services().base_image,
+            "--",
+            "--resource",
+            "local-container",
+            "--entry-point",
+            "sh -c 'echo hello from a wandb job $WANDB_PROJECT'",
+        ])
+        .env("LAUNCH_AGENT_WANDB_VENV", &venv)
+        .output()
+        .unwrap();
+    assert!(
+        submitted.status.success(),
+        "wandb launch failed: {}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+
+    let out = agent
+        .cmd()
+        .args([
+            "run",
+            "--config",
+            config(&agent).to_str().unwrap(),
+            "--exit-when-idle",
+        ])
+        .env("WANDB_BASE_URL", fake.url())
+        .env("WANDB_API_KEY", API_KEY)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        !log.contains(API_KEY),
+        "the API key leaked into the agent's log"
+    );
+
+    let ops = fake.operations();
+    let agent_ops: Vec<&str> = ops
+        .iter()
+        .map(String::as_str)
+        .filter(|op| {
+            [
+                "ProjectRunQueues",
+                "createLaunchAgent",
+                "popFromRunQueue",
+                "ackRunQueueItem",
+                "failRunQueueItem",
+                "updateLaunchAgent",
+            ]
+            .contains(op)
+        })
+        .collect();
+    let first = |name: &str| {
+        agent_ops
+            .iter()
+            .position(|op| *op == name)
+            .unwrap_or_else(|| panic!("{name} never sent: {ops:?}"))
+    };
+    assert!(
+        first("ProjectRunQueues") < first("createLaunchAgent"),
+        "{ops:?}"
+    );
+    assert!(
+        first("createLaunchAgent") < first("popFromRunQueue"),
+        "{ops:?}"
+    );
+    assert!(
+        first("popFromRunQueue") < first("ackRunQueueItem"),
+        "{ops:?}"
+    );
+    assert!(
+        !agent_ops.contains(&"failRunQueueItem"),
+        "the job must not fail: {ops:?}\n{log}"
+    );
+    assert_eq!(
+        agent_ops.last(),
+        Some(&"updateLaunchAgent"),
+        "the agent says KILLED on its way out: {ops:?}"
+    );
+
+    // The run happened, with the W&B environment.
+    let runs = agent.state_dir().join("runs");
+    let outputs: Vec<String> = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("output.log")).ok())
+        .collect();
+    assert!(
+        outputs
+            .iter()
+            .any(|o| o.contains("hello from a wandb job compat")),
+        "{outputs:?}\n{log}"
+    );
+}
+
+#[test]
+fn a_server_that_refuses_the_key_stops_the_agent_at_start_with_a_clear_message() {
+    let agent = Scratch::new();
+    let fake = FakeWandb::start(agent.path(), &[]);
+    let wrong = "wrongkey0wrongkey1wrongkey2wrongkey3wrong";
+    let out = agent
+        .cmd()
+        .args([
+            "run",
+            "--config",
+            config(&agent).to_str().unwrap(),
+            "--exit-when-idle",
+        ])
+        .env("WANDB_BASE_URL", fake.url())
+        .env("WANDB_API_KEY", wrong)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(
+        !stderr.contains(wrong),
+        "the key must not be shown: {stderr}"
+    );
+}
