@@ -61,6 +61,29 @@ impl FakeWandb {
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+    /// POSTs `body` (JSON) to the fake's test-control `path`.
+    fn post(&self, path: &str, body: &str) {
+        let script = format!(
+            "import urllib.request;urllib.request.urlopen(urllib.request.Request('{}{path}', data={body:?}.encode(), headers={{'content-type': 'application/json'}}))",
+            self.url()
+        );
+        let status = Command::new("python3")
+            .args(["-c", &script])
+            .status()
+            .unwrap();
+        assert!(status.success(), "POST {path}");
+    }
+    /// How many requests the server dropped on purpose.
+    fn dropped(&self) -> usize {
+        let out = Command::new("python3")
+            .args(["-c", &format!("import json,urllib.request;print(sum(1 for e in json.load(urllib.request.urlopen('{}/_fake/events')) if e.get('kind') == 'dropped'))", self.url())])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
     /// The operation names the server received, in order.
     fn operations(&self) -> Vec<String> {
         let out = Command::new("python3")
@@ -234,4 +257,63 @@ fn a_server_that_refuses_the_key_stops_the_agent_at_start_with_a_clear_message()
         !stderr.contains(wrong),
         "the key must not be shown: {stderr}"
     );
+}
+
+#[test]
+fn a_server_that_drops_connections_is_retried_and_nothing_is_lost() {
+    let agent = Scratch::new();
+    let fake = FakeWandb::start(agent.path(), &[]);
+    let mut child = agent
+        .cmd()
+        .args(["run", "--config", config(&agent).to_str().unwrap()])
+        .env("WANDB_BASE_URL", fake.url())
+        .env("WANDB_API_KEY", API_KEY)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !fake.operations().iter().any(|op| op == "popFromRunQueue") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the agent never polled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The server goes away for 3 s; a job arrives meanwhile.
+    fake.post("/_fake/drop-connections?seconds=3", "{}");
+    fake.post(
+        "/_fake/queues/team/default/items",
+        r#"{"resource": "local-process", "project": "p", "overrides": {"entry_point": ["sh", "-c", "echo survived the outage"]}}"#,
+    );
+    let start = std::time::Instant::now();
+    let output = loop {
+        let found = std::fs::read_dir(agent.state_dir().join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|d| std::fs::read_to_string(d.path().join("output.log")).ok())
+            .find(|o| o.contains("survived"));
+        if let Some(output) = found {
+            break output;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the job never ran after the outage: {:?}",
+            fake.operations()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(output.contains("survived the outage"));
+    assert!(
+        fake.dropped() > 0,
+        "the agent polled during the outage (so it retried)"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(
+        child.wait().unwrap().success(),
+        "the agent survived the outage and stopped cleanly"
+    );
+    let ops = fake.operations();
+    assert!(ops.iter().any(|op| op == "ackRunQueueItem"), "{ops:?}");
+    assert!(!ops.iter().any(|op| op == "failRunQueueItem"), "{ops:?}");
 }

@@ -68,8 +68,12 @@ impl CallError {
 
 /// What one try ended with.
 enum Attempt {
+    /// The answer's `data`.
     Done(Value),
-    Retry(String, Option<Duration>),
+    /// A transient failure: why, how long the server asked to wait, and
+    /// whether the request may have reached the server.
+    Retry(String, Option<Duration>, bool),
+    /// A failure not worth retrying.
     Fail(CallError),
 }
 
@@ -130,17 +134,40 @@ impl GraphqlClient {
             .map_err(|e| e.into_queue_error(&self.base_url))
     }
 
+    /// Like [`GraphqlClient::run`], also telling whether an earlier try may
+    /// have reached the server before it failed (so a mutation may have
+    /// taken effect twice, e.g. an ack that now reports `success: false`).
+    pub(super) async fn run_tracked(
+        &self,
+        key: &str,
+        variables: Value,
+    ) -> Result<(Value, bool), QueueError> {
+        self.call_tracked(key, variables)
+            .await
+            .map_err(|e| e.into_queue_error(&self.base_url))
+    }
+
     /// Like [`GraphqlClient::run`], keeping a refused key apart.
     pub(super) async fn call(&self, key: &str, variables: Value) -> Result<Value, CallError> {
+        self.call_tracked(key, variables)
+            .await
+            .map(|(data, _)| data)
+    }
+
+    /// The retry loop: the data, and whether an earlier try may have
+    /// reached the server.
+    async fn call_tracked(&self, key: &str, variables: Value) -> Result<(Value, bool), CallError> {
         let query = operation(key).map_err(|e| CallError::Other(e.to_string()))?;
         let name = key.split('#').next().unwrap_or(key);
         let body = json!({"query": query, "variables": variables, "operationName": name});
         let mut retry = 0;
+        let mut maybe_delivered = false;
         loop {
             match self.attempt(name, &body).await {
-                Attempt::Done(data) => return Ok(data),
+                Attempt::Done(data) => return Ok((data, maybe_delivered)),
                 Attempt::Fail(error) => return Err(self.scrub_error(error)),
-                Attempt::Retry(why, after) => {
+                Attempt::Retry(why, after, delivered) => {
+                    maybe_delivered |= delivered;
                     if retry >= self.retry.retries {
                         return Err(CallError::Other(self.scrub(&format!(
                             "W&B at {}: {name} failed after {} tries: {why}",
@@ -175,7 +202,7 @@ impl GraphqlClient {
             .await
         {
             Ok(response) => response,
-            Err(e) => return Attempt::Retry(describe(&e), None),
+            Err(e) => return Attempt::Retry(describe(&e), None, !e.is_connect()),
         };
         let status = response.status();
         let retry_after = response
@@ -186,7 +213,7 @@ impl GraphqlClient {
             .map(Duration::from_secs);
         let text = match response.text().await {
             Ok(text) => text,
-            Err(e) => return Attempt::Retry(describe(&e), None),
+            Err(e) => return Attempt::Retry(describe(&e), None, true),
         };
         if status.as_u16() == 401 || status.as_u16() == 403 {
             return Attempt::Fail(CallError::Unauthorized {
@@ -195,7 +222,12 @@ impl GraphqlClient {
             });
         }
         if status.is_server_error() || status.as_u16() == 429 {
-            return Attempt::Retry(format!("HTTP {status}: {}", quote(&text)), retry_after);
+            let delivered = status.as_u16() != 429;
+            return Attempt::Retry(
+                format!("HTTP {status}: {}", quote(&text)),
+                retry_after,
+                delivered,
+            );
         }
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
