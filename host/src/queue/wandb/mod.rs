@@ -425,11 +425,21 @@ impl QueueBackend for WandbBackend {
             }
             let acked = self
                 .client
-                .run("ackRunQueueItem", json!({"itemId": id, "runId": run_name}))
+                .run_tracked("ackRunQueueItem", json!({"itemId": id, "runId": run_name}))
                 .await;
             match acked {
-                Ok(data) if data["ackRunQueueItem"]["success"] != Value::Bool(false) => {}
-                Ok(_) => {
+                Ok((data, _)) if data["ackRunQueueItem"]["success"] != Value::Bool(false) => {}
+                Ok((_, true)) => {
+                    // An earlier try may have acked it already (its answer
+                    // was lost): keep the item rather than lose it.
+                    tracing::warn!(
+                        item = %id,
+                        queue = %queue,
+                        "W&B says the item is not leased after a retried ack; \
+                         assuming the first ack went through"
+                    );
+                }
+                Ok((_, false)) => {
                     self.forget(&id);
                     tracing::warn!(
                         item = %id,
