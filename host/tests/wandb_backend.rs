@@ -510,3 +510,85 @@ async fn stop_polling_stop_requests_heartbeats_and_close() {
     let waits: Vec<u64> = (1..=7).map(|n| backend.idle_wait(n).as_secs()).collect();
     assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
 }
+
+/// A stand-in server answering each request with the next of `answers`
+/// (status, extra headers, body); the number of requests it got.
+fn scripted_server(
+    answers: Vec<(u16, &'static str, &'static str)>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for (status, headers, body) in answers {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{headers}\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn server_errors_and_429_are_retried_but_401_is_not() {
+    use std::sync::atomic::Ordering;
+    let busy = r#"{"errors":[{"message":"busy"}]}"#;
+    let (url, count) = scripted_server(vec![
+        (503, "", busy),
+        (429, "Retry-After: 0\r\n", busy),
+        (502, "", busy),
+        (
+            401,
+            "",
+            r#"{"errors":[{"message":"user is not logged in"}]}"#,
+        ),
+        (200, "", r#"{"data":{"viewer":{"entity":"e"}}}"#),
+    ]);
+    let mut settings = WandbSettings::from_env(Some(ENTITY.into()), queues());
+    settings.base_url = url.clone();
+    settings.api_key = Some(ApiKey::new(api_key()));
+    settings.retry = RetryPolicy {
+        retries: 5,
+        first_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(50),
+    };
+    let error = WandbBackend::connect(settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("W&B at {url} refused the API key (401)")),
+        "{error}"
+    );
+    assert!(!error.contains(&api_key()), "{error}");
+    assert_eq!(count.load(Ordering::SeqCst), 4);
+}

@@ -317,3 +317,48 @@ fn a_server_that_drops_connections_is_retried_and_nothing_is_lost() {
     assert!(ops.iter().any(|op| op == "ackRunQueueItem"), "{ops:?}");
     assert!(!ops.iter().any(|op| op == "failRunQueueItem"), "{ops:?}");
 }
+
+#[test]
+fn a_job_cut_short_by_shutdown_is_failed_visibly_not_left_claimed() {
+    let agent = Scratch::new();
+    let fake = FakeWandb::start(agent.path(), &[]);
+    let config = agent.write_config(
+        "queue_backend: wandb\nentity: team\nqueues: [default]\nshutdown_grace_seconds: 1\n",
+    );
+    fake.post(
+        "/_fake/queues/team/default/items",
+        r#"{"resource": "local-process", "project": "p", "overrides": {"entry_point": ["sleep", "30"]}}"#,
+    );
+    let mut child = agent
+        .cmd()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("WANDB_BASE_URL", fake.url())
+        .env("WANDB_API_KEY", API_KEY)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !fake.operations().iter().any(|op| op == "ackRunQueueItem") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never acked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let ops = fake.operations();
+    let fail = ops
+        .iter()
+        .position(|op| op == "failRunQueueItem")
+        .unwrap_or_else(|| panic!("{ops:?}"));
+    let killed = ops
+        .iter()
+        .rposition(|op| op == "updateLaunchAgent")
+        .unwrap();
+    assert!(
+        fail < killed,
+        "the item is failed before the agent says KILLED: {ops:?}"
+    );
+}

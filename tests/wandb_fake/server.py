@@ -296,6 +296,17 @@ def _included(directives: list, variables: dict) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+# Interfaces / unions the fake's objects implement (fragment type conditions).
+_IMPLEMENTS = {
+    "ArtifactCollection": {"ArtifactSequence", "ArtifactPortfolio"},
+}
+
+
+def _type_matches(cond: str | None, typename: str) -> bool:
+    return (cond is None or cond in (typename, "Node") or typename == "Object"
+            or typename in _IMPLEMENTS.get(cond, ()))
+
+
 def _flatten(sel: list, frags: dict, typename: str, variables: dict) -> list:
     out = []
     for s in sel:
@@ -306,10 +317,10 @@ def _flatten(sel: list, frags: dict, typename: str, variables: dict) -> list:
             frag = frags.get(s["name"])
             if frag is None:
                 raise GraphQLFieldError(f'Unknown fragment "{s["name"]}".')
-            if frag["on"] in (typename, "Node") or typename == "Object":
+            if _type_matches(frag["on"], typename):
                 out.extend(_flatten(frag["sel"], frags, typename, variables))
         else:
-            if s["on"] is None or s["on"] in (typename, "Node") or typename == "Object":
+            if _type_matches(s["on"], typename):
                 out.extend(_flatten(s["sel"], frags, typename, variables))
     return out
 
@@ -380,6 +391,12 @@ class State:
             self.agents: dict[str, dict] = {}  # id -> agent
             self.runs: dict[tuple, dict] = {}  # (entity, project, name) -> run
             self.drop_until = 0.0
+            # artifacts (see the "Artifacts" section below)
+            self.artifacts: dict[str, dict] = {}  # id -> artifact version
+            self.sequences: dict[tuple, dict] = {}  # (entity, project, name) -> collection
+            self.manifests: dict[str, dict] = {}  # manifest id -> {artifactId, key}
+            self.blobs: dict[str, bytes] = {}  # storage key -> bytes (served at /_fake/storage/<key>)
+            self.blob_birth: dict[str, str] = {}  # md5 hex -> id of the artifact it was first uploaded for
             for spec in self.seed_queues:
                 ent, _, name = spec.rpartition("/")
                 self.create_queue(ent or self.entity, LAUNCH_DEFAULT_PROJECT, name, "PROJECT")
@@ -541,6 +558,269 @@ class State:
                 "sweepName": r.get("sweep"), "historyLineCount": 0,
                 "project": self.project_view(r["entity"], r["project"])}
 
+    # ---- artifacts ------------------------------------------------------------------
+    # Model: a collection ("ArtifactSequence", keyed by entity/project/name, one type) holds
+    # versions (artifacts). A version is created PENDING (createArtifact), gets a manifest
+    # (createArtifactManifest + PUT of the manifest JSON to its uploadUrl) and files
+    # (createArtifactFiles + PUT of each file to its uploadUrl), and becomes COMMITTED with
+    # commitArtifact, which also moves its aliases (and "latest") onto it. File bytes are
+    # stored content-addressed by MD5 (key wandb_artifacts/<md5hex>), so a file already
+    # uploaded gets uploadUrl null (the real server deduplicates the same way).
+    def storage_url(self, key: str) -> str:
+        return f"{self.base_url}/_fake/storage/{urllib.parse.quote(key)}"
+
+    def sequence(self, entity: str, project: str, name: str, typ: str | None = None,
+                 create: bool = False) -> dict | None:
+        key = (entity, project, name)
+        seq = self.sequences.get(key)
+        if seq is None and create:
+            seq = {"id": _gid("ArtifactSequence", self.next_id()), "name": name, "entity": entity,
+                   "project": project, "type": typ, "versions": [], "createdAt": _now_iso(),
+                   "description": None}
+            self.sequences[key] = seq
+        if seq is not None and typ is not None and seq["type"] != typ:
+            raise GraphQLFieldError(
+                f"artifact collection {name!r} has type {seq['type']!r}, not {typ!r}")
+        return seq
+
+    def committed_versions(self, seq: dict) -> list[dict]:
+        return [a for a in (self.artifacts[i] for i in seq["versions"]) if a["state"] == "COMMITTED"]
+
+    def latest(self, seq: dict) -> dict | None:
+        c = self.committed_versions(seq)
+        return c[-1] if c else None
+
+    def resolve_version(self, seq: dict, alias: str) -> dict | None:
+        """`vN` -> versionIndex N; otherwise an alias ("latest" = newest committed version)."""
+        m = re.fullmatch(r"v(\d+)", alias or "")
+        for a in self.committed_versions(seq):
+            if m and a["versionIndex"] == int(m.group(1)):
+                return a
+            if not m and alias in a["aliases"]:
+                return a
+        if alias == "latest":
+            return self.latest(seq)
+        return None
+
+    def manifest_json(self, a: dict) -> dict | None:
+        mf = self.manifests.get(a.get("manifestId") or "")
+        raw = self.blobs.get(mf["key"]) if mf else None
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    def artifact_files(self, a: dict) -> list[dict]:
+        """File nodes of an artifact, from its uploaded manifest (sorted by path)."""
+        mj = self.manifest_json(a) or {}
+        out = []
+        for i, (path, entry) in enumerate(sorted((mj.get("contents") or {}).items())):
+            digest = entry.get("digest") or ""
+            try:
+                hexd = base64.b64decode(digest).hex()
+            except Exception:
+                hexd = ""
+            key = f"wandb_artifacts/{hexd}"
+            out.append({"__typename": "File", "id": _gid("File", a["n"] * 100000 + i),
+                        "name": path, "displayName": path.rsplit("/", 1)[-1],
+                        "digest": digest, "md5": digest, "sizeBytes": entry.get("size"),
+                        "mimetype": None, "storagePath": key, "updatedAt": a["updatedAt"],
+                        "directUrl": self.storage_url(key) if key in self.blobs else None,
+                        "url": self.storage_url(key) if key in self.blobs else None})
+        return out
+
+    def files_connection(self, a: dict, args: dict) -> dict:
+        files = self.artifact_files(a)
+        names = args.get("names")
+        if names:
+            files = [f for f in files if f["name"] in names]
+        start = 0
+        if args.get("after"):
+            try:
+                start = int(base64.b64decode(args["after"]).decode().rsplit(":", 1)[-1]) + 1
+            except Exception:
+                raise GraphQLFieldError(f"invalid cursor {args['after']!r}")
+        first = args.get("first")
+        page = files[start:start + first] if first is not None else files[start:]
+        end = start + len(page)
+
+        def cur(i: int) -> str:
+            return base64.b64encode(f"File:cursor:{i}".encode()).decode()
+
+        return {"__typename": "FileConnection", "totalCount": len(files),
+                "edges": [{"__typename": "FileEdge", "cursor": cur(start + i), "node": f}
+                          for i, f in enumerate(page)],
+                "pageInfo": {"__typename": "PageInfo", "hasNextPage": end < len(files),
+                             "endCursor": cur(end - 1) if page else None,
+                             "hasPreviousPage": start > 0, "startCursor": cur(start) if page else None}}
+
+    def project_info(self, entity: str, project: str) -> dict:
+        pv = self.project_view(entity, project)
+        pv["internalId"] = str(abs(hash((entity, project))) % 100000)
+        return pv
+
+    def collection_view(self, seq: dict) -> dict:
+        def membership(args: dict) -> dict | None:
+            a = self.resolve_version(seq, args.get("aliasName") or args.get("versionIndex") or "latest")
+            return self.membership_view(a) if a else None
+
+        def artifacts(args: dict) -> dict:
+            vs = list(reversed(self.committed_versions(seq)))
+            return {"__typename": "VersionedArtifactConnection", "totalCount": len(vs),
+                    "edges": [{"__typename": "VersionedArtifactEdge", "cursor": a["id"],
+                               "node": self.artifact_view(a)} for a in vs],
+                    "pageInfo": {"__typename": "PageInfo", "hasNextPage": False, "endCursor": None}}
+
+        latest = self.latest(seq)
+        return {"__typename": "ArtifactSequence", "id": seq["id"], "name": seq["name"],
+                "description": seq["description"], "createdAt": seq["createdAt"],
+                "project": self.project_info(seq["entity"], seq["project"]),
+                "defaultArtifactType": {"__typename": "ArtifactType", "name": seq["type"]},
+                "latestArtifact": self.artifact_view(latest) if latest else None,
+                "artifactMembership": membership, "artifacts": artifacts, "tags": {
+                    "__typename": "TagConnection", "edges": []}}
+
+    def alias_views(self, a: dict, seq: dict) -> list[dict]:
+        return [{"__typename": "ArtifactAlias", "id": _gid("ArtifactAlias", a["n"] * 1000 + i), "alias": al,
+                 "artifactCollection": self.collection_view(seq),
+                 "artifactCollectionName": seq["name"]}
+                for i, al in enumerate(a["aliases"])]
+
+    def artifact_view(self, a: dict) -> dict:
+        seq = self.sequences[a["seq"]]
+        mf = self.manifests.get(a.get("manifestId") or "")
+
+        def current_manifest() -> dict | None:
+            if not mf:
+                return None
+            return {"__typename": "ArtifactManifest", "id": a["manifestId"],
+                    "file": {"__typename": "File", "id": _gid("File", a["n"] * 100000 + 99999),
+                             "name": "wandb_manifest.json",
+                             "directUrl": self.storage_url(mf["key"]), "url": self.storage_url(mf["key"])}}
+
+        return {
+            "__typename": "Artifact",
+            "id": a["id"],
+            "name": f"{seq['name']}:v{a['versionIndex']}",
+            "versionIndex": a["versionIndex"],
+            "artifactType": {"__typename": "ArtifactType", "id": _gid("ArtifactType", 1), "name": seq["type"]},
+            "artifactSequence": {"__typename": "ArtifactSequence", "id": seq["id"], "name": seq["name"],
+                                 "project": self.project_info(seq["entity"], seq["project"]),
+                                 "latestArtifact": (lambda _a: (
+                                     {"__typename": "Artifact", "id": l["id"], "versionIndex": l["versionIndex"]}
+                                     if (l := self.latest(seq)) else None))},
+            "description": a["description"],
+            "metadata": json.dumps(a["metadata"]) if a["metadata"] is not None else None,
+            "ttlDurationSeconds": -1,
+            "ttlIsInherited": True,
+            "tags": [],
+            "historyStep": a.get("historyStep"),
+            "state": a["state"],
+            "size": a["size"],
+            "digest": a["digest"],
+            "digestAlgorithm": a["digestAlgorithm"],
+            "commitHash": a["commitHash"],
+            "fileCount": a["fileCount"],
+            "createdAt": a["createdAt"],
+            "updatedAt": a["updatedAt"],
+            "aliases": self.alias_views(a, seq),
+            "currentManifest": current_manifest() if mf else None,
+            "files": lambda args: self.files_connection(a, args),
+        }
+
+    def membership_view(self, a: dict) -> dict:
+        seq = self.sequences[a["seq"]]
+        return {"__typename": "ArtifactCollectionMembership",
+                "id": _gid("ArtifactCollectionMembership", a["n"]),
+                "versionIndex": a["versionIndex"], "createdAt": a["createdAt"],
+                "aliases": [{"__typename": "ArtifactAlias", "id": v["id"], "alias": v["alias"]}
+                            for v in self.alias_views(a, seq)],
+                "artifactCollection": self.collection_view(seq),
+                "artifact": self.artifact_view(a),
+                "files": lambda args: self.files_connection(a, args)}
+
+    def _split_name(self, full: str | None) -> tuple[str, str]:
+        name, _, alias = (full or "").partition(":")
+        return name, alias or "latest"
+
+    def membership_by_name(self, entity: str, project: str, full: str | None) -> dict | None:
+        name, alias = self._split_name(full)
+        seq = self.sequences.get((entity, project, name))
+        a = self.resolve_version(seq, alias) if seq else None
+        return self.membership_view(a) if a else None
+
+    def artifact_by_name(self, entity: str, project: str, full: str | None) -> dict | None:
+        name, alias = self._split_name(full)
+        seq = self.sequences.get((entity, project, name))
+        a = self.resolve_version(seq, alias) if seq else None
+        return self.artifact_view(a) if a else None
+
+    def collection_by_name(self, entity: str, project: str, name: str | None) -> dict | None:
+        seq = self.sequences.get((entity, project, name))
+        return self.collection_view(seq) if seq else None
+
+    def artifact_type_view(self, entity: str, project: str, name: str | None) -> dict | None:
+        seqs = [s for (e, p, _), s in self.sequences.items() if e == entity and p == project and s["type"] == name]
+        if not seqs:
+            return None
+        return {"__typename": "ArtifactType", "id": _gid("ArtifactType", 1), "name": name,
+                "artifactCollection": lambda a: self.collection_by_name(entity, project, a.get("name")),
+                "artifact": lambda a: self.artifact_by_name(entity, project, a.get("name"))}
+
+    def create_artifact(self, inp: dict) -> dict:
+        entity = inp.get("entityName") or self.entity
+        project = inp.get("projectName") or "uncategorized"
+        names = inp.get("artifactCollectionNames") or [inp.get("artifactCollectionName")]
+        if not names or not names[0]:
+            raise GraphQLFieldError("createArtifact: artifactCollectionNames is required")
+        typ = inp.get("artifactTypeName")
+        client_id = inp.get("clientID")
+        # Same clientID -> same artifact (the Python side pre-creates a version that
+        # wandb-core's log_artifact then creates again).
+        if client_id:
+            for a in self.artifacts.values():
+                if a["clientID"] == client_id:
+                    return a
+        seq = self.sequence(entity, project, names[0], typ, create=True)
+        latest = self.latest(seq)
+        if inp.get("enableDigestDeduplication") and latest is not None and latest["digest"] == inp.get("digest"):
+            return latest
+        n = self.next_id()
+        a = {"id": _gid("Artifact", n), "n": n, "seq": (entity, project, names[0]),
+             "versionIndex": len(seq["versions"]), "state": "PENDING",
+             "digest": inp.get("digest"), "digestAlgorithm": inp.get("digestAlgorithm") or "MANIFEST_MD5",
+             "description": inp.get("description"),
+             "metadata": json.loads(inp["metadata"]) if isinstance(inp.get("metadata"), str) else inp.get("metadata"),
+             "clientID": client_id, "sequenceClientID": inp.get("sequenceClientID"),
+             "pendingAliases": [x.get("alias") for x in (inp.get("aliases") or []) if isinstance(x, dict)],
+             "aliases": [], "runName": inp.get("runName"), "historyStep": inp.get("historyStep"),
+             "size": 0, "fileCount": 0, "commitHash": None, "manifestId": None,
+             "createdAt": _now_iso(), "updatedAt": _now_iso()}
+        self.artifacts[a["id"]] = a
+        seq["versions"].append(a["id"])
+        return a
+
+    def commit_artifact(self, a: dict) -> None:
+        if a["state"] == "COMMITTED":
+            return
+        seq = self.sequences[a["seq"]]
+        mj = self.manifest_json(a)
+        if mj is None:
+            raise GraphQLFieldError(f"artifact {a['id']} has no uploaded manifest")
+        contents = mj.get("contents") or {}
+        a["fileCount"] = len(contents)
+        a["size"] = sum(int(e.get("size") or 0) for e in contents.values())
+        a["state"] = "COMMITTED"
+        a["commitHash"] = (a["digest"] or "")[:12] or None
+        a["updatedAt"] = _now_iso()
+        wanted = list(dict.fromkeys([al for al in a["pendingAliases"] if al] + ["latest"]))
+        for other in (self.artifacts[i] for i in seq["versions"]):
+            if other is not a:
+                other["aliases"] = [al for al in other["aliases"] if al not in wanted]
+        a["aliases"] = wanted
+
     def project_view(self, entity: str, name: str) -> dict:
         def run_queues(_args: dict) -> list:
             qs = [q for q in self.queues.values()
@@ -564,6 +844,10 @@ class State:
             "runQueues": run_queues,
             "runQueue": run_queue,
             "run": run,
+            "artifactCollectionMembership": lambda a: self.membership_by_name(entity, name, a.get("name")),
+            "artifactCollection": lambda a: self.collection_by_name(entity, name, a.get("name")),
+            "artifact": lambda a: self.artifact_by_name(entity, name, a.get("name")),
+            "artifactType": lambda a: self.artifact_type_view(entity, name, a.get("name")),
         }
 
 
@@ -797,12 +1081,108 @@ def m_delete_from_queue(st: State, args: dict) -> dict:
             "clientMutationId": inp.get("clientMutationId")}
 
 
+# ---- artifacts ----------------------------------------------------------------------
+
+
+def _need_artifact(st: State, artifact_id: Any) -> dict:
+    a = st.artifacts.get(str(artifact_id))
+    if a is None:
+        raise GraphQLFieldError(f"artifact {artifact_id} not found")
+    return a
+
+
+def q_artifact(st: State, args: dict) -> dict | None:
+    a = st.artifacts.get(str(args.get("id")))
+    return st.artifact_view(a) if a else None
+
+
+def m_create_artifact(st: State, args: dict) -> dict:
+    inp = _input(args)
+    a = st.create_artifact(inp)
+    return {"__typename": "CreateArtifactPayload", "artifact": st.artifact_view(a),
+            "clientMutationId": inp.get("clientMutationId")}
+
+
+def _manifest_payload(st: State, mid: str, include_upload: bool = True) -> dict:
+    mf = st.manifests[mid]
+    return {"__typename": "CreateArtifactManifestPayload",
+            "artifactManifest": {"__typename": "ArtifactManifest", "id": mid,
+                                 "file": {"__typename": "File", "id": _gid("File", mf["n"]),
+                                          "name": "wandb_manifest.json",
+                                          "uploadUrl": st.storage_url(mf["key"]),
+                                          "uploadHeaders": [],
+                                          "directUrl": st.storage_url(mf["key"])}}}
+
+
+def m_create_artifact_manifest(st: State, args: dict) -> dict:
+    inp = _input(args)
+    a = _need_artifact(st, inp.get("artifactID"))
+    n = st.next_id()
+    mid = _gid("ArtifactManifest", n)
+    st.manifests[mid] = {"n": n, "artifactId": a["id"], "key": f"wandb_manifests/{a['n']}/{n}/wandb_manifest.json",
+                         "type": inp.get("type"), "digest": inp.get("digest"),
+                         "baseArtifactID": inp.get("baseArtifactID")}
+    a["manifestId"] = mid
+    return _manifest_payload(st, mid)
+
+
+def m_update_artifact_manifest(st: State, args: dict) -> dict:
+    inp = _input(args)
+    mid = str(inp.get("artifactManifestID"))
+    if mid not in st.manifests:
+        raise GraphQLFieldError(f"artifact manifest {mid} not found")
+    if inp.get("digest") is not None:
+        st.manifests[mid]["digest"] = inp["digest"]
+    return dict(_manifest_payload(st, mid), __typename="UpdateArtifactManifestPayload")
+
+
+def m_create_artifact_files(st: State, args: dict) -> dict:
+    inp = _input(args)
+    edges = []
+    for f in inp.get("artifactFiles") or []:
+        a = _need_artifact(st, f.get("artifactID"))
+        try:
+            hexd = base64.b64decode(f.get("md5") or "").hex()
+        except Exception:
+            raise GraphQLFieldError(f"invalid md5 {f.get('md5')!r}")
+        key = f"wandb_artifacts/{hexd}"
+        exists = key in st.blobs
+        birth = st.blob_birth.setdefault(hexd, a["id"])
+        edges.append({"__typename": "FileEdge", "node": {
+            "__typename": "File", "id": _gid("File", st.next_id()), "name": f.get("name"),
+            "storagePath": key,
+            # Already stored (same MD5): no upload URL, the client skips the upload.
+            "uploadUrl": None if exists else st.storage_url(key),
+            "uploadHeaders": [],
+            "uploadMultipartUrls": None,
+            "artifact": {"__typename": "Artifact", "id": birth}}})
+    return {"__typename": "CreateArtifactFilesPayload",
+            "files": {"__typename": "FileConnection", "edges": edges},
+            "clientMutationId": inp.get("clientMutationId")}
+
+
+def m_commit_artifact(st: State, args: dict) -> dict:
+    inp = _input(args)
+    a = _need_artifact(st, inp.get("artifactID"))
+    st.commit_artifact(a)
+    return {"__typename": "CommitArtifactPayload", "artifact": st.artifact_view(a),
+            "clientMutationId": inp.get("clientMutationId")}
+
+
+def m_use_artifact(st: State, args: dict) -> dict:
+    inp = _input(args)
+    a = _need_artifact(st, inp.get("artifactID"))
+    return {"__typename": "UseArtifactPayload", "artifact": st.artifact_view(a),
+            "clientMutationId": inp.get("clientMutationId")}
+
+
 ROOT_QUERY: dict[str, Callable] = {
     "viewer": q_viewer,
     "project": q_project,
     "entity": q_entity,
     "launchAgent": q_launch_agent,
     "serverInfo": q_server_info,
+    "artifact": q_artifact,
 }
 ROOT_MUTATION: dict[str, Callable] = {
     "createRunQueue": m_create_run_queue,
@@ -817,6 +1197,12 @@ ROOT_MUTATION: dict[str, Callable] = {
     "deleteFromRunQueue": m_delete_from_queue,
     "upsertBucket": m_upsert_bucket,
     "createRunFiles": m_create_run_files,
+    "createArtifact": m_create_artifact,
+    "createArtifactManifest": m_create_artifact_manifest,
+    "updateArtifactManifest": m_update_artifact_manifest,
+    "createArtifactFiles": m_create_artifact_files,
+    "commitArtifact": m_commit_artifact,
+    "useArtifact": m_use_artifact,
 }
 
 
@@ -997,6 +1383,9 @@ def make_handler(srv: Server):
                                      "agents": list(st.agents.values()),
                                      "runs": list(st.runs.values())})
                 return
+            if url.path.startswith("/_fake/storage/") or url.path.startswith("/artifactsV2/"):
+                self._storage_get(url.path)
+                return
             if url.path in ("/healthz", "/_fake/health"):
                 self._send(200, {"ok": True})
                 return
@@ -1010,7 +1399,46 @@ def make_handler(srv: Server):
                         "errors": [msg]})
             self._send(404, {"errors": [{"message": msg}]})
 
+        def _storage_get(self, path: str) -> None:
+            """Object storage. /_fake/storage/<key> is a pre-signed-style URL (no auth, like
+            the directUrl/uploadUrl the real server hands out); /artifactsV2/<region>/<entity>/
+            <project>/<collection>/<birthArtifactID>/<md5hex>/<name> is the client's fallback
+            download URL (needs auth)."""
+            if path.startswith("/artifactsV2/"):
+                if not srv.authorized(self.headers):
+                    self._send(401, {"errors": [{"message": "user is not logged in"}]})
+                    return
+                hexd = urllib.parse.unquote(path.rstrip("/").split("/")[-2])
+                key = f"wandb_artifacts/{hexd}"
+            else:
+                key = urllib.parse.unquote(path[len("/_fake/storage/"):])
+            with srv.state.lock:
+                data = srv.state.blobs.get(key)
+            srv.record({"operation": "storage-get", "kind": "http", "method": "GET", "path": path,
+                        "status": 200 if data is not None else 404,
+                        "bytes": len(data) if data is not None else 0})
+            if data is None:
+                self._send(404, {"errors": [{"message": f"no object {key}"}]})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_PUT(self) -> None:
+            if self.path.startswith("/_fake/storage/"):
+                key = urllib.parse.unquote(urllib.parse.urlparse(self.path).path[len("/_fake/storage/"):])
+                data = self._body()
+                with srv.state.lock:
+                    srv.state.blobs[key] = data
+                srv.record({"operation": "storage-put", "kind": "http", "method": "PUT",
+                            "path": urllib.parse.urlparse(self.path).path, "bytes": len(data)})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.send_header("ETag", '"%s"' % __import__("hashlib").md5(data).hexdigest())
+                self.end_headers()
+                return
             if self.path.startswith("/_fake/upload/"):
                 n = len(self._body())
                 srv.record({"operation": "upload", "kind": "http", "method": "PUT",

@@ -37,8 +37,10 @@
 //!
 //! Nothing claimed is lost: an item is acked only once it is recorded in
 //! the backend; if the ack fails, the item is forgotten and the server puts
-//! it back. (A pop whose answer is lost on the way is retried; the item the
-//! lost answer held goes back to the queue the same way.)
+//! it back. A retried ack that the server answers with `success: false` is
+//! taken as acked by the earlier try whose answer was lost (the item is
+//! kept rather than lost). A pop whose answer is lost on the way is retried;
+//! the item the lost answer held goes back to the queue the same way.
 
 mod client;
 mod settings;
@@ -532,16 +534,24 @@ impl QueueBackend for WandbBackend {
         Ok(())
     }
 
-    /// No server call: an acked W&B item cannot be handed back (the W&B
-    /// agent leaves it too); the item is forgotten.
+    /// W&B cannot take an acked item back, and an item left claimed would
+    /// never run and never say why; so a hand-back (the agent shutting down
+    /// before the run finished) fails the item at stage `agent`, saying so,
+    /// and the user can re-queue it.
     async fn release(&self, id: &str) -> Result<(), QueueError> {
         if let Some(held) = self.forget(id) {
-            tracing::info!(
+            tracing::warn!(
                 item = id,
                 queue = %held.queue,
                 run = %held.run_name,
-                "W&B cannot take an acked item back; it stays claimed by its run"
+                "W&B cannot take an acked item back; failing it so it does not stay claimed unseen"
             );
+            self.fail_item(
+                id,
+                Stage::Agent,
+                "the launch agent shut down before this run finished; it was stopped: re-queue it to run it again",
+            )
+            .await?;
         }
         Ok(())
     }
