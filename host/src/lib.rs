@@ -6,6 +6,8 @@
 //! outcome to the queue. See `README.md` for the tour and `wit/` for the
 //! plugin contract.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod capabilities;
 pub mod config;

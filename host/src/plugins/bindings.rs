@@ -5,6 +5,8 @@
 //! `PluginError` is one type whichever plugin returned it.
 
 /// Every host interface a plugin may import (world `plugin-host`).
+/// Generated items carry the WIT's own documentation.
+#[allow(missing_docs)]
 pub mod imports {
     wasmtime::component::bindgen!({
         world: "plugin-host",
@@ -21,6 +23,7 @@ pub mod imports {
 }
 
 /// World `builder-plugin`.
+#[allow(missing_docs)]
 pub mod builder {
     wasmtime::component::bindgen!({
         world: "builder-plugin",
@@ -36,6 +39,7 @@ pub mod builder {
 }
 
 /// World `registry-plugin`.
+#[allow(missing_docs)]
 pub mod registry {
     wasmtime::component::bindgen!({
         world: "registry-plugin",
@@ -51,6 +55,7 @@ pub mod registry {
 }
 
 /// World `environment-plugin`.
+#[allow(missing_docs)]
 pub mod environment {
     wasmtime::component::bindgen!({
         world: "environment-plugin",
