@@ -104,6 +104,34 @@ impl Drop for FakeWandb {
     }
 }
 
+/// `launch-agent run --config CONFIG ARGS` pointed at the fake with `key`.
+fn agent_cmd(
+    agent: &Scratch,
+    fake: &FakeWandb,
+    config: &std::path::Path,
+    key: &str,
+    args: &[&str],
+) -> Command {
+    let mut cmd = agent.cmd();
+    cmd.args(["run", "--config", config.to_str().unwrap()])
+        .args(args)
+        .env("WANDB_BASE_URL", fake.url())
+        .env("WANDB_API_KEY", key);
+    cmd
+}
+
+/// Waits (bounded) until the fake has received `operation`.
+fn wait_for_operation(fake: &FakeWandb, operation: &str) {
+    let start = std::time::Instant::now();
+    while !fake.operations().iter().any(|op| op == operation) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{operation} never sent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn config(agent: &Scratch) -> PathBuf {
     agent.write_config("queue_backend: wandb\nentity: team\nqueues: [default]\nmax_jobs: 1\n")
 }
@@ -155,18 +183,15 @@ fn a_job_submitted_by_the_real_wandb_client_is_popped_acked_and_run() {
         String::from_utf8_lossy(&submitted.stderr)
     );
 
-    let out = agent
-        .cmd()
-        .args([
-            "run",
-            "--config",
-            config(&agent).to_str().unwrap(),
-            "--exit-when-idle",
-        ])
-        .env("WANDB_BASE_URL", fake.url())
-        .env("WANDB_API_KEY", API_KEY)
-        .output()
-        .unwrap();
+    let out = agent_cmd(
+        &agent,
+        &fake,
+        &config(&agent),
+        API_KEY,
+        &["--exit-when-idle"],
+    )
+    .output()
+    .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(
@@ -238,16 +263,7 @@ fn a_server_that_refuses_the_key_stops_the_agent_at_start_with_a_clear_message()
     let agent = Scratch::new();
     let fake = FakeWandb::start(agent.path(), &[]);
     let wrong = "wrongkey0wrongkey1wrongkey2wrongkey3wrong";
-    let out = agent
-        .cmd()
-        .args([
-            "run",
-            "--config",
-            config(&agent).to_str().unwrap(),
-            "--exit-when-idle",
-        ])
-        .env("WANDB_BASE_URL", fake.url())
-        .env("WANDB_API_KEY", wrong)
+    let out = agent_cmd(&agent, &fake, &config(&agent), wrong, &["--exit-when-idle"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -263,22 +279,11 @@ fn a_server_that_refuses_the_key_stops_the_agent_at_start_with_a_clear_message()
 fn a_server_that_drops_connections_is_retried_and_nothing_is_lost() {
     let agent = Scratch::new();
     let fake = FakeWandb::start(agent.path(), &[]);
-    let mut child = agent
-        .cmd()
-        .args(["run", "--config", config(&agent).to_str().unwrap()])
-        .env("WANDB_BASE_URL", fake.url())
-        .env("WANDB_API_KEY", API_KEY)
+    let mut child = agent_cmd(&agent, &fake, &config(&agent), API_KEY, &[])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while !fake.operations().iter().any(|op| op == "popFromRunQueue") {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "the agent never polled"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_operation(&fake, "popFromRunQueue");
     // The server goes away for 3 s; a job arrives meanwhile.
     fake.post("/_fake/drop-connections?seconds=3", "{}");
     fake.post(
@@ -329,22 +334,11 @@ fn a_job_cut_short_by_shutdown_is_failed_visibly_not_left_claimed() {
         "/_fake/queues/team/default/items",
         r#"{"resource": "local-process", "project": "p", "overrides": {"entry_point": ["sleep", "30"]}}"#,
     );
-    let mut child = agent
-        .cmd()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("WANDB_BASE_URL", fake.url())
-        .env("WANDB_API_KEY", API_KEY)
+    let mut child = agent_cmd(&agent, &fake, &config, API_KEY, &[])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while !fake.operations().iter().any(|op| op == "ackRunQueueItem") {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "never acked"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_operation(&fake, "ackRunQueueItem");
     std::thread::sleep(std::time::Duration::from_millis(500));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
