@@ -133,8 +133,14 @@ pub fn main() -> ExitCode {
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
     let cli = Cli::parse();
+    // `run -v` or the config's W&B `verbosity` key, whichever says more.
     let verbosity = match &cli.command {
-        Command::Run(args) => args.verbose,
+        Command::Run(args) => {
+            let configured = load_config(args.config.as_deref())
+                .map(|c| c.verbosity)
+                .unwrap_or(0);
+            args.verbose.max(configured)
+        }
         _ => 0,
     };
     init_tracing(verbosity);

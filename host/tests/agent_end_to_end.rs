@@ -169,3 +169,12 @@ fn queue_stop_stops_a_running_job() {
     assert_eq!(item["state"], "stopped");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn the_wandb_verbosity_key_turns_on_debug_logging() {
+    let agent = Scratch::new();
+    let quiet = agent.run_until_idle(&agent.write_config("queues: [default]\n"));
+    assert!(!quiet.contains("DEBUG"), "{quiet}");
+    let verbose = agent.run_until_idle(&agent.write_config("queues: [default]\nverbosity: 1\n"));
+    assert!(verbose.contains("DEBUG"), "{verbose}");
+}
