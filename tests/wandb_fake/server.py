@@ -22,7 +22,7 @@ Only the Python standard library is used (http.server + json).
   answered with a GraphQL error, so missing operations are easy to find.
 * Test control endpoints (no auth, loopback only):
     GET  /_fake/events                           ordered list of operations received
-    GET  /_fake/state                            queues, items, agents, runs (debug)
+    GET  /_fake/state                            queues, items, agents, runs, artifacts (debug)
     POST /_fake/queues/<entity>/<queue>/items    body = runSpec (JSON object) -> push
                                                  (?project=P, default model-registry;
                                                  ?priority=N); creates the queue if needed
@@ -33,6 +33,15 @@ Only the Python standard library is used (http.server + json).
     POST /_fake/drop-connections?seconds=N       for N seconds (default 5) close
                                                  /graphql connections without answering
     POST /_fake/shutdown                         stop the server
+* Artifacts (job artifacts of W&B Launch; see README "Job artifacts"): createArtifact,
+  createArtifactManifest, updateArtifactManifest, createArtifactFiles, commitArtifact,
+  useArtifact mutations; project.artifactCollectionMembership / artifactCollection /
+  artifact / artifactType and root artifact(id) queries. Object storage is served by the
+  fake itself:
+    PUT  /_fake/storage/<key>                    uploadUrl (no auth; file keys are
+                                                 wandb_artifacts/<md5hex>, bytes must match)
+    GET  /_fake/storage/<key>                    directUrl (no auth, like a pre-signed URL)
+    GET  /artifactsV2/<region>/.../<md5hex>/<name>  the client's authenticated fallback
 
 The event log redacts the configured API key anywhere it appears and any value
 stored under a key named like `*api_key*`/`*apiKey*` (e.g. runSpec `_wandb_api_key`).
@@ -556,7 +565,14 @@ class State:
                 "stopped": r["stopped"], "displayName": r.get("displayName") or r["name"],
                 "description": r.get("description"), "config": r.get("config") or "{}",
                 "sweepName": r.get("sweep"), "historyLineCount": 0,
-                "project": self.project_view(r["entity"], r["project"])}
+                "project": self.project_view(r["entity"], r["project"]),
+                # the rest of public-API `RunFragment` (wandb.Api().run(...), used by `wandb job create`)
+                "projectId": str(abs(hash((r["entity"], r["project"]))) % 100000),  # internal (integer) id
+                "tags": r.get("tags") or [], "group": r.get("group"), "jobType": r.get("jobType"),
+                "commit": None, "readOnly": False, "createdAt": r.get("createdAt") or _now_iso(),
+                "heartbeatAt": _now_iso(), "notes": None, "systemMetrics": "{}",
+                "summaryMetrics": "{}", "historyKeys": None,
+                "user": {"__typename": "User", "name": self.username, "username": self.username}}
 
     # ---- artifacts ------------------------------------------------------------------
     # Model: a collection ("ArtifactSequence", keyed by entity/project/name, one type) holds
@@ -673,18 +689,21 @@ class State:
                                "node": self.artifact_view(a)} for a in vs],
                     "pageInfo": {"__typename": "PageInfo", "hasNextPage": False, "endCursor": None}}
 
-        latest = self.latest(seq)
+        def latest(_args: dict) -> dict | None:
+            la = self.latest(seq)
+            return self.artifact_view(la) if la else None
+
         return {"__typename": "ArtifactSequence", "id": seq["id"], "name": seq["name"],
                 "description": seq["description"], "createdAt": seq["createdAt"],
                 "project": self.project_info(seq["entity"], seq["project"]),
                 "defaultArtifactType": {"__typename": "ArtifactType", "name": seq["type"]},
-                "latestArtifact": self.artifact_view(latest) if latest else None,
+                "latestArtifact": latest,
                 "artifactMembership": membership, "artifacts": artifacts, "tags": {
                     "__typename": "TagConnection", "edges": []}}
 
     def alias_views(self, a: dict, seq: dict) -> list[dict]:
         return [{"__typename": "ArtifactAlias", "id": _gid("ArtifactAlias", a["n"] * 1000 + i), "alias": al,
-                 "artifactCollection": self.collection_view(seq),
+                 "artifactCollection": lambda _a: self.collection_view(seq),
                  "artifactCollectionName": seq["name"]}
                 for i, al in enumerate(a["aliases"])]
 
@@ -737,8 +756,8 @@ class State:
                 "versionIndex": a["versionIndex"], "createdAt": a["createdAt"],
                 "aliases": [{"__typename": "ArtifactAlias", "id": v["id"], "alias": v["alias"]}
                             for v in self.alias_views(a, seq)],
-                "artifactCollection": self.collection_view(seq),
-                "artifact": self.artifact_view(a),
+                "artifactCollection": lambda _a: self.collection_view(seq),
+                "artifact": lambda _a: self.artifact_view(a),
                 "files": lambda args: self.files_connection(a, args)}
 
     def _split_name(self, full: str | None) -> tuple[str, str]:
@@ -820,6 +839,13 @@ class State:
             if other is not a:
                 other["aliases"] = [al for al in other["aliases"] if al not in wanted]
         a["aliases"] = wanted
+
+    def artifact_summary(self, a: dict) -> dict:
+        e, p, n = a["seq"]
+        return {"id": a["id"], "entity": e, "project": p, "collection": n,
+                "type": self.sequences[a["seq"]]["type"], "versionIndex": a["versionIndex"],
+                "state": a["state"], "aliases": a["aliases"], "digest": a["digest"],
+                "files": [f["name"] for f in self.artifact_files(a)]}
 
     def project_view(self, entity: str, name: str) -> dict:
         def run_queues(_args: dict) -> list:
@@ -1074,6 +1100,15 @@ def m_create_run_files(st: State, args: dict) -> dict:
             "uploadHeaders": [], "files": files, "clientMutationId": inp.get("clientMutationId")}
 
 
+def m_delete_run(st: State, args: dict) -> dict:
+    """DeleteRun(id) from wandb.apis.public.Run.delete (`wandb job create` deletes its hidden run)."""
+    inp = _input(args)
+    for key, r in list(st.runs.items()):
+        if r["id"] == inp.get("id"):
+            del st.runs[key]
+    return {"__typename": "DeleteRunPayload", "clientMutationId": inp.get("clientMutationId")}
+
+
 def m_delete_from_queue(st: State, args: dict) -> dict:
     inp = _input(args)
     ok = st.items.pop(str(inp.get("runQueueItemId")), None) is not None
@@ -1117,9 +1152,16 @@ def _manifest_payload(st: State, mid: str, include_upload: bool = True) -> dict:
 def m_create_artifact_manifest(st: State, args: dict) -> dict:
     inp = _input(args)
     a = _need_artifact(st, inp.get("artifactID"))
+    # wandb-core calls this twice per artifact: first with digest "" (includeUpload false),
+    # then with the manifest's digest (includeUpload true); same artifact + name = same manifest.
+    for mid, mf in st.manifests.items():
+        if mf["artifactId"] == a["id"] and mf["name"] == inp.get("name"):
+            if inp.get("digest"):
+                mf["digest"] = inp["digest"]
+            return _manifest_payload(st, mid)
     n = st.next_id()
     mid = _gid("ArtifactManifest", n)
-    st.manifests[mid] = {"n": n, "artifactId": a["id"], "key": f"wandb_manifests/{a['n']}/{n}/wandb_manifest.json",
+    st.manifests[mid] = {"n": n, "artifactId": a["id"], "name": inp.get("name"), "key": f"wandb_manifests/{a['n']}/{n}/wandb_manifest.json",
                          "type": inp.get("type"), "digest": inp.get("digest"),
                          "baseArtifactID": inp.get("baseArtifactID")}
     a["manifestId"] = mid
@@ -1203,6 +1245,7 @@ ROOT_MUTATION: dict[str, Callable] = {
     "createArtifactFiles": m_create_artifact_files,
     "commitArtifact": m_commit_artifact,
     "useArtifact": m_use_artifact,
+    "deleteRun": m_delete_run,
 }
 
 
@@ -1381,7 +1424,8 @@ def make_handler(srv: Server):
                     self._send(200, {"queues": list(st.queues.values()),
                                      "items": [redact(i, srv.opts.api_key) for i in st.items.values()],
                                      "agents": list(st.agents.values()),
-                                     "runs": list(st.runs.values())})
+                                     "runs": list(st.runs.values()),
+                                     "artifacts": [st.artifact_summary(a) for a in st.artifacts.values()]})
                 return
             if url.path.startswith("/_fake/storage/") or url.path.startswith("/artifactsV2/"):
                 self._storage_get(url.path)
@@ -1430,6 +1474,14 @@ def make_handler(srv: Server):
             if self.path.startswith("/_fake/storage/"):
                 key = urllib.parse.unquote(urllib.parse.urlparse(self.path).path[len("/_fake/storage/"):])
                 data = self._body()
+                m = re.fullmatch(r"wandb_artifacts/([0-9a-f]{32})", key)
+                if m and __import__("hashlib").md5(data).hexdigest() != m.group(1):
+                    # like a pre-signed URL bound to a Content-MD5: wrong bytes are refused
+                    srv.record({"operation": "storage-put", "kind": "http", "method": "PUT",
+                                "path": self.path, "bytes": len(data), "status": 400,
+                                "errors": ["content MD5 does not match the storage path"]})
+                    self._send(400, {"errors": [{"message": "content MD5 does not match"}]})
+                    return
                 with srv.state.lock:
                     srv.state.blobs[key] = data
                 srv.record({"operation": "storage-put", "kind": "http", "method": "PUT",
