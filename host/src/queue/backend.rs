@@ -10,9 +10,30 @@
 //! pool instead of stalling the agent's async tasks.
 
 use super::{EmbeddedQueue, QueueError, QueueItem, Reclaimed, Stage};
+use std::path::{Path, PathBuf};
 use crate::timeouts::IDLE_RECHECK;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A W&B job artifact (`job: entity/project/name:alias`), fetched.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchedJob {
+    /// What the image tag hashes: the job artifact with its resolved
+    /// version, e.g. `team/proj/my-job:v3`.
+    pub source_id: String,
+    /// `wandb-job.json`'s `source_type`: `artifact` (code), `repo` or `image`.
+    pub source_type: String,
+    /// The code directory (for `artifact` jobs: the code artifact's files,
+    /// plus the job's `requirements.frozen.txt`).
+    pub dir: Option<PathBuf>,
+    /// For `repo` jobs: the git remote and commit.
+    pub git: Option<(String, String)>,
+    /// For `image` jobs: the image.
+    pub image: Option<String>,
+    /// `source.entrypoint` of `wandb-job.json` (the command when the launch
+    /// spec's `overrides.entry_point` is empty).
+    pub entrypoint: Vec<String>,
+}
 
 /// A queue the agent serves.
 #[async_trait::async_trait]
@@ -61,6 +82,16 @@ pub trait QueueBackend: Send + Sync {
     /// How long to wait before polling again after `empty_polls` polls in a
     /// row found nothing (a wake-up cuts the wait short where supported).
     fn idle_wait(&self, empty_polls: u32) -> Duration;
+    /// Fetches the W&B job artifact `job` (`entity/project/name:alias`)
+    /// into `dest`. Only the W&B backend can; others say so.
+    async fn fetch_job(&self, job: &str, dest: &Path) -> Result<FetchedJob, QueueError> {
+        let _ = dest;
+        Err(QueueError::Remote(format!(
+            "job artifact {job} needs the W&B queue backend (queue_backend: wandb); \
+             the {} queue runs image, directory (`uri`) and git jobs",
+            self.name()
+        )))
+    }
     /// Whether the server asked this agent to stop polling.
     async fn should_stop(&self) -> bool {
         false
