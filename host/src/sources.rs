@@ -5,12 +5,13 @@
 //! | `docker.docker_image` / `image_uri` | none: nothing to build | the image |
 //! | `uri`: a local directory | that directory, read-only | `dir:<path>@<sha256 of its files>` |
 //! | `git.repo` (+ `git.version`) | a clone in the run dir | `<repo>@<commit>` |
-//! | `job`: a W&B job artifact | the W&B backend (not the embedded queue) | `<job>` |
+//! | `job`: a W&B job artifact | fetched by the W&B backend: its code artifact, git repo or image | `<entity>/<project>/<name>:v<N>` |
 //!
 //! A directory's id hashes its files' paths and contents, so editing the
 //! code changes the image tag (W&B hashes only the name, and would reuse a
 //! stale image).
 
+use crate::queue::FetchedJob;
 use crate::spec::LaunchSpec;
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
@@ -25,8 +26,27 @@ pub struct Source {
     pub id: String,
 }
 
-/// Fetches the source of `spec` (a git clone goes to `work_dir/src`).
-pub async fn fetch(spec: &LaunchSpec, work_dir: &Path) -> anyhow::Result<Source> {
+/// Fetches the source of `spec` (a git clone goes to `work_dir/src`);
+/// `job` is the spec's W&B job artifact, already fetched by the queue backend.
+pub async fn fetch(
+    spec: &LaunchSpec,
+    job: Option<&FetchedJob>,
+    work_dir: &Path,
+) -> anyhow::Result<Source> {
+    if let Some(job) = job {
+        if let Some((remote, commit)) = &job.git {
+            let dest = work_dir.join("src");
+            let commit = git_fetch(remote, Some(commit), &dest).await?;
+            return Ok(Source {
+                dir: Some(dest),
+                id: format!("{}@{commit}", job.source_id),
+            });
+        }
+        return Ok(Source {
+            dir: job.dir.clone(),
+            id: job.source_id.clone(),
+        });
+    }
     if let Some(dir) = spec.code_dir() {
         let dir = PathBuf::from(dir);
         anyhow::ensure!(

@@ -356,3 +356,128 @@ fn a_job_cut_short_by_shutdown_is_failed_visibly_not_left_claimed() {
         "the item is failed before the agent says KILLED: {ops:?}"
     );
 }
+
+#[test]
+fn a_job_artifact_created_by_the_real_client_is_fetched_and_run() {
+    let venv = std::env::var("LAUNCH_AGENT_WANDB_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            dirs::home_dir()
+                .unwrap()
+                .join(".cache/launch-agent-wandb-venv")
+        });
+    assert!(
+        venv.join("bin/wandb").is_file(),
+        "run tests/wandb_fake/setup.sh first (the test command does)"
+    );
+    let agent = Scratch::new();
+    let fake = FakeWandb::start(agent.path(), &[]);
+    let code = agent.path().join("code");
+    std::fs::create_dir_all(code.join("lib")).unwrap();
+    std::fs::write(
+        code.join("train.py"),
+        "import lib.util\nprint('trained from the job artifact', lib.util.VALUE)\n",
+    )
+    .unwrap();
+    std::fs::write(code.join("lib/__init__.py"), "").unwrap();
+    std::fs::write(code.join("lib/util.py"), "VALUE = 42\n").unwrap();
+    let script = |name: &str, args: &[&str]| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/wandb_fake").join(name))
+            .args([
+                "--port",
+                &fake.port.to_string(),
+                "--api-key",
+                API_KEY,
+                "--entity",
+                "team",
+                "--project",
+                "proj",
+            ])
+            .args(args)
+            .env("LAUNCH_AGENT_WANDB_VENV", &venv)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    script(
+        "create_job_with_wandb.sh",
+        &[
+            "--name",
+            "trainer",
+            "--code-dir",
+            code.to_str().unwrap(),
+            "--entry-point",
+            "python train.py",
+        ],
+    );
+    script(
+        "submit_with_wandb.sh",
+        &[
+            "--queue",
+            "default",
+            "--job",
+            "team/proj/trainer:latest",
+            "--",
+            "--resource",
+            "local-process",
+        ],
+    );
+
+    let out = agent_cmd(
+        &agent,
+        &fake,
+        &config(&agent),
+        API_KEY,
+        &["--exit-when-idle"],
+    )
+    .output()
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let ops = fake.operations();
+    assert!(
+        !ops.iter().any(|op| op == "failRunQueueItem"),
+        "{ops:?}\n{log}"
+    );
+    let outputs: Vec<String> = std::fs::read_dir(agent.state_dir().join("runs"))
+        .unwrap()
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("output.log")).ok())
+        .collect();
+    assert!(
+        outputs
+            .iter()
+            .any(|o| o.contains("trained from the job artifact 42")),
+        "{outputs:?}\n{log}"
+    );
+    assert!(
+        log.contains("trainer:v0"),
+        "the log names the resolved version: {log}"
+    );
+}
+
+#[test]
+fn a_job_artifact_on_the_embedded_queue_fails_saying_it_needs_the_wandb_backend() {
+    let agent = Scratch::new();
+    let config = agent.write_config("queues: [default]\n");
+    let id = agent.submit(
+        "default",
+        &serde_json::json!({"job": "team/proj/trainer:latest", "resource": "local-process"}),
+    );
+    agent.run_until_idle(&config);
+    let item = agent.item(&id);
+    assert_eq!(item["state"], "failed");
+    assert_eq!(item["stage"], "agent");
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("queue_backend: wandb"),
+        "{item:#}"
+    );
+}

@@ -158,6 +158,26 @@ pub async fn run_job(
         }
     }
 
+    // A W&B job artifact: its code, repo or image, fetched by the backend.
+    let fetched = match spec.job() {
+        Some(name) => {
+            step(&format!("job: fetching W&B job artifact {name}"));
+            match ctx.queue.fetch_job(name, &run_dir.join("job")).await {
+                Ok(fetched) => {
+                    step(&format!(
+                        "job: {} ({} job)",
+                        fetched.source_id, fetched.source_type
+                    ));
+                    Some(fetched)
+                }
+                Err(e) => {
+                    return failed(Stage::Agent, format!("fetching job artifact {name}: {e}"));
+                }
+            }
+        }
+        None => None,
+    };
+
     let resource = spec.resource().to_string();
     if !matches!(resource.as_str(), "local-process" | "local-container") {
         return failed(
@@ -177,9 +197,12 @@ pub async fn run_job(
     }
 
     // Build: only when the runner needs an image the job does not name.
-    let mut image = spec.image().map(str::to_string);
+    let mut image = spec
+        .image()
+        .map(str::to_string)
+        .or_else(|| fetched.as_ref().and_then(|f| f.image.clone()));
     if resource == "local-container" && image.is_none() {
-        let source = match sources::fetch(&spec, &run_dir).await {
+        let source = match sources::fetch(&spec, fetched.as_ref(), &run_dir).await {
             Ok(source) => source,
             Err(e) => return failed(Stage::Build, format!("fetching the job's source: {e:#}")),
         };
@@ -253,6 +276,10 @@ pub async fn run_job(
 
     // Run.
     let command = match spec.entry_point() {
+        Ok(command) if command.is_empty() => fetched
+            .as_ref()
+            .map(|f| f.entrypoint.clone())
+            .unwrap_or_default(),
         Ok(command) => command,
         Err(e) => return failed(Stage::Agent, e.to_string()),
     };
@@ -292,12 +319,21 @@ pub async fn run_job(
         })
         .await
     } else {
+        // A W&B job's code (or repo) is where a local process runs.
+        let workdir = match (spec.code_dir(), &fetched) {
+            (Some(dir), _) => Some(std::path::PathBuf::from(dir)),
+            (None, Some(job)) => match sources::fetch(&spec, Some(job), &run_dir).await {
+                Ok(source) => source.dir,
+                Err(e) => return failed(Stage::Agent, format!("fetching the job's code: {e:#}")),
+            },
+            (None, None) => None,
+        };
         let request = RunRequest {
             item_id: item.id.clone(),
             command,
             env: run_env,
             env_remove: ctx.secret_env_vars.clone(),
-            workdir: spec.code_dir().map(std::path::PathBuf::from),
+            workdir,
             log_path: log_path.clone(),
         };
         step(&format!(

@@ -10,8 +10,8 @@
 //! pool instead of stalling the agent's async tasks.
 
 use super::{EmbeddedQueue, QueueError, QueueItem, Reclaimed, Stage};
-use std::path::{Path, PathBuf};
 use crate::timeouts::IDLE_RECHECK;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -23,14 +23,17 @@ pub(super) fn operation(key: &str) -> Result<&'static str, QueueError> {
     static OPS: OnceLock<HashMap<String, String>> = OnceLock::new();
     let ops = OPS.get_or_init(|| {
         let doc: Value = serde_json::from_str(OPERATIONS_JSON).unwrap_or(Value::Null);
-        doc["operations"]
-            .as_object()
-            .map(|ops| {
-                ops.iter()
-                    .filter_map(|(k, op)| Some((k.clone(), op["query"].as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default()
+        let mut ops: HashMap<String, String> = HashMap::new();
+        // The queue operations first; the job-artifact fetch texts (section
+        // `job_artifact_fetch`) fill in the names the first section lacks.
+        for section in [&doc["operations"], &doc["job_artifact_fetch"]["operations"]] {
+            for (k, op) in section.as_object().into_iter().flatten() {
+                if let Some(query) = op["query"].as_str() {
+                    ops.entry(k.clone()).or_insert_with(|| query.to_string());
+                }
+            }
+        }
+        ops
     });
     ops.get(key).map(String::as_str).ok_or_else(|| {
         QueueError::Remote(format!(
@@ -251,6 +254,101 @@ impl GraphqlClient {
             )));
         }
         Attempt::Done(parsed.get("data").cloned().unwrap_or(Value::Null))
+    }
+
+    /// GETs `url` and returns its body, at most `limit` bytes (more is an
+    /// error). With `auth`, sends the W&B basic auth (only for URLs on the
+    /// W&B server itself); pre-signed storage URLs are fetched without it,
+    /// as the W&B client does. Transient failures (connection errors, HTTP
+    /// 5xx and 429) are retried like GraphQL calls. Errors name the URL
+    /// without its query string (which may hold a signature).
+    pub(super) async fn get_bytes(
+        &self,
+        url: &str,
+        auth: bool,
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QueueError> {
+        let shown = url.split(['?', '#']).next().unwrap_or_default().to_string();
+        let mut retry = 0;
+        loop {
+            let why = match self.get_once(url, auth, limit, timeout).await {
+                Ok(Ok(body)) => return Ok(body),
+                Ok(Err(fatal)) => {
+                    return Err(QueueError::Remote(
+                        self.scrub(&format!("GET {shown}: {fatal}")),
+                    ));
+                }
+                Err(transient) => transient,
+            };
+            if retry >= self.retry.retries {
+                return Err(QueueError::Remote(self.scrub(&format!(
+                    "GET {shown} failed after {} tries: {why}",
+                    retry + 1
+                ))));
+            }
+            let wait = self.retry.delay(retry);
+            tracing::warn!(
+                "GET {} failed ({}); retrying in {:.1} s",
+                self.scrub(&shown),
+                self.scrub(&why),
+                wait.as_secs_f64()
+            );
+            tokio::time::sleep(wait).await;
+            retry += 1;
+        }
+    }
+
+    /// One GET: `Err` is transient, `Ok(Err)` is not worth retrying.
+    async fn get_once(
+        &self,
+        url: &str,
+        auth: bool,
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<Result<Vec<u8>, String>, String> {
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => parsed,
+            _ => return Ok(Err("not an http:// or https:// URL".to_string())),
+        };
+        let mut request = self.http.get(parsed).timeout(timeout);
+        if auth {
+            request = request.basic_auth("api", Some(self.key.expose()));
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Err(describe(&e)),
+        };
+        let status = response.status();
+        if status.is_server_error() || status.as_u16() == 429 {
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("HTTP {status}: {}", quote(&text)));
+        }
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let message = error_messages(&text).unwrap_or_else(|| quote(&text));
+            return Ok(Err(format!("HTTP {status}: {message}")));
+        }
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Ok(Err(format!(
+                "the answer is larger than the expected {limit} bytes"
+            )));
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() as u64 + chunk.len() as u64 > limit {
+                        return Ok(Err(format!(
+                            "the answer is larger than the expected {limit} bytes"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(Ok(body)),
+                Err(e) => return Err(describe(&e)),
+            }
+        }
     }
 
     /// `text` with the API key replaced.
