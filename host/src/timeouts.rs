@@ -18,8 +18,5 @@ pub const IDLE_RECHECK: Duration = Duration::from_secs(5);
 /// How often a running job's lease is renewed, as a fraction of the lease.
 pub const LEASE_RENEW_DIVISOR: u32 = 3;
 
-/// How long a local-process run gets between SIGTERM and SIGKILL when stopped.
-pub const PROCESS_STOP_GRACE: Duration = Duration::from_secs(10);
-
 /// How often a running job's stop request is checked.
 pub const STOP_POLL: Duration = Duration::from_millis(500);

@@ -178,3 +178,16 @@ fn the_wandb_verbosity_key_turns_on_debug_logging() {
     let verbose = agent.run_until_idle(&agent.write_config("queues: [default]\nverbosity: 1\n"));
     assert!(verbose.contains("DEBUG"), "{verbose}");
 }
+
+#[test]
+fn a_run_that_ignores_sigterm_is_killed_after_stopped_run_timeout() {
+    let agent = Scratch::new();
+    // W&B's default is 60 s; with 1 s the stop completes well inside the wait below.
+    let config = agent.write_config("queues: [default]\nstopped_run_timeout: 1\n");
+    let id = agent.submit("default", &shell_job("trap '' TERM; sleep 60"));
+    let mut child = agent.spawn_agent(&config, &["--exit-when-idle"]);
+    agent.wait_for_item(&id, Duration::from_secs(20), |i| i["state"] == "running");
+    assert!(agent.run(&["queue", "stop", &id]).status.success());
+    agent.wait_for_item(&id, Duration::from_secs(20), |i| i["state"] == "stopped");
+    assert!(child.wait().unwrap().success());
+}

@@ -34,6 +34,7 @@ fn shell_request(test: &str, dir: &Path, script: &str) -> ContainerRunRequest {
         ],
         log_path: dir.join("runs").join(test).join("output.log"),
         resource_args: Value::Null,
+        stop_grace: std::time::Duration::from_secs(10),
     }
 }
 

@@ -309,6 +309,7 @@ pub async fn run_job(
             env: run_env,
             log_path: log_path.clone(),
             resource_args: spec.resource_args(),
+            stop_grace: ctx.stop_grace,
         };
         let started_log = log.clone();
         local_container::run(&docker, &request, control.clone(), move |container| {
@@ -333,6 +334,7 @@ pub async fn run_job(
             command,
             env: run_env,
             env_remove: ctx.secret_env_vars.clone(),
+            stop_grace: ctx.stop_grace,
             workdir,
             log_path: log_path.clone(),
         };

@@ -53,6 +53,8 @@ pub struct JobContext {
     pub secret_env_vars: Vec<String>,
     /// `builder.destination`: where built images go, overriding the registry's URI.
     pub builder_destination: Option<String>,
+    /// How long a stopped run gets to exit (`stopped_run_timeout`).
+    pub stop_grace: Duration,
     /// The Docker engine, connected on first use.
     pub docker: tokio::sync::OnceCell<bollard::Docker>,
 }
@@ -180,6 +182,7 @@ pub fn job_context(
             .as_ref()
             .and_then(|b| b.destination.clone())
             .filter(|d| !d.is_empty()),
+        stop_grace: Duration::from_secs(config.stopped_run_timeout),
         docker: tokio::sync::OnceCell::new(),
     })
 }

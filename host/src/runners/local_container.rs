@@ -67,7 +67,6 @@
 //! command run.
 
 use super::{Control, RunOutcome};
-use crate::timeouts::PROCESS_STOP_GRACE;
 use anyhow::{Context as _, anyhow, bail};
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -90,10 +89,6 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// The label every container of this runner carries, with the item id.
 pub const ITEM_LABEL: &str = "launch-agent.item";
-
-/// How long a stopped container gets between SIGTERM and SIGKILL (the same
-/// grace as a local process).
-const STOP_GRACE: Duration = PROCESS_STOP_GRACE;
 
 /// How long a removal waits for another removal of the same container.
 const REMOVAL_WAIT: Duration = Duration::from_secs(30);
@@ -132,6 +127,9 @@ pub struct ContainerRunRequest {
     pub env: Vec<(String, String)>,
     /// The run's output log (stdout and stderr of the container).
     pub log_path: PathBuf,
+    /// How long a stopped container gets between SIGTERM and SIGKILL
+    /// (W&B's `stopped_run_timeout`).
+    pub stop_grace: Duration,
     /// The spec's `resource_args["local-container"]`; `Null` when absent.
     /// See the module doc for the accepted keys.
     pub resource_args: Value,
@@ -296,7 +294,7 @@ async fn drive(
                 if wanted == Control::Run {
                     continue;
                 }
-                stop_container(docker, id).await;
+                stop_container(docker, id, request.stop_grace).await;
                 break RunOutcome::Stopped;
             }
         }
@@ -346,8 +344,8 @@ async fn outcome_of(docker: &Docker, id: &str, code: i64) -> RunOutcome {
 
 /// SIGTERM, then SIGKILL after the grace period; a container that already
 /// stopped or is gone is fine.
-async fn stop_container(docker: &Docker, id: &str) {
-    let seconds = i32::try_from(STOP_GRACE.as_secs()).unwrap_or(10);
+async fn stop_container(docker: &Docker, id: &str, grace: Duration) {
+    let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
     let options = StopContainerOptionsBuilder::default().t(seconds).build();
     match docker.stop_container(id, Some(options)).await {
         Ok(()) => {}
@@ -1154,6 +1152,7 @@ mod tests {
             env: vec![("WANDB_RUN_ID".into(), "r".into())],
             log_path: PathBuf::from("/tmp/x"),
             resource_args: Value::Null,
+            stop_grace: Duration::from_secs(10),
         };
         let body = container_body(&request, &ResourceArgs::default()).unwrap();
         assert_eq!(body.entrypoint, Some(vec!["python".to_string()]));

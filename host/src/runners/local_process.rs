@@ -8,7 +8,6 @@
 //! the process group that is left, so no run goes on unaccounted for.
 
 use super::{Control, RunOutcome, RunRequest};
-use crate::timeouts::PROCESS_STOP_GRACE;
 use anyhow::Context as _;
 use std::process::Stdio;
 use tokio::process::Command;
@@ -86,7 +85,7 @@ pub async fn run(
                 if wanted == Control::Run {
                     continue;
                 }
-                stop_group(pid, &mut child).await;
+                stop_group(pid, &mut child, request.stop_grace).await;
                 return Ok(RunOutcome::Stopped);
             }
         }
@@ -94,12 +93,9 @@ pub async fn run(
 }
 
 /// SIGTERM to the process group, then SIGKILL after the grace period.
-async fn stop_group(pid: i32, child: &mut tokio::process::Child) {
+async fn stop_group(pid: i32, child: &mut tokio::process::Child, grace: std::time::Duration) {
     signal_group(pid, libc::SIGTERM);
-    if tokio::time::timeout(PROCESS_STOP_GRACE, child.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
         signal_group(pid, libc::SIGKILL);
         let _ = child.wait().await;
     }

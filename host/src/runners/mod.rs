@@ -26,6 +26,9 @@ pub struct RunRequest {
     pub workdir: Option<PathBuf>,
     /// The run's output log.
     pub log_path: PathBuf,
+    /// How long a stopped run gets between SIGTERM and SIGKILL (W&B's
+    /// `stopped_run_timeout`).
+    pub stop_grace: std::time::Duration,
 }
 
 /// How a run ended.

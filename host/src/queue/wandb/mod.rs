@@ -43,17 +43,19 @@
 //! the item the lost answer held goes back to the queue the same way.
 
 mod client;
+mod job;
 mod settings;
 
 pub use settings::{ApiKey, DEFAULT_BASE_URL, RetryPolicy, WandbSettings};
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{ItemState, QueueBackend, QueueError, QueueItem, Reclaimed, Stage};
+use super::{FetchedJob, ItemState, QueueBackend, QueueError, QueueItem, Reclaimed, Stage};
 use client::{CallError, GraphqlClient};
 
 /// The project W&B keeps launch queues and agents in.
@@ -598,6 +600,15 @@ impl QueueBackend for WandbBackend {
             .checked_mul(1u32 << doublings)
             .unwrap_or(self.idle_max)
             .min(self.idle_max)
+    }
+
+    /// Fetches job artifact `entity/project/name:alias` the way the W&B
+    /// agent does (`ArtifactMembershipByName`, `FetchArtifactManifest`,
+    /// `GetArtifactMembershipFileUrls`, then `ArtifactByID` for a code
+    /// job's sources); a code job's files, checked against the manifest's
+    /// sizes and MD5s, go into `dest` with its `requirements.frozen.txt`.
+    async fn fetch_job(&self, job: &str, dest: &Path) -> Result<FetchedJob, QueueError> {
+        job::fetch_job(&self.client, job, dest).await
     }
 
     /// `LaunchAgent`'s `stopPolling`; `false` when the server cannot be

@@ -1,0 +1,336 @@
+//! `WandbBackend::fetch_job` against the fake W&B server of
+//! `tests/wandb_fake/` (started per test on 127.0.0.1, killed by its PID at
+//! the end), with a code job created by the REAL `wandb` client
+//! (`create_job_with_wandb.sh`, which needs the venv of
+//! `tests/wandb_fake/setup.sh`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use launch_agent::queue::QueueBackend;
+use launch_agent::queue::wandb::{ApiKey, RetryPolicy, WandbBackend, WandbSettings};
+use serde_json::{Value, json};
+
+const ENTITY: &str = "team";
+const PROJECT: &str = "proj";
+
+/// A 40-character key, as W&B's are.
+fn api_key() -> String {
+    "j0bk".repeat(10)
+}
+
+fn fake_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/wandb_fake")
+}
+
+/// The fake server, killed when dropped.
+struct Fake {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn start() -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let child = Command::new("python3")
+            .arg(fake_dir().join("server.py"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(["--host", "127.0.0.1", "--api-key", &api_key()])
+            .args(["--queue", &format!("{ENTITY}/default")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs tests/wandb_fake/server.py");
+        let mut fake = Fake {
+            child,
+            port: 0,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Ok(port) = text.trim().parse()
+            {
+                fake.port = port;
+                break;
+            }
+            if let Ok(Some(status)) = fake.child.try_wait() {
+                panic!("the fake W&B server exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fake W&B server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        fake
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One HTTP/1.0 request without auth; the status code and body.
+    fn raw(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("{method} {path}: {answer:?}"));
+        let head = String::from_utf8_lossy(&answer[..split]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, answer[split + 4..].to_vec())
+    }
+
+    fn events(&self) -> Vec<Value> {
+        let (status, body) = self.raw("GET", "/_fake/events", b"");
+        assert_eq!(status, 200);
+        match serde_json::from_slice(&body).unwrap() {
+            Value::Array(events) => events,
+            other => panic!("events: {other}"),
+        }
+    }
+
+    /// Creates a code job `name` from `code_dir` with the real client.
+    fn create_job(&self, name: &str, code_dir: &Path, entry_point: &str) {
+        let venv = std::env::var_os("LAUNCH_AGENT_WANDB_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                dirs::home_dir()
+                    .unwrap_or_default()
+                    .join(".cache/launch-agent-wandb-venv")
+            });
+        assert!(
+            venv.join("bin/wandb").exists(),
+            "no wandb client in {}: run tests/wandb_fake/setup.sh",
+            venv.display()
+        );
+        let output = Command::new("bash")
+            .arg(fake_dir().join("create_job_with_wandb.sh"))
+            .args(["--port", &self.port.to_string(), "--api-key", &api_key()])
+            .args(["--entity", ENTITY, "--project", PROJECT, "--name", name])
+            .arg("--code-dir")
+            .arg(code_dir)
+            .args(["--entry-point", entry_point])
+            .env("LAUNCH_AGENT_WANDB_VENV", &venv)
+            .stdin(Stdio::null())
+            .output()
+            .expect("bash runs create_job_with_wandb.sh");
+        assert!(
+            output.status.success(),
+            "create_job_with_wandb.sh failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        // Only the child started above, by its PID.
+        _ = self.child.kill();
+        _ = self.child.wait();
+    }
+}
+
+fn settings(fake: &Fake) -> WandbSettings {
+    let mut settings = WandbSettings::from_env(Some(ENTITY.into()), vec!["default".into()]);
+    settings.base_url = fake.url();
+    settings.api_key = Some(ApiKey::new(api_key()));
+    settings.hostname = "test-host".into();
+    settings.agent_version = "launch-agent@test".into();
+    settings.agent_config = json!({"entity": ENTITY, "queues": ["default"]});
+    settings.retry = RetryPolicy {
+        retries: 2,
+        first_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(100),
+    };
+    settings.request_timeout = Duration::from_secs(10);
+    settings
+}
+
+/// A code directory with `train.py` and a nested file.
+fn code_dir(root: &Path) -> PathBuf {
+    let code = root.join("code");
+    std::fs::create_dir_all(code.join("pkg/data")).unwrap();
+    std::fs::write(code.join("train.py"), "import pkg.util\nprint('train')\n").unwrap();
+    std::fs::write(code.join("pkg/util.py"), "X = 1\n").unwrap();
+    std::fs::write(code.join("pkg/data/blob.bin"), [0u8, 1, 2, 255, 254, 10]).unwrap();
+    code
+}
+
+#[tokio::test]
+async fn a_code_job_is_fetched_byte_for_byte() {
+    let fake = Fake::start();
+    let root = tempfile::tempdir().unwrap();
+    let code = code_dir(root.path());
+    fake.create_job("my-job", &code, "python train.py --epochs 2");
+    let backend = WandbBackend::connect(settings(&fake)).await.unwrap();
+
+    let dest = root.path().join("dest");
+    let fetched = backend
+        .fetch_job(&format!("{ENTITY}/{PROJECT}/my-job:latest"), &dest)
+        .await
+        .unwrap();
+    assert_eq!(fetched.source_id, format!("{ENTITY}/{PROJECT}/my-job:v0"));
+    assert!(fetched.source_id.ends_with(":v0"));
+    assert_eq!(fetched.source_type, "artifact");
+    assert_eq!(fetched.dir.as_deref(), Some(dest.as_path()));
+    assert_eq!(fetched.git, None);
+    assert_eq!(fetched.image, None);
+    assert_eq!(
+        fetched.entrypoint,
+        ["python", "train.py", "--epochs", "2"].map(String::from)
+    );
+    for file in ["train.py", "pkg/util.py", "pkg/data/blob.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join(file)).unwrap(),
+            std::fs::read(code.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    assert!(dest.join("requirements.frozen.txt").is_file());
+
+    // The same job by version, and without an alias (`latest`).
+    for name in ["my-job:v0", "my-job"] {
+        let again = root
+            .path()
+            .join(format!("again-{}", name.replace(':', "-")));
+        let fetched = backend
+            .fetch_job(&format!("{ENTITY}/{PROJECT}/{name}"), &again)
+            .await
+            .unwrap();
+        assert_eq!(fetched.source_id, format!("{ENTITY}/{PROJECT}/my-job:v0"));
+        assert!(again.join("pkg/util.py").is_file());
+    }
+
+    // The fetch made the calls the W&B agent makes, and the files came
+    // from the direct (pre-signed) URLs, not the authenticated fallback.
+    let events = fake.events();
+    let operations: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["operation"].as_str())
+        .collect();
+    for operation in [
+        "ArtifactMembershipByName",
+        "FetchArtifactManifest",
+        "GetArtifactMembershipFileUrls",
+        "ArtifactByID",
+    ] {
+        assert!(
+            operations.contains(&operation),
+            "{operation}: {operations:?}"
+        );
+    }
+    assert!(
+        !events.iter().any(|e| e["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/artifactsV2/"))),
+        "the fallback path was used"
+    );
+}
+
+#[tokio::test]
+async fn unknown_jobs_bad_names_and_wrong_types_are_clear_errors() {
+    let fake = Fake::start();
+    let root = tempfile::tempdir().unwrap();
+    fake.create_job("my-job", &code_dir(root.path()), "python train.py");
+    let backend = WandbBackend::connect(settings(&fake)).await.unwrap();
+    let dest = root.path().join("dest");
+
+    let cases = [
+        (
+            format!("{ENTITY}/{PROJECT}/no-such-job:latest"),
+            "no-such-job",
+        ),
+        (format!("{ENTITY}/{PROJECT}/my-job:v7"), "my-job:v7"),
+        (
+            format!("{ENTITY}/no-such-project/my-job:latest"),
+            "no-such-project",
+        ),
+        (
+            format!("{ENTITY}/{PROJECT}/code-my-job:latest"),
+            "not \"job\"",
+        ),
+        ("just-a-name:latest".to_string(), "is not valid"),
+        (format!("{ENTITY}/{PROJECT}/:latest"), "is not valid"),
+    ];
+    for (job, expected) in cases {
+        let error = backend
+            .fetch_job(&job, &dest)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&job), "{job}: {error}");
+        assert!(error.contains(expected), "{job}: {error}");
+        assert!(!error.contains(&api_key()), "{error}");
+    }
+    assert!(!dest.join("train.py").exists());
+}
+
+#[tokio::test]
+async fn a_file_that_does_not_match_the_manifest_is_refused() {
+    let fake = Fake::start();
+    let root = tempfile::tempdir().unwrap();
+    fake.create_job("my-job", &code_dir(root.path()), "python train.py");
+    let backend = WandbBackend::connect(settings(&fake)).await.unwrap();
+
+    // Stored file bytes cannot be replaced (the fake checks their MD5), so
+    // the code artifact's manifest (uploaded first) is changed instead to
+    // claim other bytes for train.py: what is downloaded then disagrees.
+    let manifest_path = fake
+        .events()
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .find(|p| p.starts_with("/_fake/storage/wandb_manifests/"))
+        .expect("the code artifact's manifest upload")
+        .to_string();
+    let (status, body) = fake.raw("GET", &manifest_path, b"");
+    assert_eq!(status, 200);
+    let mut manifest: Value = serde_json::from_slice(&body).unwrap();
+    let entry = &mut manifest["contents"]["train.py"];
+    assert!(entry.is_object(), "{manifest}");
+    // base64(md5("tampered")), the size unchanged.
+    entry["digest"] = json!("B7IYuSQSDUmnJcNrBlVgAA==");
+    let (status, _) = fake.raw("PUT", &manifest_path, manifest.to_string().as_bytes());
+    if status != 200 {
+        eprintln!("the fake does not let the manifest be replaced ({status}); skipped");
+        return;
+    }
+
+    let dest = root.path().join("dest");
+    let error = backend
+        .fetch_job(&format!("{ENTITY}/{PROJECT}/my-job:latest"), &dest)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("train.py"), "{error}");
+    assert!(error.contains("does not match the manifest"), "{error}");
+    assert!(error.contains("refused"), "{error}");
+    assert!(!error.contains(&api_key()), "{error}");
+    assert!(!dest.join("train.py").exists());
+}
