@@ -293,15 +293,16 @@ async fn unknown_jobs_bad_names_and_wrong_types_are_clear_errors() {
 }
 
 #[tokio::test]
-async fn a_file_that_does_not_match_the_manifest_is_refused() {
+async fn files_that_do_not_match_the_manifest_are_refused() {
     let fake = Fake::start();
     let root = tempfile::tempdir().unwrap();
     fake.create_job("my-job", &code_dir(root.path()), "python train.py");
     let backend = WandbBackend::connect(settings(&fake)).await.unwrap();
 
-    // Stored file bytes cannot be replaced (the fake checks their MD5), so
-    // the code artifact's manifest (uploaded first) is changed instead to
-    // claim other bytes for train.py: what is downloaded then disagrees.
+    // The fake checks the MD5 of stored file bytes and derives each file's
+    // storage key from the manifest, so storage that serves other bytes is
+    // staged by replacing the code artifact's manifest (uploaded first)
+    // and storing the other bytes where it points.
     let manifest_path = fake
         .events()
         .iter()
@@ -311,26 +312,51 @@ async fn a_file_that_does_not_match_the_manifest_is_refused() {
         .to_string();
     let (status, body) = fake.raw("GET", &manifest_path, b"");
     assert_eq!(status, 200);
-    let mut manifest: Value = serde_json::from_slice(&body).unwrap();
-    let entry = &mut manifest["contents"]["train.py"];
-    assert!(entry.is_object(), "{manifest}");
-    // base64(md5("tampered")), the size unchanged.
-    entry["digest"] = json!("B7IYuSQSDUmnJcNrBlVgAA==");
-    let (status, _) = fake.raw("PUT", &manifest_path, manifest.to_string().as_bytes());
-    if status != 200 {
-        eprintln!("the fake does not let the manifest be replaced ({status}); skipped");
-        return;
-    }
+    let original: Value = serde_json::from_slice(&body).unwrap();
+    let size = original["contents"]["train.py"]["size"].as_u64().unwrap();
+    let job = format!("{ENTITY}/{PROJECT}/my-job:latest");
 
-    let dest = root.path().join("dest");
-    let error = backend
-        .fetch_job(&format!("{ENTITY}/{PROJECT}/my-job:latest"), &dest)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("train.py"), "{error}");
-    assert!(error.contains("does not match the manifest"), "{error}");
-    assert!(error.contains("refused"), "{error}");
-    assert!(!error.contains(&api_key()), "{error}");
-    assert!(!dest.join("train.py").exists());
+    // 1. Other bytes of another size (stored under their own MD5).
+    // 2. Other bytes of the same size under a digest they do not have (a
+    //    17-byte "digest": the fake stores such keys unchecked).
+    let same_size = vec![b'#'; usize::try_from(size).unwrap()];
+    let cases: [(&str, &str, &[u8], &str); 2] = [
+        (
+            "B7IYuSQSDUmnJcNrBlVgAA==",
+            "07b218b924120d49a725c36b06556000",
+            b"tampered",
+            "the manifest says",
+        ),
+        (
+            "AAECAwQFBgcICQoLDA0ODxA=",
+            "000102030405060708090a0b0c0d0e0f10",
+            &same_size,
+            "does not match the manifest",
+        ),
+    ];
+    for (digest, hex, bytes, expected) in cases {
+        let (status, _) = fake.raw(
+            "PUT",
+            &format!("/_fake/storage/wandb_artifacts/{hex}"),
+            bytes,
+        );
+        let mut manifest = original.clone();
+        manifest["contents"]["train.py"]["digest"] = json!(digest);
+        let (put, _) = fake.raw("PUT", &manifest_path, manifest.to_string().as_bytes());
+        if status != 200 || put != 200 {
+            eprintln!("the fake does not let storage be replaced ({status}, {put}); skipped");
+            return;
+        }
+        let dest = root.path().join(format!("dest-{hex}"));
+        let error = backend
+            .fetch_job(&job, &dest)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("train.py"), "{error}");
+        assert!(error.contains(expected), "{error}");
+        assert!(error.contains("refused"), "{error}");
+        assert!(!error.contains(&api_key()), "{error}");
+        assert!(!dest.join("train.py").exists());
+    }
 }

@@ -664,6 +664,10 @@ mod tests {
             "updateLaunchAgent",
             "RunStoppedStatus",
             "LaunchAgent",
+            "ArtifactMembershipByName",
+            "FetchArtifactManifest",
+            "GetArtifactMembershipFileUrls",
+            "ArtifactByID",
         ] {
             assert!(client::operation(key).is_ok(), "{key}");
         }
