@@ -481,3 +481,46 @@ fn a_job_artifact_on_the_embedded_queue_fails_saying_it_needs_the_wandb_backend(
         "{item:#}"
     );
 }
+
+#[test]
+fn a_plugin_warning_reaches_the_queue_item_as_a_wandb_warning() {
+    let agent = Scratch::new();
+    let fake = FakeWandb::start(agent.path(), &[]);
+    let config = agent.write_config(&format!(
+        "queue_backend: wandb\nentity: team\nqueues: [default]\nenvironment:\n  type: hostile\nplugins:\n  hostile:\n    path: {}\n",
+        common::test_plugin("hostile").display()
+    ));
+    fake.post(
+        "/_fake/queues/team/default/items",
+        r#"{"resource": "local-process", "project": "p", "hostile": {"mode": "warn", "text": "quota nearly used up"}, "overrides": {"entry_point": ["true"]}}"#,
+    );
+    let out = agent_cmd(&agent, &fake, &config, API_KEY, &["--exit-when-idle"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = format!(
+        "import json,urllib.request;print(json.dumps([e.get('variables') for e in json.load(urllib.request.urlopen('{}/_fake/events')) if e.get('operation') == 'updateRunQueueItemWarning']))",
+        fake.url()
+    );
+    let warnings: Vec<serde_json::Value> = serde_json::from_slice(
+        &Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quota nearly used up"),
+        "{warnings:?}"
+    );
+    assert_eq!(warnings[0]["stage"], "agent");
+}

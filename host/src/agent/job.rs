@@ -3,7 +3,7 @@
 //! recorded on the queue item.
 
 use super::JobContext;
-use crate::capabilities::log::LogSink;
+use crate::capabilities::log::{JobLog, LogSink};
 use crate::plugins::CallError;
 use crate::plugins::bindings::{Job, Stage as PluginStage};
 use crate::plugins::loaded::{BuildRequest, SOURCE_GUEST_DIR};
@@ -37,19 +37,38 @@ pub enum JobEnd {
 }
 
 /// The job's log file, shared by the agent's steps and the plugins' log lines.
-fn job_log(path: std::path::PathBuf) -> LogSink {
+/// Warnings go to the queue as `updateRunQueueItemWarning` does for W&B.
+fn job_log(
+    path: std::path::PathBuf,
+    ctx: &Arc<JobContext>,
+    item_id: &str,
+    stage: Arc<Mutex<Stage>>,
+) -> LogSink {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
         .ok()
         .map(Mutex::new);
-    Arc::new(move |line: &str| {
-        if let Some(file) = &file
-            && let Ok(mut f) = file.lock()
-        {
-            let _ = writeln!(f, "{} {line}", chrono::Utc::now().format("%H:%M:%S%.3f"));
-        }
+    let queue = ctx.queue.clone();
+    let item_id = item_id.to_string();
+    Arc::new(JobLog {
+        line: Box::new(move |line: &str| {
+            if let Some(file) = &file
+                && let Ok(mut f) = file.lock()
+            {
+                let _ = writeln!(f, "{} {line}", chrono::Utc::now().format("%H:%M:%S%.3f"));
+            }
+        }),
+        warning: Box::new(move |line: &str| {
+            let (queue, id, line) = (queue.clone(), item_id.clone(), line.to_string());
+            let stage = stage.lock().map(|s| *s).unwrap_or(Stage::Agent);
+            tokio::spawn(async move {
+                if let Err(error) = queue.warn(&id, stage, &line).await {
+                    tracing::warn!(item = %id, %error, "cannot report a warning to the queue");
+                }
+            });
+        }),
     })
 }
 
@@ -96,10 +115,16 @@ pub async fn run_job(
             format!("cannot create the run dir {}: {e}", run_dir.display()),
         );
     }
-    let log = job_log(run_dir.join("agent.log"));
+    let stage = Arc::new(Mutex::new(Stage::Agent));
+    let set_stage = |now: Stage| {
+        if let Ok(mut s) = stage.lock() {
+            *s = now;
+        }
+    };
+    let log = job_log(run_dir.join("agent.log"), &ctx, &item.id, stage.clone());
     let step = |message: &str| {
         tracing::info!(item = %item.id, queue = %item.queue, "{message}");
-        log(message);
+        log.line(message);
     };
     step(&format!(
         "job claimed from queue {} (attempt {})",
@@ -202,6 +227,7 @@ pub async fn run_job(
         .map(str::to_string)
         .or_else(|| fetched.as_ref().and_then(|f| f.image.clone()));
     if resource == "local-container" && image.is_none() {
+        set_stage(Stage::Build);
         let source = match sources::fetch(&spec, fetched.as_ref(), &run_dir).await {
             Ok(source) => source,
             Err(e) => return failed(Stage::Build, format!("fetching the job's source: {e:#}")),
@@ -275,6 +301,7 @@ pub async fn run_job(
     }
 
     // Run.
+    set_stage(Stage::Run);
     let command = match spec.entry_point() {
         Ok(command) if command.is_empty() => fetched
             .as_ref()
@@ -315,7 +342,7 @@ pub async fn run_job(
         local_container::run(&docker, &request, control.clone(), move |container| {
             let short: String = container.chars().take(12).collect();
             tracing::info!(item = %id, "run: container {short} started");
-            started_log(&format!("run: container {short} started"));
+            started_log.line(&format!("run: container {short} started"));
             drop(queue);
         })
         .await

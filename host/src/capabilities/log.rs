@@ -5,8 +5,29 @@ use crate::plugins::bindings::imports::launch::plugin::log::{Host, Level};
 use crate::plugins::state::PluginState;
 use std::sync::Arc;
 
-/// Where a job's log lines go besides tracing (the job's log file).
-pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+/// Where a job's log lines go besides tracing: the job's log file, and for
+/// warnings also the queue (W&B shows them on the queue item).
+pub struct JobLog {
+    /// Writes one line to the job's log.
+    pub line: Box<dyn Fn(&str) + Send + Sync>,
+    /// Reports a warning (a plugin's `warn` line) to the queue.
+    pub warning: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl JobLog {
+    /// Writes one line to the job's log.
+    pub fn line(&self, text: &str) {
+        (self.line)(text)
+    }
+    /// Writes a warning to the job's log and reports it to the queue.
+    pub fn warning(&self, text: &str) {
+        (self.line)(text);
+        (self.warning)(text)
+    }
+}
+
+/// A job's log, shared by the agent's steps and the plugin calls of the job.
+pub type LogSink = Arc<JobLog>;
 
 /// The longest log line a plugin may write; longer ones are cut.
 const MAX_LINE: usize = 8 * 1024;
@@ -31,7 +52,11 @@ impl Host for PluginState {
             Level::Error => tracing::error!(plugin, "{message}"),
         }
         if let Some(sink) = &self.log_sink {
-            sink(&format!("[{plugin}] {message}"));
+            let line = format!("[{plugin}] {message}");
+            match level {
+                Level::Warn => sink.warning(&line),
+                _ => sink.line(&line),
+            }
         }
         Ok(())
     }

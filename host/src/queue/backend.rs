@@ -92,6 +92,12 @@ pub trait QueueBackend: Send + Sync {
             self.name()
         )))
     }
+    /// Reports a warning about a running job (W&B shows it on the queue
+    /// item); backends without such a field keep it in the job's log only.
+    async fn warn(&self, id: &str, stage: Stage, message: &str) -> Result<(), QueueError> {
+        let _ = (id, stage, message);
+        Ok(())
+    }
     /// Whether the server asked this agent to stop polling.
     async fn should_stop(&self) -> bool {
         false

@@ -79,7 +79,7 @@ impl PluginState {
         Arc::new(move |line: &str| {
             tracing::info!(plugin = %plugin, "docker {operation}: {line}");
             if let Some(sink) = &sink {
-                sink(&format!("[{plugin}] docker {operation}: {line}"));
+                sink.line(&format!("[{plugin}] docker {operation}: {line}"));
             }
         })
     }

@@ -291,6 +291,21 @@ impl WandbBackend {
             .map(|_| ())
     }
 
+    async fn warn_item(&self, id: &str, stage: Stage, message: &str) -> Result<(), QueueError> {
+        self.client
+            .run(
+                "updateRunQueueItemWarning",
+                json!({
+                    "runQueueItemId": id,
+                    "message": message,
+                    "stage": stage.as_str(),
+                    "filePaths": Value::Null,
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn fail_item(&self, id: &str, stage: Stage, message: &str) -> Result<(), QueueError> {
         let data = self
             .client
@@ -540,6 +555,11 @@ impl QueueBackend for WandbBackend {
     /// never run and never say why; so a hand-back (the agent shutting down
     /// before the run finished) fails the item at stage `agent`, saying so,
     /// and the user can re-queue it.
+    /// `updateRunQueueItemWarning`: W&B shows the warning on the item.
+    async fn warn(&self, id: &str, stage: Stage, message: &str) -> Result<(), QueueError> {
+        self.warn_item(id, stage, message).await
+    }
+
     async fn release(&self, id: &str) -> Result<(), QueueError> {
         if let Some(held) = self.forget(id) {
             tracing::warn!(

@@ -82,6 +82,14 @@ fn attack(orders: &Map<String, Value>) -> Result<(), PluginError> {
         "http" => http(key(orders, "url")?),
         "tcp" => tcp(key(orders, "addr")?),
         "ok" => Ok(()),
+        "warn" => {
+            let text = orders
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or("hostile warning");
+            launch_plugin_sdk::warn!("{text}");
+            Ok(())
+        }
         "fail" => Err(PluginError::agent("hostile plugin failed on purpose")),
         "panic" => panic!("hostile plugin panicked on purpose"),
         other => Err(PluginError::agent(format!(
