@@ -14,7 +14,7 @@ use std::time::Duration;
 fn config(agent: &Scratch, repo: &str) -> std::path::PathBuf {
     let s = services();
     agent.write_config(&format!(
-        "queues: [default]\nmax_jobs: 2\nbuilder:\n  type: docker\nregistry:\n  type: oci\n  uri: {}/{repo}\n\
+        "queues: [default]\nmax_jobs: 2\nstopped_run_timeout: 5\nbuilder:\n  type: docker\nregistry:\n  type: oci\n  uri: {}/{repo}\n\
          secrets:\n  registry-password: {{ env: TEST_REGISTRY_PASSWORD }}\n\
          plugins:\n  oci:\n    config: {{ username: {}, password-secret: registry-password }}\n    grants:\n      secrets: [registry-password]\n",
         s.registry, s.registry_user
