@@ -62,6 +62,38 @@ fn plugin_call(bundle: &Path, state: &Path, n: usize) -> (Duration, Duration, &'
     })
 }
 
+/// The same for builder-noop's `info()`: no arguments, no JSON, a small
+/// component: the floor of a plugin call with this runtime.
+fn noop_info_call(bundle: &Path, state: &Path, n: usize) -> (Duration, Duration) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut host = PluginHost::new(&state.join("cache"), 128).unwrap();
+        let plugin = host
+            .load(
+                "noop",
+                &bundle.join("builder-noop.wasm"),
+                &Default::default(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..n / 10 {
+            plugin.describe().await.unwrap();
+        }
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            plugin.describe().await.unwrap();
+            samples.push(start.elapsed());
+        }
+        samples.sort();
+        (percentile(&samples, 0.5), percentile(&samples, 0.99))
+    })
+}
+
 /// Spawns `launch-agent run`, returns the child and the time to its first poll.
 fn start_agent(
     state: &Path,
@@ -152,6 +184,12 @@ fn main() {
     }
     println!("| measure | result | goal |");
     println!("|---|---|---|");
+    let (noop_p50, noop_p99) = noop_info_call(&bundle, &state, samples);
+    println!(
+        "| plugin call, smallest plugin: fresh Store + instantiate + `info()` of builder-noop | p50 {:.1} µs, p99 {:.1} µs | |",
+        noop_p50.as_secs_f64() * 1e6,
+        noop_p99.as_secs_f64() * 1e6
+    );
     println!(
         "| plugin call: fresh Store + instantiate + 1 call ({allocator} allocator) | p50 {:.1} µs, p99 {:.1} µs | p50 ≤ 10 µs |",
         p50.as_secs_f64() * 1e6,

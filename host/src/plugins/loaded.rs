@@ -291,6 +291,11 @@ macro_rules! call_plugin {
 }
 
 impl LoadedPlugin {
+    /// Calls `plugin.info` (what `describe` returns, fresh from the plugin).
+    pub async fn describe(&self) -> Result<super::bindings::PluginInfo, CallError> {
+        self.info().await
+    }
+
     /// Calls `plugin.info`.
     pub(crate) async fn info(&self) -> Result<super::bindings::PluginInfo, CallError> {
         Ok(match &self.pre {
