@@ -3,7 +3,8 @@
 #
 #   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm,
 #                          environment-local.wasm, registry-oci.wasm
-#   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, future-wit.wasm
+#   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-builder.wasm,
+#                          future-wit.wasm
 #
 # where $TARGET is $CARGO_TARGET_DIR, or `target` in the workspace root.
 # Progress goes to stderr; the last (and only) line on stdout is the bundle
@@ -44,6 +45,7 @@ echo "build-plugins: building plugins into $target_dir/$triple/release" >&2
         -p environment-local \
         -p registry-oci \
         -p hostile-plugin \
+        -p hostile-builder-plugin \
         -p future-wit-plugin \
         >&2
 )
@@ -68,6 +70,7 @@ copy builder_docker.wasm "$bundle/builder-docker.wasm"
 copy environment_local.wasm "$bundle/environment-local.wasm"
 copy registry_oci.wasm "$bundle/registry-oci.wasm"
 copy hostile_plugin.wasm "$tests/hostile.wasm"
+copy hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"
 copy future_wit_plugin.wasm "$tests/future-wit.wasm"
 
 echo "$bundle"

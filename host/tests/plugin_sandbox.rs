@@ -384,3 +384,51 @@ async fn garbage_and_tampered_cache_entries_are_never_loaded() {
         .await
         .expect("recompiled plugin works");
 }
+
+#[tokio::test]
+async fn a_builder_cannot_read_the_registry_password_it_is_handed() {
+    use launch_agent::capabilities::secrets::SecretHandle;
+    use launch_agent::plugins::bindings::Job;
+    use launch_agent::plugins::loaded::{BuildRequest, RegistryCredentials};
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = PluginHost::new(&dir.path().join("cache"), 128).unwrap();
+    let plugin = host
+        .load(
+            "hostile-builder",
+            &common::test_plugin("hostile-builder"),
+            &Default::default(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let request = BuildRequest {
+        job: Job {
+            id: "j1".into(),
+            queue: "q".into(),
+            spec_json: "{}".into(),
+        },
+        settings: "{}".into(),
+        destination: "registry.example/team/launch".into(),
+        source_dir: None,
+        source_id: "image".into(),
+    };
+    let plan = plugin.plan(&request, None, None).await.unwrap();
+    let password = "registry-Pa55-never-seen";
+    let credentials = RegistryCredentials {
+        username: "launch".into(),
+        password: SecretHandle::opaque("registry-password", password),
+    };
+    let refused = plugin
+        .build(&request, &plan, Some(&credentials), None, None)
+        .await
+        .expect_err("the hostile builder reports what happened");
+    let text = refused.to_string();
+    assert!(
+        text.contains("reveal refused") && text.contains("Opaque"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(password),
+        "the builder read the password: {text}"
+    );
+}
