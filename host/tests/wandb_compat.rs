@@ -524,3 +524,48 @@ fn a_plugin_warning_reaches_the_queue_item_as_a_wandb_warning() {
     );
     assert_eq!(warnings[0]["stage"], "agent");
 }
+
+#[test]
+fn stop_polling_set_on_the_server_stops_the_agent() {
+    let agent = Scratch::new();
+    let fake = FakeWandb::start(agent.path(), &[]);
+    let mut child = agent_cmd(&agent, &fake, &config(&agent), API_KEY, &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_operation(&fake, "popFromRunQueue");
+    let script = format!(
+        "import json,urllib.request;print(json.load(urllib.request.urlopen('{}/_fake/state'))['agents'][0]['id'])",
+        fake.url()
+    );
+    let id = String::from_utf8(
+        Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let id = id.trim();
+    assert!(!id.is_empty(), "the agent registered");
+    let quoted = id.replace('=', "%3D");
+    fake.post(&format!("/_fake/agents/{quoted}/stop"), "{}");
+    // The agent checks between polls; its idle wait is at most 30 s.
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the agent did not stop polling"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(status.success());
+    assert_eq!(
+        fake.operations().last().map(String::as_str),
+        Some("updateLaunchAgent"),
+        "KILLED on the way out"
+    );
+}
