@@ -3,16 +3,17 @@
 //! recorded on the queue item.
 
 use super::JobContext;
+use super::build;
 use crate::capabilities::log::{JobLog, LogSink};
 use crate::plugins::CallError;
 use crate::plugins::bindings::{Job, Stage as PluginStage};
-use crate::plugins::loaded::{BuildRequest, SOURCE_GUEST_DIR};
-use crate::queue::{QueueItem, Stage};
+use crate::queue::{FetchedJob, QueueItem, Stage};
 use crate::runners::local_container::{self, ContainerRunRequest};
 use crate::runners::{Control, RunOutcome, RunRequest, local_process};
 use crate::sources;
 use crate::spec::LaunchSpec;
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -82,7 +83,7 @@ fn stage_of(stage: PluginStage) -> Stage {
 
 /// A failed plugin call as a job failure: the plugin's own stage for its own
 /// errors, the step's stage for traps and deadlines.
-fn plugin_failure(error: CallError, step: Stage) -> JobEnd {
+pub(super) fn plugin_failure(error: CallError, step: Stage) -> JobEnd {
     let stage = match &error {
         CallError::Plugin { error, .. } => stage_of(error.stage),
         _ => step,
@@ -94,11 +95,35 @@ fn plugin_failure(error: CallError, step: Stage) -> JobEnd {
     }
 }
 
-fn failed(stage: Stage, message: impl Into<String>) -> JobEnd {
+pub(super) fn failed(stage: Stage, message: impl Into<String>) -> JobEnd {
     JobEnd::Failed {
         stage,
         message: message.into(),
         exit_code: None,
+    }
+}
+
+/// One job in progress: what every step needs.
+pub(super) struct JobRun<'a> {
+    pub(super) ctx: &'a Arc<JobContext>,
+    pub(super) item: &'a QueueItem,
+    pub(super) run_dir: PathBuf,
+    pub(super) log: LogSink,
+    stage: Arc<Mutex<Stage>>,
+}
+
+impl JobRun<'_> {
+    /// Logs one step to tracing and to the job's log.
+    pub(super) fn step(&self, message: &str) {
+        tracing::info!(item = %self.item.id, queue = %self.item.queue, "{message}");
+        self.log.line(message);
+    }
+
+    /// The stage warnings are reported under from now on.
+    fn enter(&self, stage: Stage) {
+        if let Ok(mut current) = self.stage.lock() {
+            *current = stage;
+        }
     }
 }
 
@@ -116,290 +141,244 @@ pub async fn run_job(
         );
     }
     let stage = Arc::new(Mutex::new(Stage::Agent));
-    let set_stage = |now: Stage| {
-        if let Ok(mut s) = stage.lock() {
-            *s = now;
-        }
-    };
     let log = job_log(run_dir.join("agent.log"), &ctx, &item.id, stage.clone());
-    let step = |message: &str| {
-        tracing::info!(item = %item.id, queue = %item.queue, "{message}");
-        log.line(message);
+    let run = JobRun {
+        ctx: &ctx,
+        item: &item,
+        run_dir,
+        log,
+        stage,
     };
-    step(&format!(
-        "job claimed from queue {} (attempt {})",
-        item.queue, item.attempts
-    ));
-
-    let spec = match LaunchSpec::from_value(item.spec.clone()) {
-        Ok(spec) => spec,
-        Err(e) => return failed(Stage::Agent, e.to_string()),
-    };
-    let job = Job {
-        id: item.id.clone(),
-        queue: item.queue.clone(),
-        spec_json: spec.redacted().to_string(),
-    };
-
-    // Environment.
-    let environment = &ctx.environment;
-    let env_settings = environment.settings_for(ctx.environment_block.clone());
-    step(&format!(
-        "environment: verifying with {}",
-        environment.label()
-    ));
-    if let Err(e) = environment
-        .verify_environment(&env_settings, Some(log.clone()))
-        .await
-    {
-        return plugin_failure(e, Stage::Agent);
+    match run.steps(control).await {
+        Ok(end) | Err(end) => end,
     }
-    let mut run_env = match environment
-        .run_env(&env_settings, &job, Some(log.clone()))
-        .await
-    {
-        Ok(env) => env,
-        Err(e) => return plugin_failure(e, Stage::Agent),
-    };
+}
 
-    // Registry: where a build would go.
-    let mut destination = ctx.builder_destination.clone().unwrap_or_default();
-    let registry_settings = ctx
-        .registry
-        .as_ref()
-        .map(|r| r.settings_for(ctx.registry_block.clone()));
-    if let (Some(registry), Some(settings)) = (&ctx.registry, &registry_settings)
-        && destination.is_empty()
-    {
-        match registry.repository_uri(settings, Some(log.clone())).await {
-            Ok(uri) => {
-                step(&format!(
-                    "registry: {} gives repository {uri}",
-                    registry.label()
-                ));
-                destination = uri;
-            }
-            Err(e) => return plugin_failure(e, Stage::Agent),
-        }
-    }
-
-    // A W&B job artifact: its code, repo or image, fetched by the backend.
-    let fetched = match spec.job() {
-        Some(name) => {
-            step(&format!("job: fetching W&B job artifact {name}"));
-            match ctx.queue.fetch_job(name, &run_dir.join("job")).await {
-                Ok(fetched) => {
-                    step(&format!(
-                        "job: {} ({} job)",
-                        fetched.source_id, fetched.source_type
-                    ));
-                    Some(fetched)
-                }
-                Err(e) => {
-                    return failed(Stage::Agent, format!("fetching job artifact {name}: {e}"));
-                }
-            }
-        }
-        None => None,
-    };
-
-    let resource = spec.resource().to_string();
-    if !matches!(resource.as_str(), "local-process" | "local-container") {
-        return failed(
-            Stage::Run,
-            format!(
-                "resource `{resource}` is not supported by this agent yet; use `local-process` or `local-container`"
-            ),
-        );
-    }
-    if resource == "local-container"
-        && let Err(e) = local_container::check_resource_args(&spec.resource_args())
-    {
-        return failed(
-            Stage::Agent,
-            format!("resource_args.local-container: {e:#}"),
-        );
-    }
-
-    // Build: only when the runner needs an image the job does not name.
-    let mut image = spec
-        .image()
-        .map(str::to_string)
-        .or_else(|| fetched.as_ref().and_then(|f| f.image.clone()));
-    if resource == "local-container" && image.is_none() {
-        set_stage(Stage::Build);
-        let source = match sources::fetch(&spec, fetched.as_ref(), &run_dir).await {
-            Ok(source) => source,
-            Err(e) => return failed(Stage::Build, format!("fetching the job's source: {e:#}")),
-        };
-        let builder = &ctx.builder;
-        let request = BuildRequest {
-            job: job.clone(),
-            settings: builder.settings_for(ctx.builder_block.clone()),
-            destination: destination.clone(),
-            source_dir: source.dir.as_ref().map(|_| SOURCE_GUEST_DIR.to_string()),
-            source_id: source.id.clone(),
-        };
-        let plan = match builder
-            .plan(&request, source.dir.as_deref(), Some(log.clone()))
-            .await
-        {
-            Ok(plan) => plan,
-            Err(e) => return plugin_failure(e, Stage::Build),
-        };
-        step(&format!(
-            "build: {} plans image {} (Dockerfile: {})",
-            builder.label(),
-            plan.image_uri,
-            plan.dockerfile_origin
+impl JobRun<'_> {
+    /// Environment, registry, job source, build, run: the first failure ends the job.
+    async fn steps(&self, control: watch::Receiver<Control>) -> Result<JobEnd, JobEnd> {
+        let (ctx, item) = (self.ctx, self.item);
+        self.step(&format!(
+            "job claimed from queue {} (attempt {})",
+            item.queue, item.attempts
         ));
-        let exists = match (&ctx.registry, &registry_settings) {
-            (Some(registry), Some(settings)) => {
-                registry
-                    .image_exists(settings, &plan.image_uri, Some(log.clone()))
-                    .await
-            }
-            _ => Ok(ctx.local_image_exists(&plan.image_uri).await),
+        let spec = LaunchSpec::from_value(item.spec.clone())
+            .map_err(|e| failed(Stage::Agent, e.to_string()))?;
+        let job = Job {
+            id: item.id.clone(),
+            queue: item.queue.clone(),
+            spec_json: spec.redacted().to_string(),
         };
-        match exists {
-            Ok(true) => {
-                step(&format!(
-                    "build: skipped, {} already exists",
-                    plan.image_uri
-                ));
-                image = Some(plan.image_uri.clone());
-            }
-            Ok(false) => {
-                let credentials = match (&ctx.registry, &registry_settings) {
-                    (Some(registry), Some(settings)) => {
-                        match registry.login(settings, Some(log.clone())).await {
-                            Ok(credentials) => credentials,
-                            Err(e) => return plugin_failure(e, Stage::Build),
-                        }
-                    }
-                    _ => None,
-                };
-                match builder
-                    .build(
-                        &request,
-                        &plan,
-                        credentials.as_ref(),
-                        source.dir.as_deref(),
-                        Some(log.clone()),
-                    )
-                    .await
-                {
-                    Ok(outcome) => {
-                        step(&format!("build: built {}", outcome.image_uri));
-                        image = Some(outcome.image_uri);
-                    }
-                    Err(e) => return plugin_failure(e, Stage::Build),
-                }
-            }
-            Err(e) => return plugin_failure(e, Stage::Build),
+        let mut run_env = self.prepare_environment(&job).await?;
+        let fetched = self.fetch_job_artifact(&spec).await?;
+
+        let resource = spec.resource().to_string();
+        if !matches!(resource.as_str(), "local-process" | "local-container") {
+            return Err(failed(
+                Stage::Run,
+                format!(
+                    "resource `{resource}` is not supported by this agent yet; use `local-process` or `local-container`"
+                ),
+            ));
         }
+        if resource == "local-container" {
+            local_container::check_resource_args(&spec.resource_args()).map_err(|e| {
+                failed(
+                    Stage::Agent,
+                    format!("resource_args.local-container: {e:#}"),
+                )
+            })?;
+        }
+
+        // Build: only when the runner needs an image the job does not name.
+        let mut image = spec
+            .image()
+            .map(str::to_string)
+            .or_else(|| fetched.as_ref().and_then(|f| f.image.clone()));
+        if resource == "local-container" && image.is_none() {
+            self.enter(Stage::Build);
+            image = Some(build::build_image(self, &job, &spec, fetched.as_ref()).await?);
+        }
+
+        // Run.
+        self.enter(Stage::Run);
+        let command = match spec.entry_point() {
+            Ok(command) if command.is_empty() => fetched
+                .as_ref()
+                .map(|f| f.entrypoint.clone())
+                .unwrap_or_default(),
+            Ok(command) => command,
+            Err(e) => return Err(failed(Stage::Agent, e.to_string())),
+        };
+        run_env.extend(spec.wandb_env(&item.id, &item.queue));
+        ctx.queue
+            .mark_running(&item.id, &ctx.agent_id)
+            .await
+            .map_err(|e| failed(Stage::Agent, e.to_string()))?;
+        let outcome = if resource == "local-container" {
+            self.run_container(image, command, run_env, &spec, control.clone())
+                .await?
+        } else {
+            self.run_process(command, run_env, &spec, fetched.as_ref(), control.clone())
+                .await?
+        };
+        Ok(self.report(outcome, &control))
     }
 
-    // Run.
-    set_stage(Stage::Run);
-    let command = match spec.entry_point() {
-        Ok(command) if command.is_empty() => fetched
-            .as_ref()
-            .map(|f| f.entrypoint.clone())
-            .unwrap_or_default(),
-        Ok(command) => command,
-        Err(e) => return failed(Stage::Agent, e.to_string()),
-    };
-    run_env.extend(spec.wandb_env(&item.id, &item.queue));
-    if let Err(e) = ctx.queue.mark_running(&item.id, &ctx.agent_id).await {
-        return failed(Stage::Agent, e.to_string());
+    /// Verifies the environment and collects the variables it adds to the run.
+    async fn prepare_environment(&self, job: &Job) -> Result<Vec<(String, String)>, JobEnd> {
+        let environment = &self.ctx.environment;
+        let settings = environment.settings_for(self.ctx.environment_block.clone());
+        self.step(&format!(
+            "environment: verifying with {}",
+            environment.label()
+        ));
+        environment
+            .verify_environment(&settings, Some(self.log.clone()))
+            .await
+            .map_err(|e| plugin_failure(e, Stage::Agent))?;
+        environment
+            .run_env(&settings, job, Some(self.log.clone()))
+            .await
+            .map_err(|e| plugin_failure(e, Stage::Agent))
     }
-    let log_path = run_dir.join("output.log");
-    let queue = ctx.queue.clone();
-    let id = item.id.clone();
-    let outcome = if resource == "local-container" {
+
+    /// A W&B job artifact: its code, repo or image, fetched by the backend.
+    async fn fetch_job_artifact(&self, spec: &LaunchSpec) -> Result<Option<FetchedJob>, JobEnd> {
+        let Some(name) = spec.job() else {
+            return Ok(None);
+        };
+        self.step(&format!("job: fetching W&B job artifact {name}"));
+        let fetched = self
+            .ctx
+            .queue
+            .fetch_job(name, &self.run_dir.join("job"))
+            .await
+            .map_err(|e| failed(Stage::Agent, format!("fetching job artifact {name}: {e}")))?;
+        self.step(&format!(
+            "job: {} ({} job)",
+            fetched.source_id, fetched.source_type
+        ));
+        Ok(Some(fetched))
+    }
+
+    fn output_log(&self) -> PathBuf {
+        self.run_dir.join("output.log")
+    }
+
+    /// Starts the image in a container and waits for it.
+    async fn run_container(
+        &self,
+        image: Option<String>,
+        command: Vec<String>,
+        env: Vec<(String, String)>,
+        spec: &LaunchSpec,
+        control: watch::Receiver<Control>,
+    ) -> Result<anyhow::Result<RunOutcome>, JobEnd> {
         let Some(image) = image else {
-            return failed(
+            return Err(failed(
                 Stage::Build,
                 "the job needs an image: name one (`docker.docker_image`) or give it source to build",
-            );
+            ));
         };
-        let docker = match ctx.docker().await {
-            Ok(docker) => docker,
-            Err(e) => return failed(Stage::Run, format!("{e:#}")),
-        };
-        step(&format!("run: starting local-container from {image}"));
+        let docker = self
+            .ctx
+            .docker()
+            .await
+            .map_err(|e| failed(Stage::Run, format!("{e:#}")))?;
+        self.step(&format!("run: starting local-container from {image}"));
         let request = ContainerRunRequest {
-            item_id: item.id.clone(),
+            item_id: self.item.id.clone(),
             image,
             command,
-            env: run_env,
-            log_path: log_path.clone(),
+            env,
+            log_path: self.output_log(),
             resource_args: spec.resource_args(),
-            stop_grace: ctx.stop_grace,
+            stop_grace: self.ctx.stop_grace,
         };
-        let started_log = log.clone();
-        local_container::run(&docker, &request, control.clone(), move |container| {
-            let short: String = container.chars().take(12).collect();
-            tracing::info!(item = %id, "run: container {short} started");
-            started_log.line(&format!("run: container {short} started"));
-            drop(queue);
-        })
-        .await
-    } else {
+        let (log, id) = (self.log.clone(), self.item.id.clone());
+        Ok(
+            local_container::run(&docker, &request, control, move |container| {
+                let short: String = container.chars().take(12).collect();
+                tracing::info!(item = %id, "run: container {short} started");
+                log.line(&format!("run: container {short} started"));
+            })
+            .await,
+        )
+    }
+
+    /// Starts the command as a local process and waits for it.
+    async fn run_process(
+        &self,
+        command: Vec<String>,
+        env: Vec<(String, String)>,
+        spec: &LaunchSpec,
+        fetched: Option<&FetchedJob>,
+        control: watch::Receiver<Control>,
+    ) -> Result<anyhow::Result<RunOutcome>, JobEnd> {
         // A W&B job's code (or repo) is where a local process runs.
-        let workdir = match (spec.code_dir(), &fetched) {
-            (Some(dir), _) => Some(std::path::PathBuf::from(dir)),
-            (None, Some(job)) => match sources::fetch(&spec, Some(job), &run_dir).await {
-                Ok(source) => source.dir,
-                Err(e) => return failed(Stage::Agent, format!("fetching the job's code: {e:#}")),
-            },
+        let workdir = match (spec.code_dir(), fetched) {
+            (Some(dir), _) => Some(PathBuf::from(dir)),
+            (None, Some(job)) => {
+                sources::fetch(spec, Some(job), &self.run_dir)
+                    .await
+                    .map_err(|e| failed(Stage::Agent, format!("fetching the job's code: {e:#}")))?
+                    .dir
+            }
             (None, None) => None,
         };
         let request = RunRequest {
-            item_id: item.id.clone(),
+            item_id: self.item.id.clone(),
             command,
-            env: run_env,
-            env_remove: ctx.secret_env_vars.clone(),
-            stop_grace: ctx.stop_grace,
+            env,
+            env_remove: self.ctx.secret_env_vars.clone(),
+            stop_grace: self.ctx.stop_grace,
             workdir,
-            log_path: log_path.clone(),
+            log_path: self.output_log(),
         };
-        step(&format!(
+        self.step(&format!(
             "run: starting local-process {:?}",
             request.command.first().map(String::as_str).unwrap_or("")
         ));
-        local_process::run(&request, control.clone(), move |pid| {
+        let (queue, id) = (self.ctx.queue.clone(), self.item.id.clone());
+        Ok(local_process::run(&request, control, move |pid| {
             tokio::spawn(async move {
                 if let Err(e) = queue.set_run_pid(&id, Some(pid)).await {
                     tracing::warn!(item = %id, error = %e, "cannot record the run's pid");
                 }
             });
         })
-        .await
-    };
-    match outcome {
-        Ok(RunOutcome::Finished) => {
-            step("run: finished (exit code 0)");
-            JobEnd::Finished
-        }
-        Ok(RunOutcome::Failed { exit_code, message }) => {
-            step(&format!("run: failed: {message}"));
-            JobEnd::Failed {
-                stage: Stage::Run,
-                message: format!("{message} (output: {})", log_path.display()),
-                exit_code,
+        .await)
+    }
+
+    /// How the run ended, as the queue records it.
+    fn report(
+        &self,
+        outcome: anyhow::Result<RunOutcome>,
+        control: &watch::Receiver<Control>,
+    ) -> JobEnd {
+        match outcome {
+            Ok(RunOutcome::Finished) => {
+                self.step("run: finished (exit code 0)");
+                JobEnd::Finished
             }
-        }
-        Ok(RunOutcome::Stopped) => {
-            if *control.borrow() == Control::HandBack {
-                step("run: stopped, job handed back to the queue");
+            Ok(RunOutcome::Failed { exit_code, message }) => {
+                self.step(&format!("run: failed: {message}"));
+                JobEnd::Failed {
+                    stage: Stage::Run,
+                    message: format!("{message} (output: {})", self.output_log().display()),
+                    exit_code,
+                }
+            }
+            Ok(RunOutcome::Stopped) if *control.borrow() == Control::HandBack => {
+                self.step("run: stopped, job handed back to the queue");
                 JobEnd::HandedBack
-            } else {
-                step("run: stopped on request");
+            }
+            Ok(RunOutcome::Stopped) => {
+                self.step("run: stopped on request");
                 JobEnd::Stopped
             }
+            Err(e) => failed(Stage::Run, format!("{e:#}")),
         }
-        Err(e) => failed(Stage::Run, format!("{e:#}")),
     }
 }

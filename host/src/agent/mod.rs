@@ -12,6 +12,7 @@
 //!   `shutdown_grace_seconds` (a second signal cuts that short), then stops
 //!   the rest and hands them back to the queue.
 
+mod build;
 pub mod identity;
 pub mod job;
 pub mod wake;
