@@ -38,5 +38,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy -p launch-agent --all-targets -- -D warnings
 
+echo "== benchmarks, as quick smoke runs" >&2
+cargo test -p launch-agent --benches
+
 echo "== cargo test" >&2
-cargo test -p launch-agent --all-targets
+cargo test -p launch-agent --lib --bins --tests
