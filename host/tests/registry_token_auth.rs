@@ -1,8 +1,9 @@
-//! Bearer-token registry auth, as Docker Hub, ACR and Artifact Registry do
+//! Registry auth beyond htpasswd. Bearer tokens, as Docker Hub, ACR and Artifact Registry do
 //! it: a real docker-registry in `auth.token` mode with the FAKE token server
 //! of `tests/registry_token/` (it signs JWTs as a real one does). The OCI
 //! capability exchanges basic credentials for a bearer token; the Docker
-//! capability pushes through the engine, which does the same.
+//! capability pushes through the engine, which does the same. And an
+//! anonymous registry, which needs no credentials at all.
 
 mod common;
 use common::docker::services;
@@ -179,6 +180,58 @@ async fn bearer_token_auth_works_for_lookups_and_pushes_and_refuses_a_wrong_pass
             "{line}"
         );
     }
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .stdout(Stdio::null())
+        .status();
+}
+
+#[tokio::test]
+async fn an_anonymous_registry_needs_no_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("storage").display()
+        ),
+    )
+    .unwrap();
+    let _registry = Killed(
+        Command::new("docker-registry")
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry"),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the registry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let image = format!("127.0.0.1:{port}/anonymous-test:v1");
+    use launch_agent::capabilities::oci::manifest_exists;
+    assert!(!manifest_exists(&image, None, None, true).await.unwrap());
+    let docker = launch_agent::runners::local_container::connect()
+        .await
+        .unwrap();
+    assert!(
+        Command::new("docker")
+            .args(["tag", &services().base_image, &image])
+            .status()
+            .unwrap()
+            .success()
+    );
+    launch_agent::capabilities::docker::push_image(&docker, &image, None, &|_: &str| {})
+        .await
+        .expect("anonymous push");
+    assert!(manifest_exists(&image, None, None, true).await.unwrap());
     let _ = Command::new("docker")
         .args(["rmi", "-f", &image])
         .stdout(Stdio::null())
