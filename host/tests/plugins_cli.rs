@@ -168,3 +168,33 @@ fn the_bundled_docker_builder_gets_the_engine_the_registry_host_and_a_build_size
         "no secret unless granted"
     );
 }
+
+#[test]
+fn without_room_for_the_instance_pool_plugins_still_load_and_run() {
+    // A 16 GB address-space limit: the pool (many 4 GiB slots) cannot be
+    // reserved, one instance at a time can.
+    let agent = Scratch::new();
+    let config = agent.write_config("queues: [default]\n");
+    let id = agent.submit(
+        "default",
+        &common::shell_job("echo ran with on-demand allocation"),
+    );
+    let script = format!(
+        "ulimit -v 16000000 && exec {} run --config {} --exit-when-idle",
+        common::agent_bin().display(),
+        config.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("LAUNCH_AGENT_STATE_DIR", agent.state_dir())
+        .env("LAUNCH_AGENT_PLUGIN_DIR", common::bundle_dir())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("using on-demand allocation"),
+        "the fallback is logged: {log}"
+    );
+    assert_eq!(agent.item(&id)["state"], "finished");
+}
