@@ -4,10 +4,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::wandb_fake::FakeWandbServer;
 use launch_agent::queue::wandb::{ApiKey, RetryPolicy, WandbBackend, WandbSettings};
 use launch_agent::queue::{ItemState, QueueBackend, Stage};
 use serde_json::{Value, json};
@@ -20,57 +20,18 @@ fn api_key() -> String {
 }
 
 /// The fake server, killed when dropped.
-struct Fake {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+struct Fake(FakeWandbServer);
+
+impl std::ops::Deref for Fake {
+    type Target = FakeWandbServer;
+    fn deref(&self) -> &FakeWandbServer {
+        &self.0
+    }
 }
 
 impl Fake {
     fn start(extra: &[&str]) -> Fake {
-        let dir = tempfile::tempdir().unwrap();
-        let port_file = dir.path().join("port");
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/wandb_fake/server.py");
-        let child = Command::new("python3")
-            .arg(&script)
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(["--host", "127.0.0.1", "--api-key", &api_key()])
-            .args(["--queue", &format!("{ENTITY}/default")])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs tests/wandb_fake/server.py");
-        let mut fake = Fake {
-            child,
-            port: 0,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file)
-                && let Ok(port) = text.trim().parse()
-            {
-                fake.port = port;
-                break;
-            }
-            if let Ok(Some(status)) = fake.child.try_wait() {
-                panic!("the fake W&B server exited: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the fake W&B server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        fake
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        Fake(FakeWandbServer::start(&api_key(), ENTITY, extra))
     }
 
     /// One HTTP/1.0 request to a control endpoint; the answer's JSON body.
@@ -143,14 +104,6 @@ impl Fake {
             .unwrap_or_else(|| panic!("no item {id} in {state}"))
             .clone();
         item["state"].as_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        // Only the child started above, by its PID.
-        _ = self.child.kill();
-        _ = self.child.wait();
     }
 }
 

@@ -10,8 +10,9 @@
 mod common;
 use common::Scratch;
 use common::docker::services;
+use common::wandb_fake::{FakeWandbServer, wandb_venv};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -20,46 +21,18 @@ fn repo_root() -> PathBuf {
 const API_KEY: &str = "compatkey0compatkey1compatkey2compatkey3";
 
 /// The fake W&B server, killed when dropped.
-struct FakeWandb {
-    child: Child,
-    port: u16,
+struct FakeWandb(FakeWandbServer);
+
+impl std::ops::Deref for FakeWandb {
+    type Target = FakeWandbServer;
+    fn deref(&self) -> &FakeWandbServer {
+        &self.0
+    }
 }
 
 impl FakeWandb {
-    fn start(dir: &std::path::Path, extra: &[&str]) -> Self {
-        let port_file = dir.join(format!("wandb-port-{}", extra.len()));
-        let child = Command::new("python3")
-            .arg(repo_root().join("tests/wandb_fake/server.py"))
-            .args([
-                "--port-file",
-                port_file.to_str().unwrap(),
-                "--api-key",
-                API_KEY,
-                "--queue",
-                "team/default",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the fake W&B server (python3)");
-        let start = std::time::Instant::now();
-        let port = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file)
-                && let Ok(port) = text.trim().parse()
-            {
-                break port;
-            }
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(20),
-                "the fake W&B server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        };
-        FakeWandb { child, port }
-    }
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    fn start(extra: &[&str]) -> Self {
+        FakeWandb(FakeWandbServer::start(API_KEY, "team", extra))
     }
     /// POSTs `body` (JSON) to the fake's test-control `path`.
     fn post(&self, path: &str, body: &str) {
@@ -97,13 +70,6 @@ impl FakeWandb {
     }
 }
 
-impl Drop for FakeWandb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `launch-agent run --config CONFIG ARGS` pointed at the fake with `key`.
 fn agent_cmd(
     agent: &Scratch,
@@ -138,19 +104,9 @@ fn config(agent: &Scratch) -> PathBuf {
 
 #[test]
 fn a_job_submitted_by_the_real_wandb_client_is_popped_acked_and_run() {
-    let venv = std::env::var("LAUNCH_AGENT_WANDB_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            dirs::home_dir()
-                .unwrap()
-                .join(".cache/launch-agent-wandb-venv")
-        });
-    assert!(
-        venv.join("bin/wandb").is_file(),
-        "run tests/wandb_fake/setup.sh first (the test command does)"
-    );
+    let venv = wandb_venv();
     let agent = Scratch::new();
-    let fake = FakeWandb::start(agent.path(), &[]);
+    let fake = FakeWandb::start(&[]);
     let submitted = Command::new("bash")
         .arg(repo_root().join("tests/wandb_fake/submit_with_wandb.sh"))
         .args([
@@ -261,7 +217,7 @@ fn a_job_submitted_by_the_real_wandb_client_is_popped_acked_and_run() {
 #[test]
 fn a_server_that_refuses_the_key_stops_the_agent_at_start_with_a_clear_message() {
     let agent = Scratch::new();
-    let fake = FakeWandb::start(agent.path(), &[]);
+    let fake = FakeWandb::start(&[]);
     let wrong = "wrongkey0wrongkey1wrongkey2wrongkey3wrong";
     let out = agent_cmd(&agent, &fake, &config(&agent), wrong, &["--exit-when-idle"])
         .output()
@@ -278,7 +234,7 @@ fn a_server_that_refuses_the_key_stops_the_agent_at_start_with_a_clear_message()
 #[test]
 fn a_server_that_drops_connections_is_retried_and_nothing_is_lost() {
     let agent = Scratch::new();
-    let fake = FakeWandb::start(agent.path(), &[]);
+    let fake = FakeWandb::start(&[]);
     let mut child = agent_cmd(&agent, &fake, &config(&agent), API_KEY, &[])
         .stderr(Stdio::null())
         .spawn()
@@ -326,7 +282,7 @@ fn a_server_that_drops_connections_is_retried_and_nothing_is_lost() {
 #[test]
 fn a_job_cut_short_by_shutdown_is_failed_visibly_not_left_claimed() {
     let agent = Scratch::new();
-    let fake = FakeWandb::start(agent.path(), &[]);
+    let fake = FakeWandb::start(&[]);
     let config = agent.write_config(
         "queue_backend: wandb\nentity: team\nqueues: [default]\nshutdown_grace_seconds: 1\n",
     );
@@ -359,19 +315,9 @@ fn a_job_cut_short_by_shutdown_is_failed_visibly_not_left_claimed() {
 
 #[test]
 fn a_job_artifact_created_by_the_real_client_is_fetched_and_run() {
-    let venv = std::env::var("LAUNCH_AGENT_WANDB_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            dirs::home_dir()
-                .unwrap()
-                .join(".cache/launch-agent-wandb-venv")
-        });
-    assert!(
-        venv.join("bin/wandb").is_file(),
-        "run tests/wandb_fake/setup.sh first (the test command does)"
-    );
+    let venv = wandb_venv();
     let agent = Scratch::new();
-    let fake = FakeWandb::start(agent.path(), &[]);
+    let fake = FakeWandb::start(&[]);
     let code = agent.path().join("code");
     std::fs::create_dir_all(code.join("lib")).unwrap();
     std::fs::write(
@@ -485,7 +431,7 @@ fn a_job_artifact_on_the_embedded_queue_fails_saying_it_needs_the_wandb_backend(
 #[test]
 fn a_plugin_warning_reaches_the_queue_item_as_a_wandb_warning() {
     let agent = Scratch::new();
-    let fake = FakeWandb::start(agent.path(), &[]);
+    let fake = FakeWandb::start(&[]);
     let config = agent.write_config(&format!(
         "queue_backend: wandb\nentity: team\nqueues: [default]\nenvironment:\n  type: hostile\nplugins:\n  hostile:\n    path: {}\n",
         common::test_plugin("hostile").display()
@@ -528,7 +474,7 @@ fn a_plugin_warning_reaches_the_queue_item_as_a_wandb_warning() {
 #[test]
 fn stop_polling_set_on_the_server_stops_the_agent() {
     let agent = Scratch::new();
-    let fake = FakeWandb::start(agent.path(), &[]);
+    let fake = FakeWandb::start(&[]);
     let mut child = agent_cmd(&agent, &fake, &config(&agent), API_KEY, &[])
         .stderr(Stdio::null())
         .spawn()

@@ -7,9 +7,11 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+mod common;
+use common::wandb_fake::{FakeWandbServer, fake_dir, wandb_venv};
 use launch_agent::queue::QueueBackend;
 use launch_agent::queue::wandb::{ApiKey, RetryPolicy, WandbBackend, WandbSettings};
 use serde_json::{Value, json};
@@ -22,59 +24,19 @@ fn api_key() -> String {
     "j0bk".repeat(10)
 }
 
-fn fake_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/wandb_fake")
-}
-
 /// The fake server, killed when dropped.
-struct Fake {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+struct Fake(FakeWandbServer);
+
+impl std::ops::Deref for Fake {
+    type Target = FakeWandbServer;
+    fn deref(&self) -> &FakeWandbServer {
+        &self.0
+    }
 }
 
 impl Fake {
     fn start() -> Fake {
-        let dir = tempfile::tempdir().unwrap();
-        let port_file = dir.path().join("port");
-        let child = Command::new("python3")
-            .arg(fake_dir().join("server.py"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(["--host", "127.0.0.1", "--api-key", &api_key()])
-            .args(["--queue", &format!("{ENTITY}/default")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs tests/wandb_fake/server.py");
-        let mut fake = Fake {
-            child,
-            port: 0,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file)
-                && let Ok(port) = text.trim().parse()
-            {
-                fake.port = port;
-                break;
-            }
-            if let Ok(Some(status)) = fake.child.try_wait() {
-                panic!("the fake W&B server exited: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the fake W&B server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        fake
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        Fake(FakeWandbServer::start(&api_key(), ENTITY, &[]))
     }
 
     /// One HTTP/1.0 request without auth; the status code and body.
@@ -117,18 +79,7 @@ impl Fake {
 
     /// Creates a code job `name` from `code_dir` with the real client.
     fn create_job(&self, name: &str, code_dir: &Path, entry_point: &str) {
-        let venv = std::env::var_os("LAUNCH_AGENT_WANDB_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                dirs::home_dir()
-                    .unwrap_or_default()
-                    .join(".cache/launch-agent-wandb-venv")
-            });
-        assert!(
-            venv.join("bin/wandb").exists(),
-            "no wandb client in {}: run tests/wandb_fake/setup.sh",
-            venv.display()
-        );
+        let venv = wandb_venv();
         let output = Command::new("bash")
             .arg(fake_dir().join("create_job_with_wandb.sh"))
             .args(["--port", &self.port.to_string(), "--api-key", &api_key()])
@@ -146,14 +97,6 @@ impl Fake {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        // Only the child started above, by its PID.
-        _ = self.child.kill();
-        _ = self.child.wait();
     }
 }
 
