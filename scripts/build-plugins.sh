@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the plugins (WebAssembly components) in release for wasm32-wasip2:
+# Builds the plugins (WebAssembly components) in release: lean ones (no WASI
+# imports) for wasm32-unknown-unknown, the others for wasm32-wasip2 (see the
+# SDK's `lean` module):
 #
 #   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm,
 #                          environment-local.wasm, registry-oci.wasm
-#   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-builder.wasm,
-#                          future-wit.wasm
+#   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-lean.wasm,
+#                          hostile-builder.wasm, future-wit.wasm
 #
 # where $TARGET is $CARGO_TARGET_DIR, or `target` in the workspace root.
 # Progress goes to stderr; the last (and only) line on stdout is the bundle
@@ -17,14 +19,17 @@ case "$target_dir" in
     /*) ;;
     *) target_dir="$root/$target_dir" ;;
 esac
-triple=wasm32-wasip2
+wasi=wasm32-wasip2
+lean=wasm32-unknown-unknown
 
-if ! command -v rustup >/dev/null; then
-    echo "build-plugins: rustup not found; assuming the $triple target is installed" >&2
-elif ! rustup target list --installed | grep -qx "$triple"; then
-    echo "build-plugins: installing the $triple target" >&2
-    rustup target add "$triple" >&2
-fi
+for triple in "$wasi" "$lean"; do
+    if ! command -v rustup >/dev/null; then
+        echo "build-plugins: rustup not found; assuming the $triple target is installed" >&2
+    elif ! rustup target list --installed | grep -qx "$triple"; then
+        echo "build-plugins: installing the $triple target" >&2
+        rustup target add "$triple" >&2
+    fi
+done
 
 # The future-wit test plugin must carry the real contract with only the
 # version changed; warn when someone changed wit/ without updating it.
@@ -35,28 +40,33 @@ for f in "$root"/wit/*.wit; do
     fi
 done
 
-echo "build-plugins: building plugins into $target_dir/$triple/release" >&2
+echo "build-plugins: building plugins into $target_dir/{$wasi,$lean}/release" >&2
 (
     cd "$root"
-    CARGO_TARGET_DIR="$target_dir" cargo build --release --target "$triple" \
+    # Plugins that use files, environment variables or wasi:http.
+    CARGO_TARGET_DIR="$target_dir" cargo build --release --target "$wasi" \
         -p launch-plugin-sdk \
-        -p builder-noop \
         -p builder-docker \
-        -p environment-local \
-        -p registry-oci \
         -p hostile-plugin \
         -p hostile-builder-plugin \
         -p future-wit-plugin \
         >&2
+    # Lean plugins: nothing of WASI, cheaper calls.
+    CARGO_TARGET_DIR="$target_dir" cargo build --release --target "$lean" \
+        -p builder-noop \
+        -p environment-local \
+        -p registry-oci \
+        -p hostile-plugin \
+        >&2
 )
 
-out="$target_dir/$triple/release"
 bundle="$target_dir/bundle"
 tests="$target_dir/test-plugins"
 mkdir -p "$bundle" "$tests"
 
+# copy TRIPLE FILE DEST
 copy() {
-    local from="$out/$1" to="$2"
+    local from="$target_dir/$1/release/$2" to="$3"
     if [ ! -f "$from" ]; then
         echo "build-plugins: $from was not built" >&2
         exit 1
@@ -65,12 +75,13 @@ copy() {
     echo "build-plugins: $to ($(wc -c <"$to") bytes)" >&2
 }
 
-copy builder_noop.wasm "$bundle/builder-noop.wasm"
-copy builder_docker.wasm "$bundle/builder-docker.wasm"
-copy environment_local.wasm "$bundle/environment-local.wasm"
-copy registry_oci.wasm "$bundle/registry-oci.wasm"
-copy hostile_plugin.wasm "$tests/hostile.wasm"
-copy hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"
-copy future_wit_plugin.wasm "$tests/future-wit.wasm"
+copy "$lean" builder_noop.wasm "$bundle/builder-noop.wasm"
+copy "$wasi" builder_docker.wasm "$bundle/builder-docker.wasm"
+copy "$lean" environment_local.wasm "$bundle/environment-local.wasm"
+copy "$lean" registry_oci.wasm "$bundle/registry-oci.wasm"
+copy "$wasi" hostile_plugin.wasm "$tests/hostile.wasm"
+copy "$lean" hostile_plugin.wasm "$tests/hostile-lean.wasm"
+copy "$wasi" hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"
+copy "$wasi" future_wit_plugin.wasm "$tests/future-wit.wasm"
 
 echo "$bundle"

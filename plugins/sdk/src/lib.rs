@@ -67,7 +67,11 @@
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2`; the
-//! `.wasm` file in `target/wasm32-wasip2/release/` is the component.
+//! `.wasm` file in `target/wasm32-wasip2/release/` is the component. A
+//! plugin that needs no files, environment variables or `wasi:http` (this
+//! one) is better built *lean*, for `wasm32-unknown-unknown`: it imports
+//! only the contract and its calls cost less (see [`lean`], which is
+//! compiled on that target only).
 //!
 //! The export macros expand to paths starting with `launch_plugin_sdk`, so
 //! depend on this crate under its own name (do not rename it in
@@ -309,6 +313,8 @@ pub use common::launch::plugin::secrets::{self, Secret, SecretError, mint, open}
 pub use common::launch::plugin::types::{Job, PluginError, PluginInfo, Stage};
 
 mod errors;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub mod lean;
 mod logging;
 mod settings;
 

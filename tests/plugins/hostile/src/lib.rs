@@ -27,6 +27,10 @@
 //! | `panic` | | panics | a trap |
 //!
 //! Errors have stage `agent` and are not retryable.
+//!
+//! It is built twice: for `wasm32-wasip2` (`hostile.wasm`) and lean, for
+//! `wasm32-unknown-unknown` (`hostile-lean.wasm`), which imports nothing of
+//! WASI: its files, variables, HTTP and sockets all fail.
 
 use launch_plugin_sdk::environment::Environment;
 use launch_plugin_sdk::{Job, Plugin, PluginError, PluginInfo, SecretError, Stage, secrets};
@@ -195,7 +199,14 @@ fn http(url: &str) -> Result<(), PluginError> {
     }
 }
 
+/// A lean build has no `wasi:http`.
+#[cfg(not(target_os = "wasi"))]
+fn http_get_status(_url: &str) -> Result<u16, String> {
+    Err("this build of the plugin is lean: it imports no wasi:http".into())
+}
+
 /// The status of a GET of `url`, or why there is none.
+#[cfg(target_os = "wasi")]
 fn http_get_status(url: &str) -> Result<u16, String> {
     use wasip2::http::outgoing_handler;
     use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
