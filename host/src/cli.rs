@@ -399,6 +399,12 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
             p.plugin_name, p.version, p.description
         );
         println!("  wit:         launch:plugin@{}", p.wit_version);
+        let kind = if p.uses_wasi {
+            "WASI 0.2"
+        } else {
+            "lean, no WASI"
+        };
+        println!("  imports:     ({kind}) {}", p.imports.join(", "));
         println!("  file:        {}", p.path.display());
         println!("  sha256:      {}", p.sha256);
         let list = |v: &[String]| {

@@ -11,15 +11,31 @@ use std::sync::Arc;
 /// Loads the hostile plugin with the `plugins.hostile` entry written in
 /// `entry_yaml` (indented under it) and the config's `secrets`.
 async fn hostile(state: &Path, extra_yaml: &str) -> Arc<LoadedPlugin> {
+    hostile_build("hostile", state, extra_yaml).await
+}
+
+/// The same plugin built lean (for `wasm32-unknown-unknown`: no WASI).
+async fn hostile_lean(state: &Path, extra_yaml: &str) -> Arc<LoadedPlugin> {
+    let plugin = hostile_build("hostile-lean", state, extra_yaml).await;
+    assert!(
+        !plugin.description().uses_wasi,
+        "{:?}",
+        plugin.description().imports
+    );
+    plugin
+}
+
+/// Loads test plugin `file` as `plugins.hostile`.
+async fn hostile_build(file: &str, state: &Path, extra_yaml: &str) -> Arc<LoadedPlugin> {
     let yaml = format!(
         "plugins:\n  hostile:\n    path: {}\n{extra_yaml}",
-        common::test_plugin("hostile").display()
+        common::test_plugin(file).display()
     );
     let config = LaunchConfig::parse(&yaml, Path::new("test.yaml")).expect("config");
     let mut host = PluginHost::new(&state.join("cache"), 256).expect("runtime");
     host.load(
         "hostile",
-        &common::test_plugin("hostile"),
+        &common::test_plugin(file),
         &config.plugins["hostile"],
         &config.secrets,
     )
@@ -85,7 +101,75 @@ async fn a_panic_is_the_plugins_failure_named_with_its_version() {
     let plugin = hostile(dir.path(), "").await;
     let result = verify(&plugin, json!({"mode": "panic"})).await;
     assert!(matches!(result, Err(CallError::Trap { .. })), "{result:?}");
-    assert!(message(result).contains("hostile 0.1.0"));
+    let message = message(result);
+    assert!(message.contains("hostile 0.1.0"), "{message}");
+    assert!(
+        message.contains("hostile plugin panicked on purpose"),
+        "the panic message (from its stderr) is shown: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_lean_plugin_is_held_to_its_deadline_and_its_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = hostile_lean(
+        dir.path(),
+        "    limits: { deadline_ms: 300, memory_mb: 32 }\n",
+    )
+    .await;
+    let result = verify(&plugin, json!({"mode": "spin"})).await;
+    assert!(
+        matches!(result, Err(CallError::Deadline { .. })),
+        "{result:?}"
+    );
+    let result = verify(&plugin, json!({"mode": "alloc"})).await;
+    assert!(
+        matches!(result, Err(CallError::MemoryCap { memory_mb: 32, .. })),
+        "{result:?}"
+    );
+    verify(&plugin, json!({"mode": "ok"}))
+        .await
+        .expect("next call works");
+}
+
+#[tokio::test]
+async fn a_lean_plugins_panic_message_is_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = hostile_lean(dir.path(), "").await;
+    let result = verify(&plugin, json!({"mode": "panic"})).await;
+    assert!(matches!(result, Err(CallError::Trap { .. })), "{result:?}");
+    let message = message(result);
+    assert!(message.contains("hostile 0.1.0"), "{message}");
+    assert!(
+        message.contains("hostile plugin panicked on purpose"),
+        "a lean plugin has no stderr; its panic message arrives through the log: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_lean_plugin_reaches_no_file_or_variable_even_when_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let granted = dir.path().join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::write(granted.join("data.txt"), "hello").unwrap();
+    // SAFETY: tests in this file set no other variable.
+    unsafe { std::env::set_var("LEAN_TEST_VISIBLE", "1") };
+    let plugin = hostile_lean(
+        dir.path(),
+        &format!(
+            "    grants:\n      dirs: [\"{}\"]\n      env: [LEAN_TEST_VISIBLE]\n",
+            granted.display()
+        ),
+    )
+    .await;
+    let result = verify(
+        &plugin,
+        json!({"mode": "read-file", "path": granted.join("data.txt")}),
+    )
+    .await;
+    assert!(message(result).contains("read-file"));
+    let result = verify(&plugin, json!({"mode": "env", "name": "LEAN_TEST_VISIBLE"})).await;
+    assert!(message(result).contains("not visible"));
 }
 
 #[tokio::test]

@@ -170,6 +170,68 @@ fn the_bundled_docker_builder_gets_the_engine_the_registry_host_and_a_build_size
 }
 
 #[test]
+fn plugins_list_shows_what_each_bundled_plugin_imports_and_the_lean_ones_import_no_wasi() {
+    let agent = Scratch::new();
+    let config = agent.write_config(
+        "environment:\n  type: local\nbuilder:\n  type: docker\nregistry:\n  type: oci\n  uri: 127.0.0.1:5000/team/launch\n",
+    );
+    let out = agent.run(&[
+        "plugins",
+        "list",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plugins: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let imports = |name: &str| -> (bool, Vec<String>) {
+        let p = plugins
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} listed"));
+        let list = p["imports"]
+            .as_array()
+            .expect("imports listed")
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        (p["uses_wasi"].as_bool().unwrap(), list)
+    };
+    for lean in ["local", "oci"] {
+        let (uses_wasi, list) = imports(lean);
+        assert!(!uses_wasi, "{lean}: {list:?}");
+        assert!(
+            list.iter().all(|i| i.starts_with("launch:plugin/")),
+            "{lean}: {list:?}"
+        );
+        assert!(
+            list.iter().any(|i| i.starts_with("launch:plugin/log@")),
+            "{lean}: {list:?}"
+        );
+    }
+    assert!(
+        imports("oci")
+            .1
+            .iter()
+            .any(|i| i.starts_with("launch:plugin/oci@"))
+    );
+    let (uses_wasi, list) = imports("docker");
+    assert!(uses_wasi, "{list:?}");
+    assert!(
+        list.iter().any(|i| i.starts_with("wasi:filesystem/")),
+        "{list:?}"
+    );
+    assert!(
+        list.iter().any(|i| i.starts_with("launch:plugin/docker@")),
+        "{list:?}"
+    );
+}
+
+#[test]
 fn without_room_for_the_instance_pool_plugins_still_load_and_run() {
     // A 16 GB address-space limit: the pool (many 4 GiB slots) cannot be
     // reserved, one instance at a time can.

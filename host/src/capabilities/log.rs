@@ -43,6 +43,9 @@ impl Host for PluginState {
             message.truncate(cut);
             message.push_str(" [cut]");
         }
+        if matches!(level, Level::Error) {
+            self.last_error_line = Some(message.clone());
+        }
         let plugin = &*self.plugin_name;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),

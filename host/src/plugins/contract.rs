@@ -51,6 +51,17 @@ pub struct ContractInfo {
     pub version: Version,
     /// The plugin's kind.
     pub kind: PluginKind,
+    /// The interfaces the component imports (`launch:plugin/log@0.1.0`,
+    /// `wasi:filesystem/types@0.2.6`, ...), sorted.
+    pub imports: Vec<String>,
+}
+
+impl ContractInfo {
+    /// Whether the component imports any WASI interface. A lean plugin
+    /// (built for `wasm32-unknown-unknown`) imports only the contract.
+    pub fn uses_wasi(&self) -> bool {
+        self.imports.iter().any(|name| name.starts_with("wasi:"))
+    }
 }
 
 /// Reads the contract version and kind from `component`, refusing versions
@@ -111,10 +122,15 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ContractInfo, S
     .map(|(_, kind)| kind)
     .collect();
     match kinds.as_slice() {
-        [kind] if exported("plugin") => Ok(ContractInfo {
-            version,
-            kind: *kind,
-        }),
+        [kind] if exported("plugin") => {
+            let mut imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+            imports.sort();
+            Ok(ContractInfo {
+                version,
+                kind: *kind,
+                imports,
+            })
+        }
         [_] => Err(format!(
             "does not export {PACKAGE}/plugin (its `info` function)"
         )),

@@ -8,7 +8,7 @@ use super::engine::deadline_ticks;
 use super::state::{MEMORY_CAP_MARKER, MemoryCap, PluginState};
 use crate::capabilities::http::{GrantedHttpHooks, HostAllowList};
 use crate::capabilities::log::LogSink;
-use crate::capabilities::wasi::context_for;
+use crate::capabilities::wasi::{context_for, empty_context};
 use crate::config::{Grants, Limits, SecretSource};
 use crate::timeouts::HOST_WAIT_GRACE;
 use std::collections::BTreeMap;
@@ -68,6 +68,12 @@ pub struct PluginDescription {
     pub description: String,
     /// The contract version it was built against.
     pub wit_version: String,
+    /// The interfaces it imports, sorted: what it can ask the host for at
+    /// all, before grants.
+    pub imports: Vec<String>,
+    /// Whether it imports any WASI interface; a lean plugin imports only
+    /// the contract.
+    pub uses_wasi: bool,
     /// sha256 of the component file.
     pub sha256: String,
     /// The component file.
@@ -183,11 +189,17 @@ impl LoadedPlugin {
         log: Option<LogSink>,
         source: Option<&std::path::Path>,
     ) -> Result<(Store<PluginState>, MemoryOutputPipe), CallError> {
-        let shown = source.map(|s| (s, SOURCE_GUEST_DIR));
-        let (wasi, stderr) = context_for(&self.grants, shown).map_err(|e| CallError::Setup {
-            plugin: self.label.to_string(),
-            detail: format!("{e:#}"),
-        })?;
+        let (wasi, stderr) = if self.description.uses_wasi {
+            let shown = source.map(|s| (s, SOURCE_GUEST_DIR));
+            context_for(&self.grants, shown).map_err(|e| CallError::Setup {
+                plugin: self.label.to_string(),
+                detail: format!("{e:#}"),
+            })?
+        } else {
+            // A lean plugin cannot reach WASI: no directory or variable is
+            // worth opening for it.
+            empty_context()
+        };
         let state = PluginState {
             wasi,
             table: ResourceTable::new(),
@@ -204,6 +216,7 @@ impl LoadedPlugin {
             log_sink: log,
             job_source: source.map(std::path::Path::to_path_buf),
             grants: self.grants_shared.clone(),
+            last_error_line: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -214,7 +227,12 @@ impl LoadedPlugin {
         Ok((store, stderr))
     }
 
-    fn classify(&self, error: wasmtime::Error, stderr: &MemoryOutputPipe) -> CallError {
+    fn classify(
+        &self,
+        error: wasmtime::Error,
+        stderr: &MemoryOutputPipe,
+        last_error_line: Option<&str>,
+    ) -> CallError {
         let plugin = self.label.to_string();
         if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return CallError::Deadline {
@@ -239,6 +257,8 @@ impl LoadedPlugin {
             let tail: Vec<&str> = output.lines().rev().take(5).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             detail.push_str(&format!("; its stderr ended: {}", tail.join(" | ")));
+        } else if let Some(line) = last_error_line {
+            detail.push_str(&format!("; its last error line: {line}"));
         }
         CallError::Trap { plugin, detail }
     }
@@ -279,7 +299,10 @@ macro_rules! call_plugin {
         };
         match result {
             Ok(Ok(value)) => value,
-            Ok(Err(error)) => return Err($self.classify(error, &stderr)),
+            Ok(Err(error)) => {
+                let last_error_line = store.data().last_error_line.as_deref();
+                return Err($self.classify(error, &stderr, last_error_line));
+            }
             Err(_elapsed) => {
                 return Err(CallError::Deadline {
                     plugin: $self.label.to_string(),

@@ -145,6 +145,8 @@ impl PluginHost {
                 version: String::new(),
                 description: String::new(),
                 wit_version: contract.version.to_string(),
+                uses_wasi: contract.uses_wasi(),
+                imports: contract.imports.clone(),
                 sha256,
                 path: path.to_path_buf(),
                 hosts: entry.grants.hosts.clone(),

@@ -29,6 +29,9 @@ pub struct PluginState {
     pub(crate) job_source: Option<std::path::PathBuf>,
     /// The plugin's grants (docker, hosts).
     pub(crate) grants: Arc<crate::config::Grants>,
+    /// The last line the plugin logged at level `error` in this call (a lean
+    /// plugin's panic message arrives this way), shown if the call traps.
+    pub(crate) last_error_line: Option<String>,
 }
 
 impl WasiView for PluginState {
