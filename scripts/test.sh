@@ -12,10 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/launch-agent-target}"
 
-if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-  echo "== installing the wasm32-wasip2 target" >&2
-  rustup target add wasm32-wasip2
-fi
+for triple in wasm32-wasip2 wasm32-unknown-unknown; do
+  if ! rustup target list --installed | grep -qx "$triple"; then
+    echo "== installing the $triple target" >&2
+    rustup target add "$triple"
+  fi
+done
 if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
   rustup component add clippy rustfmt
 fi
@@ -37,6 +39,10 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy" >&2
 cargo clippy -p launch-agent --all-targets -- -D warnings
+cargo clippy --release --target wasm32-wasip2 -p launch-plugin-sdk -p builder-docker \
+  -p hostile-plugin -p hostile-builder-plugin -- -D warnings
+cargo clippy --release --target wasm32-unknown-unknown -p launch-plugin-sdk -p builder-noop \
+  -p environment-local -p registry-oci -p hostile-plugin -- -D warnings
 
 echo "== benchmarks, as quick smoke runs" >&2
 cargo test -p launch-agent --benches
