@@ -4,6 +4,9 @@
 //! - queue pop to container start for a cached job: a code job whose image
 //!   is already in the registry (plan, registry check, no build), from the
 //!   agent's "job claimed" line to its "container … started" line;
+//! - the engine alone starting a container of the same image, through its
+//!   API (no agent) and through the CLI, and the agent's time when the job
+//!   asks for `network: host`;
 //! - pushing an image with a fresh 100 MB layer through the agent's Docker
 //!   capability, against `docker push` of a same-sized image to the same
 //!   registry.
@@ -45,7 +48,8 @@ fn timestamp(line: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 
 /// For `jobs` cached container jobs: claim to container started, and claim
 /// to the agent asking the engine for the container (the agent's own share).
-fn pop_to_start(jobs: usize) -> (Vec<Duration>, Vec<Duration>) {
+/// `resource_args` is the spec's `resource_args["local-container"]` (JSON).
+fn pop_to_start(jobs: usize, resource_args: &str) -> (Vec<Duration>, Vec<Duration>) {
     let s = services_env::services();
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("state");
@@ -71,7 +75,7 @@ fn pop_to_start(jobs: usize) -> (Vec<Duration>, Vec<Duration>) {
     std::fs::write(
         &spec,
         format!(
-            "{{\"resource\": \"local-container\", \"uri\": \"{}\"}}",
+            "{{\"resource\": \"local-container\", \"uri\": \"{}\", \"resource_args\": {{\"local-container\": {resource_args}}}}}",
             code.display()
         ),
     )
@@ -143,6 +147,48 @@ fn pop_to_start(jobs: usize) -> (Vec<Duration>, Vec<Duration>) {
     durations.sort();
     agent_share.sort();
     (durations, agent_share)
+}
+
+/// Create + start of the base image through the engine's API (bollard, as
+/// the runner does, without the agent): the engine's own cost.
+fn api_start(n: usize) -> Vec<Duration> {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+    let image = services_env::services().base_image.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let docker = launch_agent::runners::local_container::connect()
+            .await
+            .unwrap();
+        let mut times = Vec::new();
+        for i in 0..n {
+            let name = format!("launch-bench-api-{}-{i}", std::process::id());
+            let body = ContainerCreateBody {
+                image: Some(image.clone()),
+                cmd: Some(vec!["true".into()]),
+                ..Default::default()
+            };
+            let start = Instant::now();
+            let created = docker
+                .create_container(
+                    Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                    body,
+                )
+                .await
+                .unwrap();
+            docker.start_container(&created.id, None).await.unwrap();
+            times.push(start.elapsed());
+            docker
+                .remove_container(
+                    &created.id,
+                    Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+                )
+                .await
+                .unwrap();
+        }
+        times.sort();
+        times
+    })
 }
 
 /// `docker create` + `docker start` of the base image by the CLI: the
@@ -282,7 +328,9 @@ fn main() {
     }
     let full = std::env::args().any(|a| a == "--bench");
     let (jobs, rounds, mib) = if full { (20, 5, 100) } else { (2, 1, 4) };
-    let (starts, agent_share) = pop_to_start(jobs);
+    let (starts, agent_share) = pop_to_start(jobs, "{}");
+    let (host_starts, _) = pop_to_start(jobs, r#"{"network": "host"}"#);
+    let api = api_start(jobs);
     let engine = cli_start(jobs.min(10));
     let (ours, cli) = push_times(rounds, mib);
     let median = |v: &[Duration]| v[v.len() / 2];
@@ -301,8 +349,17 @@ fn main() {
         median(&agent_share).as_secs_f64() * 1e3
     );
     println!(
-        "| for comparison: `docker create` + `docker start` of the same image by the CLI | p50 {:.0} ms | |",
+        "| the engine alone: create + start of the same image through its API, no agent ({jobs} containers) | p50 {:.0} ms | |",
+        median(&api).as_secs_f64() * 1e3
+    );
+    println!(
+        "| the engine alone by the CLI: `docker create` + `docker start` | p50 {:.0} ms | |",
         median(&engine).as_secs_f64() * 1e3
+    );
+    println!(
+        "| queue pop to container start with `resource_args.local-container.network: host` (no network namespace to set up) | p50 {:.0} ms, max {:.0} ms | |",
+        median(&host_starts).as_secs_f64() * 1e3,
+        host_starts.last().unwrap().as_secs_f64() * 1e3
     );
     println!(
         "| push of a fresh {mib} MB layer ({rounds} rounds, median) | agent {:.2} s, docker push {:.2} s: {:.2}× docker's speed | ≥ 1.0× |",
