@@ -239,7 +239,7 @@ fn two_handles_never_claim_the_same_item() {
                 .unwrap()
             {
                 handle.mark_running(&claimed.id, &agent).unwrap();
-                handle.finish(&claimed.id, Some(0)).unwrap();
+                handle.finish(&claimed.id, &agent, Some(0)).unwrap();
                 mine.push(claimed.id);
             }
             mine
@@ -275,7 +275,7 @@ fn a_full_run_records_start_finish_and_exit_code() {
     assert!(running.started_at.is_some());
     assert_eq!(running.run_pid, Some(4242));
 
-    queue.finish(&id, Some(0)).unwrap();
+    queue.finish(&id, "agent-1", Some(0)).unwrap();
     let done = item(&queue, &id);
     assert_eq!(done.state, ItemState::Finished);
     assert_eq!(done.exit_code, Some(0));
@@ -294,11 +294,17 @@ fn a_failure_records_its_stage_message_and_exit_code() {
     claim(&queue, &["default"], "agent-1");
     claim(&queue, &["default"], "agent-1");
     queue
-        .fail(&build, Stage::Build, "docker build failed", None)
+        .fail(&build, "agent-1", Stage::Build, "docker build failed", None)
         .unwrap();
     queue.mark_running(&run, "agent-1").unwrap();
     queue
-        .fail(&run, Stage::Run, "train.py exited with 3", Some(3))
+        .fail(
+            &run,
+            "agent-1",
+            Stage::Run,
+            "train.py exited with 3",
+            Some(3),
+        )
         .unwrap();
 
     let build = item(&queue, &build);
@@ -425,7 +431,7 @@ fn release_does_not_count_an_attempt() {
     claim(&queue, &["default"], "agent-1");
     queue.mark_running(&id, "agent-1").unwrap();
     queue.set_run_pid(&id, Some(99)).unwrap();
-    queue.release(&id).unwrap();
+    queue.release(&id, "agent-1").unwrap();
 
     let back = item(&queue, &id);
     assert_eq!(back.state, ItemState::Queued);
@@ -438,7 +444,7 @@ fn release_does_not_count_an_attempt() {
     // Handing back again and again never exhausts the attempts.
     for _ in 0..5 {
         claim(&queue, &["default"], "agent-2");
-        queue.release(&id).unwrap();
+        queue.release(&id, "agent-2").unwrap();
     }
     assert_eq!(claim(&queue, &["default"], "agent-3").attempts, 1);
 }
@@ -450,7 +456,7 @@ fn wrong_transitions_are_errors_naming_both_states() {
     let path = queue.path().display().to_string();
     let id = queue.submit("default", json!({})).unwrap();
 
-    let error = queue.finish(&id, Some(0)).unwrap_err();
+    let error = queue.finish(&id, "agent-1", Some(0)).unwrap_err();
     let message = error.to_string();
     assert!(
         matches!(
@@ -467,25 +473,31 @@ fn wrong_transitions_are_errors_naming_both_states() {
         assert!(message.contains(part), "{part:?} missing from {message:?}");
     }
     assert!(queue.mark_running(&id, "agent-1").is_err());
-    assert!(queue.release(&id).is_err());
+    assert!(queue.release(&id, "agent-1").is_err());
     assert!(queue.set_run_pid(&id, Some(1)).is_err());
-    assert!(queue.mark_stopped(&id, "no").is_err());
+    assert!(queue.mark_stopped(&id, "agent-1", "no").is_err());
 
     claim(&queue, &["default"], "agent-1");
     // Finishing needs a started run; starting needs the holder.
-    assert!(queue.finish(&id, Some(0)).is_err());
+    assert!(queue.finish(&id, "agent-1", Some(0)).is_err());
     let error = queue.mark_running(&id, "agent-2").unwrap_err();
     assert!(matches!(error, QueueError::NotHolder { .. }), "{error:?}");
     assert!(error.to_string().contains("agent-1"), "{error}");
     queue.mark_running(&id, "agent-1").unwrap();
     assert!(queue.mark_running(&id, "agent-1").is_err());
-    queue.fail(&id, Stage::Run, "boom", Some(1)).unwrap();
+    queue
+        .fail(&id, "agent-1", Stage::Run, "boom", Some(1))
+        .unwrap();
 
     // A terminal item never changes state again.
-    assert!(queue.finish(&id, Some(0)).is_err());
-    assert!(queue.fail(&id, Stage::Agent, "again", None).is_err());
-    assert!(queue.mark_stopped(&id, "late").is_err());
-    assert!(queue.release(&id).is_err());
+    assert!(queue.finish(&id, "agent-1", Some(0)).is_err());
+    assert!(
+        queue
+            .fail(&id, "agent-1", Stage::Agent, "again", None)
+            .is_err()
+    );
+    assert!(queue.mark_stopped(&id, "agent-1", "late").is_err());
+    assert!(queue.release(&id, "agent-1").is_err());
     assert_eq!(queue.request_stop(&id).unwrap(), ItemState::Failed);
     assert!(queue.reclaim_abandoned(&|_| true, 10).unwrap().is_empty());
     let failed = item(&queue, &id);
@@ -493,7 +505,9 @@ fn wrong_transitions_are_errors_naming_both_states() {
     assert_eq!(failed.message.as_deref(), Some("boom"));
     assert!(!failed.stop_requested);
 
-    let error = queue.finish("0123456789abcdef", None).unwrap_err();
+    let error = queue
+        .finish("0123456789abcdef", "agent-1", None)
+        .unwrap_err();
     assert!(matches!(error, QueueError::NotFound { .. }), "{error:?}");
     assert!(
         error.to_string().contains("no queue item 0123456789abcdef"),
@@ -533,7 +547,9 @@ fn request_stop_of_a_running_item_flags_it_for_its_agent() {
     let flagged = item(&queue, &id);
     assert_eq!(flagged.state, ItemState::Running);
     assert!(flagged.stop_requested);
-    queue.mark_stopped(&id, "stopped on request").unwrap();
+    queue
+        .mark_stopped(&id, "agent-1", "stopped on request")
+        .unwrap();
     assert_eq!(item(&queue, &id).state, ItemState::Stopped);
 }
 
@@ -548,7 +564,7 @@ fn an_item_whose_stop_was_requested_is_not_requeued() {
     queue.request_stop(&released).unwrap();
     queue.request_stop(&abandoned).unwrap();
 
-    queue.release(&released).unwrap();
+    queue.release(&released, "agent-1").unwrap();
     assert_eq!(item(&queue, &released).state, ItemState::Stopped);
     let reclaimed = queue
         .reclaim_abandoned(&|holder| holder == "agent-2", 3)
@@ -592,7 +608,7 @@ fn format_table_shows_one_aligned_row_per_item() {
     queue.mark_running(&failed, "agent-1").unwrap();
     let long_message = format!("Traceback:\n  line 1\n{}", "x".repeat(200));
     queue
-        .fail(&failed, Stage::Run, &long_message, Some(137))
+        .fail(&failed, "agent-1", Stage::Run, &long_message, Some(137))
         .unwrap();
 
     let items = queue.list(None).unwrap();
@@ -666,4 +682,46 @@ fn stage_and_state_names_round_trip() {
     assert!(!ItemState::Running.is_terminal());
     assert!("done".parse::<ItemState>().is_err());
     assert!("Build".parse::<Stage>().is_err());
+}
+
+#[test]
+fn an_agent_whose_claim_was_taken_back_cannot_record_an_outcome() {
+    let tmp = tempfile::tempdir().unwrap();
+    let queue = open(tmp.path());
+    let id = queue.submit("default", json!({})).unwrap();
+    queue
+        .claim_next(&queues(&["default"]), "agent-1", Duration::from_millis(5))
+        .unwrap()
+        .expect("claimed");
+    queue.mark_running(&id, "agent-1").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // agent-1 stalled past its lease; the item is reclaimed and agent-2 runs it.
+    let reclaimed = queue.reclaim_abandoned(&never_dead, 3).unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    claim(&queue, &["default"], "agent-2");
+    queue.mark_running(&id, "agent-2").unwrap();
+
+    // agent-1 wakes up and reports its stale run: every outcome is refused,
+    // naming both agents.
+    let error = queue.finish(&id, "agent-1", Some(0)).unwrap_err();
+    assert!(matches!(error, QueueError::NotHolder { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("agent-1") && message.contains("agent-2"),
+        "{message}"
+    );
+    assert!(
+        queue
+            .fail(&id, "agent-1", Stage::Run, "stale", Some(1))
+            .is_err()
+    );
+    assert!(queue.mark_stopped(&id, "agent-1", "stale").is_err());
+    assert!(queue.release(&id, "agent-1").is_err());
+    let running = item(&queue, &id);
+    assert_eq!(running.state, ItemState::Running);
+    assert_eq!(running.claimed_by.as_deref(), Some("agent-2"));
+
+    // The holder records its outcome.
+    queue.finish(&id, "agent-2", Some(0)).unwrap();
+    assert_eq!(item(&queue, &id).state, ItemState::Finished);
 }

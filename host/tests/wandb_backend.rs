@@ -165,7 +165,7 @@ async fn connect_claim_and_fail_send_the_w_and_b_operations_in_order() {
     assert_eq!(fake.item_state(&pushed), "CLAIMED");
 
     backend
-        .fail(&item.id, Stage::Build, "the build broke", Some(2))
+        .fail(&item.id, "agent", Stage::Build, "the build broke", Some(2))
         .await
         .unwrap();
     assert_eq!(fake.item_state(&pushed), "FAILED");
@@ -424,7 +424,10 @@ async fn stop_polling_stop_requests_heartbeats_and_close() {
         fake.variables("RunStoppedStatus")[0],
         json!({"projectName": "proj", "entityName": ENTITY, "runId": run})
     );
-    backend.mark_stopped(&item.id, "stopped").await.unwrap();
+    backend
+        .mark_stopped(&item.id, "agent", "stopped")
+        .await
+        .unwrap();
     assert!(!backend.stop_requested(&item.id).await.unwrap());
 
     assert!(!backend.should_stop().await);
@@ -448,8 +451,8 @@ async fn stop_polling_stop_requests_heartbeats_and_close() {
     let before = fake.events().len();
     backend.mark_running("x", "me").await.unwrap();
     backend.set_run_pid("x", Some(1)).await.unwrap();
-    backend.finish("x", Some(0)).await.unwrap();
-    backend.release("x").await.unwrap();
+    backend.finish("x", "agent", Some(0)).await.unwrap();
+    backend.release("x", "agent").await.unwrap();
     assert!(!backend.has_queued(&queues()).await.unwrap());
     assert!(
         backend

@@ -391,7 +391,7 @@ async fn record(
     let result = match &end {
         JobEnd::Finished => {
             summary.finished += 1;
-            ctx.queue.finish(&item_id, Some(0)).await
+            ctx.queue.finish(&item_id, &ctx.agent_id, Some(0)).await
         }
         JobEnd::Failed {
             stage,
@@ -400,15 +400,19 @@ async fn record(
         } => {
             summary.failed += 1;
             tracing::warn!(item = %item_id, %stage, "job failed: {message}");
-            ctx.queue.fail(&item_id, *stage, message, *exit_code).await
+            ctx.queue
+                .fail(&item_id, &ctx.agent_id, *stage, message, *exit_code)
+                .await
         }
         JobEnd::Stopped => {
             summary.stopped += 1;
-            ctx.queue.mark_stopped(&item_id, "stopped on request").await
+            ctx.queue
+                .mark_stopped(&item_id, &ctx.agent_id, "stopped on request")
+                .await
         }
         JobEnd::HandedBack => {
             summary.handed_back += 1;
-            ctx.queue.release(&item_id).await
+            ctx.queue.release(&item_id, &ctx.agent_id).await
         }
     };
     match result {

@@ -54,20 +54,29 @@ pub trait QueueBackend: Send + Sync {
     async fn set_run_pid(&self, id: &str, pid: Option<i32>) -> Result<(), QueueError>;
     /// Keeps this agent's claims alive; called every lease / 3.
     async fn renew_leases(&self, agent_id: &str, lease: Duration) -> Result<(), QueueError>;
-    /// The run finished (exit code 0).
-    async fn finish(&self, id: &str, exit_code: Option<i32>) -> Result<(), QueueError>;
+    /// The run finished (exit code 0). `agent_id` must hold the item (for
+    /// the outcomes below too): an agent whose claim was taken back records
+    /// nothing.
+    async fn finish(
+        &self,
+        id: &str,
+        agent_id: &str,
+        exit_code: Option<i32>,
+    ) -> Result<(), QueueError>;
     /// The job failed at `stage`.
     async fn fail(
         &self,
         id: &str,
+        agent_id: &str,
         stage: Stage,
         message: &str,
         exit_code: Option<i32>,
     ) -> Result<(), QueueError>;
     /// The job was stopped on request.
-    async fn mark_stopped(&self, id: &str, message: &str) -> Result<(), QueueError>;
+    async fn mark_stopped(&self, id: &str, agent_id: &str, message: &str)
+    -> Result<(), QueueError>;
     /// Hands the item back unfinished (agent shutdown).
-    async fn release(&self, id: &str) -> Result<(), QueueError>;
+    async fn release(&self, id: &str, agent_id: &str) -> Result<(), QueueError>;
     /// Whether someone asked for the item to be stopped.
     async fn stop_requested(&self, id: &str) -> Result<bool, QueueError>;
     /// Takes back items whose holder died (backends whose server does this
@@ -159,28 +168,41 @@ impl QueueBackend for EmbeddedBackend {
         self.blocking(move |q| q.renew_leases(&agent_id, lease).map(|_| ()))
             .await
     }
-    async fn finish(&self, id: &str, exit_code: Option<i32>) -> Result<(), QueueError> {
-        let id = id.to_string();
-        self.blocking(move |q| q.finish(&id, exit_code)).await
+    async fn finish(
+        &self,
+        id: &str,
+        agent_id: &str,
+        exit_code: Option<i32>,
+    ) -> Result<(), QueueError> {
+        let (id, agent) = (id.to_string(), agent_id.to_string());
+        self.blocking(move |q| q.finish(&id, &agent, exit_code))
+            .await
     }
     async fn fail(
         &self,
         id: &str,
+        agent_id: &str,
         stage: Stage,
         message: &str,
         exit_code: Option<i32>,
     ) -> Result<(), QueueError> {
-        let (id, message) = (id.to_string(), message.to_string());
-        self.blocking(move |q| q.fail(&id, stage, &message, exit_code))
+        let (id, agent, message) = (id.to_string(), agent_id.to_string(), message.to_string());
+        self.blocking(move |q| q.fail(&id, &agent, stage, &message, exit_code))
             .await
     }
-    async fn mark_stopped(&self, id: &str, message: &str) -> Result<(), QueueError> {
-        let (id, message) = (id.to_string(), message.to_string());
-        self.blocking(move |q| q.mark_stopped(&id, &message)).await
+    async fn mark_stopped(
+        &self,
+        id: &str,
+        agent_id: &str,
+        message: &str,
+    ) -> Result<(), QueueError> {
+        let (id, agent, message) = (id.to_string(), agent_id.to_string(), message.to_string());
+        self.blocking(move |q| q.mark_stopped(&id, &agent, &message))
+            .await
     }
-    async fn release(&self, id: &str) -> Result<(), QueueError> {
-        let id = id.to_string();
-        self.blocking(move |q| q.release(&id)).await
+    async fn release(&self, id: &str, agent_id: &str) -> Result<(), QueueError> {
+        let (id, agent) = (id.to_string(), agent_id.to_string());
+        self.blocking(move |q| q.release(&id, &agent)).await
     }
     async fn stop_requested(&self, id: &str) -> Result<bool, QueueError> {
         let id = id.to_string();

@@ -238,10 +238,12 @@ impl EmbeddedQueue {
     }
 
     /// Moves a `running` item to `finished`, recording the exit code and
-    /// clearing its lease and message.
-    pub fn finish(&self, id: &str, exit_code: Option<i32>) -> Result<(), QueueError> {
+    /// clearing its lease and message. Only its holder (`holder`, the agent
+    /// id that claimed it) may; so for the other outcomes below.
+    pub fn finish(&self, id: &str, holder: &str, exit_code: Option<i32>) -> Result<(), QueueError> {
         self.end(
             id,
+            holder,
             "finish",
             &[ItemState::Running],
             ItemState::Finished,
@@ -256,12 +258,14 @@ impl EmbeddedQueue {
     pub fn fail(
         &self,
         id: &str,
+        holder: &str,
         stage: Stage,
         message: &str,
         exit_code: Option<i32>,
     ) -> Result<(), QueueError> {
         self.end(
             id,
+            holder,
             "fail",
             &[ItemState::Claimed, ItemState::Running],
             ItemState::Failed,
@@ -272,9 +276,10 @@ impl EmbeddedQueue {
     }
 
     /// Moves a `claimed` or `running` item to `stopped` with a message.
-    pub fn mark_stopped(&self, id: &str, message: &str) -> Result<(), QueueError> {
+    pub fn mark_stopped(&self, id: &str, holder: &str, message: &str) -> Result<(), QueueError> {
         self.end(
             id,
+            holder,
             "stop",
             &[ItemState::Claimed, ItemState::Running],
             ItemState::Stopped,
@@ -291,7 +296,7 @@ impl EmbeddedQueue {
     ///
     /// If a stop was requested for the item it goes to `stopped` instead,
     /// since that is where the next claim would send it.
-    pub fn release(&self, id: &str) -> Result<(), QueueError> {
+    pub fn release(&self, id: &str, holder: &str) -> Result<(), QueueError> {
         let op = format!("release item {id}");
         let mut conn = self.lock();
         let tx = self.begin(&mut conn, &op)?;
@@ -308,6 +313,7 @@ impl EmbeddedQueue {
             &[ItemState::Claimed, ItemState::Running],
             to,
         )?;
+        self.check_holder(id, "release", current.claimed_by.as_deref(), holder)?;
         let holder = current.claimed_by.as_deref().unwrap_or("unknown");
         let now = Now::get();
         if to == ItemState::Stopped {
@@ -664,9 +670,11 @@ impl EmbeddedQueue {
 
     /// Moves an item to a terminal state.
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn end(
         &self,
         id: &str,
+        holder: &str,
         action: &'static str,
         allowed: &[ItemState],
         to: ItemState,
@@ -679,6 +687,7 @@ impl EmbeddedQueue {
         let tx = self.begin(&mut conn, &op)?;
         let current = self.current(&tx, id, &op)?;
         self.check_state(id, action, current.state, allowed, to)?;
+        self.check_holder(id, action, current.claimed_by.as_deref(), holder)?;
         let now = Now::get();
         tx.execute(
             "UPDATE items SET state = ?2, stage = ?3, message = ?4, exit_code = ?5,
@@ -697,6 +706,28 @@ impl EmbeddedQueue {
         )
         .ctx(&self.path, &op)?;
         tx.commit().ctx(&self.path, &op)
+    }
+
+    /// Refuses `action` on item `id` by `agent` unless `agent` holds it: an
+    /// agent whose lease expired must not record an outcome for an item
+    /// another agent has reclaimed since.
+    fn check_holder(
+        &self,
+        id: &str,
+        action: &'static str,
+        claimed_by: Option<&str>,
+        agent: &str,
+    ) -> Result<(), QueueError> {
+        if claimed_by == Some(agent) {
+            return Ok(());
+        }
+        Err(QueueError::NotHolder {
+            path: self.path.clone(),
+            id: id.to_owned(),
+            action,
+            holder: claimed_by.unwrap_or("none").to_owned(),
+            agent: agent.to_owned(),
+        })
     }
 
     /// A [`QueueError::Corrupt`] for a bad column value.

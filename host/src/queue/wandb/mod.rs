@@ -519,7 +519,12 @@ impl QueueBackend for WandbBackend {
 
     /// No server call (W&B has no success mutation; the run reports its own
     /// end); the item is forgotten.
-    async fn finish(&self, id: &str, _exit_code: Option<i32>) -> Result<(), QueueError> {
+    async fn finish(
+        &self,
+        id: &str,
+        _agent_id: &str,
+        _exit_code: Option<i32>,
+    ) -> Result<(), QueueError> {
         self.forget(id);
         Ok(())
     }
@@ -529,6 +534,7 @@ impl QueueBackend for WandbBackend {
     async fn fail(
         &self,
         id: &str,
+        _agent_id: &str,
         stage: Stage,
         message: &str,
         exit_code: Option<i32>,
@@ -546,7 +552,12 @@ impl QueueBackend for WandbBackend {
 
     /// No server call: the stop was asked on the server, which marks the
     /// run stopped; the item is forgotten.
-    async fn mark_stopped(&self, id: &str, _message: &str) -> Result<(), QueueError> {
+    async fn mark_stopped(
+        &self,
+        id: &str,
+        _agent_id: &str,
+        _message: &str,
+    ) -> Result<(), QueueError> {
         self.forget(id);
         Ok(())
     }
@@ -560,7 +571,7 @@ impl QueueBackend for WandbBackend {
         self.warn_item(id, stage, message).await
     }
 
-    async fn release(&self, id: &str) -> Result<(), QueueError> {
+    async fn release(&self, id: &str, _agent_id: &str) -> Result<(), QueueError> {
         if let Some(held) = self.forget(id) {
             tracing::warn!(
                 item = id,
