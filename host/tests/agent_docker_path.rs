@@ -297,3 +297,90 @@ fn a_git_job_is_fetched_by_the_host_built_and_run() {
         "{item:#}"
     );
 }
+
+/// Builds an image that prints `marker`, pushes it to the test registry as
+/// `repo:v1` with the docker CLI (logged in), and removes it from the
+/// engine; returns its reference.
+fn push_private_image(agent: &Scratch, repo: &str, marker: &str) -> String {
+    let s = services();
+    let image = format!("{}/{repo}:v1", s.registry);
+    let dir = code_dir(agent, repo, "", &format!("echo {marker}"));
+    std::fs::rename(dir.join("Dockerfile.wandb"), dir.join("Dockerfile")).unwrap();
+    let docker = |args: &[&str], stdin: Option<&str>| {
+        let mut child = std::process::Command::new("docker")
+            .arg("--config")
+            .arg(agent.path().join("docker-config"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "docker {args:?}");
+    };
+    docker(&["build", "-q", "-t", &image, dir.to_str().unwrap()], None);
+    docker(
+        &[
+            "login",
+            "-u",
+            &s.registry_user,
+            "--password-stdin",
+            &s.registry,
+        ],
+        Some(&s.registry_password),
+    );
+    docker(&["push", "-q", &image], None);
+    docker(&["rmi", "-f", &image], None);
+    image
+}
+
+#[test]
+fn an_image_job_from_the_private_registry_is_pulled_with_its_credentials() {
+    let agent = Scratch::new();
+    let repo = format!("launch-private-{}", std::process::id());
+    let image = push_private_image(&agent, &repo, "private-image-ran");
+    let job = json!({"resource": "local-container", "docker": {"docker_image": image}});
+
+    // Without a registry in the config the pull is anonymous and refused.
+    let anonymous = agent.write("anonymous.yaml", "queues: [default]\n");
+    let refused = agent.submit("default", &job);
+    run_agent(&agent, &anonymous, &services().registry_password);
+    let item = agent.item(&refused);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert_eq!(item["stage"], "run");
+    let message = item["message"].as_str().unwrap();
+    assert!(
+        message.contains(&image) && message.contains("anonymously"),
+        "{message}"
+    );
+
+    // With the registry configured, its plugin logs in and the pull works.
+    let config = config(&agent, &repo);
+    let id = agent.submit("default", &job);
+    let log = run_agent(&agent, &config, &services().registry_password);
+    let item = agent.item(&id);
+    assert_eq!(item["state"], "finished", "{item:#}\n{log}");
+    assert!(output(&agent, &id).contains("private-image-ran"));
+    let job_log = job_log(&agent, &id);
+    assert!(job_log.contains("to pull the image"), "{job_log}");
+    let records = String::from_utf8(agent.run(&["queue", "list", "--json"]).stdout).unwrap();
+    for (what, text) in [
+        ("agent log", log),
+        ("queue records", records),
+        ("job log", job_log),
+    ] {
+        assert!(
+            !text.contains(&services().registry_password),
+            "the password leaked into the {what}"
+        );
+    }
+}

@@ -38,6 +38,11 @@ fn shell_request(test: &str, dir: &Path, script: &str) -> ContainerRunRequest {
     }
 }
 
+/// Pulls without credentials (these tests use images the engine has).
+async fn anonymous() -> anyhow::Result<Option<launch_agent::plugins::loaded::RegistryCredentials>> {
+    Ok(None)
+}
+
 /// Runs `request` to its end with nobody asking it to stop; returns the
 /// outcome and the container id `started` was given.
 async fn run_to_end(
@@ -46,7 +51,7 @@ async fn run_to_end(
 ) -> (anyhow::Result<RunOutcome>, Option<String>) {
     let (_control, receiver) = watch::channel(Control::Run);
     let mut started_id = None;
-    let outcome = local_container::run(docker, request, receiver, |id| {
+    let outcome = local_container::run(docker, request, receiver, anonymous, |id| {
         started_id = Some(id.to_string())
     })
     .await;
@@ -133,7 +138,7 @@ async fn run_then_stop(
         control.send(how).unwrap();
         (id, asked, control)
     };
-    let runner = local_container::run(docker, request, receiver, move |id| {
+    let runner = local_container::run(docker, request, receiver, anonymous, move |id| {
         let _ = started_tx.send(id.to_string());
     });
     let (outcome, (id, asked, _control)) = tokio::join!(runner, stopper);
@@ -346,7 +351,7 @@ async fn remove_leftover_removes_a_running_container_and_ignores_a_gone_one() {
         let docker = docker.clone();
         let request = request.clone();
         tokio::spawn(async move {
-            local_container::run(&docker, &request, receiver, move |id| {
+            local_container::run(&docker, &request, receiver, anonymous, move |id| {
                 let _ = started_tx.send(id.to_string());
             })
             .await

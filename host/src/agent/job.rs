@@ -4,9 +4,11 @@
 
 use super::JobContext;
 use super::build;
+use crate::capabilities::docker::ImageRef;
 use crate::capabilities::log::{JobLog, LogSink};
 use crate::plugins::CallError;
 use crate::plugins::bindings::{Job, Stage as PluginStage};
+use crate::plugins::loaded::RegistryCredentials;
 use crate::queue::{FetchedJob, QueueItem, Stage};
 use crate::runners::local_container::{self, ContainerRunRequest};
 use crate::runners::{Control, RunOutcome, RunRequest, local_process};
@@ -297,14 +299,37 @@ impl JobRun<'_> {
             stop_grace: self.ctx.stop_grace,
         };
         let (log, id) = (self.log.clone(), self.item.id.clone());
+        let pull_login = async || self.pull_credentials(&request.image).await;
         Ok(
-            local_container::run(&docker, &request, control, move |container| {
+            local_container::run(&docker, &request, control, pull_login, move |container| {
                 let short: String = container.chars().take(12).collect();
                 tracing::info!(item = %id, "run: container {short} started");
                 log.line(&format!("run: container {short} started"));
             })
             .await,
         )
+    }
+
+    /// The credentials to pull `image` with: the configured registry's login
+    /// when the image lives in that registry (same host), else none.
+    async fn pull_credentials(&self, image: &str) -> anyhow::Result<Option<RegistryCredentials>> {
+        let Some(registry) = &self.ctx.registry else {
+            return Ok(None);
+        };
+        let settings = registry.settings_for(self.ctx.registry_block.clone());
+        let repository = registry
+            .repository_uri(&settings, Some(self.log.clone()))
+            .await?;
+        let host = |reference: &str| ImageRef::parse(reference).ok().map(|r| r.registry);
+        if host(image).is_none() || host(image) != host(&repository) {
+            return Ok(None);
+        }
+        self.step(&format!(
+            "run: logging in to {} with {} to pull the image",
+            host(image).flatten().unwrap_or_default(),
+            registry.label()
+        ));
+        Ok(registry.login(&settings, Some(self.log.clone())).await?)
     }
 
     /// Starts the command as a local process and waits for it.

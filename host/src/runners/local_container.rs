@@ -12,9 +12,11 @@
 //! an agent that reclaims the job of an agent that died removes what that
 //! one left ([`remove_leftover`]).
 //!
-//! The image is used as it is when the engine has it; otherwise it is pulled
-//! (without credentials for now), and a failed pull is an error naming the
-//! image.
+//! The image is used as it is when the engine has it; otherwise it is
+//! pulled, with the credentials `pull_login` gives (the agent asks the
+//! configured registry plugin to log in when the image lives in that
+//! registry; anonymously otherwise), and a failed pull is an error naming the
+//! image and how it was pulled. The password never appears in an error.
 //!
 //! The engine is the one `DOCKER_HOST` names (`unix://...` or `tcp://...`),
 //! else `unix:///var/run/docker.sock`. The API version is negotiated, so
@@ -67,8 +69,11 @@
 //! command run.
 
 use super::{Control, RunOutcome};
+use crate::capabilities::docker::ImageRef;
+use crate::plugins::loaded::RegistryCredentials;
 use anyhow::{Context as _, anyhow, bail};
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
@@ -137,11 +142,13 @@ pub struct ContainerRunRequest {
 
 /// Runs `request` in a container, calling `started(container_id)` once it
 /// runs; stops it when `control` says so. The container is removed in every
-/// case.
+/// case. `pull_login` is called only when the engine lacks the image, for
+/// the credentials to pull it with (`None`: anonymously).
 pub async fn run(
     docker: &Docker,
     request: &ContainerRunRequest,
     mut control: watch::Receiver<Control>,
+    pull_login: impl AsyncFnOnce() -> anyhow::Result<Option<RegistryCredentials>>,
     started: impl FnOnce(&str),
 ) -> anyhow::Result<RunOutcome> {
     let args = ResourceArgs::parse(&request.resource_args)?;
@@ -155,7 +162,7 @@ pub async fn run(
         .with_context(|| format!("creating run log {}", request.log_path.display()))?;
     // A pull can take minutes: a stop request ends the wait for it.
     tokio::select! {
-        ready = ensure_image(docker, &request.image) => ready?,
+        ready = ensure_image(docker, &request.image, pull_login) => ready?,
         () = stop_requested(&mut control) => return Ok(RunOutcome::Stopped),
     }
     let name = container_name(&request.item_id);
@@ -465,7 +472,11 @@ async fn remove_earlier_attempt(docker: &Docker, name: &str, item_id: &str) -> a
 }
 
 /// Uses the image when the engine has it; pulls it otherwise.
-async fn ensure_image(docker: &Docker, image: &str) -> anyhow::Result<()> {
+async fn ensure_image(
+    docker: &Docker,
+    image: &str,
+    pull_login: impl AsyncFnOnce() -> anyhow::Result<Option<RegistryCredentials>>,
+) -> anyhow::Result<()> {
     match docker.inspect_image(image).await {
         Ok(_) => return Ok(()),
         Err(DockerError::DockerResponseServerError {
@@ -473,16 +484,39 @@ async fn ensure_image(docker: &Docker, image: &str) -> anyhow::Result<()> {
         }) => {}
         Err(e) => bail!("looking up image {image}: {e}"),
     }
+    let credentials = pull_login()
+        .await
+        .with_context(|| format!("logging in to pull image {image}"))?;
+    let how = match &credentials {
+        Some(c) => format!("with the registry credentials of user {:?}", c.username),
+        None => "anonymously".to_string(),
+    };
+    let password = credentials.as_ref().map(|c| c.password.value().to_string());
+    let redact = |text: String| match &password {
+        Some(p) if !p.is_empty() => text.replace(p.as_str(), "<redacted>"),
+        _ => text,
+    };
+    let auth = credentials.as_ref().map(|c| DockerCredentials {
+        username: Some(c.username.clone()),
+        password: Some(c.password.value().to_string()),
+        serveraddress: ImageRef::parse(image)
+            .ok()
+            .map(|r| r.registry_display().to_string()),
+        ..Default::default()
+    });
     let (from_image, tag) = split_reference(image);
-    tracing::info!("image {image} is not on this engine: pulling it");
+    tracing::info!("image {image} is not on this engine: pulling it {how}");
     let options = CreateImageOptionsBuilder::default()
         .from_image(from_image)
         .tag(tag)
         .build();
-    let mut progress = docker.create_image(Some(options), None, None);
+    let mut progress = docker.create_image(Some(options), None, auth);
     while let Some(step) = progress.next().await {
         if let Err(e) = step {
-            bail!("image {image} is not on this machine and pulling it failed: {e}");
+            bail!(
+                "image {image} is not on this machine and pulling it {how} failed: {}",
+                redact(e.to_string())
+            );
         }
     }
     match docker.inspect_image(image).await {
