@@ -273,7 +273,10 @@ async fn a_missing_image_that_cannot_be_pulled_is_an_error_naming_it() {
 
     let message = error_text(outcome);
     assert!(message.contains(&request.image), "{message}");
-    assert!(message.contains("pulling it failed"), "{message}");
+    assert!(
+        message.contains("pulling it anonymously failed"),
+        "{message}"
+    );
     assert!(started.is_none());
 }
 
