@@ -39,23 +39,35 @@ pub enum JobEnd {
     HandedBack,
 }
 
+/// How long a finished job waits for its warnings to reach the queue.
+const WARNINGS_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The job's log file, shared by the agent's steps and the plugins' log lines.
-/// Warnings go to the queue as `updateRunQueueItemWarning` does for W&B.
+/// Warnings go to the queue as `updateRunQueueItemWarning` does for W&B, in
+/// order, through one task; the returned handle ends once every warning was
+/// sent and the log is dropped.
 fn job_log(
     path: std::path::PathBuf,
     ctx: &Arc<JobContext>,
     item_id: &str,
     stage: Arc<Mutex<Stage>>,
-) -> LogSink {
+) -> (LogSink, tokio::task::JoinHandle<()>) {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
         .ok()
         .map(Mutex::new);
-    let queue = ctx.queue.clone();
-    let item_id = item_id.to_string();
-    Arc::new(JobLog {
+    let (sender, mut warnings) = tokio::sync::mpsc::unbounded_channel::<(Stage, String)>();
+    let (queue, id) = (ctx.queue.clone(), item_id.to_string());
+    let reporter = tokio::spawn(async move {
+        while let Some((stage, line)) = warnings.recv().await {
+            if let Err(error) = queue.warn(&id, stage, &line).await {
+                tracing::warn!(item = %id, %error, "cannot report a warning to the queue");
+            }
+        }
+    });
+    let log = Arc::new(JobLog {
         line: Box::new(move |line: &str| {
             if let Some(file) = &file
                 && let Ok(mut f) = file.lock()
@@ -64,15 +76,12 @@ fn job_log(
             }
         }),
         warning: Box::new(move |line: &str| {
-            let (queue, id, line) = (queue.clone(), item_id.clone(), line.to_string());
             let stage = stage.lock().map(|s| *s).unwrap_or(Stage::Agent);
-            tokio::spawn(async move {
-                if let Err(error) = queue.warn(&id, stage, &line).await {
-                    tracing::warn!(item = %id, %error, "cannot report a warning to the queue");
-                }
-            });
+            // The reporter ends only after every sender is gone.
+            let _ = sender.send((stage, line.to_string()));
         }),
-    })
+    });
+    (log, reporter)
 }
 
 fn stage_of(stage: PluginStage) -> Stage {
@@ -143,7 +152,7 @@ pub async fn run_job(
         );
     }
     let stage = Arc::new(Mutex::new(Stage::Agent));
-    let log = job_log(run_dir.join("agent.log"), &ctx, &item.id, stage.clone());
+    let (log, warnings) = job_log(run_dir.join("agent.log"), &ctx, &item.id, stage.clone());
     let run = JobRun {
         ctx: &ctx,
         item: &item,
@@ -151,9 +160,18 @@ pub async fn run_job(
         log,
         stage,
     };
-    match run.steps(control).await {
+    let end = match run.steps(control).await {
         Ok(end) | Err(end) => end,
+    };
+    // Every warning reaches the queue before the outcome does.
+    drop(run);
+    if tokio::time::timeout(WARNINGS_DRAIN, warnings)
+        .await
+        .is_err()
+    {
+        tracing::warn!(item = %item.id, "the job's warnings did not all reach the queue in time");
     }
+    end
 }
 
 impl JobRun<'_> {
