@@ -81,32 +81,45 @@ async fn an_infinite_loop_is_stopped_by_its_deadline() {
         .expect("next call works");
 }
 
-#[tokio::test]
-async fn a_memory_bomb_hits_its_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugin = hostile(dir.path(), "    limits: { memory_mb: 32 }\n").await;
-    let result = verify(&plugin, json!({"mode": "alloc"})).await;
+/// The memory bomb of `plugin` (capped at 32 MiB) hits the cap, and the
+/// next call works.
+async fn assert_memory_bomb_capped(plugin: &LoadedPlugin) {
+    let result = verify(plugin, json!({"mode": "alloc"})).await;
     assert!(
         matches!(result, Err(CallError::MemoryCap { memory_mb: 32, .. })),
         "{result:?}"
     );
-    verify(&plugin, json!({"mode": "ok"}))
+    verify(plugin, json!({"mode": "ok"}))
         .await
         .expect("next call works");
 }
 
-#[tokio::test]
-async fn a_panic_is_the_plugins_failure_named_with_its_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugin = hostile(dir.path(), "").await;
-    let result = verify(&plugin, json!({"mode": "panic"})).await;
+/// A panic of `plugin` fails the call as a trap naming the plugin, its
+/// version and the panic's message.
+async fn assert_panic_reported(plugin: &LoadedPlugin) {
+    let result = verify(plugin, json!({"mode": "panic"})).await;
     assert!(matches!(result, Err(CallError::Trap { .. })), "{result:?}");
     let message = message(result);
     assert!(message.contains("hostile 0.1.0"), "{message}");
     assert!(
         message.contains("hostile plugin panicked on purpose"),
-        "the panic message (from its stderr) is shown: {message}"
+        "the panic message is shown: {message}"
     );
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = hostile(dir.path(), "    limits: { memory_mb: 32 }\n").await;
+    assert_memory_bomb_capped(&plugin).await;
+}
+
+#[tokio::test]
+async fn a_panic_is_the_plugins_failure_named_with_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    // The message comes from the plugin's stderr.
+    let plugin = hostile(dir.path(), "").await;
+    assert_panic_reported(&plugin).await;
 }
 
 #[tokio::test]
@@ -122,28 +135,15 @@ async fn a_lean_plugin_is_held_to_its_deadline_and_its_memory_cap() {
         matches!(result, Err(CallError::Deadline { .. })),
         "{result:?}"
     );
-    let result = verify(&plugin, json!({"mode": "alloc"})).await;
-    assert!(
-        matches!(result, Err(CallError::MemoryCap { memory_mb: 32, .. })),
-        "{result:?}"
-    );
-    verify(&plugin, json!({"mode": "ok"}))
-        .await
-        .expect("next call works");
+    assert_memory_bomb_capped(&plugin).await;
 }
 
 #[tokio::test]
 async fn a_lean_plugins_panic_message_is_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
+    // A lean plugin has no stderr: the message arrives through the log.
     let plugin = hostile_lean(dir.path(), "").await;
-    let result = verify(&plugin, json!({"mode": "panic"})).await;
-    assert!(matches!(result, Err(CallError::Trap { .. })), "{result:?}");
-    let message = message(result);
-    assert!(message.contains("hostile 0.1.0"), "{message}");
-    assert!(
-        message.contains("hostile plugin panicked on purpose"),
-        "a lean plugin has no stderr; its panic message arrives through the log: {message}"
-    );
+    assert_panic_reported(&plugin).await;
 }
 
 #[tokio::test]

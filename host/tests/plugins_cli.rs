@@ -124,12 +124,10 @@ fn the_noop_builder_fails_a_job_that_needs_a_build_at_stage_build() {
     );
 }
 
-#[test]
-fn the_bundled_docker_builder_gets_the_engine_the_registry_host_and_a_build_sized_deadline() {
+/// `plugins list --json` of an agent configured with `config_yaml`.
+fn list_bundle(config_yaml: &str) -> Vec<serde_json::Value> {
     let agent = Scratch::new();
-    let config = agent.write_config(
-        "builder:\n  type: docker\nregistry:\n  type: oci\n  uri: 127.0.0.1:5000/team/launch\n",
-    );
+    let config = agent.write_config(config_yaml);
     let out = agent.run(&[
         "plugins",
         "list",
@@ -142,7 +140,14 @@ fn the_bundled_docker_builder_gets_the_engine_the_registry_host_and_a_build_size
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let plugins: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_bundled_docker_builder_gets_the_engine_the_registry_host_and_a_build_sized_deadline() {
+    let plugins = list_bundle(
+        "builder:\n  type: docker\nregistry:\n  type: oci\n  uri: 127.0.0.1:5000/team/launch\n",
+    );
     let docker = plugins
         .iter()
         .find(|p| p["name"] == "docker")
@@ -171,23 +176,9 @@ fn the_bundled_docker_builder_gets_the_engine_the_registry_host_and_a_build_size
 
 #[test]
 fn plugins_list_shows_what_each_bundled_plugin_imports_and_the_lean_ones_import_no_wasi() {
-    let agent = Scratch::new();
-    let config = agent.write_config(
+    let plugins = list_bundle(
         "environment:\n  type: local\nbuilder:\n  type: docker\nregistry:\n  type: oci\n  uri: 127.0.0.1:5000/team/launch\n",
     );
-    let out = agent.run(&[
-        "plugins",
-        "list",
-        "--config",
-        config.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plugins: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let imports = |name: &str| -> (bool, Vec<String>) {
         let p = plugins
             .iter()

@@ -40,6 +40,18 @@ fn claim(queue: &EmbeddedQueue, names: &[&str], agent: &str) -> QueueItem {
         .unwrap_or_else(|| panic!("nothing to claim in {names:?}"))
 }
 
+/// Submits an item and has `agent` claim it with a 5 ms lease and start it;
+/// returns its id.
+fn running_with_short_lease(queue: &EmbeddedQueue, agent: &str) -> String {
+    let id = queue.submit("default", json!({})).unwrap();
+    queue
+        .claim_next(&queues(&["default"]), agent, Duration::from_millis(5))
+        .unwrap()
+        .expect("claimed");
+    queue.mark_running(&id, agent).unwrap();
+    id
+}
+
 fn never_dead(_: &str) -> bool {
     false
 }
@@ -320,12 +332,7 @@ fn a_failure_records_its_stage_message_and_exit_code() {
 fn an_expired_lease_puts_the_item_back_in_the_queue() {
     let tmp = tempfile::tempdir().unwrap();
     let queue = open(tmp.path());
-    let id = queue.submit("default", json!({})).unwrap();
-    queue
-        .claim_next(&queues(&["default"]), "agent-1", Duration::from_millis(5))
-        .unwrap()
-        .unwrap();
-    queue.mark_running(&id, "agent-1").unwrap();
+    let id = running_with_short_lease(&queue, "agent-1");
     queue.set_run_pid(&id, Some(31337)).unwrap();
     thread::sleep(Duration::from_millis(50));
 
@@ -688,12 +695,7 @@ fn stage_and_state_names_round_trip() {
 fn an_agent_whose_claim_was_taken_back_cannot_record_an_outcome() {
     let tmp = tempfile::tempdir().unwrap();
     let queue = open(tmp.path());
-    let id = queue.submit("default", json!({})).unwrap();
-    queue
-        .claim_next(&queues(&["default"]), "agent-1", Duration::from_millis(5))
-        .unwrap()
-        .expect("claimed");
-    queue.mark_running(&id, "agent-1").unwrap();
+    let id = running_with_short_lease(&queue, "agent-1");
     std::thread::sleep(Duration::from_millis(20));
     // agent-1 stalled past its lease; the item is reclaimed and agent-2 runs it.
     let reclaimed = queue.reclaim_abandoned(&never_dead, 3).unwrap();
