@@ -423,8 +423,8 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
             if p.docker { "granted" } else { "(none)" }
         );
         println!(
-            "  limits:      {} ms per call, {} MiB",
-            p.deadline_ms, p.memory_mb
+            "  limits:      {} ms of its own running time per call, {} ms in all, {} MiB",
+            p.deadline_ms, p.timeout_ms, p.memory_mb
         );
     }
     Ok(())

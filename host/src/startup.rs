@@ -64,10 +64,10 @@ fn entry_with_defaults(config: &LaunchConfig, plugin_ref: &catalog::PluginRef) -
     };
     let uses_bundle = configured.is_none_or(|e| e.path.is_none());
     if let (Some(kind), true) = (plugin_ref.expected_kind, uses_bundle) {
-        if entry.limits.deadline_ms == crate::config::Limits::default().deadline_ms
-            && let Some(deadline_ms) = catalog::default_deadline_ms(kind, &plugin_ref.name)
+        if entry.limits.timeout_ms == crate::config::Limits::default().timeout_ms
+            && let Some(timeout_ms) = catalog::default_timeout_ms(kind, &plugin_ref.name)
         {
-            entry.limits.deadline_ms = deadline_ms;
+            entry.limits.timeout_ms = timeout_ms;
         }
         let defaults = catalog::default_grants(kind, &plugin_ref.name, config);
         entry.grants.docker |= defaults.docker;

@@ -6,10 +6,6 @@ use std::time::Duration;
 /// counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Extra wall-clock time a plugin call may take beyond its CPU deadline
-/// while it waits on the host (an HTTP response, say) before it is abandoned.
-pub const HOST_WAIT_GRACE: Duration = Duration::from_secs(5);
-
 /// How long the agent sleeps when no queue has work and nothing wakes it
 /// (a submit wakes it at once; this only bounds how late it notices expired
 /// leases of other agents).

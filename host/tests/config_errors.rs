@@ -91,6 +91,20 @@ fn plugin_grants_are_checked() {
 }
 
 #[test]
+fn plugin_limits_of_zero_are_refused_by_name() {
+    for key in ["deadline_ms", "timeout_ms"] {
+        let (ok, _, stderr) = check(&format!(
+            "plugins:\n  mine:\n    path: x.wasm\n    limits: {{ {key}: 0 }}\n"
+        ));
+        assert!(!ok);
+        assert!(
+            stderr.contains(&format!("plugins.mine.limits.{key}")) && stderr.contains("above 0"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_missing_file_is_a_clear_error() {
     let scratch = Scratch::new();
     let out = scratch.run(&["config", "check", "/no/such/launch-config.yaml"]);

@@ -516,3 +516,72 @@ async fn a_builder_cannot_read_the_registry_password_it_is_handed() {
         "the builder read the password: {text}"
     );
 }
+
+/// A registry that answers every request with 404 after `delay`: a slow
+/// registry with no images. Serves until the test ends.
+fn slow_registry(delay: std::time::Duration) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                std::thread::sleep(delay);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            });
+        }
+    });
+    port
+}
+
+/// The bundled registry-oci plugin with `limits_yaml`, granted the
+/// registry at `port`.
+async fn oci_plugin(state: &Path, port: u16, limits_yaml: &str) -> Arc<LoadedPlugin> {
+    let path = common::bundle_dir().join("registry-oci.wasm");
+    let yaml = format!(
+        "plugins:\n  oci:\n    path: {}\n    grants: {{ hosts: [\"http://127.0.0.1:{port}\"] }}\n    limits: {limits_yaml}\n",
+        path.display()
+    );
+    let config = LaunchConfig::parse(&yaml, Path::new("test.yaml")).expect("config");
+    let mut host = PluginHost::new(&state.join("cache"), 256).expect("runtime");
+    host.load("oci", &path, &config.plugins["oci"], &config.secrets)
+        .await
+        .expect("load registry-oci")
+}
+
+#[tokio::test]
+async fn waiting_on_the_host_does_not_count_against_the_deadline_but_against_the_timeout() {
+    let port = slow_registry(std::time::Duration::from_millis(700));
+    let settings = json!({"type": "oci", "uri": format!("127.0.0.1:{port}/team/app")}).to_string();
+    let image = format!("127.0.0.1:{port}/team/app:v1");
+    let dir = tempfile::tempdir().unwrap();
+
+    // The lookup waits on the registry for longer than the plugin's 200 ms
+    // deadline; only the plugin's own running time counts against it.
+    let plugin = oci_plugin(dir.path(), port, "{ deadline_ms: 200 }").await;
+    let exists = plugin
+        .image_exists(&settings, &image, None)
+        .await
+        .expect("a slow registry is no deadline failure");
+    assert!(!exists);
+
+    // The timeout counts every moment of the call.
+    let plugin = oci_plugin(dir.path(), port, "{ deadline_ms: 200, timeout_ms: 400 }").await;
+    let result = plugin.image_exists(&settings, &image, None).await;
+    assert!(
+        matches!(
+            result,
+            Err(CallError::Timeout {
+                timeout_ms: 400,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(result.unwrap_err().to_string().contains("400 ms timeout"));
+}

@@ -51,6 +51,7 @@ fn plugins_list_shows_name_kind_versions_digest_and_grants() {
     assert_eq!(p["secrets"], serde_json::json!(["token"]));
     assert_eq!(p["dirs"], serde_json::json!(["/tmp", "/var/tmp (rw)"]));
     assert_eq!(p["deadline_ms"], 1234);
+    assert_eq!(p["timeout_ms"], 600_000, "the default timeout");
     assert_eq!(p["memory_mb"], 64);
 
     let noop = &plugins[1];
@@ -154,7 +155,14 @@ fn the_bundled_docker_builder_gets_the_engine_the_registry_host_and_a_build_size
         .expect("docker builder listed");
     assert_eq!(docker["kind"], "builder");
     assert_eq!(docker["docker"], true);
-    assert_eq!(docker["deadline_ms"], 3_600_000);
+    assert_eq!(
+        docker["deadline_ms"], 30_000,
+        "its own code's running time keeps the default"
+    );
+    assert_eq!(
+        docker["timeout_ms"], 3_600_000,
+        "the wall-clock time of a build call covers the build and push"
+    );
     assert_eq!(
         docker["hosts"],
         serde_json::json!(["https://127.0.0.1:5000", "http://127.0.0.1:5000"])

@@ -293,13 +293,13 @@ impl Host for PluginState {
             }));
         }
         let password = self.secret_value(&password)?;
-        let outcome = manifest_exists(
+        let lookup = manifest_exists(
             &reference,
             login.username.as_deref(),
             password.as_deref(),
             login.insecure,
-        )
-        .await;
+        );
+        let outcome = self.own_time.excluding(lookup).await;
         Ok(outcome.map_err(|failure| OciError {
             message: failure.message,
             unauthorized: failure.unauthorized,

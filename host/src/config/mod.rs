@@ -48,7 +48,7 @@
 //!       env: [HOME]
 //!       secrets: [registry-password]
 //!       dirs: [{ path: /srv/build-cache, write: true }]
-//!     limits: { deadline_ms: 60000, memory_mb: 256 }
+//!     limits: { deadline_ms: 60000, timeout_ms: 600000, memory_mb: 256 }
 //!     config: { any: settings }
 //! ```
 

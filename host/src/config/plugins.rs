@@ -12,8 +12,11 @@ use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Default CPU deadline of one plugin call.
+/// Default deadline of one plugin call: how long its own code may run.
 pub const DEFAULT_DEADLINE_MS: u64 = 30_000;
+/// Default timeout of one plugin call: its wall-clock time, waits on the
+/// host included.
+pub const DEFAULT_TIMEOUT_MS: u64 = 600_000;
 /// Default memory cap of one plugin instance.
 pub const DEFAULT_MEMORY_MB: u64 = 128;
 /// The largest memory cap a config may set.
@@ -27,7 +30,7 @@ pub const MAX_MEMORY_MB: u64 = 4096;
 ///     path: ./my-builder.wasm
 ///     sha256: 9c56...        # optional: refuse to load any other bytes
 ///     grants: { hosts: ["https://registry.example.com"], env: [HOME] }
-///     limits: { deadline_ms: 60000, memory_mb: 256 }
+///     limits: { deadline_ms: 60000, timeout_ms: 600000, memory_mb: 256 }
 ///     config: { any: value }
 /// ```
 #[derive(Debug, Default, Deserialize)]
@@ -124,9 +127,16 @@ impl DirGrant {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Wall-clock deadline of one call, in milliseconds; the call traps at it.
+    /// How long the plugin's own code may run in one call, in
+    /// milliseconds; the call traps at it. Time the plugin spends waiting on
+    /// the host's `docker` and `oci` capabilities (a build, a push, a
+    /// registry lookup) does not count; waits in `wasi:http` do.
     #[serde(default = "default_deadline")]
     pub deadline_ms: u64,
+    /// Wall-clock limit of one call, waits on the host included, in
+    /// milliseconds; the call is abandoned at it.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
     /// Memory cap of one instance, in MiB.
     #[serde(default = "default_memory")]
     pub memory_mb: u64,
@@ -134,6 +144,9 @@ pub struct Limits {
 
 fn default_deadline() -> u64 {
     DEFAULT_DEADLINE_MS
+}
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_MS
 }
 fn default_memory() -> u64 {
     DEFAULT_MEMORY_MB
@@ -143,6 +156,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             deadline_ms: DEFAULT_DEADLINE_MS,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
             memory_mb: DEFAULT_MEMORY_MB,
         }
     }
@@ -238,6 +252,13 @@ impl PluginEntry {
             return Err(ConfigError::invalid(
                 file,
                 &key("limits.deadline_ms"),
+                "must be above 0",
+            ));
+        }
+        if self.limits.timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                &key("limits.timeout_ms"),
                 "must be above 0",
             ));
         }

@@ -149,12 +149,12 @@ fn file_of(
     }
 }
 
-/// A bundled plugin's call deadline when the config leaves it at the
-/// default: a build's deadline covers the whole `docker build` and push it
-/// waits on (the deadline is wall-clock time of the call, host waits
-/// included), so the docker builder gets an hour, as W&B's Kaniko builds do
-/// (30 minutes) with room for the push.
-pub fn default_deadline_ms(kind: PluginKind, name: &str) -> Option<u64> {
+/// A bundled plugin's call timeout when the config leaves it at the
+/// default: the timeout is wall-clock time, so a build's covers the whole
+/// `docker build` and push it waits on; the docker builder gets an hour, as
+/// W&B's Kaniko builds do (30 minutes) with room for the push. (Its
+/// deadline, the time its own code runs, stays at the default.)
+pub fn default_timeout_ms(kind: PluginKind, name: &str) -> Option<u64> {
     match (kind, name) {
         (PluginKind::Builder, "docker") => Some(3_600_000),
         (PluginKind::Registry, "oci") => Some(120_000),

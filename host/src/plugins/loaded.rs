@@ -5,18 +5,17 @@
 use super::bindings::{Job, PluginError, builder, environment, registry};
 use super::contract::PluginKind;
 use super::engine::deadline_ticks;
-use super::state::{MEMORY_CAP_MARKER, MemoryCap, PluginState};
+use super::state::{MEMORY_CAP_MARKER, MemoryCap, OwnTime, PluginState};
 use crate::capabilities::http::{GrantedHttpHooks, HostAllowList};
 use crate::capabilities::log::LogSink;
 use crate::capabilities::wasi::{context_for, empty_context};
 use crate::config::{Grants, Limits, SecretSource};
-use crate::timeouts::HOST_WAIT_GRACE;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
 
@@ -88,8 +87,10 @@ pub struct PluginDescription {
     pub dirs: Vec<String>,
     /// Whether the Docker engine is granted.
     pub docker: bool,
-    /// Deadline of one call, ms.
+    /// Deadline of one call (its own code's running time), ms.
     pub deadline_ms: u64,
+    /// Timeout of one call (wall-clock, host waits included), ms.
+    pub timeout_ms: u64,
     /// Memory cap, MiB.
     pub memory_mb: u64,
 }
@@ -104,6 +105,15 @@ pub enum CallError {
         plugin: String,
         /// The deadline.
         deadline_ms: u64,
+    },
+    /// The call, waits on the host included, ran past its timeout and was
+    /// abandoned.
+    #[error("plugin {plugin} did not finish within its {timeout_ms} ms timeout and was stopped")]
+    Timeout {
+        /// `name version` of the plugin.
+        plugin: String,
+        /// The timeout.
+        timeout_ms: u64,
     },
     /// The plugin tried to grow its memory past its cap.
     #[error("plugin {plugin} hit its memory cap of {memory_mb} MiB and was stopped")]
@@ -217,13 +227,19 @@ impl LoadedPlugin {
             job_source: source.map(std::path::Path::to_path_buf),
             grants: self.grants_shared.clone(),
             last_error_line: None,
+            own_time: OwnTime::new(Duration::from_millis(self.limits.deadline_ms)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks(Duration::from_millis(
             self.limits.deadline_ms,
         )));
-        store.epoch_deadline_trap();
+        // At each deadline check, waits on the host are given back: the call
+        // traps only once its own code has run for the whole deadline.
+        store.epoch_deadline_callback(|store| match store.data().own_time.remaining() {
+            Some(left) => Ok(UpdateDeadline::Continue(deadline_ticks(left))),
+            None => Err(Trap::Interrupt.into()),
+        });
         Ok((store, stderr))
     }
 
@@ -264,7 +280,7 @@ impl LoadedPlugin {
     }
 
     fn wall_clock_limit(&self) -> Duration {
-        Duration::from_millis(self.limits.deadline_ms) + HOST_WAIT_GRACE
+        Duration::from_millis(self.limits.timeout_ms)
     }
 
     fn wrong_kind(&self, wanted: PluginKind) -> CallError {
@@ -304,9 +320,9 @@ macro_rules! call_plugin {
                 return Err($self.classify(error, &stderr, last_error_line));
             }
             Err(_elapsed) => {
-                return Err(CallError::Deadline {
+                return Err(CallError::Timeout {
                     plugin: $self.label.to_string(),
-                    deadline_ms: $self.limits.deadline_ms,
+                    timeout_ms: $self.limits.timeout_ms,
                 });
             }
         }

@@ -163,6 +163,7 @@ impl PluginHost {
                     .collect(),
                 docker: entry.grants.docker,
                 deadline_ms: entry.limits.deadline_ms,
+                timeout_ms: entry.limits.timeout_ms,
                 memory_mb: entry.limits.memory_mb,
             },
             pre: typed,

@@ -32,6 +32,47 @@ pub struct PluginState {
     /// The last line the plugin logged at level `error` in this call (a lean
     /// plugin's panic message arrives this way), shown if the call traps.
     pub(crate) last_error_line: Option<String>,
+    /// The call's own-time budget and what it has used; see [`OwnTime`].
+    pub(crate) own_time: OwnTime,
+}
+
+/// How long a call's own code has run: its wall-clock time less the time
+/// it spent waiting on the host's `docker` and `oci` capabilities. The
+/// call's deadline is on this.
+pub struct OwnTime {
+    /// When the call began.
+    pub started: std::time::Instant,
+    /// Time spent waiting on the host so far.
+    pub host_wait: std::time::Duration,
+    /// The deadline.
+    pub budget: std::time::Duration,
+}
+
+impl OwnTime {
+    /// A budget of `budget`, starting now.
+    pub fn new(budget: std::time::Duration) -> Self {
+        OwnTime {
+            started: std::time::Instant::now(),
+            host_wait: std::time::Duration::ZERO,
+            budget,
+        }
+    }
+
+    /// The budget left, `None` once it is used up.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        let used = self.started.elapsed().saturating_sub(self.host_wait);
+        self.budget.checked_sub(used).filter(|left| !left.is_zero())
+    }
+
+    /// Awaits `wait` (the host waiting on something outside the plugin: the
+    /// Docker engine, a registry) without counting its time against the
+    /// budget.
+    pub async fn excluding<T>(&mut self, wait: impl Future<Output = T>) -> T {
+        let began = std::time::Instant::now();
+        let value = wait.await;
+        self.host_wait += began.elapsed();
+        value
+    }
 }
 
 impl WasiView for PluginState {
