@@ -520,6 +520,15 @@ async fn a_builder_cannot_read_the_registry_password_it_is_handed() {
 /// A registry that answers every request with 404 after `delay`: a slow
 /// registry with no images. Serves until the test ends.
 fn slow_registry(delay: std::time::Duration) -> u16 {
+    slow_server(
+        delay,
+        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    )
+}
+
+/// An HTTP server that answers every request with `response` after
+/// `delay`. Serves until the test ends.
+fn slow_server(delay: std::time::Duration, response: &'static [u8]) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -530,9 +539,7 @@ fn slow_registry(delay: std::time::Duration) -> u16 {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf);
                 std::thread::sleep(delay);
-                let _ = stream.write_all(
-                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
+                let _ = stream.write_all(response);
             });
         }
     });
@@ -584,4 +591,26 @@ async fn waiting_on_the_host_does_not_count_against_the_deadline_but_against_the
         "{result:?}"
     );
     assert!(result.unwrap_err().to_string().contains("400 ms timeout"));
+}
+
+#[tokio::test]
+async fn a_wasi_http_wait_does_not_count_against_the_deadline() {
+    let port = slow_server(
+        std::time::Duration::from_millis(700),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = hostile(
+        dir.path(),
+        &format!(
+            "    grants: {{ hosts: [\"http://127.0.0.1:{port}\"] }}\n    limits: {{ deadline_ms: 200 }}\n"
+        ),
+    )
+    .await;
+    verify(
+        &plugin,
+        json!({"mode": "http", "url": format!("http://127.0.0.1:{port}/slow")}),
+    )
+    .await
+    .expect("the plugin blocked in wasi:io/poll for 700 ms, which is the host's time");
 }

@@ -299,7 +299,7 @@ impl Host for PluginState {
             password.as_deref(),
             login.insecure,
         );
-        let outcome = self.own_time.excluding(lookup).await;
+        let outcome = lookup.await;
         Ok(outcome.map_err(|failure| OciError {
             message: failure.message,
             unauthorized: failure.unauthorized,

@@ -128,9 +128,8 @@ impl DirGrant {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// How long the plugin's own code may run in one call, in
-    /// milliseconds; the call traps at it. Time the plugin spends waiting on
-    /// the host's `docker` and `oci` capabilities (a build, a push, a
-    /// registry lookup) does not count; waits in `wasi:http` do.
+    /// milliseconds; the call traps at it. Time spent in the host (a build,
+    /// a push, a registry lookup, a `wasi:http` wait) does not count.
     #[serde(default = "default_deadline")]
     pub deadline_ms: u64,
     /// Wall-clock limit of one call, waits on the host included, in

@@ -234,8 +234,13 @@ impl LoadedPlugin {
         store.set_epoch_deadline(deadline_ticks(Duration::from_millis(
             self.limits.deadline_ms,
         )));
-        // At each deadline check, waits on the host are given back: the call
-        // traps only once its own code has run for the whole deadline.
+        // Time in the host is not the plugin's: at each deadline check it is
+        // given back, so the call traps only once its own code has run for
+        // the whole deadline.
+        store.call_hook(|mut store, hook| {
+            store.data_mut().own_time.switch(hook);
+            Ok(())
+        });
         store.epoch_deadline_callback(|store| match store.data().own_time.remaining() {
             Some(left) => Ok(UpdateDeadline::Continue(deadline_ticks(left))),
             None => Err(Trap::Interrupt.into()),

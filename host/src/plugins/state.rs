@@ -6,6 +6,8 @@ use crate::capabilities::log::LogSink;
 use crate::config::SecretSource;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::CallHook;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -37,41 +39,52 @@ pub struct PluginState {
 }
 
 /// How long a call's own code has run: its wall-clock time less the time
-/// it spent waiting on the host's `docker` and `oci` capabilities. The
-/// call's deadline is on this.
+/// spent in the host (instantiation, and every host function the plugin
+/// calls: a Docker build, a registry lookup, a `wasi:http` wait, a log
+/// line). The call's deadline is on this.
 pub struct OwnTime {
     /// When the call began.
-    pub started: std::time::Instant,
-    /// Time spent waiting on the host so far.
-    pub host_wait: std::time::Duration,
+    started: Instant,
+    /// Time spent in the host, up to the last return into the plugin.
+    in_host: Duration,
+    /// Since when the host has had control, while it has.
+    host_since: Option<Instant>,
     /// The deadline.
-    pub budget: std::time::Duration,
+    budget: Duration,
 }
 
 impl OwnTime {
-    /// A budget of `budget`, starting now.
-    pub fn new(budget: std::time::Duration) -> Self {
+    /// A budget of `budget`, starting now, in the host.
+    pub fn new(budget: Duration) -> Self {
+        let now = Instant::now();
         OwnTime {
-            started: std::time::Instant::now(),
-            host_wait: std::time::Duration::ZERO,
+            started: now,
+            in_host: Duration::ZERO,
+            host_since: Some(now),
             budget,
         }
     }
 
-    /// The budget left, `None` once it is used up.
-    pub fn remaining(&self) -> Option<std::time::Duration> {
-        let used = self.started.elapsed().saturating_sub(self.host_wait);
-        self.budget.checked_sub(used).filter(|left| !left.is_zero())
+    /// Notes a switch between the plugin and the host (a call hook).
+    pub fn switch(&mut self, hook: CallHook) {
+        if hook.entering_host() {
+            self.host_since.get_or_insert_with(Instant::now);
+        } else if let Some(since) = self.host_since.take() {
+            self.in_host += since.elapsed();
+        }
     }
 
-    /// Awaits `wait` (the host waiting on something outside the plugin: the
-    /// Docker engine, a registry) without counting its time against the
-    /// budget.
-    pub async fn excluding<T>(&mut self, wait: impl Future<Output = T>) -> T {
-        let began = std::time::Instant::now();
-        let value = wait.await;
-        self.host_wait += began.elapsed();
-        value
+    /// The plugin's own running time so far.
+    pub fn used(&self) -> Duration {
+        let in_host = self.in_host + self.host_since.map_or(Duration::ZERO, |s| s.elapsed());
+        self.started.elapsed().saturating_sub(in_host)
+    }
+
+    /// The budget left, `None` once it is used up.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.budget
+            .checked_sub(self.used())
+            .filter(|left| !left.is_zero())
     }
 }
 

@@ -114,7 +114,7 @@ impl Host for PluginState {
             .await
             .map_err(DockerError::from)
         };
-        Ok(self.own_time.excluding(build).await)
+        Ok(build.await)
     }
 
     async fn push(
@@ -176,7 +176,7 @@ impl Host for PluginState {
                 .await
                 .map_err(DockerError::from)
         };
-        Ok(self.own_time.excluding(push).await)
+        Ok(push.await)
     }
 
     async fn image_exists(&mut self, image: String) -> wasmtime::Result<Result<bool, DockerError>> {
@@ -190,6 +190,6 @@ impl Host for PluginState {
                 .await
                 .map_err(DockerError::from)
         };
-        Ok(self.own_time.excluding(inspect).await)
+        Ok(inspect.await)
     }
 }
