@@ -10,7 +10,7 @@
 //!
 //! Run: `scripts/build-plugins.sh && cargo bench -p launch-agent --bench agent`.
 
-use launch_agent::plugins::PluginHost;
+use launch_agent::plugins::{LoadedPlugin, PluginHost};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,7 +25,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn plugin_call(bundle: &Path, state: &Path, n: usize) -> (Duration, Duration, &'static str) {
+/// Loads bundled plugin `file` into a fresh runtime and measures `call` on
+/// it `n` times (after `n / 10` warm-up calls): p50, p99 and the allocator
+/// the engine got.
+fn measure_calls(
+    bundle: &Path,
+    state: &Path,
+    file: &str,
+    n: usize,
+    call: impl AsyncFn(&LoadedPlugin),
+) -> (Duration, Duration, &'static str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,21 +47,20 @@ fn plugin_call(bundle: &Path, state: &Path, n: usize) -> (Duration, Duration, &'
         };
         let plugin = host
             .load(
-                "local",
-                &bundle.join("environment-local.wasm"),
+                file,
+                &bundle.join(format!("{file}.wasm")),
                 &Default::default(),
                 &Default::default(),
             )
             .await
             .unwrap();
-        let settings = r#"{"type":"local"}"#;
         for _ in 0..n / 10 {
-            plugin.verify_environment(settings, None).await.unwrap();
+            call(&plugin).await;
         }
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
             let start = Instant::now();
-            plugin.verify_environment(settings, None).await.unwrap();
+            call(&plugin).await;
             samples.push(start.elapsed());
         }
         samples.sort();
@@ -64,37 +72,24 @@ fn plugin_call(bundle: &Path, state: &Path, n: usize) -> (Duration, Duration, &'
     })
 }
 
-/// The same for `info()` of bundled plugin `file` (no arguments, no JSON):
-/// builder-noop is the smallest lean plugin, builder-docker a plugin that
-/// imports WASI (files for its build context).
-fn info_call(bundle: &Path, state: &Path, file: &str, n: usize) -> (Duration, Duration) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut host = PluginHost::new(&state.join("cache"), 128).unwrap();
-        let plugin = host
-            .load(
-                file,
-                &bundle.join(format!("{file}.wasm")),
-                &Default::default(),
-                &Default::default(),
-            )
+/// `environment.verify` of environment-local (a lean plugin).
+fn plugin_call(bundle: &Path, state: &Path, n: usize) -> (Duration, Duration, &'static str) {
+    measure_calls(bundle, state, "environment-local", n, async |plugin| {
+        plugin
+            .verify_environment(r#"{"type":"local"}"#, None)
             .await
             .unwrap();
-        for _ in 0..n / 10 {
-            plugin.describe().await.unwrap();
-        }
-        let mut samples = Vec::with_capacity(n);
-        for _ in 0..n {
-            let start = Instant::now();
-            plugin.describe().await.unwrap();
-            samples.push(start.elapsed());
-        }
-        samples.sort();
-        (percentile(&samples, 0.5), percentile(&samples, 0.99))
     })
+}
+
+/// `info()` of bundled plugin `file` (no arguments, no JSON): builder-noop
+/// is the smallest lean plugin, builder-docker a plugin that imports WASI
+/// (files for its build context).
+fn info_call(bundle: &Path, state: &Path, file: &str, n: usize) -> (Duration, Duration) {
+    let (p50, p99, _) = measure_calls(bundle, state, file, n, async |plugin| {
+        plugin.describe().await.unwrap();
+    });
+    (p50, p99)
 }
 
 /// Spawns `launch-agent run`, returns the child and the time to its first poll.

@@ -339,12 +339,13 @@ impl JobRun<'_> {
             .repository_uri(&settings, Some(self.log.clone()))
             .await?;
         let host = |reference: &str| ImageRef::parse(reference).ok().map(|r| r.registry);
-        if host(image).is_none() || host(image) != host(&repository) {
+        let image_host = host(image);
+        if image_host.is_none() || image_host != host(&repository) {
             return Ok(None);
         }
         self.step(&format!(
             "run: logging in to {} with {} to pull the image",
-            host(image).flatten().unwrap_or_default(),
+            image_host.flatten().unwrap_or_default(),
             registry.label()
         ));
         Ok(registry.login(&settings, Some(self.log.clone())).await?)

@@ -293,13 +293,13 @@ impl Host for PluginState {
             }));
         }
         let password = self.secret_value(&password)?;
-        let lookup = manifest_exists(
+        let outcome = manifest_exists(
             &reference,
             login.username.as_deref(),
             password.as_deref(),
             login.insecure,
-        );
-        let outcome = lookup.await;
+        )
+        .await;
         Ok(outcome.map_err(|failure| OciError {
             message: failure.message,
             unauthorized: failure.unauthorized,

@@ -69,7 +69,7 @@
 //! command run.
 
 use super::{Control, RunOutcome};
-use crate::capabilities::docker::ImageRef;
+use crate::capabilities::docker::{ImageRef, redact};
 use crate::plugins::loaded::RegistryCredentials;
 use anyhow::{Context as _, anyhow, bail};
 use bollard::Docker;
@@ -491,11 +491,7 @@ async fn ensure_image(
         Some(c) => format!("with the registry credentials of user {:?}", c.username),
         None => "anonymously".to_string(),
     };
-    let password = credentials.as_ref().map(|c| c.password.value().to_string());
-    let redact = |text: String| match &password {
-        Some(p) if !p.is_empty() => text.replace(p.as_str(), "<redacted>"),
-        _ => text,
-    };
+    let password = credentials.as_ref().map(|c| c.password.value());
     let auth = credentials.as_ref().map(|c| DockerCredentials {
         username: Some(c.username.clone()),
         password: Some(c.password.value().to_string()),
@@ -515,7 +511,7 @@ async fn ensure_image(
         if let Err(e) = step {
             bail!(
                 "image {image} is not on this machine and pulling it {how} failed: {}",
-                redact(e.to_string())
+                redact(&e.to_string(), password)
             );
         }
     }

@@ -193,7 +193,7 @@ fn is_unauthorized(message: &str) -> bool {
 }
 
 /// `text` with every occurrence of `secret` replaced by `***`.
-fn redact(text: &str, secret: Option<&str>) -> String {
+pub fn redact(text: &str, secret: Option<&str>) -> String {
     match secret {
         Some(secret) if !secret.is_empty() => text.replace(secret, "***"),
         _ => text.to_string(),

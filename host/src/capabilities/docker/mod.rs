@@ -23,7 +23,7 @@ pub mod context;
 pub mod engine;
 pub mod reference;
 
-pub use engine::{EngineError, build_image, image_exists, push_image};
+pub use engine::{EngineError, build_image, image_exists, push_image, redact};
 pub use reference::ImageRef;
 
 use crate::capabilities::http::HostAllowList;
@@ -98,23 +98,23 @@ impl Host for PluginState {
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
         }
+        let docker = match connect(OP).await {
+            Ok(docker) => docker,
+            Err(e) => return Ok(Err(e)),
+        };
         let log = self.docker_log(OP);
         let source = self.job_source.clone();
-        let build = async {
-            let docker = connect(OP).await?;
-            engine::build_image(
-                &docker,
-                source.as_deref(),
-                &spec.dockerfile,
-                &spec.tags,
-                spec.platform.as_deref(),
-                &spec.build_args,
-                &*log,
-            )
-            .await
-            .map_err(DockerError::from)
-        };
-        Ok(build.await)
+        Ok(engine::build_image(
+            &docker,
+            source.as_deref(),
+            &spec.dockerfile,
+            &spec.tags,
+            spec.platform.as_deref(),
+            &spec.build_args,
+            &*log,
+        )
+        .await
+        .map_err(DockerError::from))
     }
 
     async fn push(
@@ -169,14 +169,14 @@ impl Host for PluginState {
                 .into()));
             }
         };
-        let log = self.docker_log(OP);
-        let push = async {
-            let docker = connect(OP).await?;
-            engine::push_image(&docker, &image, credentials, &*log)
-                .await
-                .map_err(DockerError::from)
+        let docker = match connect(OP).await {
+            Ok(docker) => docker,
+            Err(e) => return Ok(Err(e)),
         };
-        Ok(push.await)
+        let log = self.docker_log(OP);
+        Ok(engine::push_image(&docker, &image, credentials, &*log)
+            .await
+            .map_err(DockerError::from))
     }
 
     async fn image_exists(&mut self, image: String) -> wasmtime::Result<Result<bool, DockerError>> {
@@ -184,12 +184,12 @@ impl Host for PluginState {
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
         }
-        let inspect = async {
-            let docker = connect(OP).await?;
-            engine::image_exists(&docker, &image)
-                .await
-                .map_err(DockerError::from)
+        let docker = match connect(OP).await {
+            Ok(docker) => docker,
+            Err(e) => return Ok(Err(e)),
         };
-        Ok(inspect.await)
+        Ok(engine::image_exists(&docker, &image)
+            .await
+            .map_err(DockerError::from))
     }
 }
