@@ -141,7 +141,7 @@ async fn a_lean_plugin_is_held_to_its_deadline_and_its_memory_cap() {
 #[tokio::test]
 async fn a_lean_plugins_panic_message_is_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    // A lean plugin has no stderr: the message arrives through the log.
+    // A lean plugin has no stderr: the message is left in its memory.
     let plugin = hostile_lean(dir.path(), "").await;
     assert_panic_reported(&plugin).await;
 }

@@ -50,9 +50,3 @@ pub fn context_for(
     builder.stderr(stderr.clone());
     Ok((builder.build(), stderr))
 }
-
-/// The WASI context of a plugin that imports no WASI interface: empty, with
-/// nothing opened.
-pub fn empty_context() -> (WasiCtx, MemoryOutputPipe) {
-    (WasiCtx::builder().build(), MemoryOutputPipe::new(0))
-}

@@ -82,6 +82,10 @@ fn config(pool_memory_bytes: Option<u64>) -> Config {
     // concurrency support a Store sets up no task machinery, which is most
     // of the cost of a call into a fresh instance.
     config.concurrency_support(false);
+    // A trap keeps a core dump naming the Store's memories, where a lean
+    // plugin leaves its panic message (see `panic_record`). It costs nothing
+    // until a call traps.
+    config.coredump_on_trap(true);
     if let Some(max_memory) = pool_memory_bytes {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES);

@@ -8,7 +8,7 @@ use super::engine::deadline_ticks;
 use super::state::{MEMORY_CAP_MARKER, MemoryCap, OwnTime, PluginState};
 use crate::capabilities::http::{GrantedHttpHooks, HostAllowList};
 use crate::capabilities::log::LogSink;
-use crate::capabilities::wasi::{context_for, empty_context};
+use crate::capabilities::wasi::context_for;
 use crate::config::{Grants, Limits, SecretSource};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -201,14 +201,16 @@ impl LoadedPlugin {
     ) -> Result<(Store<PluginState>, MemoryOutputPipe), CallError> {
         let (wasi, stderr) = if self.description.uses_wasi {
             let shown = source.map(|s| (s, SOURCE_GUEST_DIR));
-            context_for(&self.grants, shown).map_err(|e| CallError::Setup {
-                plugin: self.label.to_string(),
-                detail: format!("{e:#}"),
-            })?
+            let (wasi, stderr) =
+                context_for(&self.grants, shown).map_err(|e| CallError::Setup {
+                    plugin: self.label.to_string(),
+                    detail: format!("{e:#}"),
+                })?;
+            (Some(wasi), stderr)
         } else {
             // A lean plugin cannot reach WASI: no directory or variable is
             // worth opening for it.
-            empty_context()
+            (None, MemoryOutputPipe::new(0))
         };
         let state = PluginState {
             wasi,
@@ -248,11 +250,14 @@ impl LoadedPlugin {
         Ok((store, stderr))
     }
 
+    /// What a failed call means: its deadline or memory cap, or a trap with
+    /// what the plugin said last (a lean plugin's panic record, its stderr,
+    /// or its last error line in the log).
     fn classify(
         &self,
         error: wasmtime::Error,
         stderr: &MemoryOutputPipe,
-        last_error_line: Option<&str>,
+        store: &Store<PluginState>,
     ) -> CallError {
         let plugin = self.label.to_string();
         if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
@@ -269,16 +274,18 @@ impl LoadedPlugin {
         }
         let mut detail = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
+            None => without_core_dump(&error),
         };
         let output = String::from_utf8_lossy(&stderr.contents())
             .trim()
             .to_string();
-        if !output.is_empty() {
+        if let Some(panic) = super::panic_record::from_trap(&error, store) {
+            detail.push_str(&format!("; {panic}"));
+        } else if !output.is_empty() {
             let tail: Vec<&str> = output.lines().rev().take(5).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             detail.push_str(&format!("; its stderr ended: {}", tail.join(" | ")));
-        } else if let Some(line) = last_error_line {
+        } else if let Some(line) = &store.data().last_error_line {
             detail.push_str(&format!("; its last error line: {line}"));
         }
         CallError::Trap { plugin, detail }
@@ -303,6 +310,18 @@ impl LoadedPlugin {
     }
 }
 
+/// `error` and its causes, as `{error:#}` shows them, less the core dump
+/// the engine attaches to a trap (a list of modules and memories, of no use
+/// in a job's error).
+fn without_core_dump(error: &wasmtime::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .filter(|cause| !cause.starts_with("wasm coredump generated"))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Runs one call against a fresh store, with the deadline, the memory cap
 /// and the wall-clock limit, and classifies any failure.
 macro_rules! call_plugin {
@@ -320,10 +339,7 @@ macro_rules! call_plugin {
         };
         match result {
             Ok(Ok(value)) => value,
-            Ok(Err(error)) => {
-                let last_error_line = store.data().last_error_line.as_deref();
-                return Err($self.classify(error, &stderr, last_error_line));
-            }
+            Ok(Err(error)) => return Err($self.classify(error, &stderr, &store)),
             Err(_elapsed) => {
                 return Err(CallError::Timeout {
                     plugin: $self.label.to_string(),

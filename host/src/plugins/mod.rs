@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod contract;
 pub mod engine;
 pub mod loaded;
+pub mod panic_record;
 pub mod state;
 
 pub use contract::PluginKind;
