@@ -48,10 +48,10 @@ pub fn from_trap(error: &wasmtime::Error, store: impl AsContext) -> Option<Strin
         .find_map(|memory| find_in(memory.data(&store)))
 }
 
+/// Where the marker starts in `haystack` (a memory can be as large as the
+/// plugin's cap, so this is the SIMD search of `memchr`).
 fn find_marker(haystack: &[u8]) -> Option<usize> {
-    haystack
-        .windows(MARKER.len())
-        .position(|window| window == MARKER)
+    memchr::memmem::find(haystack, MARKER)
 }
 
 /// The length and text after a marker, if they make sense.
