@@ -62,7 +62,22 @@ impl ContractInfo {
     pub fn uses_wasi(&self) -> bool {
         self.imports.iter().any(|name| name.starts_with("wasi:"))
     }
+
+    /// Whether any imported function may wait on the host (they are async
+    /// on the host side): WASI's, and the Docker and OCI capabilities'.
+    /// A plugin that imports only [`SYNC_INTERFACES`] is called without a
+    /// fiber.
+    pub fn imports_can_wait(&self) -> bool {
+        !self.imports.iter().all(|name| {
+            SYNC_INTERFACES
+                .iter()
+                .any(|sync| name.starts_with(&format!("{PACKAGE}/{sync}@")))
+        })
+    }
 }
+
+/// The contract's interfaces whose host functions never wait.
+pub const SYNC_INTERFACES: [&str; 3] = ["types", "log", "secrets"];
 
 /// Reads the contract version and kind from `component`, refusing versions
 /// outside [`ACCEPTED`] with a message naming both.
@@ -138,5 +153,43 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ContractInfo, S
             "exports none of {PACKAGE}/builder, /registry or /environment"
         )),
         _ => Err("exports more than one plugin kind; build one component per kind".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn importing(imports: &[&str]) -> ContractInfo {
+        ContractInfo {
+            version: Version::new(0, 1, 0),
+            kind: PluginKind::Environment,
+            imports: imports.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_the_log_secrets_and_types_never_wait() {
+        assert!(!importing(&[]).imports_can_wait());
+        assert!(
+            !importing(&[
+                "launch:plugin/types@0.1.0",
+                "launch:plugin/log@0.1.0",
+                "launch:plugin/secrets@0.1.0"
+            ])
+            .imports_can_wait()
+        );
+        for waits in [
+            "launch:plugin/docker@0.1.0",
+            "launch:plugin/oci@0.1.0",
+            "wasi:http/outgoing-handler@0.2.6",
+            "wasi:filesystem/types@0.2.6",
+            "launch:plugin/logger@0.1.0",
+        ] {
+            assert!(
+                importing(&["launch:plugin/log@0.1.0", waits]).imports_can_wait(),
+                "{waits}"
+            );
+        }
     }
 }

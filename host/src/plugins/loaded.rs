@@ -2,9 +2,10 @@
 //! calls the host makes into it. Every call gets a fresh Store (so calls
 //! share no state), a CPU deadline that traps, and a memory cap.
 
-use super::bindings::{Job, PluginError, builder, environment, registry};
+use super::bindings::{Job, PluginError};
 use super::contract::PluginKind;
 use super::engine::deadline_ticks;
+use super::exports::{Export, Exports};
 use super::state::{MEMORY_CAP_MARKER, MemoryCap, OwnTime, PluginState};
 use crate::capabilities::http::{GrantedHttpHooks, HostAllowList};
 use crate::capabilities::log::LogSink;
@@ -14,10 +15,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ComponentNamedList, Lift, Lower, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
+
+use super::bindings::registry::exports::launch::plugin::registry::RegistryLogin;
 
 pub use super::bindings::builder::exports::launch::plugin::builder::{
     BuildOutcome, BuildPlan, BuildRequest,
@@ -42,14 +45,6 @@ impl std::fmt::Debug for RegistryCredentials {
             .field("password", &"<redacted>")
             .finish()
     }
-}
-
-/// The typed pre-instantiated component, by kind.
-#[derive(Clone)]
-pub(crate) enum TypedPre {
-    Builder(builder::BuilderPluginPre<PluginState>),
-    Registry(registry::RegistryPluginPre<PluginState>),
-    Environment(environment::EnvironmentPluginPre<PluginState>),
 }
 
 /// Facts about a loaded plugin, as `plugins list` shows them.
@@ -152,7 +147,7 @@ pub enum CallError {
 /// A compiled plugin, ready to be called.
 pub struct LoadedPlugin {
     pub(crate) description: PluginDescription,
-    pub(crate) pre: TypedPre,
+    pub(crate) exports: Exports,
     pub(crate) engine: Engine,
     pub(crate) grants: Grants,
     pub(crate) limits: Limits,
@@ -322,35 +317,45 @@ fn without_core_dump(error: &wasmtime::Error) -> String {
         .join(": ")
 }
 
-/// Runs one call against a fresh store, with the deadline, the memory cap
-/// and the wall-clock limit, and classifies any failure.
-macro_rules! call_plugin {
-    ($self:ident, $log:expr, $kind:ident, $wanted:expr, |$store:ident, $pre:ident| $body:expr) => {
-        call_plugin!($self, $log, None, $kind, $wanted, |$store, $pre| $body)
-    };
-    ($self:ident, $log:expr, $source:expr, $kind:ident, $wanted:expr, |$store:ident, $pre:ident| $body:expr) => {{
-        let TypedPre::$kind($pre) = &$self.pre else {
-            return Err($self.wrong_kind($wanted));
-        };
-        let (mut store, stderr) = $self.store($log, $source)?;
-        let result = {
-            let $store = &mut store;
-            tokio::time::timeout($self.wall_clock_limit(), async { $body }).await
-        };
-        match result {
-            Ok(Ok(value)) => value,
-            Ok(Err(error)) => return Err($self.classify(error, &stderr, &store)),
-            Err(_elapsed) => {
-                return Err(CallError::Timeout {
-                    plugin: $self.label.to_string(),
-                    timeout_ms: $self.limits.timeout_ms,
-                });
-            }
-        }
-    }};
-}
-
 impl LoadedPlugin {
+    /// Runs `export` against a fresh store, with the deadline, the memory
+    /// cap and the wall-clock limit, and classifies any failure; `params`
+    /// and `finish` are as for [`Exports::call`].
+    async fn call<P, R, T>(
+        &self,
+        export: Export,
+        log: Option<LogSink>,
+        source: Option<&std::path::Path>,
+        params: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<P>,
+        finish: impl FnOnce(&mut Store<PluginState>, R) -> wasmtime::Result<T>,
+    ) -> Result<T, CallError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        if !self.exports.has(export) {
+            return Err(self.wrong_kind(export.kind().unwrap_or(self.kind())));
+        }
+        let (mut store, stderr) = self.store(log, source)?;
+        let call = self.exports.call(&mut store, export, params, finish);
+        let result = if self.exports.is_sync() {
+            // No import can wait: the call is over when its own code is,
+            // and the deadline bounds that.
+            call.await
+        } else {
+            match tokio::time::timeout(self.wall_clock_limit(), call).await {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    return Err(CallError::Timeout {
+                        plugin: self.label.to_string(),
+                        timeout_ms: self.limits.timeout_ms,
+                    });
+                }
+            }
+        };
+        result.map_err(|error| self.classify(error, &stderr, &store))
+    }
+
     /// Calls `plugin.info` (what `describe` returns, fresh from the plugin).
     pub async fn describe(&self) -> Result<super::bindings::PluginInfo, CallError> {
         self.info().await
@@ -358,32 +363,14 @@ impl LoadedPlugin {
 
     /// Calls `plugin.info`.
     pub(crate) async fn info(&self) -> Result<super::bindings::PluginInfo, CallError> {
-        Ok(match &self.pre {
-            TypedPre::Builder(_) => {
-                call_plugin!(self, None, Builder, PluginKind::Builder, |store, pre| {
-                    let instance = pre.instantiate_async(&mut *store).await?;
-                    instance.launch_plugin_plugin().call_info(&mut *store).await
-                })
-            }
-            TypedPre::Registry(_) => {
-                call_plugin!(self, None, Registry, PluginKind::Registry, |store, pre| {
-                    let instance = pre.instantiate_async(&mut *store).await?;
-                    instance.launch_plugin_plugin().call_info(&mut *store).await
-                })
-            }
-            TypedPre::Environment(_) => {
-                call_plugin!(
-                    self,
-                    None,
-                    Environment,
-                    PluginKind::Environment,
-                    |store, pre| {
-                        let instance = pre.instantiate_async(&mut *store).await?;
-                        instance.launch_plugin_plugin().call_info(&mut *store).await
-                    }
-                )
-            }
-        })
+        self.call(
+            Export::Info,
+            None,
+            None,
+            |_| Ok(()),
+            |_, (info,): (super::bindings::PluginInfo,)| Ok(info),
+        )
+        .await
     }
 
     /// Calls `environment.verify`.
@@ -392,19 +379,9 @@ impl LoadedPlugin {
         settings: &str,
         log: Option<LogSink>,
     ) -> Result<(), CallError> {
-        let result = call_plugin!(
-            self,
-            log,
-            Environment,
-            PluginKind::Environment,
-            |store, pre| {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .launch_plugin_environment()
-                    .call_verify(&mut *store, settings)
-                    .await
-            }
-        );
+        let result = self
+            .call(Export::Verify, log, None, |_| Ok((settings,)), only)
+            .await?;
         self.lift(result)
     }
 
@@ -415,19 +392,9 @@ impl LoadedPlugin {
         job: &Job,
         log: Option<LogSink>,
     ) -> Result<Vec<(String, String)>, CallError> {
-        let result = call_plugin!(
-            self,
-            log,
-            Environment,
-            PluginKind::Environment,
-            |store, pre| {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .launch_plugin_environment()
-                    .call_run_env(&mut *store, settings, job)
-                    .await
-            }
-        );
+        let result = self
+            .call(Export::RunEnv, log, None, |_| Ok((settings, job)), only)
+            .await?;
         self.lift(result)
     }
 
@@ -438,20 +405,9 @@ impl LoadedPlugin {
         source: Option<&std::path::Path>,
         log: Option<LogSink>,
     ) -> Result<BuildPlan, CallError> {
-        let result = call_plugin!(
-            self,
-            log,
-            source,
-            Builder,
-            PluginKind::Builder,
-            |store, pre| {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .launch_plugin_builder()
-                    .call_plan(&mut *store, request)
-                    .await
-            }
-        );
+        let result = self
+            .call(Export::Plan, log, source, |_| Ok((request,)), only)
+            .await?;
         self.lift(result)
     }
 
@@ -465,30 +421,20 @@ impl LoadedPlugin {
         source: Option<&std::path::Path>,
         log: Option<LogSink>,
     ) -> Result<BuildOutcome, CallError> {
-        let result = call_plugin!(
-            self,
-            log,
-            source,
-            Builder,
-            PluginKind::Builder,
-            |store, pre| {
-                let password = match credentials {
-                    Some(c) => Some(store.data_mut().table.push(
-                        crate::capabilities::secrets::SecretHandle::opaque(
-                            c.password.name(),
-                            c.password.value(),
-                        ),
-                    )?),
-                    None => None,
-                };
-                let username = credentials.map(|c| c.username.as_str());
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .launch_plugin_builder()
-                    .call_build(&mut *store, request, plan, username, password)
-                    .await
-            }
-        );
+        let params = |store: &mut Store<PluginState>| {
+            let password = match credentials {
+                Some(c) => Some(store.data_mut().table.push(
+                    crate::capabilities::secrets::SecretHandle::opaque(
+                        c.password.name(),
+                        c.password.value(),
+                    ),
+                )?),
+                None => None,
+            };
+            let username = credentials.map(|c| c.username.as_str());
+            Ok((request, plan, username, password))
+        };
+        let result = self.call(Export::Build, log, source, params, only).await?;
         self.lift(result)
     }
 
@@ -499,24 +445,21 @@ impl LoadedPlugin {
         settings: &str,
         log: Option<LogSink>,
     ) -> Result<Option<RegistryCredentials>, CallError> {
-        let result = call_plugin!(self, log, Registry, PluginKind::Registry, |store, pre| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            match instance
-                .launch_plugin_registry()
-                .call_login(&mut *store, settings)
-                .await?
-            {
-                Ok(Some(login)) => {
-                    let password = store.data_mut().table.delete(login.password)?;
-                    wasmtime::Result::Ok(Ok(Some(RegistryCredentials {
+        let finish =
+            |store: &mut Store<PluginState>,
+             (result,): (Result<Option<RegistryLogin>, PluginError>,)| {
+                Ok(match result {
+                    Ok(Some(login)) => Ok(Some(RegistryCredentials {
                         username: login.username,
-                        password,
-                    })))
-                }
-                Ok(None) => Ok(Ok(None)),
-                Err(e) => Ok(Err(e)),
-            }
-        });
+                        password: store.data_mut().table.delete(login.password)?,
+                    })),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                })
+            };
+        let result = self
+            .call(Export::Login, log, None, |_| Ok((settings,)), finish)
+            .await?;
         self.lift(result)
     }
 
@@ -526,13 +469,9 @@ impl LoadedPlugin {
         settings: &str,
         log: Option<LogSink>,
     ) -> Result<String, CallError> {
-        let result = call_plugin!(self, log, Registry, PluginKind::Registry, |store, pre| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance
-                .launch_plugin_registry()
-                .call_repository_uri(&mut *store, settings)
-                .await
-        });
+        let result = self
+            .call(Export::RepositoryUri, log, None, |_| Ok((settings,)), only)
+            .await?;
         self.lift(result)
     }
 
@@ -543,13 +482,20 @@ impl LoadedPlugin {
         image_uri: &str,
         log: Option<LogSink>,
     ) -> Result<bool, CallError> {
-        let result = call_plugin!(self, log, Registry, PluginKind::Registry, |store, pre| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance
-                .launch_plugin_registry()
-                .call_image_exists(&mut *store, settings, image_uri)
-                .await
-        });
+        let result = self
+            .call(
+                Export::ImageExists,
+                log,
+                None,
+                |_| Ok((settings, image_uri)),
+                only,
+            )
+            .await?;
         self.lift(result)
     }
+}
+
+/// The one result of a call, taken as it is.
+fn only<R>(_: &mut Store<PluginState>, (result,): (R,)) -> wasmtime::Result<R> {
+    Ok(result)
 }

@@ -19,6 +19,7 @@ pub mod cache;
 pub mod catalog;
 pub mod contract;
 pub mod engine;
+pub mod exports;
 pub mod loaded;
 pub mod panic_record;
 pub mod state;
@@ -30,7 +31,7 @@ use crate::capabilities::http::HostAllowList;
 use crate::config::{PluginEntry, SecretSource};
 use cache::{CacheOutcome, CompiledCache};
 use engine::PluginEngine;
-use loaded::TypedPre;
+use exports::Exports;
 use state::PluginState;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -118,19 +119,26 @@ impl PluginHost {
                 contract::HOST_VERSION
             ))
         })?;
-        let typed = match contract.kind {
+        // The generated bindings check that the plugin matches its world;
+        // calls then go through `Exports`.
+        let matches_world = match contract.kind {
             PluginKind::Builder => {
-                bindings::builder::BuilderPluginPre::new(instance_pre).map(TypedPre::Builder)
+                bindings::builder::BuilderPluginPre::new(instance_pre.clone()).map(drop)
             }
             PluginKind::Registry => {
-                bindings::registry::RegistryPluginPre::new(instance_pre).map(TypedPre::Registry)
+                bindings::registry::RegistryPluginPre::new(instance_pre.clone()).map(drop)
             }
             PluginKind::Environment => {
-                bindings::environment::EnvironmentPluginPre::new(instance_pre)
-                    .map(TypedPre::Environment)
+                bindings::environment::EnvironmentPluginPre::new(instance_pre.clone()).map(drop)
             }
-        }
-        .map_err(|e| fail(format!("does not match its world: {e:#}")))?;
+        };
+        matches_world.map_err(|e| fail(format!("does not match its world: {e:#}")))?;
+        let exports = Exports::new(
+            instance_pre,
+            contract.kind,
+            &contract.version.to_string(),
+            !contract.imports_can_wait(),
+        );
         let granted_secrets: BTreeMap<String, SecretSource> = secrets
             .iter()
             .filter(|(k, _)| entry.grants.secrets.contains(k))
@@ -167,7 +175,7 @@ impl PluginHost {
                 timeout_ms: entry.limits.timeout_ms,
                 memory_mb: entry.limits.memory_mb,
             },
-            pre: typed,
+            exports,
             engine: engine.clone(),
             grants: entry.grants.clone(),
             limits: entry.limits.clone(),
