@@ -6,7 +6,8 @@
 # It installs the wasm32-wasip2 target when missing, starts the services the
 # tests use (a Docker engine and a registry, scripts/services.sh), installs the
 # real wandb client in a venv for the W&B compatibility tests, builds the plugins,
-# checks formatting and lints, and runs the host's tests. CARGO_TARGET_DIR
+# checks formatting and lints, runs the host's tests, then runs the README's
+# quick start and checks how its jobs ended. CARGO_TARGET_DIR
 # may point at a warm cache outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,3 +50,34 @@ cargo test -p launch-agent --benches
 
 echo "== cargo test" >&2
 cargo test -p launch-agent --lib --bins --tests
+
+echo "== the README's quick start, checked" >&2
+# With the engine up it takes both paths: the three example jobs as local
+# processes (03-fails exits 3), and the Docker example built, pushed and run
+# twice (the second time its build is skipped).
+quickstart_out=$(mktemp)
+quickstart_log=$(mktemp)
+if ! scripts/quickstart.sh >"$quickstart_out" 2>"$quickstart_log"; then
+  cat "$quickstart_out" "$quickstart_log" >&2
+  echo "quick start: failed" >&2
+  exit 1
+fi
+# `queue list` rows: id, queue, state, stage, exit code, ...
+outcomes=$(awk 'length($1) == 32 && $1 ~ /^[0-9a-f]+$/ { print $3, $4, $5 }' "$quickstart_out" |
+  sort | uniq -c | awk '{ $1 = $1; print }')
+expected=$'1 failed run 3\n4 finished - 0'
+if [ "$outcomes" != "$expected" ]; then
+  cat "$quickstart_log" >&2
+  echo "quick start: the jobs ended as" >&2
+  echo "$outcomes" >&2
+  echo "instead of" >&2
+  echo "$expected" >&2
+  exit 1
+fi
+grep -q "build: skipped" "$quickstart_log" || {
+  cat "$quickstart_log" >&2
+  echo "quick start: the second run of the Docker example did not skip its build" >&2
+  exit 1
+}
+rm -f "$quickstart_out" "$quickstart_log"
+echo "quick start: $(tr '\n' ';' <<<"$outcomes")" >&2

@@ -55,7 +55,7 @@ pub(super) async fn build_image(
         .await
         .map_err(|e| plugin_failure(e, Stage::Build))?;
     run.step(&format!(
-        "build: {} plans image {} (Dockerfile: {})",
+        "build: {} plans image {} (Dockerfile from {})",
         builder.label(),
         plan.image_uri,
         plan.dockerfile_origin

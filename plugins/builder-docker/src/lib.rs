@@ -95,7 +95,7 @@ impl Builder for DockerBuilder {
         };
         let plan = rules::plan(&input, &settings)?;
         launch_plugin_sdk::info!(
-            "planned {} from Dockerfile {}{}",
+            "planned {} (Dockerfile from {}){}",
             plan.image_uri,
             plan.origin,
             if plan.push {
@@ -120,7 +120,7 @@ impl Builder for DockerBuilder {
         let settings = Settings::parse(&request.settings)?;
         let image = plan.image_uri;
         launch_plugin_sdk::info!(
-            "building {image} (Dockerfile {}{})",
+            "building {image} (Dockerfile from {}{})",
             plan.dockerfile_origin,
             settings
                 .platform()
