@@ -3,7 +3,6 @@
 //! killed by its PID at the end.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -34,51 +33,14 @@ impl Fake {
         Fake(FakeWandbServer::start(&api_key(), ENTITY, extra))
     }
 
-    /// One HTTP/1.0 request to a control endpoint; the answer's JSON body.
-    fn http(&self, method: &str, path: &str, body: &str) -> Value {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        let (head, body) = answer
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("{method} {path}: answer {answer:?}"));
-        assert!(head.contains(" 200 "), "{method} {path}: {head}\n{body}");
-        serde_json::from_str(body).unwrap()
-    }
-
     /// Pushes `spec` to `queue` of [`ENTITY`]; the item id.
     fn push(&self, queue: &str, spec: &Value) -> String {
-        let answer = self.http(
+        let answer = self.control(
             "POST",
             &format!("/_fake/queues/{ENTITY}/{queue}/items"),
             &spec.to_string(),
         );
         answer["runQueueItemId"].as_str().unwrap().to_string()
-    }
-
-    fn events(&self) -> Vec<Value> {
-        match self.http("GET", "/_fake/events", "") {
-            Value::Array(events) => events,
-            other => panic!("events: {other}"),
-        }
-    }
-
-    /// The GraphQL operations received, in order.
-    fn operations(&self) -> Vec<String> {
-        self.events()
-            .iter()
-            .filter_map(|e| e["operation"].as_str().map(str::to_string))
-            .collect()
     }
 
     /// The variables of every event of `operation`.
@@ -91,7 +53,7 @@ impl Fake {
     }
 
     fn state(&self) -> Value {
-        self.http("GET", "/_fake/state", "")
+        self.control("GET", "/_fake/state", "")
     }
 
     fn item_state(&self, id: &str) -> String {
@@ -108,19 +70,15 @@ impl Fake {
 }
 
 fn settings(fake: &Fake) -> WandbSettings {
-    let mut settings = WandbSettings::from_env(Some(ENTITY.into()), vec!["default".into()]);
-    settings.base_url = fake.url();
-    settings.api_key = Some(ApiKey::new(api_key()));
-    settings.hostname = "test-host".into();
-    settings.agent_version = "launch-agent@test".into();
-    settings.agent_config = json!({"entity": ENTITY, "queues": ["default"]});
-    settings.retry = RetryPolicy {
-        retries: 8,
-        first_delay: Duration::from_millis(100),
-        max_delay: Duration::from_millis(800),
-    };
-    settings.request_timeout = Duration::from_secs(10);
-    settings
+    fake.backend_settings(
+        ENTITY,
+        &api_key(),
+        RetryPolicy {
+            retries: 8,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(800),
+        },
+    )
 }
 
 async fn connect(fake: &Fake) -> WandbBackend {
@@ -335,7 +293,7 @@ async fn dropped_connections_are_retried_and_nothing_is_lost() {
     let backend = connect(&fake).await;
     let first = fake.push("default", &spec());
     let second = fake.push("default", &spec());
-    fake.http("POST", "/_fake/drop-connections?seconds=2", "");
+    fake.control("POST", "/_fake/drop-connections?seconds=2", "");
 
     let started = Instant::now();
     let a = backend
@@ -372,7 +330,7 @@ async fn unreachable_server_gives_up_after_the_retries() {
         first_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(100),
     };
-    fake.http("POST", "/_fake/drop-connections?seconds=30", "");
+    fake.control("POST", "/_fake/drop-connections?seconds=30", "");
     let error = WandbBackend::connect(settings)
         .await
         .unwrap_err()
@@ -414,7 +372,7 @@ async fn stop_polling_stop_requests_heartbeats_and_close() {
     // A stop asked for the item's run.
     let run = backend.run_name(&item.id).unwrap();
     assert!(!backend.stop_requested(&item.id).await.unwrap());
-    fake.http(
+    fake.control(
         "POST",
         &format!("/_fake/runs/{ENTITY}/proj/{run}"),
         r#"{"stopped": true}"#,
@@ -431,7 +389,7 @@ async fn stop_polling_stop_requests_heartbeats_and_close() {
     assert!(!backend.stop_requested(&item.id).await.unwrap());
 
     assert!(!backend.should_stop().await);
-    fake.http(
+    fake.control(
         "POST",
         &format!("/_fake/agents/{}/stop", path_segment(&agent)),
         "",

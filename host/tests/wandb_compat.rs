@@ -36,37 +36,14 @@ impl FakeWandb {
     }
     /// POSTs `body` (JSON) to the fake's test-control `path`.
     fn post(&self, path: &str, body: &str) {
-        let script = format!(
-            "import urllib.request;urllib.request.urlopen(urllib.request.Request('{}{path}', data={body:?}.encode(), headers={{'content-type': 'application/json'}}))",
-            self.url()
-        );
-        let status = Command::new("python3")
-            .args(["-c", &script])
-            .status()
-            .unwrap();
-        assert!(status.success(), "POST {path}");
+        self.control("POST", path, body);
     }
     /// How many requests the server dropped on purpose.
     fn dropped(&self) -> usize {
-        let out = Command::new("python3")
-            .args(["-c", &format!("import json,urllib.request;print(sum(1 for e in json.load(urllib.request.urlopen('{}/_fake/events')) if e.get('kind') == 'dropped'))", self.url())])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
-    }
-    /// The operation names the server received, in order.
-    fn operations(&self) -> Vec<String> {
-        let out = Command::new("python3")
-            .args(["-c", &format!("import json,urllib.request;print(json.dumps([e.get('operation') for e in json.load(urllib.request.urlopen('{}/_fake/events'))]))", self.url())])
-            .output()
-            .unwrap();
-        let ops: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        ops.into_iter()
-            .filter_map(|op| op.as_str().map(str::to_string))
-            .collect()
+        self.events()
+            .iter()
+            .filter(|e| e["kind"] == "dropped")
+            .count()
     }
 }
 
@@ -84,6 +61,17 @@ fn agent_cmd(
         .env("WANDB_BASE_URL", fake.url())
         .env("WANDB_API_KEY", key);
     cmd
+}
+
+/// Runs the agent against the fake with `config` until its queues are
+/// empty; asserts that it exited cleanly and returns its log.
+fn run_until_idle(agent: &Scratch, fake: &FakeWandb, config: &std::path::Path) -> String {
+    let out = agent_cmd(agent, fake, config, API_KEY, &["--exit-when-idle"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    log
 }
 
 /// Waits (bounded) until the fake has received `operation`.
@@ -139,17 +127,7 @@ fn a_job_submitted_by_the_real_wandb_client_is_popped_acked_and_run() {
         String::from_utf8_lossy(&submitted.stderr)
     );
 
-    let out = agent_cmd(
-        &agent,
-        &fake,
-        &config(&agent),
-        API_KEY,
-        &["--exit-when-idle"],
-    )
-    .output()
-    .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = run_until_idle(&agent, &fake, &config(&agent));
     assert!(
         !log.contains(API_KEY),
         "the API key leaked into the agent's log"
@@ -374,17 +352,7 @@ fn a_job_artifact_created_by_the_real_client_is_fetched_and_run() {
         ],
     );
 
-    let out = agent_cmd(
-        &agent,
-        &fake,
-        &config(&agent),
-        API_KEY,
-        &["--exit-when-idle"],
-    )
-    .output()
-    .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = run_until_idle(&agent, &fake, &config(&agent));
     let ops = fake.operations();
     assert!(
         !ops.iter().any(|op| op == "failRunQueueItem"),
@@ -440,26 +408,13 @@ fn a_plugin_warning_reaches_the_queue_item_as_a_wandb_warning() {
         "/_fake/queues/team/default/items",
         r#"{"resource": "local-process", "project": "p", "hostile": {"mode": "warn", "text": "quota nearly used up"}, "overrides": {"entry_point": ["true"]}}"#,
     );
-    let out = agent_cmd(&agent, &fake, &config, API_KEY, &["--exit-when-idle"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let script = format!(
-        "import json,urllib.request;print(json.dumps([e.get('variables') for e in json.load(urllib.request.urlopen('{}/_fake/events')) if e.get('operation') == 'updateRunQueueItemWarning']))",
-        fake.url()
-    );
-    let warnings: Vec<serde_json::Value> = serde_json::from_slice(
-        &Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    run_until_idle(&agent, &fake, &config);
+    let warnings: Vec<serde_json::Value> = fake
+        .events()
+        .into_iter()
+        .filter(|e| e["operation"] == "updateRunQueueItemWarning")
+        .map(|e| e["variables"].clone())
+        .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0]["message"]
@@ -480,19 +435,8 @@ fn stop_polling_set_on_the_server_stops_the_agent() {
         .spawn()
         .unwrap();
     wait_for_operation(&fake, "popFromRunQueue");
-    let script = format!(
-        "import json,urllib.request;print(json.load(urllib.request.urlopen('{}/_fake/state'))['agents'][0]['id'])",
-        fake.url()
-    );
-    let id = String::from_utf8(
-        Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let id = id.trim();
+    let state = fake.control("GET", "/_fake/state", "");
+    let id = state["agents"][0]["id"].as_str().unwrap_or_default();
     assert!(!id.is_empty(), "the agent registered");
     let quoted = id.replace('=', "%3D");
     fake.post(&format!("/_fake/agents/{quoted}/stop"), "{}");

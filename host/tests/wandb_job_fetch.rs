@@ -4,8 +4,6 @@
 //! (`create_job_with_wandb.sh`, which needs the venv of
 //! `tests/wandb_fake/setup.sh`).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -13,7 +11,7 @@ use std::time::Duration;
 mod common;
 use common::wandb_fake::{FakeWandbServer, fake_dir, wandb_venv};
 use launch_agent::queue::QueueBackend;
-use launch_agent::queue::wandb::{ApiKey, RetryPolicy, WandbBackend, WandbSettings};
+use launch_agent::queue::wandb::{RetryPolicy, WandbBackend, WandbSettings};
 use serde_json::{Value, json};
 
 const ENTITY: &str = "team";
@@ -37,44 +35,6 @@ impl std::ops::Deref for Fake {
 impl Fake {
     fn start() -> Fake {
         Fake(FakeWandbServer::start(&api_key(), ENTITY, &[]))
-    }
-
-    /// One HTTP/1.0 request without auth; the status code and body.
-    fn raw(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        stream.write_all(body).unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).unwrap();
-        let split = answer
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("{method} {path}: {answer:?}"));
-        let head = String::from_utf8_lossy(&answer[..split]).to_string();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, answer[split + 4..].to_vec())
-    }
-
-    fn events(&self) -> Vec<Value> {
-        let (status, body) = self.raw("GET", "/_fake/events", b"");
-        assert_eq!(status, 200);
-        match serde_json::from_slice(&body).unwrap() {
-            Value::Array(events) => events,
-            other => panic!("events: {other}"),
-        }
     }
 
     /// Creates a code job `name` from `code_dir` with the real client.
@@ -101,19 +61,15 @@ impl Fake {
 }
 
 fn settings(fake: &Fake) -> WandbSettings {
-    let mut settings = WandbSettings::from_env(Some(ENTITY.into()), vec!["default".into()]);
-    settings.base_url = fake.url();
-    settings.api_key = Some(ApiKey::new(api_key()));
-    settings.hostname = "test-host".into();
-    settings.agent_version = "launch-agent@test".into();
-    settings.agent_config = json!({"entity": ENTITY, "queues": ["default"]});
-    settings.retry = RetryPolicy {
-        retries: 2,
-        first_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(100),
-    };
-    settings.request_timeout = Duration::from_secs(10);
-    settings
+    fake.backend_settings(
+        ENTITY,
+        &api_key(),
+        RetryPolicy {
+            retries: 2,
+            first_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+        },
+    )
 }
 
 /// A code directory with `train.py` and a nested file.
@@ -253,7 +209,7 @@ async fn files_that_do_not_match_the_manifest_are_refused() {
         .find(|p| p.starts_with("/_fake/storage/wandb_manifests/"))
         .expect("the code artifact's manifest upload")
         .to_string();
-    let (status, body) = fake.raw("GET", &manifest_path, b"");
+    let (status, body) = fake.request("GET", &manifest_path, b"");
     assert_eq!(status, 200);
     let original: Value = serde_json::from_slice(&body).unwrap();
     let size = original["contents"]["train.py"]["size"].as_u64().unwrap();
@@ -278,14 +234,14 @@ async fn files_that_do_not_match_the_manifest_are_refused() {
         ),
     ];
     for (digest, hex, bytes, expected) in cases {
-        let (status, _) = fake.raw(
+        let (status, _) = fake.request(
             "PUT",
             &format!("/_fake/storage/wandb_artifacts/{hex}"),
             bytes,
         );
         let mut manifest = original.clone();
         manifest["contents"]["train.py"]["digest"] = json!(digest);
-        let (put, _) = fake.raw("PUT", &manifest_path, manifest.to_string().as_bytes());
+        let (put, _) = fake.request("PUT", &manifest_path, manifest.to_string().as_bytes());
         if status != 200 || put != 200 {
             eprintln!("the fake does not let storage be replaced ({status}, {put}); skipped");
             return;

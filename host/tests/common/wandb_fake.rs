@@ -3,6 +3,10 @@
 //! tests use them.
 #![allow(dead_code)]
 
+use launch_agent::queue::wandb::{ApiKey, RetryPolicy, WandbSettings};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,6 +87,81 @@ impl FakeWandbServer {
     /// Its base URL (`WANDB_BASE_URL`).
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One HTTP/1.0 request without auth (a control endpoint under
+    /// `/_fake/`, or a call meant to be refused); the status code and body.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("{method} {path}: {answer:?}"));
+        let head = String::from_utf8_lossy(&answer[..split]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, answer[split + 4..].to_vec())
+    }
+
+    /// A control endpoint's JSON answer; panics unless it is a 200.
+    pub fn control(&self, method: &str, path: &str, body: &str) -> Value {
+        let (status, answer) = self.request(method, path, body.as_bytes());
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{method} {path}: {e}: {answer}"))
+    }
+
+    /// Every request the server recorded, in order.
+    pub fn events(&self) -> Vec<Value> {
+        match self.control("GET", "/_fake/events", "") {
+            Value::Array(events) => events,
+            other => panic!("events: {other}"),
+        }
+    }
+
+    /// The GraphQL operations it received, in order.
+    pub fn operations(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .filter_map(|e| e["operation"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The settings of a [`WandbBackend`] client of this server, for
+    /// `entity`'s queue `default`, with `api_key` and `retry`.
+    ///
+    /// [`WandbBackend`]: launch_agent::queue::wandb::WandbBackend
+    pub fn backend_settings(
+        &self,
+        entity: &str,
+        api_key: &str,
+        retry: RetryPolicy,
+    ) -> WandbSettings {
+        let mut settings = WandbSettings::from_env(Some(entity.into()), vec!["default".into()]);
+        settings.base_url = self.url();
+        settings.api_key = Some(ApiKey::new(api_key.to_string()));
+        settings.hostname = "test-host".into();
+        settings.agent_version = "launch-agent@test".into();
+        settings.agent_config = json!({"entity": entity, "queues": ["default"]});
+        settings.retry = retry;
+        settings.request_timeout = Duration::from_secs(10);
+        settings
     }
 }
 
