@@ -40,23 +40,10 @@ done
     echo "usage: $0 --port PORT --name NAME --code-dir DIR [...]" >&2; exit 2; }
 [ -x "$VENV/bin/wandb" ] || { echo "no wandb in $VENV: run $HERE/setup.sh first" >&2; exit 2; }
 
-# Same isolation as submit_with_wandb.sh: everything goes to the fake on 127.0.0.1, nothing
-# is read from or written to the user's W&B settings.
-SCRATCH="$(mktemp -d)"
-trap 'rm -rf "$SCRATCH"' EXIT
-export WANDB_BASE_URL="http://127.0.0.1:$PORT"
-export WANDB_API_KEY="$API_KEY"
-export WANDB_ERROR_REPORTING=false
-export WANDB_DISABLE_GIT=true
-export WANDB_CONFIG_DIR="$SCRATCH/config"
-export WANDB_CACHE_DIR="$SCRATCH/cache"
-export WANDB_DATA_DIR="$SCRATCH/data"
-export WANDB_ARTIFACT_DIR="$SCRATCH/artifacts"
-export WANDB_DIR="$SCRATCH"
-export TMPDIR="$SCRATCH"
-export NETRC="$SCRATCH/netrc"
-unset WANDB_ENTITY WANDB_PROJECT WANDB_MODE WANDB_DISABLE_CODE || true
-export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+# shellcheck source=wandb_env.sh
+. "$HERE/wandb_env.sh"
+isolate_wandb
+unset WANDB_DISABLE_CODE || true
 
 cd "$SCRATCH"
 "$VENV/bin/wandb" job create --project "$PROJECT" --entity "$ENTITY" --name "$NAME" \

@@ -39,27 +39,11 @@ done
 
 BASE="http://127.0.0.1:$PORT"
 
-# Keep everything on this machine and out of the user's real W&B settings:
-# - WANDB_BASE_URL points the client (and its wandb-core sidecar) at the fake;
-# - a throw-away config/cache/data dir so ~/.config/wandb and ~/.netrc are not used or written;
-# - no error reporting (Sentry) and no analytics; telemetry export goes to WANDB_BASE_URL anyway.
-SCRATCH="$(mktemp -d)"
-trap 'rm -rf "$SCRATCH"' EXIT
-export WANDB_BASE_URL="$BASE"
-export WANDB_API_KEY="$API_KEY"
-export WANDB_ERROR_REPORTING=false
+# shellcheck source=wandb_env.sh
+. "$HERE/wandb_env.sh"
+isolate_wandb
 export WANDB_DISABLE_CODE=true
-export WANDB_DISABLE_GIT=true
 export WANDB_SILENT=false
-export WANDB_CONFIG_DIR="$SCRATCH/config"
-export WANDB_CACHE_DIR="$SCRATCH/cache"
-export WANDB_DATA_DIR="$SCRATCH/data"
-export WANDB_DIR="$SCRATCH"
-export TMPDIR="$SCRATCH"   # the CLI writes debug-cli.<user>.log into the temp dir
-export NETRC="$SCRATCH/netrc"
-unset WANDB_ENTITY WANDB_PROJECT WANDB_MODE || true
-# no proxy may divert loopback traffic
-export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
 before="$(curl -fsS "$BASE/_fake/state" | "$VENV/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"
 
