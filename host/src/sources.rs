@@ -5,17 +5,22 @@
 //! | `docker.docker_image` / `image_uri` | none: nothing to build | the image |
 //! | `uri`: a local directory | that directory, read-only | `dir:<path>@<sha256 of its files>` |
 //! | `git.repo` (+ `git.version`) | a clone in the run dir | `<repo>@<commit>` |
-//! | `job`: a W&B job artifact | fetched by the W&B backend: its code artifact, git repo or image | `<entity>/<project>/<name>:v<N>` |
+//! | `job`: a W&B job artifact | fetched by the W&B backend: its code artifact, git repo (a clone at the job's commit, with its `diff.patch` applied and its `requirements.frozen.txt`) or image | `<entity>/<project>/<name>:v<N>` |
 //!
 //! A directory's id hashes its files' paths and contents, so editing the
 //! code changes the image tag (W&B hashes only the name, and would reuse a
 //! stale image).
 
-use crate::queue::FetchedJob;
+use crate::queue::{FetchedJob, RepoExtras};
 use crate::spec::LaunchSpec;
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+
+/// A W&B repo job's local changes (see [`RepoExtras`]).
+const DIFF_PATCH: &str = "diff.patch";
+/// A W&B job's pinned requirements.
+const REQUIREMENTS: &str = "requirements.frozen.txt";
 
 /// A job's source, ready for a build.
 #[derive(Clone, Debug)]
@@ -37,6 +42,7 @@ pub async fn fetch(
         if let Some((remote, commit)) = &job.git {
             let dest = work_dir.join("src");
             let commit = git_fetch(remote, Some(commit), &dest).await?;
+            add_repo_extras(&job.repo_extras, &dest, work_dir).await?;
             return Ok(Source {
                 dir: Some(dest),
                 id: format!("{}@{commit}", job.source_id),
@@ -180,6 +186,39 @@ async fn git_fetch(repo: &str, version: Option<&str>, dest: &Path) -> anyhow::Re
     }
     let out = git(vec!["rev-parse", "HEAD"]).output().await?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Applies a W&B repo job's `diff.patch` to its clone `dest` and copies its
+/// `requirements.frozen.txt` there, as the W&B agent does (it runs
+/// `patch -p1`; `git apply -p1` reads the same patches, which `wandb` makes
+/// with `git diff`, and needs nothing but the git the clone needed). The
+/// patch is kept in `work_dir`, outside the build context.
+async fn add_repo_extras(extras: &RepoExtras, dest: &Path, work_dir: &Path) -> anyhow::Result<()> {
+    if let Some(patch) = &extras.diff_patch {
+        let patch_file = work_dir.join(DIFF_PATCH);
+        tokio::fs::write(&patch_file, patch)
+            .await
+            .with_context(|| format!("writing {}", patch_file.display()))?;
+        let mut apply = tokio::process::Command::new("git");
+        apply
+            .args(["apply", "-p1", "--whitespace=nowarn"])
+            .arg(&patch_file)
+            .current_dir(dest)
+            .stdin(std::process::Stdio::null());
+        run(
+            apply,
+            &format!("applying the job's {DIFF_PATCH} to its commit"),
+        )
+        .await
+        .context("the job's local changes do not apply to its commit")?;
+    }
+    if let Some(requirements) = &extras.requirements {
+        let target = dest.join(REQUIREMENTS);
+        tokio::fs::write(&target, requirements)
+            .await
+            .with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(())
 }
 
 async fn run(mut cmd: tokio::process::Command, what: &str) -> anyhow::Result<()> {

@@ -39,21 +39,36 @@ impl Fake {
 
     /// Creates a code job `name` from `code_dir` with the real client.
     fn create_job(&self, name: &str, code_dir: &Path, entry_point: &str) {
-        let venv = wandb_venv();
+        let code_dir = code_dir.to_str().unwrap();
+        self.run_script(
+            "create_job_with_wandb.sh",
+            name,
+            &["--code-dir", code_dir, "--entry-point", entry_point],
+        );
+    }
+
+    /// Logs job artifact `name` made of `files` with the real client, as a
+    /// run that saves a job does.
+    fn log_job(&self, name: &str, files: &[&Path]) {
+        let files: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
+        self.run_script("log_job_with_wandb.sh", name, &files);
+    }
+
+    /// Runs `script` of `tests/wandb_fake/` against this fake for job
+    /// `name` of [`ENTITY`]/[`PROJECT`], with `args`.
+    fn run_script(&self, script: &str, name: &str, args: &[&str]) {
         let output = Command::new("bash")
-            .arg(fake_dir().join("create_job_with_wandb.sh"))
+            .arg(fake_dir().join(script))
             .args(["--port", &self.port.to_string(), "--api-key", &api_key()])
             .args(["--entity", ENTITY, "--project", PROJECT, "--name", name])
-            .arg("--code-dir")
-            .arg(code_dir)
-            .args(["--entry-point", entry_point])
-            .env("LAUNCH_AGENT_WANDB_VENV", &venv)
+            .args(args)
+            .env("LAUNCH_AGENT_WANDB_VENV", wandb_venv())
             .stdin(Stdio::null())
             .output()
-            .expect("bash runs create_job_with_wandb.sh");
+            .unwrap_or_else(|e| panic!("bash runs {script}: {e}"));
         assert!(
             output.status.success(),
-            "create_job_with_wandb.sh failed: {}\n{}",
+            "{script} failed: {}\n{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
@@ -258,4 +273,120 @@ async fn files_that_do_not_match_the_manifest_are_refused() {
         assert!(!error.contains(&api_key()), "{error}");
         assert!(!dest.join("train.py").exists());
     }
+}
+
+/// Runs git in `dir` with a throw-away identity; its stdout.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A repository with `train.sh` committed, and what a run of it saved for a
+/// repo job: `wandb-job.json`, `requirements.frozen.txt` and, as
+/// `diff.patch`, the run's uncommitted change to `train.sh` (or `patch`
+/// instead, when given). The files and the commit.
+fn repo_job_files(root: &Path, patch: Option<&str>) -> (Vec<PathBuf>, String) {
+    let repo = root.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "--quiet"]);
+    std::fs::write(repo.join("train.sh"), "echo lr=0.1\n").unwrap();
+    git(&repo, &["add", "train.sh"]);
+    git(&repo, &["commit", "--quiet", "-m", "first"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    std::fs::write(repo.join("train.sh"), "echo lr=0.01\n").unwrap();
+    let diff = git(&repo, &["diff"]);
+    git(&repo, &["checkout", "--quiet", "train.sh"]);
+    let saved = root.join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    std::fs::write(saved.join("diff.patch"), patch.unwrap_or(&diff)).unwrap();
+    std::fs::write(saved.join("requirements.frozen.txt"), "numpy==2.1.0\n").unwrap();
+    let job_json = json!({
+        "_version": "v0",
+        "source_type": "repo",
+        "source": {
+            "git": {"remote": repo.display().to_string(), "commit": commit},
+            "entrypoint": ["sh", "train.sh"],
+            "notebook": false,
+        },
+        "input_types": {},
+        "output_types": {},
+        "runtime": "3.11",
+    });
+    std::fs::write(saved.join("wandb-job.json"), job_json.to_string()).unwrap();
+    let files = ["wandb-job.json", "diff.patch", "requirements.frozen.txt"]
+        .map(|f| saved.join(f))
+        .to_vec();
+    (files, commit)
+}
+
+/// Logs `files` as job `repo-job`, fetches it and its source into `root`.
+async fn fetch_repo_job(
+    fake: &Fake,
+    root: &Path,
+    files: &[PathBuf],
+) -> (
+    launch_agent::queue::FetchedJob,
+    anyhow::Result<launch_agent::sources::Source>,
+) {
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    fake.log_job("repo-job", &files);
+    let backend = WandbBackend::connect(settings(fake)).await.unwrap();
+    let job = format!("{ENTITY}/{PROJECT}/repo-job:latest");
+    let fetched = backend.fetch_job(&job, &root.join("unused")).await.unwrap();
+    let spec = launch_agent::spec::LaunchSpec::from_value(json!({"job": job})).unwrap();
+    let work = root.join("run");
+    std::fs::create_dir(&work).unwrap();
+    let source = launch_agent::sources::fetch(&spec, Some(&fetched), &work).await;
+    (fetched, source)
+}
+
+#[tokio::test]
+async fn a_repo_job_is_cloned_at_its_commit_with_its_diff_patch_applied() {
+    let fake = Fake::start();
+    let root = tempfile::tempdir().unwrap();
+    let (files, commit) = repo_job_files(root.path(), None);
+    let (fetched, source) = fetch_repo_job(&fake, root.path(), &files).await;
+    assert_eq!(fetched.source_type, "repo");
+    assert_eq!(
+        fetched.git.as_ref().map(|(_, c)| c.as_str()),
+        Some(commit.as_str())
+    );
+    assert_eq!(fetched.entrypoint, ["sh", "train.sh"].map(String::from));
+    let source = source.unwrap();
+    let clone = source.dir.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(clone.join("train.sh")).unwrap(),
+        "echo lr=0.01\n",
+        "the run's change is applied to its commit"
+    );
+    assert_eq!(
+        std::fs::read_to_string(clone.join("requirements.frozen.txt")).unwrap(),
+        "numpy==2.1.0\n"
+    );
+    assert!(
+        !clone.join("diff.patch").exists(),
+        "the patch stays out of the build context"
+    );
+    assert_eq!(
+        source.id,
+        format!("{ENTITY}/{PROJECT}/repo-job:v0@{commit}")
+    );
+}
+
+#[tokio::test]
+async fn a_diff_patch_that_does_not_apply_to_the_commit_fails_saying_so() {
+    let fake = Fake::start();
+    let root = tempfile::tempdir().unwrap();
+    let patch = "diff --git a/train.sh b/train.sh\n--- a/train.sh\n+++ b/train.sh\n@@ -1 +1 @@\n-echo epochs=3\n+echo epochs=5\n";
+    let (files, _) = repo_job_files(root.path(), Some(patch));
+    let (_, source) = fetch_repo_job(&fake, root.path(), &files).await;
+    let message = format!("{:#}", source.unwrap_err());
+    assert!(message.contains("diff.patch"), "{message}");
+    assert!(message.contains("do not apply to its commit"), "{message}");
 }

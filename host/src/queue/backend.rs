@@ -28,11 +28,25 @@ pub struct FetchedJob {
     pub dir: Option<PathBuf>,
     /// For `repo` jobs: the git remote and commit.
     pub git: Option<(String, String)>,
+    /// For `repo` jobs: the job's `diff.patch` (the changes the run had on
+    /// top of its commit) and `requirements.frozen.txt`; the patch is
+    /// applied to the clone and the requirements are copied into it, as the
+    /// W&B agent does.
+    pub repo_extras: RepoExtras,
     /// For `image` jobs: the image.
     pub image: Option<String>,
     /// `source.entrypoint` of `wandb-job.json` (the command when the launch
     /// spec's `overrides.entry_point` is empty).
     pub entrypoint: Vec<String>,
+}
+
+/// What a W&B repo job adds to its clone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepoExtras {
+    /// `diff.patch`, applied with `-p1` at the clone's root.
+    pub diff_patch: Option<Vec<u8>>,
+    /// `requirements.frozen.txt`, copied to the clone's root.
+    pub requirements: Option<Vec<u8>>,
 }
 
 /// A queue the agent serves.

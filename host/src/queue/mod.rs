@@ -22,7 +22,7 @@ mod schema;
 mod table;
 pub mod wandb;
 
-pub use backend::{EmbeddedBackend, FetchedJob, QueueBackend};
+pub use backend::{EmbeddedBackend, FetchedJob, QueueBackend, RepoExtras};
 pub use embedded::{BUSY_TIMEOUT, DB_FILE_NAME, EmbeddedQueue};
 pub use error::QueueError;
 pub use item::{ItemState, ParseNameError, QueueItem, Reclaimed, Stage};

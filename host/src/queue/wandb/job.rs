@@ -26,8 +26,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::client::GraphqlClient;
-use crate::queue::FetchedJob;
 use crate::queue::QueueError;
+use crate::queue::{FetchedJob, RepoExtras};
 
 /// Files per `GetArtifactMembershipFileUrls` page (what the client asks).
 const PER_PAGE: u64 = 5000;
@@ -208,6 +208,7 @@ pub(super) async fn fetch_job(
         source_type: source_type.clone(),
         dir: None,
         git: None,
+        repo_extras: RepoExtras::default(),
         image: None,
         entrypoint,
     };
@@ -247,13 +248,11 @@ pub(super) async fn fetch_job(
                     "{JOB_JSON}: a repo job needs source.git.remote and source.git.commit"
                 )));
             };
-            if extras.contains_key(DIFF_PATCH) {
-                tracing::warn!(
-                    job,
-                    "the job has a {DIFF_PATCH} (local changes); it is not applied"
-                );
-            }
             fetched.git = Some((remote.to_string(), commit.to_string()));
+            fetched.repo_extras = RepoExtras {
+                diff_patch: extras.remove(DIFF_PATCH),
+                requirements: extras.remove(REQUIREMENTS),
+            };
         }
         "image" => {
             let image = source["image"]
