@@ -12,30 +12,22 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="${LAUNCH_AGENT_WANDB_VENV:-$HOME/.cache/launch-agent-wandb-venv}"
-PORT=""
-API_KEY="${WANDB_FAKE_API_KEY:-ffffffffffffffffffffffffffffffffffffffff}"
-ENTITY="fake-entity"
-PROJECT="fake-project"
+# shellcheck source=wandb_env.sh
+. "$HERE/wandb_env.sh"
 NAME=""
 FILES=()
 
 while [ $# -gt 0 ]; do
+    if common_option "$@"; then shift 2; continue; fi
     case "$1" in
-        --port) PORT="$2"; shift 2 ;;
-        --api-key) API_KEY="$2"; shift 2 ;;
-        --entity) ENTITY="$2"; shift 2 ;;
-        --project) PROJECT="$2"; shift 2 ;;
         --name) NAME="$2"; shift 2 ;;
         *) FILES+=("$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"); shift ;;
     esac
 done
 [ -n "$PORT" ] && [ -n "$NAME" ] && [ "${#FILES[@]}" -gt 0 ] || {
     echo "usage: $0 --port PORT --name NAME FILE..." >&2; exit 2; }
-[ -x "$VENV/bin/wandb" ] || { echo "no wandb in $VENV: run $HERE/setup.sh first" >&2; exit 2; }
+require_wandb
 
-# shellcheck source=wandb_env.sh
-. "$HERE/wandb_env.sh"
 isolate_wandb
 
 cd "$SCRATCH"

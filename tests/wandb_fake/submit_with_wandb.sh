@@ -11,23 +11,17 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="${LAUNCH_AGENT_WANDB_VENV:-$HOME/.cache/launch-agent-wandb-venv}"
-PORT=""
-API_KEY="${WANDB_FAKE_API_KEY:-ffffffffffffffffffffffffffffffffffffffff}"
+# shellcheck source=wandb_env.sh
+. "$HERE/wandb_env.sh"
 QUEUE="default"
-ENTITY="fake-entity"
-PROJECT="fake-project"
 IMAGE="busybox:latest"
 JOB=""
 EXTRA=()
 
 while [ $# -gt 0 ]; do
+    if common_option "$@"; then shift 2; continue; fi
     case "$1" in
-        --port) PORT="$2"; shift 2 ;;
-        --api-key) API_KEY="$2"; shift 2 ;;
         --queue) QUEUE="$2"; shift 2 ;;
-        --entity) ENTITY="$2"; shift 2 ;;
-        --project) PROJECT="$2"; shift 2 ;;
         --image) IMAGE="$2"; shift 2 ;;
         --job) JOB="$2"; shift 2 ;;
         --) shift; EXTRA+=("$@"); break ;;
@@ -35,12 +29,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$PORT" ] || { echo "usage: $0 --port PORT [...]" >&2; exit 2; }
-[ -x "$VENV/bin/wandb" ] || { echo "no wandb in $VENV: run $HERE/setup.sh first" >&2; exit 2; }
+require_wandb
 
 BASE="http://127.0.0.1:$PORT"
 
-# shellcheck source=wandb_env.sh
-. "$HERE/wandb_env.sh"
 isolate_wandb
 export WANDB_DISABLE_CODE=true
 export WANDB_SILENT=false
