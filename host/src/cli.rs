@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Stack size of the async runtime's worker threads (see `main`).
+const WORKER_STACK_BYTES: usize = 8 << 20;
+
 /// A launch agent for ML jobs whose builders, registries and environments
 /// are sandboxed WebAssembly plugins.
 #[derive(Parser)]
@@ -144,8 +147,14 @@ pub fn main() -> ExitCode {
         _ => 0,
     };
     init_tracing(verbosity);
+    // A plugin whose imports never wait is called on the worker's own
+    // stack (no fiber), where its code may use up to wasmtime's 512 KiB
+    // wasm stack limit: workers get the main thread's 8 MiB rather than
+    // tokio's 2 MiB, so the host's frames below always have room. Only the
+    // pages used become resident.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,

@@ -146,6 +146,30 @@ async fn a_lean_plugins_panic_message_is_in_the_error() {
     assert_panic_reported(&plugin).await;
 }
 
+/// Endless recursion in `plugin` is a trap (the engine's stack limit), not
+/// a crash of the host, and the next call works.
+async fn assert_recursion_trapped(plugin: &LoadedPlugin) {
+    let result = verify(plugin, json!({"mode": "recurse"})).await;
+    assert!(matches!(result, Err(CallError::Trap { .. })), "{result:?}");
+    let message = message(result);
+    assert!(message.contains("hostile 0.1.0"), "{message}");
+    assert!(message.contains("stack"), "{message}");
+    verify(plugin, json!({"mode": "ok"}))
+        .await
+        .expect("next call works");
+}
+
+#[tokio::test]
+async fn endless_recursion_is_a_trap_in_either_build() {
+    let dir = tempfile::tempdir().unwrap();
+    // The WASI build runs on a fiber's stack; the lean one, called without
+    // a fiber, on the calling thread's.
+    let wasi = hostile(dir.path(), "").await;
+    assert_recursion_trapped(&wasi).await;
+    let lean = hostile_lean(dir.path(), "").await;
+    assert_recursion_trapped(&lean).await;
+}
+
 #[tokio::test]
 async fn a_lean_plugin_reaches_no_file_or_variable_even_when_granted() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@
 //! |---|---|---|---|
 //! | `spin` | | loops forever | never returns (the deadline must stop it) |
 //! | `alloc` | | allocates 1 MiB chunks forever | never returns (the memory cap must stop it) |
+//! | `recurse` | | calls itself forever, using the native stack | never returns (the engine's stack limit must stop it) |
 //! | `read-file` | `path` | reads the file | Ok, or Err `read-file <path>: <io error>` |
 //! | `write-file` | `path` | writes `x` to the file | Ok, or Err `write-file <path>: <io error>` |
 //! | `env` | `name` | reads the environment variable | Ok if set, else Err `env <NAME>: not visible` |
@@ -36,6 +37,7 @@ use launch_plugin_sdk::environment::Environment;
 use launch_plugin_sdk::{Job, Plugin, PluginError, PluginInfo, SecretError, Stage, secrets};
 use serde_json::{Map, Value};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The plugin.
 struct Hostile;
@@ -79,6 +81,11 @@ fn attack(orders: &Map<String, Value>) -> Result<(), PluginError> {
     match mode {
         "spin" => spin(),
         "alloc" => alloc(),
+        "recurse" => {
+            STOP_AT.store(u64::MAX, Ordering::Relaxed);
+            black_box(recurse(0));
+            Ok(())
+        }
         "read-file" => read_file(key(orders, "path")?),
         "write-file" => write_file(key(orders, "path")?),
         "env" => env(key(orders, "name")?),
@@ -118,6 +125,21 @@ fn spin() -> Result<(), PluginError> {
     loop {
         n = black_box(n.wrapping_add(1));
     }
+}
+
+/// The depth at which [`recurse`] would stop: never reached, but stored at
+/// run time so the compiler cannot tell.
+static STOP_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Calls itself without end. The result is combined so that the call
+/// cannot become a loop, and no local has its address taken, so each frame
+/// lives on the engine's native stack rather than in linear memory.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if depth == STOP_AT.load(Ordering::Relaxed) {
+        return depth;
+    }
+    recurse(depth + 1).wrapping_mul(31).wrapping_add(depth)
 }
 
 /// Allocates (and touches) 1 MiB chunks forever.
