@@ -9,7 +9,7 @@ use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use common::docker::{docker, services};
 use futures_util::StreamExt;
-use launch_agent::capabilities::oci::manifest_exists;
+use launch_agent::capabilities::oci::{RegistryClients, manifest_exists};
 use tokio::sync::OnceCell;
 
 /// The repository the tests push to.
@@ -64,6 +64,7 @@ async fn an_existing_tag_exists() {
     let image = pushed_image().await;
     let s = services();
     let exists = manifest_exists(
+        &RegistryClients::default(),
         &image,
         Some(&s.registry_user),
         Some(&s.registry_password),
@@ -83,6 +84,7 @@ async fn a_missing_tag_or_repository_does_not_exist() {
         format!("{}/no-such-repository:v1", s.registry),
     ] {
         let exists = manifest_exists(
+            &RegistryClients::default(),
             &image,
             Some(&s.registry_user),
             Some(&s.registry_password),
@@ -99,9 +101,15 @@ async fn a_wrong_password_is_unauthorized_and_never_shown() {
     let image = pushed_image().await;
     let s = services();
     let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
-    let failure = manifest_exists(&image, Some(&s.registry_user), Some(&wrong), true)
-        .await
-        .expect_err("a wrong password must fail");
+    let failure = manifest_exists(
+        &RegistryClients::default(),
+        &image,
+        Some(&s.registry_user),
+        Some(&wrong),
+        true,
+    )
+    .await
+    .expect_err("a wrong password must fail");
     assert!(failure.unauthorized, "{failure:?}");
     assert!(failure.message.contains(&image), "{}", failure.message);
     assert!(failure.message.contains("refused"), "{}", failure.message);
@@ -113,7 +121,7 @@ async fn a_wrong_password_is_unauthorized_and_never_shown() {
 #[tokio::test]
 async fn anonymous_access_to_an_auth_registry_is_unauthorized() {
     let image = pushed_image().await;
-    let failure = manifest_exists(&image, None, None, true)
+    let failure = manifest_exists(&RegistryClients::default(), &image, None, None, true)
         .await
         .expect_err("the registry wants credentials");
     assert!(failure.unauthorized, "{failure:?}");
@@ -126,9 +134,15 @@ async fn anonymous_access_to_an_auth_registry_is_unauthorized() {
 
 #[tokio::test]
 async fn a_bad_reference_is_named() {
-    let failure = manifest_exists("UPPER/Case:!bad", None, None, true)
-        .await
-        .expect_err("not a reference");
+    let failure = manifest_exists(
+        &RegistryClients::default(),
+        "UPPER/Case:!bad",
+        None,
+        None,
+        true,
+    )
+    .await
+    .expect_err("not a reference");
     assert!(!failure.unauthorized);
     assert!(
         failure.message.contains("UPPER/Case:!bad"),

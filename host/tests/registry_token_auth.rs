@@ -133,15 +133,16 @@ async fn bearer_token_auth_works_for_lookups_and_pushes_and_refuses_a_wrong_pass
     let dir = tempfile::tempdir().unwrap();
     let (registry, _servers) = token_registry(dir.path());
     let image = format!("{registry}/token-test:v1");
-    use launch_agent::capabilities::oci::manifest_exists;
+    use launch_agent::capabilities::oci::{RegistryClients, manifest_exists};
+    let clients = RegistryClients::default();
 
     // Absent before the push; the token dance itself must work for that.
     assert!(
-        !manifest_exists(&image, Some(USER), Some(PASSWORD), true)
+        !manifest_exists(&clients, &image, Some(USER), Some(PASSWORD), true)
             .await
             .unwrap()
     );
-    let refused = manifest_exists(&image, Some(USER), Some("wrong-password-1"), true)
+    let refused = manifest_exists(&clients, &image, Some(USER), Some("wrong-password-1"), true)
         .await
         .unwrap_err();
     assert!(refused.unauthorized, "{refused}");
@@ -170,7 +171,7 @@ async fn bearer_token_auth_works_for_lookups_and_pushes_and_refuses_a_wrong_pass
         .await
         .expect("push with a bearer token");
     assert!(
-        manifest_exists(&image, Some(USER), Some(PASSWORD), true)
+        manifest_exists(&clients, &image, Some(USER), Some(PASSWORD), true)
             .await
             .unwrap()
     );
@@ -216,8 +217,13 @@ async fn an_anonymous_registry_needs_no_credentials() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let image = format!("127.0.0.1:{port}/anonymous-test:v1");
-    use launch_agent::capabilities::oci::manifest_exists;
-    assert!(!manifest_exists(&image, None, None, true).await.unwrap());
+    use launch_agent::capabilities::oci::{RegistryClients, manifest_exists};
+    let clients = RegistryClients::default();
+    assert!(
+        !manifest_exists(&clients, &image, None, None, true)
+            .await
+            .unwrap()
+    );
     let docker = launch_agent::runners::local_container::connect()
         .await
         .unwrap();
@@ -231,7 +237,11 @@ async fn an_anonymous_registry_needs_no_credentials() {
     launch_agent::capabilities::docker::push_image(&docker, &image, None, &|_: &str| {})
         .await
         .expect("anonymous push");
-    assert!(manifest_exists(&image, None, None, true).await.unwrap());
+    assert!(
+        manifest_exists(&clients, &image, None, None, true)
+            .await
+            .unwrap()
+    );
     let _ = Command::new("docker")
         .args(["rmi", "-f", &image])
         .stdout(Stdio::null())

@@ -61,7 +61,8 @@ impl std::fmt::Display for OciFailure {
 impl std::error::Error for OciFailure {}
 
 /// Whether the registry has a manifest for `reference`
-/// (`registry/repository[:tag|@digest]`; the tag defaults to `latest`).
+/// (`registry/repository[:tag|@digest]`; the tag defaults to `latest`),
+/// asked with a client from `clients`.
 ///
 /// A missing tag or repository is `Ok(false)`. `username` with `password`
 /// logs in with basic credentials; no `username` is anonymous access (a
@@ -75,6 +76,7 @@ impl std::error::Error for OciFailure {}
 /// `unauthorized` set — a registry that refuses the credentials or wants
 /// some (401/403).
 pub async fn manifest_exists(
+    clients: &RegistryClients,
     reference: &str,
     username: Option<&str>,
     password: Option<&str>,
@@ -100,11 +102,13 @@ pub async fn manifest_exists(
             )));
         }
     };
-    let client = client_for(insecure, username, password).map_err(|e| {
-        OciFailure::other(redact(format!(
-            "checking {reference}: cannot create the registry client: {e}"
-        )))
-    })?;
+    let client = clients
+        .client_for(insecure, username, password)
+        .map_err(|e| {
+            OciFailure::other(redact(format!(
+                "checking {reference}: cannot create the registry client: {e}"
+            )))
+        })?;
     let registry = image.resolve_registry().to_string();
     let outcome = tokio::time::timeout(CALL_TIMEOUT, client.fetch_manifest_digest(&image, &auth))
         .await
@@ -123,46 +127,58 @@ pub async fn manifest_exists(
     }
 }
 
-/// A registry client per (protocol, credentials): building one loads the TLS
-/// roots (tens of milliseconds), and its token cache may only ever serve the
-/// credentials it was created for, so clients are shared by calls with the
-/// same credentials and never across different ones.
-fn client_for(
-    insecure: bool,
-    username: Option<&str>,
-    password: Option<&str>,
-) -> Result<Client, String> {
-    use sha2::Digest as _;
-    type Key = (bool, Option<String>, [u8; 32]);
-    static CLIENTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Key, Client>>> =
-        std::sync::OnceLock::new();
-    let key: Key = (
-        insecure,
-        username.map(str::to_string),
-        sha2::Sha256::digest(password.unwrap_or_default().as_bytes()).into(),
-    );
-    let clients = CLIENTS.get_or_init(Default::default);
-    if let Ok(map) = clients.lock()
-        && let Some(client) = map.get(&key)
-    {
-        return Ok(client.clone());
+/// Registry clients, one per (protocol, credentials): building one loads
+/// the TLS roots (tens of milliseconds), and its token cache may only ever
+/// serve the credentials it was created for, so clients are shared by calls
+/// with the same credentials and never across different ones.
+///
+/// A client's pooled connections belong to the async runtime they were
+/// made on, so the cache belongs to a plugin host (one per runtime), not
+/// to the process.
+#[derive(Default)]
+pub struct RegistryClients {
+    clients: std::sync::Mutex<std::collections::HashMap<ClientKey, Client>>,
+}
+
+/// Protocol, user name and the password's sha256.
+type ClientKey = (bool, Option<String>, [u8; 32]);
+
+impl RegistryClients {
+    /// The client for these credentials, made on first use.
+    fn client_for(
+        &self,
+        insecure: bool,
+        username: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Client, String> {
+        use sha2::Digest as _;
+        let key: ClientKey = (
+            insecure,
+            username.map(str::to_string),
+            sha2::Sha256::digest(password.unwrap_or_default().as_bytes()).into(),
+        );
+        if let Ok(map) = self.clients.lock()
+            && let Some(client) = map.get(&key)
+        {
+            return Ok(client.clone());
+        }
+        install_crypto_provider();
+        let config = ClientConfig {
+            protocol: if insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(CALL_TIMEOUT),
+            ..ClientConfig::default()
+        };
+        let client = Client::try_from(config).map_err(|e| e.to_string())?;
+        if let Ok(mut map) = self.clients.lock() {
+            map.insert(key, client.clone());
+        }
+        Ok(client)
     }
-    install_crypto_provider();
-    let config = ClientConfig {
-        protocol: if insecure {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        },
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        read_timeout: Some(CALL_TIMEOUT),
-        ..ClientConfig::default()
-    };
-    let client = Client::try_from(config).map_err(|e| e.to_string())?;
-    if let Ok(mut map) = clients.lock() {
-        map.insert(key, client.clone());
-    }
-    Ok(client)
 }
 
 /// Turns a client error into "absent" (`Ok(false)`) or a failure.
@@ -294,6 +310,7 @@ impl Host for PluginState {
         }
         let password = self.secret_value(&password)?;
         let outcome = manifest_exists(
+            &self.registry_clients,
             &reference,
             login.username.as_deref(),
             password.as_deref(),
@@ -314,9 +331,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_reference_is_named() {
-        let failure = manifest_exists("Not A Reference!", None, None, true)
-            .await
-            .unwrap_err();
+        let failure = manifest_exists(
+            &RegistryClients::default(),
+            "Not A Reference!",
+            None,
+            None,
+            true,
+        )
+        .await
+        .unwrap_err();
         assert!(failure.message.contains("Not A Reference!"), "{failure}");
         assert!(!failure.unauthorized);
     }
@@ -325,9 +348,15 @@ mod tests {
     async fn the_password_is_redacted_from_messages() {
         // Nothing listens on port 9 of 127.0.0.1: a connection error whose
         // message is made to contain the password (in the reference).
-        let failure = manifest_exists("127.0.0.1:9/hunter2x:v1", Some("u"), Some("hunter2x"), true)
-            .await
-            .unwrap_err();
+        let failure = manifest_exists(
+            &RegistryClients::default(),
+            "127.0.0.1:9/hunter2x:v1",
+            Some("u"),
+            Some("hunter2x"),
+            true,
+        )
+        .await
+        .unwrap_err();
         assert!(!failure.message.contains("hunter2x"), "{failure}");
         assert!(failure.message.contains("<redacted>"), "{failure}");
     }

@@ -156,6 +156,8 @@ pub struct LoadedPlugin {
     pub(crate) grants_shared: Arc<Grants>,
     pub(crate) secrets: Arc<BTreeMap<String, SecretSource>>,
     pub(crate) label: Arc<str>,
+    /// The plugin host's registry clients.
+    pub(crate) registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
 }
 
 impl LoadedPlugin {
@@ -223,6 +225,7 @@ impl LoadedPlugin {
             log_sink: log,
             job_source: source.map(std::path::Path::to_path_buf),
             grants: self.grants_shared.clone(),
+            registry_clients: self.registry_clients.clone(),
             last_error_line: None,
             own_time: OwnTime::new(Duration::from_millis(self.limits.deadline_ms)),
         };

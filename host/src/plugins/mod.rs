@@ -56,6 +56,7 @@ pub struct PluginHost {
     cache: CompiledCache,
     linker: Linker<PluginState>,
     plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
 }
 
 impl PluginHost {
@@ -73,6 +74,7 @@ impl PluginHost {
             cache,
             linker,
             plugins: BTreeMap::new(),
+            registry_clients: Default::default(),
         })
     }
 
@@ -184,6 +186,7 @@ impl PluginHost {
             grants_shared: Arc::new(entry.grants.clone()),
             secrets: Arc::new(granted_secrets),
             label: Arc::from(name),
+            registry_clients: self.registry_clients.clone(),
         };
         let info = plugin
             .info()

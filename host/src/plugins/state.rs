@@ -35,6 +35,8 @@ pub struct PluginState {
     pub(crate) job_source: Option<std::path::PathBuf>,
     /// The plugin's grants (docker, hosts).
     pub(crate) grants: Arc<crate::config::Grants>,
+    /// The plugin host's registry clients (the OCI capability).
+    pub(crate) registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
     /// The last line the plugin logged at level `error` in this call (a lean
     /// plugin's panic message arrives this way), shown if the call traps.
     pub(crate) last_error_line: Option<String>,
