@@ -76,6 +76,15 @@ mod tests {
         format!("{}:{pid}:{start}:0badcafe", hostname())
     }
 
+    /// A live process that is not a launch-agent.
+    fn sleeper() -> std::process::Child {
+        Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     #[test]
     fn an_id_names_this_host_process_and_its_start() {
         let me = new_agent_id();
@@ -93,11 +102,7 @@ mod tests {
     #[test]
     fn a_live_holder_is_alive_until_it_exits_and_a_reused_pid_is_not_it() {
         let me = new_agent_id();
-        let mut child = Command::new("sleep")
-            .arg("30")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = sleeper();
         let pid = child.id();
         let start = start_time(pid).expect("the child's start time");
         assert!(!holder_is_dead(&id_of(pid, start), &me));
@@ -129,13 +134,8 @@ mod tests {
     #[test]
     fn an_old_style_id_is_judged_by_its_command_line() {
         let me = new_agent_id();
-        let mut child = Command::new("sleep")
-            .arg("30")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = sleeper();
         let old_style = format!("{}:{}:0badcafe", hostname(), child.id());
-        // A live process that is not a launch-agent.
         assert!(holder_is_dead(&old_style, &me));
         child.kill().unwrap();
         child.wait().unwrap();
