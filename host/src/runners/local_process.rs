@@ -46,11 +46,19 @@ pub async fn run(
     if let Some(dir) = &request.workdir {
         command.current_dir(dir);
     }
-    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill
-    // the child when the agent's thread that spawned it dies.
+    // The kernel kills the child when the thread that spawned it dies: a
+    // worker of the agent's runtime, which lives as long as the agent. Had
+    // the agent died between fork and prctl, the child's parent is already
+    // another process, and it does not start.
+    let agent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe, and the closure
+    // allocates nothing (an OS error code is not boxed).
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() as u32 != agent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
             Ok(())
         });
     }
