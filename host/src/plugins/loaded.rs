@@ -502,3 +502,19 @@ impl LoadedPlugin {
 fn only<R>(_: &mut Store<PluginState>, (result,): (R,)) -> wasmtime::Result<R> {
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_error_reads_without_the_core_dump_the_engine_added() {
+        let error = wasmtime::Error::msg("plugin memory cap reached: asked for 64 MiB")
+            .context("error while executing at wasm backtrace:\n    0: 0x1 - <unknown>!f")
+            .context("wasm coredump generated while executing store_name:\nmodules:\n  <module>");
+        let shown = without_core_dump(&error);
+        assert!(!shown.contains("coredump"), "{shown}");
+        assert!(shown.contains("plugin memory cap reached"), "{shown}");
+        assert!(shown.contains("wasm backtrace"), "{shown}");
+    }
+}
