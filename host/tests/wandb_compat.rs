@@ -74,6 +74,22 @@ fn run_until_idle(agent: &Scratch, fake: &FakeWandb, config: &std::path::Path) -
     log
 }
 
+/// Starts the agent in the background against the fake with `config` and
+/// waits until the fake has received `operation` from it.
+fn spawn_until(
+    agent: &Scratch,
+    fake: &FakeWandb,
+    config: &std::path::Path,
+    operation: &str,
+) -> std::process::Child {
+    let child = agent_cmd(agent, fake, config, API_KEY, &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_operation(fake, operation);
+    child
+}
+
 /// Waits (bounded) until the fake has received `operation`.
 fn wait_for_operation(fake: &FakeWandb, operation: &str) {
     let start = std::time::Instant::now();
@@ -213,11 +229,7 @@ fn a_server_that_refuses_the_key_stops_the_agent_at_start_with_a_clear_message()
 fn a_server_that_drops_connections_is_retried_and_nothing_is_lost() {
     let agent = Scratch::new();
     let fake = FakeWandb::start(&[]);
-    let mut child = agent_cmd(&agent, &fake, &config(&agent), API_KEY, &[])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_operation(&fake, "popFromRunQueue");
+    let mut child = spawn_until(&agent, &fake, &config(&agent), "popFromRunQueue");
     // The server goes away for 3 s; a job arrives meanwhile.
     fake.post("/_fake/drop-connections?seconds=3", "{}");
     fake.post(
@@ -268,11 +280,7 @@ fn a_job_cut_short_by_shutdown_is_failed_visibly_not_left_claimed() {
         "/_fake/queues/team/default/items",
         r#"{"resource": "local-process", "project": "p", "overrides": {"entry_point": ["sleep", "30"]}}"#,
     );
-    let mut child = agent_cmd(&agent, &fake, &config, API_KEY, &[])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_operation(&fake, "ackRunQueueItem");
+    let mut child = spawn_until(&agent, &fake, &config, "ackRunQueueItem");
     std::thread::sleep(std::time::Duration::from_millis(500));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
@@ -430,11 +438,7 @@ fn a_plugin_warning_reaches_the_queue_item_as_a_wandb_warning() {
 fn stop_polling_set_on_the_server_stops_the_agent() {
     let agent = Scratch::new();
     let fake = FakeWandb::start(&[]);
-    let mut child = agent_cmd(&agent, &fake, &config(&agent), API_KEY, &[])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_operation(&fake, "popFromRunQueue");
+    let mut child = spawn_until(&agent, &fake, &config(&agent), "popFromRunQueue");
     let state = fake.control("GET", "/_fake/state", "");
     let id = state["agents"][0]["id"].as_str().unwrap_or_default();
     assert!(!id.is_empty(), "the agent registered");

@@ -37,8 +37,8 @@ pub struct PluginState {
     pub(crate) grants: Arc<crate::config::Grants>,
     /// The plugin host's registry clients (the OCI capability).
     pub(crate) registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
-    /// The last line the plugin logged at level `error` in this call (a lean
-    /// plugin's panic message arrives this way), shown if the call traps.
+    /// The last line the plugin logged at level `error` in this call, shown
+    /// if the call traps and left neither a panic record nor stderr.
     pub(crate) last_error_line: Option<String>,
     /// The call's own-time budget and what it has used; see [`OwnTime`].
     pub(crate) own_time: OwnTime,
