@@ -332,6 +332,45 @@ async fn secrets_open_only_when_granted_and_never_leak_into_errors() {
     );
 }
 
+#[tokio::test]
+async fn a_secret_the_plugin_says_is_scrubbed_from_its_log_errors_and_panics() {
+    let value = "l3aked-s3cret-77e1";
+    // SAFETY: set once, before any thread of this test reads the environment.
+    unsafe { std::env::set_var("HOSTILE_LEAK_SECRET", value) };
+    let dir = tempfile::tempdir().unwrap();
+    let entry =
+        "    grants:\n      secrets: [token]\nsecrets:\n  token: { env: HOSTILE_LEAK_SECRET }\n";
+    for plugin in [
+        hostile(dir.path(), entry).await,
+        hostile_lean(dir.path(), entry).await,
+    ] {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = {
+            let (lines, warnings) = (lines.clone(), lines.clone());
+            Arc::new(launch_agent::capabilities::log::JobLog {
+                line: Box::new(move |l: &str| lines.lock().unwrap().push(l.to_string())),
+                warning: Box::new(move |l: &str| warnings.lock().unwrap().push(l.to_string())),
+            })
+        };
+        let leak = |via: &str| json!({"mode": "leak", "name": "token", "via": via}).to_string();
+        plugin
+            .verify_environment(&leak("log"), Some(sink))
+            .await
+            .expect("the log route succeeds");
+        let lines = lines.lock().unwrap().clone();
+        assert!(
+            lines.iter().any(|l| l.contains("the secret is <redacted>")),
+            "{lines:?}"
+        );
+        for via in ["error", "panic"] {
+            let said = message(plugin.verify_environment(&leak(via), None).await);
+            assert!(said.contains("the secret is <redacted>"), "{via}: {said}");
+            assert!(!said.contains(value), "{via}: {said}");
+        }
+        assert!(!lines.iter().any(|l| l.contains(value)), "{lines:?}");
+    }
+}
+
 /// A one-request-at-a-time HTTP server on 127.0.0.1 answering 200.
 fn http_server() -> (u16, std::thread::JoinHandle<()>) {
     use std::io::{Read, Write};

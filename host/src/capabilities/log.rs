@@ -34,7 +34,7 @@ const MAX_LINE: usize = 8 * 1024;
 
 impl Host for PluginState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let mut message = message;
+        let mut message = self.scrub(&message);
         if message.len() > MAX_LINE {
             let mut cut = MAX_LINE;
             while !message.is_char_boundary(cut) {

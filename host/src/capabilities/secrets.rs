@@ -3,7 +3,9 @@
 //! A plugin opens only the secrets its config entry grants
 //! (`grants.secrets`); the value is read from its source (env var or file)
 //! when opened and lives in the host's resource table. Neither the value nor
-//! any part of it is ever logged.
+//! any part of it is ever logged: whatever the plugin itself says (log
+//! lines, errors, a panic message, stderr) is scrubbed of every secret value
+//! its Store held before the host records it.
 
 use crate::plugins::bindings::imports::launch::plugin::secrets::{Host, HostSecret, SecretError};
 use crate::plugins::state::PluginState;
@@ -49,6 +51,31 @@ impl std::fmt::Debug for SecretHandle {
 }
 
 impl PluginState {
+    /// Puts `secret` in the Store's resource table and remembers its value,
+    /// so nothing the plugin says (log lines, errors, a panic message, its
+    /// stderr) can carry it out: see [`PluginState::scrub`].
+    pub fn hold_secret(
+        &mut self,
+        secret: SecretHandle,
+    ) -> wasmtime::Result<Resource<SecretHandle>> {
+        if !secret.value.is_empty() && !self.held_secrets.contains(&secret.value) {
+            self.held_secrets.push(secret.value.clone());
+        }
+        Ok(self.table.push(secret)?)
+    }
+
+    /// `text` with the value of every secret this Store held replaced by
+    /// `<redacted>`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for value in &self.held_secrets {
+            if text.contains(value.as_str()) {
+                text = text.replace(value.as_str(), "<redacted>");
+            }
+        }
+        text
+    }
+
     /// The value behind a secret handle a plugin passed to a host capability
     /// (a push password), for the host's own use.
     pub(crate) fn secret_value(
@@ -87,7 +114,7 @@ impl Host for PluginState {
                 ))));
             }
         };
-        let handle = self.table.push(SecretHandle {
+        let handle = self.hold_secret(SecretHandle {
             name,
             value,
             revealable: true,
@@ -96,11 +123,11 @@ impl Host for PluginState {
     }
 
     fn mint(&mut self, name: String, value: String) -> wasmtime::Result<Resource<SecretHandle>> {
-        Ok(self.table.push(SecretHandle {
+        self.hold_secret(SecretHandle {
             name,
             value,
             revealable: true,
-        })?)
+        })
     }
 }
 

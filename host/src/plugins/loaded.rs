@@ -26,7 +26,7 @@ pub use super::bindings::builder::exports::launch::plugin::builder::{
     BuildOutcome, BuildPlan, BuildRequest,
 };
 
-/// Where a job's source is shown to a builder plugin (read-only).
+/// Where a job's source is shown to a builder plugin (read-scrubbed).
 pub const SOURCE_GUEST_DIR: &str = "/src";
 
 /// Registry credentials a registry plugin handed over; the password stays
@@ -76,7 +76,7 @@ pub struct PluginDescription {
     pub hosts: Vec<String>,
     /// Granted env vars.
     pub env: Vec<String>,
-    /// Granted secrets (names only).
+    /// Granted secrets (names scrubbed).
     pub secrets: Vec<String>,
     /// Granted directories, `path` or `path (rw)`.
     pub dirs: Vec<String>,
@@ -225,6 +225,7 @@ impl LoadedPlugin {
             log_sink: log,
             job_source: source.map(std::path::Path::to_path_buf),
             grants: self.grants_shared.clone(),
+            held_secrets: Vec::new(),
             registry_clients: self.registry_clients.clone(),
             last_error_line: None,
             own_time: OwnTime::new(Duration::from_millis(self.limits.deadline_ms)),
@@ -286,7 +287,10 @@ impl LoadedPlugin {
         } else if let Some(line) = &store.data().last_error_line {
             detail.push_str(&format!("; its last error line: {line}"));
         }
-        CallError::Trap { plugin, detail }
+        CallError::Trap {
+            plugin,
+            detail: store.data().scrub(&detail),
+        }
     }
 
     fn wall_clock_limit(&self) -> Duration {
@@ -383,7 +387,7 @@ impl LoadedPlugin {
         log: Option<LogSink>,
     ) -> Result<(), CallError> {
         let result = self
-            .call(Export::Verify, log, None, |_| Ok((settings,)), only)
+            .call(Export::Verify, log, None, |_| Ok((settings,)), scrubbed)
             .await?;
         self.lift(result)
     }
@@ -396,7 +400,7 @@ impl LoadedPlugin {
         log: Option<LogSink>,
     ) -> Result<Vec<(String, String)>, CallError> {
         let result = self
-            .call(Export::RunEnv, log, None, |_| Ok((settings, job)), only)
+            .call(Export::RunEnv, log, None, |_| Ok((settings, job)), scrubbed)
             .await?;
         self.lift(result)
     }
@@ -409,7 +413,7 @@ impl LoadedPlugin {
         log: Option<LogSink>,
     ) -> Result<BuildPlan, CallError> {
         let result = self
-            .call(Export::Plan, log, source, |_| Ok((request,)), only)
+            .call(Export::Plan, log, source, |_| Ok((request,)), scrubbed)
             .await?;
         self.lift(result)
     }
@@ -426,7 +430,7 @@ impl LoadedPlugin {
     ) -> Result<BuildOutcome, CallError> {
         let params = |store: &mut Store<PluginState>| {
             let password = match credentials {
-                Some(c) => Some(store.data_mut().table.push(
+                Some(c) => Some(store.data_mut().hold_secret(
                     crate::capabilities::secrets::SecretHandle::opaque(
                         c.password.name(),
                         c.password.value(),
@@ -437,7 +441,9 @@ impl LoadedPlugin {
             let username = credentials.map(|c| c.username.as_str());
             Ok((request, plan, username, password))
         };
-        let result = self.call(Export::Build, log, source, params, only).await?;
+        let result = self
+            .call(Export::Build, log, source, params, scrubbed)
+            .await?;
         self.lift(result)
     }
 
@@ -457,7 +463,7 @@ impl LoadedPlugin {
                         password: store.data_mut().table.delete(login.password)?,
                     })),
                     Ok(None) => Ok(None),
-                    Err(e) => Err(e),
+                    Err(e) => Err(scrub_error(store, e)),
                 })
             };
         let result = self
@@ -473,7 +479,13 @@ impl LoadedPlugin {
         log: Option<LogSink>,
     ) -> Result<String, CallError> {
         let result = self
-            .call(Export::RepositoryUri, log, None, |_| Ok((settings,)), only)
+            .call(
+                Export::RepositoryUri,
+                log,
+                None,
+                |_| Ok((settings,)),
+                scrubbed,
+            )
             .await?;
         self.lift(result)
     }
@@ -491,16 +503,28 @@ impl LoadedPlugin {
                 log,
                 None,
                 |_| Ok((settings, image_uri)),
-                only,
+                scrubbed,
             )
             .await?;
         self.lift(result)
     }
 }
 
-/// The one result of a call, taken as it is.
-fn only<R>(_: &mut Store<PluginState>, (result,): (R,)) -> wasmtime::Result<R> {
-    Ok(result)
+/// The one result of a call, its error scrubbed of the secrets the Store
+/// held.
+fn scrubbed<R>(
+    store: &mut Store<PluginState>,
+    (result,): (Result<R, PluginError>,),
+) -> wasmtime::Result<Result<R, PluginError>> {
+    Ok(result.map_err(|error| scrub_error(store, error)))
+}
+
+/// `error` with its message scrubbed of the secrets the Store held.
+fn scrub_error(store: &Store<PluginState>, error: PluginError) -> PluginError {
+    PluginError {
+        message: store.data().scrub(&error.message),
+        ..error
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@ pub struct PluginState {
     pub(crate) job_source: Option<std::path::PathBuf>,
     /// The plugin's grants (docker, hosts).
     pub(crate) grants: Arc<crate::config::Grants>,
+    /// The values of the secrets this Store held (opened, minted or handed
+    /// in), scrubbed from everything the plugin says.
+    pub(crate) held_secrets: Vec<String>,
     /// The plugin host's registry clients (the OCI capability).
     pub(crate) registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
     /// The last line the plugin logged at level `error` in this call, shown

@@ -21,6 +21,7 @@
 //! | `write-file` | `path` | writes `x` to the file | Ok, or Err `write-file <path>: <io error>` |
 //! | `env` | `name` | reads the environment variable | Ok if set, else Err `env <NAME>: not visible` |
 //! | `secret` | `name`, `expect` | opens the secret, reveals it | Ok if it equals `expect`, else Err `secret <name>: ...` (never with the value) |
+//! | `leak` | `name`, `via` | reveals the secret and says `the secret is <value>` through `via`: `log` (a warning), `error` (its error) or `panic` | Ok, Err or a trap; the host must scrub the value from each |
 //! | `http` | `url` | GET through `wasi:http` | Ok on status 200, else Err `http <url>: ...` |
 //! | `tcp` | `addr` | opens a raw TCP connection | Ok if connected, else Err `tcp <addr>: <io error>` |
 //! | `ok` | | nothing | Ok |
@@ -90,6 +91,7 @@ fn attack(orders: &Map<String, Value>) -> Result<(), PluginError> {
         "write-file" => write_file(key(orders, "path")?),
         "env" => env(key(orders, "name")?),
         "secret" => secret(key(orders, "name")?, key(orders, "expect")?),
+        "leak" => leak(key(orders, "name")?, key(orders, "via")?),
         "http" => http(key(orders, "url")?),
         "tcp" => tcp(key(orders, "addr")?),
         "ok" => Ok(()),
@@ -208,6 +210,23 @@ fn refused(name: &str, what: &str, error: SecretError) -> PluginError {
         SecretError::Opaque(why) => ("opaque", why),
     };
     PluginError::agent(format!("secret {name}: {what}{kind}: {why}"))
+}
+
+/// Reveals secret `name` and says its value through `via`.
+fn leak(name: &str, via: &str) -> Result<(), PluginError> {
+    let value = secrets::open(name)
+        .and_then(|secret| secret.reveal())
+        .map_err(|e| refused(name, "", e))?;
+    let text = format!("the secret is {value}");
+    match via {
+        "log" => {
+            launch_plugin_sdk::warn!("{text}");
+            Ok(())
+        }
+        "error" => Err(PluginError::agent(text)),
+        "panic" => panic!("{text}"),
+        other => Err(PluginError::agent(format!("unknown leak route `{other}`"))),
+    }
 }
 
 /// GETs `url` through `wasi:http`.
