@@ -53,6 +53,7 @@ import argparse
 import base64
 import datetime as _dt
 import http.server
+import io
 import json
 import os
 import re
@@ -395,6 +396,8 @@ class State:
         with self.lock:
             self.seq = 0
             self.events: list[dict] = []
+            # socket writes per response (see _CountingWriter)
+            self.writes_per_response: list[int] = []
             self.queues: dict[str, dict] = {}  # id -> queue
             self.items: dict[str, dict] = {}  # id -> item
             self.agents: dict[str, dict] = {}  # id -> agent
@@ -1380,6 +1383,22 @@ def make_handler(srv: Server):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "wandb-fake/1"
+        # Each response leaves in one write: headers and body are buffered
+        # and flushed together once the handler returns (handle_one_request
+        # flushes wfile). With the default unbuffered writer the headers and
+        # the body go out in two writes, and a kept-alive client then waits
+        # ~40 ms for the body on a delayed ACK (Nagle), which would inflate
+        # every latency the agent's tests and benchmarks see.
+        wbufsize = 1 << 20
+        disable_nagle_algorithm = True
+
+        def setup(self) -> None:
+            super().setup()
+            self.wfile = _CountingWriter(self.connection, srv, self.wbufsize)
+
+        def handle_one_request(self) -> None:
+            super().handle_one_request()
+            self.wfile.response_done()
 
         def log_message(self, fmt: str, *args: Any) -> None:
             if srv.opts.verbose:
@@ -1429,6 +1448,10 @@ def make_handler(srv: Server):
                 return
             if url.path.startswith("/_fake/storage/") or url.path.startswith("/artifactsV2/"):
                 self._storage_get(url.path)
+                return
+            if url.path == "/_fake/writes":
+                with srv.state.lock:
+                    self._send(200, list(srv.state.writes_per_response))
                 return
             if url.path in ("/healthz", "/_fake/health"):
                 self._send(200, {"ok": True})
@@ -1597,6 +1620,36 @@ def make_handler(srv: Server):
                     self._send(404, {"error": f"unknown control endpoint /_fake/{'/'.join(parts)}"})
 
     return Handler
+
+
+class _CountingWriter(io.BufferedWriter):
+    """The handler's buffered writer; counts the socket writes each response
+    took, for `GET /_fake/writes` (the smoke test checks that every response
+    left in one write)."""
+
+    class _Raw(io.RawIOBase):
+        def __init__(self, sock) -> None:
+            self.sock = sock
+            self.writes = 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:
+            self.writes += 1
+            return self.sock.send(b)
+
+    def __init__(self, sock, srv: "Server", size: int) -> None:
+        self._counter = _CountingWriter._Raw(sock)
+        super().__init__(self._counter, buffer_size=size)
+        self._srv = srv
+
+    def response_done(self) -> None:
+        """Called after each request: records how many writes its response took."""
+        writes, self._counter.writes = self._counter.writes, 0
+        if writes:
+            with self._srv.state.lock:
+                self._srv.state.writes_per_response.append(writes)
 
 
 def _peek_op_name(raw: bytes) -> str | None:

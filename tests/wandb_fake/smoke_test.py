@@ -144,6 +144,11 @@ def main() -> int:
     fake = Fake("--ack-timeout", "2")
     try:
         run_checks(fake, venv)
+        st, writes = fake.http("GET", "/_fake/writes", key=None)
+        # The last response (to this request) is counted once it has gone out.
+        check("every response of the fake left in one socket write (headers and body together)",
+              st == 200 and writes and all(n == 1 for n in writes),
+              (st, writes and sorted(set(writes))))
     finally:
         fake.stop()
     jobs = Fake()
