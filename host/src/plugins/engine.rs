@@ -1,5 +1,7 @@
 //! The one wasmtime [`Engine`] of the agent: async, component model, epoch
-//! interruption, and the pooling allocator when the address space allows it.
+//! interruption (its clock runs only while a call is in flight: see
+//! [`super::epoch`]), and the pooling allocator when the address space
+//! allows it.
 //!
 //! Why pooling: a fresh Store and instance per call is what keeps plugin
 //! calls independent, and with the pooling allocator instantiation costs
@@ -8,8 +10,10 @@
 //! where that reservation fails (a `ulimit -v`, a small address space) the
 //! engine falls back to on-demand allocation, as Spin does, and says so.
 
+use super::epoch::EpochClock;
 use crate::timeouts::EPOCH_TICK;
 use anyhow::Context as _;
+use std::sync::Arc;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Concurrent plugin instances the pool holds.
@@ -43,12 +47,14 @@ pub enum Allocator {
     OnDemand,
 }
 
-/// The engine and how it allocates.
+/// The engine, how it allocates, and the clock of its deadlines.
 pub struct PluginEngine {
     /// The wasmtime engine.
     pub engine: Engine,
     /// Which allocator the engine got.
     pub allocator: Allocator,
+    /// Advances the epoch while calls are in flight (see [`EpochClock`]).
+    pub clock: Arc<EpochClock>,
 }
 
 impl PluginEngine {
@@ -69,8 +75,12 @@ impl PluginEngine {
                 (engine, Allocator::OnDemand)
             }
         };
-        start_epoch_ticker(&engine);
-        Ok(PluginEngine { engine, allocator })
+        let clock = EpochClock::start(&engine);
+        Ok(PluginEngine {
+            engine,
+            allocator,
+            clock,
+        })
     }
 }
 
@@ -107,24 +117,6 @@ fn config(pool_memory_bytes: Option<u64>) -> Config {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own,
-/// which ends when the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) {
-    let engine = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("plugin-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = engine.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "cannot start the plugin deadline thread: plugin deadlines will not fire");
-    }
 }
 
 /// The number of epoch ticks in a deadline, at least one.

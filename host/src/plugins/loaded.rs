@@ -158,6 +158,8 @@ pub struct LoadedPlugin {
     pub(crate) label: Arc<str>,
     /// The plugin host's registry clients.
     pub(crate) registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
+    /// The engine's deadline clock, kept running while a call is in flight.
+    pub(crate) clock: Arc<super::epoch::EpochClock>,
 }
 
 impl LoadedPlugin {
@@ -343,6 +345,8 @@ impl LoadedPlugin {
         if !self.exports.has(export) {
             return Err(self.wrong_kind(export.kind().unwrap_or(self.kind())));
         }
+        // The deadline's clock runs while this call is in flight.
+        let _ticking = self.clock.enter();
         let (mut store, stderr) = self.store(log, source)?;
         let call = self.exports.call(&mut store, export, params, finish);
         let result = if self.exports.is_sync() {

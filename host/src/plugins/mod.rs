@@ -19,6 +19,7 @@ pub mod cache;
 pub mod catalog;
 pub mod contract;
 pub mod engine;
+pub mod epoch;
 pub mod exports;
 pub mod loaded;
 pub mod panic_record;
@@ -81,6 +82,12 @@ impl PluginHost {
     /// How plugin instances are allocated.
     pub fn allocator(&self) -> engine::Allocator {
         self.engine.allocator
+    }
+
+    /// The clock behind plugin deadlines (it ticks only while a call is in
+    /// flight).
+    pub fn epoch_clock(&self) -> &Arc<epoch::EpochClock> {
+        &self.engine.clock
     }
 
     /// Loads the component at `path` as plugin `name` with the config
@@ -187,6 +194,7 @@ impl PluginHost {
             secrets: Arc::new(granted_secrets),
             label: Arc::from(name),
             registry_clients: self.registry_clients.clone(),
+            clock: self.engine.clock.clone(),
         };
         let info = plugin
             .info()

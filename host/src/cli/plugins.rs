@@ -1,0 +1,110 @@
+//! `launch-agent plugins list` and `plugins inspect`.
+
+use launch_agent::plugins::PluginHost;
+use launch_agent::startup;
+use launch_agent::state_dir::StateDir;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `plugins`' subcommands.
+#[derive(clap::Subcommand)]
+pub(super) enum PluginsCommand {
+    /// The plugins a config loads: name, kind, version, WIT version, sha256, grants.
+    List {
+        /// The config file.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Where the default bundle's plugins are.
+        #[arg(long, env = "LAUNCH_AGENT_PLUGIN_DIR")]
+        plugin_dir: Option<PathBuf>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load one component file and describe it.
+    Inspect {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs one `plugins` subcommand.
+pub(super) async fn plugins(
+    state_arg: Option<&Path>,
+    command: PluginsCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginsCommand::List {
+            config,
+            plugin_dir,
+            json,
+        } => {
+            let config = super::load_config(config.as_deref())?;
+            let state = StateDir::resolve(state_arg, Some(&config));
+            let host = startup::load_plugins(&config, plugin_dir.as_deref(), &state).await?;
+            print_plugins(&host, json)?;
+        }
+        PluginsCommand::Inspect { file, json } => {
+            let state = StateDir::resolve(state_arg, None);
+            let mut host = PluginHost::new(
+                &state.plugin_cache(),
+                launch_agent::config::Limits::default().memory_mb,
+            )?;
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            host.load(&name, &file, &Default::default(), &Default::default())
+                .await?;
+            print_plugins(&host, json)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
+    let plugins: Vec<_> = host.all().map(|p| p.description().clone()).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plugins)?);
+        return Ok(());
+    }
+    for p in plugins {
+        println!("{} ({} plugin)", p.name, p.kind);
+        println!(
+            "  plugin:      {} {}  {}",
+            p.plugin_name, p.version, p.description
+        );
+        println!("  wit:         launch:plugin@{}", p.wit_version);
+        let kind = if p.uses_wasi {
+            "WASI 0.2"
+        } else {
+            "lean, no WASI"
+        };
+        println!("  imports:     ({kind}) {}", p.imports.join(", "));
+        println!("  file:        {}", p.path.display());
+        println!("  sha256:      {}", p.sha256);
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        println!("  hosts:       {}", list(&p.hosts));
+        println!("  env:         {}", list(&p.env));
+        println!("  secrets:     {}", list(&p.secrets));
+        println!("  dirs:        {}", list(&p.dirs));
+        println!(
+            "  docker:      {}",
+            if p.docker { "granted" } else { "(none)" }
+        );
+        println!(
+            "  limits:      {} ms of its own running time per call, {} ms in all, {} MiB",
+            p.deadline_ms, p.timeout_ms, p.memory_mb
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! `launch-agent submit`: check a launch spec and put it on a queue.
+
+use anyhow::Context as _;
+use launch_agent::agent;
+use launch_agent::queue::EmbeddedQueue;
+use launch_agent::spec;
+use launch_agent::state_dir::StateDir;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `submit`'s arguments.
+#[derive(clap::Args)]
+pub(super) struct SubmitArgs {
+    /// The queue.
+    #[arg(long, short = 'q', default_value = "default")]
+    queue: String,
+    /// The launch spec file, or - for standard input.
+    spec: PathBuf,
+}
+
+/// Reads, checks and queues the spec; prints the new item's id.
+pub(super) fn submit(state_arg: Option<&Path>, args: &SubmitArgs) -> anyhow::Result<ExitCode> {
+    let spec_path = args.spec.as_path();
+    let (text, source) = if spec_path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        (text, "standard input".to_string())
+    } else {
+        (
+            std::fs::read_to_string(spec_path)
+                .with_context(|| format!("cannot read launch spec {}", spec_path.display()))?,
+            spec_path.display().to_string(),
+        )
+    };
+    let mut value = spec::parse_text(&text, &source)?;
+    if spec::strip_api_key(&mut value) {
+        eprintln!(
+            "note: `_wandb_api_key` removed: the embedded queue never stores API keys; runs get WANDB_API_KEY from the agent's environment"
+        );
+    }
+    // Resolve a relative code dir against the spec file's directory.
+    if let Some(uri) = value
+        .get("uri")
+        .and_then(|u| u.as_str())
+        .map(str::to_string)
+        && !uri.contains("://")
+        && !Path::new(&uri).is_absolute()
+    {
+        let base = if spec_path == Path::new("-") {
+            std::env::current_dir()?
+        } else {
+            spec_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        };
+        let resolved = std::fs::canonicalize(base.join(&uri))
+            .with_context(|| format!("`uri` {uri:?} in {source}"))?;
+        value["uri"] = serde_json::Value::String(resolved.display().to_string());
+    }
+    spec::LaunchSpec::from_value(value.clone())?;
+    let state = StateDir::resolve(state_arg, None);
+    let queue = EmbeddedQueue::open(state.root())?;
+    let id = queue.submit(&args.queue, value)?;
+    agent::wake::wake_all(&state.wake_dir());
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
