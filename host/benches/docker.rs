@@ -157,9 +157,7 @@ fn api_start(n: usize) -> Vec<Duration> {
     let image = services_env::services().base_image.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let docker = launch_agent::runners::local_container::connect()
-            .await
-            .unwrap();
+        let docker = launch_agent::clients::docker::connect().await.unwrap();
         let mut times = Vec::new();
         for i in 0..n {
             let name = format!("launch-bench-api-{}-{i}", std::process::id());
@@ -255,7 +253,7 @@ fn push_times(rounds: usize, mib: usize) -> (Vec<Duration>, Vec<Duration>) {
     let s = services_env::services();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let docker = runtime
-        .block_on(launch_agent::runners::local_container::connect())
+        .block_on(launch_agent::clients::docker::connect())
         .unwrap();
     let docker_config = tempfile::tempdir().unwrap();
     let mut login = Command::new("docker")

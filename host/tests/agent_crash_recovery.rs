@@ -24,9 +24,14 @@ fn sigkill_mid_job_then_restart_finishes_the_job() {
 
     let mut first = agent.spawn_agent(&config, &[]);
     let running = agent.wait_for_item(&id, Duration::from_secs(20), |i| {
-        i["state"] == "running" && !i["run_pid"].is_null()
+        i["state"] == "running" && !i["run_handle"].is_null()
     });
-    let run_pid = running["run_pid"].as_i64().unwrap() as i32;
+    assert_eq!(running["run_handle"]["runner"], "local-process");
+    let run_pid: i32 = running["run_handle"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
 

@@ -213,6 +213,39 @@ fn stopping_a_running_container_job_stops_and_removes_its_container() {
     assert!(!container_exists(&name), "container {name} was not removed");
 }
 
+#[test]
+fn a_container_left_by_an_agent_that_died_is_removed_by_the_next_one() {
+    let agent = Scratch::new();
+    // One attempt: the next agent fails the job instead of running it again.
+    let config = agent.write_config("queues: [default]\nmax_attempts: 1\n");
+    let id = agent.submit(
+        "default",
+        &json!({"resource": "local-container", "docker": {"docker_image": services().base_image}, "overrides": {"entry_point": ["sleep", "300"]}}),
+    );
+    let mut first = agent.spawn_agent(&config, &[]);
+    let running = agent.wait_for_item(&id, Duration::from_secs(60), |i| {
+        i["state"] == "running" && i["run_handle"]["runner"] == "local-container"
+    });
+    let container = running["run_handle"]["id"].as_str().unwrap().to_string();
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert!(
+        container_exists(&container),
+        "the engine keeps running a container whose agent died"
+    );
+
+    let log = agent.run_until_idle(&config);
+
+    assert!(log.contains("took back a job whose agent died"), "{log}");
+    let item = agent.item(&id);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert_eq!(item["stage"], "agent", "{item:#}");
+    assert!(
+        !container_exists(&container),
+        "container {container} outlived the agent that took its job back"
+    );
+}
+
 fn container_exists(name: &str) -> bool {
     std::process::Command::new("docker")
         .args(["container", "inspect", name])

@@ -39,7 +39,7 @@ fn shell_request(test: &str, dir: &Path, script: &str) -> ContainerRunRequest {
 }
 
 /// Pulls without credentials (these tests use images the engine has).
-async fn anonymous() -> anyhow::Result<Option<launch_agent::plugins::loaded::RegistryCredentials>> {
+async fn anonymous() -> anyhow::Result<Option<launch_agent::runners::RegistryLogin>> {
     Ok(None)
 }
 
@@ -395,7 +395,7 @@ async fn connect_names_the_engine_it_cannot_reach() {
 #[tokio::test]
 #[ignore = "run by connect_names_the_engine_it_cannot_reach"]
 async fn connect_probe() {
-    match local_container::connect().await {
+    match launch_agent::clients::docker::connect().await {
         Ok(_) => println!("connected"),
         Err(e) => println!("{e:#}"),
     }

@@ -8,8 +8,8 @@ use std::thread;
 use std::time::Duration;
 
 use launch_agent::queue::{
-    DB_FILE_NAME, EmbeddedQueue, ItemState, QueueError, QueueItem, SCHEMA_VERSION, Stage,
-    format_table,
+    DB_FILE_NAME, EmbeddedQueue, ItemState, QueueError, QueueItem, RunHandle, SCHEMA_VERSION,
+    Stage, format_table,
 };
 use serde_json::json;
 
@@ -50,6 +50,14 @@ fn running_with_short_lease(queue: &EmbeddedQueue, agent: &str) -> String {
         .expect("claimed");
     queue.mark_running(&id, agent).unwrap();
     id
+}
+
+/// The handle a local-process run with process group `pgid` records.
+fn pid(pgid: i32) -> RunHandle {
+    RunHandle {
+        runner: "local-process".to_owned(),
+        id: pgid.to_string(),
+    }
 }
 
 fn never_dead(_: &str) -> bool {
@@ -281,11 +289,11 @@ fn a_full_run_records_start_finish_and_exit_code() {
     claim(&queue, &["default"], "agent-1");
     assert_eq!(queue.count_active("agent-1").unwrap(), 1);
     queue.mark_running(&id, "agent-1").unwrap();
-    queue.set_run_pid(&id, Some(4242)).unwrap();
+    queue.set_run_handle(&id, &pid(4242)).unwrap();
     let running = item(&queue, &id);
     assert_eq!(running.state, ItemState::Running);
     assert!(running.started_at.is_some());
-    assert_eq!(running.run_pid, Some(4242));
+    assert_eq!(running.run_handle, Some(pid(4242)));
 
     queue.finish(&id, "agent-1", Some(0)).unwrap();
     let done = item(&queue, &id);
@@ -333,21 +341,21 @@ fn an_expired_lease_puts_the_item_back_in_the_queue() {
     let tmp = tempfile::tempdir().unwrap();
     let queue = open(tmp.path());
     let id = running_with_short_lease(&queue, "agent-1");
-    queue.set_run_pid(&id, Some(31337)).unwrap();
+    queue.set_run_handle(&id, &pid(31337)).unwrap();
     thread::sleep(Duration::from_millis(50));
 
     let reclaimed = queue.reclaim_abandoned(&never_dead, 3).unwrap();
     assert_eq!(reclaimed.len(), 1);
     assert_eq!(reclaimed[0].id, id);
     assert_eq!(reclaimed[0].previous_holder, "agent-1");
-    assert_eq!(reclaimed[0].run_pid, Some(31337));
+    assert_eq!(reclaimed[0].run_handle, Some(pid(31337)));
     assert_eq!(reclaimed[0].new_state, ItemState::Queued);
 
     let back = item(&queue, &id);
     assert_eq!(back.state, ItemState::Queued);
     assert_eq!(back.claimed_by, None);
     assert_eq!(back.lease_expires_at, None);
-    assert_eq!(back.run_pid, None);
+    assert_eq!(back.run_handle, None);
     assert_eq!(back.attempts, 1, "the abandoned attempt counts");
     assert!(back.message.unwrap().contains("agent-1"));
     assert_eq!(queue.count_active("agent-1").unwrap(), 0);
@@ -437,7 +445,7 @@ fn release_does_not_count_an_attempt() {
     let id = queue.submit("default", json!({})).unwrap();
     claim(&queue, &["default"], "agent-1");
     queue.mark_running(&id, "agent-1").unwrap();
-    queue.set_run_pid(&id, Some(99)).unwrap();
+    queue.set_run_handle(&id, &pid(99)).unwrap();
     queue.release(&id, "agent-1").unwrap();
 
     let back = item(&queue, &id);
@@ -446,7 +454,7 @@ fn release_does_not_count_an_attempt() {
     assert_eq!(back.claimed_by, None);
     assert_eq!(back.lease_expires_at, None);
     assert_eq!(back.started_at, None);
-    assert_eq!(back.run_pid, None);
+    assert_eq!(back.run_handle, None);
 
     // Handing back again and again never exhausts the attempts.
     for _ in 0..5 {
@@ -481,7 +489,7 @@ fn wrong_transitions_are_errors_naming_both_states() {
     }
     assert!(queue.mark_running(&id, "agent-1").is_err());
     assert!(queue.release(&id, "agent-1").is_err());
-    assert!(queue.set_run_pid(&id, Some(1)).is_err());
+    assert!(queue.set_run_handle(&id, &pid(1)).is_err());
     assert!(queue.mark_stopped(&id, "agent-1", "no").is_err());
 
     claim(&queue, &["default"], "agent-1");

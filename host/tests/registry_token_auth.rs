@@ -148,9 +148,7 @@ async fn bearer_token_auth_works_for_lookups_and_pushes_and_refuses_a_wrong_pass
     assert!(refused.unauthorized, "{refused}");
     assert!(!refused.to_string().contains("wrong-password-1"));
 
-    let docker = launch_agent::runners::local_container::connect()
-        .await
-        .unwrap();
+    let docker = launch_agent::clients::docker::connect().await.unwrap();
     let tagged = Command::new("docker")
         .args(["tag", &services().base_image, &image])
         .status()
@@ -224,9 +222,7 @@ async fn an_anonymous_registry_needs_no_credentials() {
             .await
             .unwrap()
     );
-    let docker = launch_agent::runners::local_container::connect()
-        .await
-        .unwrap();
+    let docker = launch_agent::clients::docker::connect().await.unwrap();
     assert!(
         Command::new("docker")
             .args(["tag", &services().base_image, &image])

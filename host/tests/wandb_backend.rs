@@ -408,7 +408,11 @@ async fn stop_polling_stop_requests_heartbeats_and_close() {
     // No server calls for these.
     let before = fake.events().len();
     backend.mark_running("x", "me").await.unwrap();
-    backend.set_run_pid("x", Some(1)).await.unwrap();
+    let handle = launch_agent::queue::RunHandle {
+        runner: "local-process".into(),
+        id: "1".into(),
+    };
+    backend.set_run_handle("x", &handle).await.unwrap();
     backend.finish("x", "agent", Some(0)).await.unwrap();
     backend.release("x", "agent").await.unwrap();
     assert!(!backend.has_queued(&queues()).await.unwrap());

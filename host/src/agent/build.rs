@@ -66,7 +66,7 @@ pub(super) async fn build_image(
             .image_exists(settings, &plan.image_uri, log())
             .await
             .map_err(|e| plugin_failure(e, Stage::Build))?,
-        None => ctx.local_image_exists(&plan.image_uri).await,
+        None => ctx.clients.docker.has_image(&plan.image_uri).await,
     };
     if exists {
         run.step(&format!(

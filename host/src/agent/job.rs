@@ -10,8 +10,7 @@ use crate::plugins::CallError;
 use crate::plugins::bindings::{Job, Stage as PluginStage};
 use crate::plugins::loaded::RegistryCredentials;
 use crate::queue::{FetchedJob, QueueItem, Stage};
-use crate::runners::local_container::{self, ContainerRunRequest};
-use crate::runners::{Control, RunOutcome, RunRequest, local_process};
+use crate::runners::{Control, RegistryLogin, RunHandle, RunHooks, RunOutcome, RunRequest, Runner};
 use crate::sources;
 use crate::spec::LaunchSpec;
 use std::io::Write as _;
@@ -192,30 +191,23 @@ impl JobRun<'_> {
         let mut run_env = self.prepare_environment(&job).await?;
         let fetched = self.fetch_job_artifact(&spec).await?;
 
-        let resource = spec.resource().to_string();
-        if !matches!(resource.as_str(), "local-process" | "local-container") {
-            return Err(failed(
-                Stage::Run,
-                format!(
-                    "resource `{resource}` is not supported by this agent yet; use `local-process` or `local-container`"
-                ),
-            ));
-        }
-        if resource == "local-container" {
-            local_container::check_resource_args(&spec.resource_args()).map_err(|e| {
-                failed(
-                    Stage::Agent,
-                    format!("resource_args.local-container: {e:#}"),
-                )
-            })?;
-        }
+        let runner = ctx
+            .runners
+            .get(spec.resource())
+            .map_err(|e| failed(Stage::Run, e.to_string()))?;
+        runner.check_args(&spec.resource_args()).map_err(|e| {
+            failed(
+                Stage::Agent,
+                format!("resource_args.{}: {e:#}", runner.name()),
+            )
+        })?;
 
         // Build: only when the runner needs an image the job does not name.
         let mut image = spec
             .image()
             .map(str::to_string)
             .or_else(|| fetched.as_ref().and_then(|f| f.image.clone()));
-        if resource == "local-container" && image.is_none() {
+        if runner.needs_image() && image.is_none() {
             self.enter(Stage::Build);
             image = Some(build::build_image(self, &job, &spec, fetched.as_ref()).await?);
         }
@@ -235,13 +227,27 @@ impl JobRun<'_> {
             .mark_running(&item.id, &ctx.agent_id)
             .await
             .map_err(|e| failed(Stage::Agent, e.to_string()))?;
-        let outcome = if resource == "local-container" {
-            self.run_container(image, command, run_env, &spec, control.clone())
-                .await?
-        } else {
-            self.run_process(command, run_env, &spec, fetched.as_ref(), control.clone())
-                .await?
+        let request = RunRequest {
+            item_id: item.id.clone(),
+            image: None,
+            command,
+            env: run_env,
+            env_remove: ctx.secret_env_vars.clone(),
+            workdir: None,
+            log_path: self.output_log(),
+            resource_args: spec.resource_args(),
+            stop_grace: ctx.stop_grace,
         };
+        let outcome = self
+            .run_on(
+                &*runner,
+                request,
+                image,
+                &spec,
+                fetched.as_ref(),
+                control.clone(),
+            )
+            .await?;
         Ok(self.report(outcome, &control))
     }
 
@@ -286,51 +292,53 @@ impl JobRun<'_> {
         self.run_dir.join("output.log")
     }
 
-    /// Starts the image in a container and waits for it.
-    async fn run_container(
+    /// Gives the run what its runner needs (an image, or the job's code on
+    /// disk) and runs it there.
+    async fn run_on(
         &self,
+        runner: &dyn Runner,
+        mut request: RunRequest,
         image: Option<String>,
-        command: Vec<String>,
-        env: Vec<(String, String)>,
         spec: &LaunchSpec,
+        fetched: Option<&FetchedJob>,
         control: watch::Receiver<Control>,
     ) -> Result<anyhow::Result<RunOutcome>, JobEnd> {
-        let Some(image) = image else {
-            return Err(failed(
-                Stage::Build,
-                "the job needs an image: name one (`docker.docker_image`) or give it source to build",
-            ));
-        };
-        let docker = self
-            .ctx
-            .docker()
-            .await
-            .map_err(|e| failed(Stage::Run, format!("{e:#}")))?;
-        self.step(&format!("run: starting local-container from {image}"));
-        let request = ContainerRunRequest {
-            item_id: self.item.id.clone(),
-            image,
-            command,
-            env,
-            log_path: self.output_log(),
-            resource_args: spec.resource_args(),
-            stop_grace: self.ctx.stop_grace,
-        };
-        let (log, id) = (self.log.clone(), self.item.id.clone());
-        let pull_login = async || self.pull_credentials(&request.image).await;
-        Ok(
-            local_container::run(&docker, &request, control, pull_login, move |container| {
-                let short: String = container.chars().take(12).collect();
-                tracing::info!(item = %id, "run: container {short} started");
-                log.line(&format!("run: container {short} started"));
-            })
-            .await,
-        )
+        if runner.needs_image() {
+            if image.is_none() {
+                return Err(failed(
+                    Stage::Build,
+                    "the job needs an image: name one (`docker.docker_image`) or give it source to build",
+                ));
+            }
+            request.image = image;
+        } else {
+            request.workdir = self.code_dir(spec, fetched).await?;
+        }
+        Ok(runner.run(request, control, self).await)
+    }
+
+    /// Where a run that needs no image runs: the job's code directory (a
+    /// local `uri`, or a W&B job's code or repo, fetched).
+    async fn code_dir(
+        &self,
+        spec: &LaunchSpec,
+        fetched: Option<&FetchedJob>,
+    ) -> Result<Option<PathBuf>, JobEnd> {
+        Ok(match (spec.code_dir(), fetched) {
+            (Some(dir), _) => Some(PathBuf::from(dir)),
+            (None, Some(job)) => {
+                sources::fetch(spec, Some(job), &self.run_dir)
+                    .await
+                    .map_err(|e| failed(Stage::Agent, format!("fetching the job's code: {e:#}")))?
+                    .dir
+            }
+            (None, None) => None,
+        })
     }
 
     /// The credentials to pull `image` with: the configured registry's login
     /// when the image lives in that registry (same host), else none.
-    async fn pull_credentials(&self, image: &str) -> anyhow::Result<Option<RegistryCredentials>> {
+    async fn registry_login(&self, image: &str) -> anyhow::Result<Option<RegistryCredentials>> {
         let Some(registry) = &self.ctx.registry else {
             return Ok(None);
         };
@@ -349,50 +357,6 @@ impl JobRun<'_> {
             registry.label()
         ));
         Ok(registry.login(&settings, Some(self.log.clone())).await?)
-    }
-
-    /// Starts the command as a local process and waits for it.
-    async fn run_process(
-        &self,
-        command: Vec<String>,
-        env: Vec<(String, String)>,
-        spec: &LaunchSpec,
-        fetched: Option<&FetchedJob>,
-        control: watch::Receiver<Control>,
-    ) -> Result<anyhow::Result<RunOutcome>, JobEnd> {
-        // A W&B job's code (or repo) is where a local process runs.
-        let workdir = match (spec.code_dir(), fetched) {
-            (Some(dir), _) => Some(PathBuf::from(dir)),
-            (None, Some(job)) => {
-                sources::fetch(spec, Some(job), &self.run_dir)
-                    .await
-                    .map_err(|e| failed(Stage::Agent, format!("fetching the job's code: {e:#}")))?
-                    .dir
-            }
-            (None, None) => None,
-        };
-        let request = RunRequest {
-            item_id: self.item.id.clone(),
-            command,
-            env,
-            env_remove: self.ctx.secret_env_vars.clone(),
-            stop_grace: self.ctx.stop_grace,
-            workdir,
-            log_path: self.output_log(),
-        };
-        self.step(&format!(
-            "run: starting local-process {:?}",
-            request.command.first().map(String::as_str).unwrap_or("")
-        ));
-        let (queue, id) = (self.ctx.queue.clone(), self.item.id.clone());
-        Ok(local_process::run(&request, control, move |pid| {
-            tokio::spawn(async move {
-                if let Err(e) = queue.set_run_pid(&id, Some(pid)).await {
-                    tracing::warn!(item = %id, error = %e, "cannot record the run's pid");
-                }
-            });
-        })
-        .await)
     }
 
     /// How the run ended, as the queue records it.
@@ -424,5 +388,39 @@ impl JobRun<'_> {
             }
             Err(e) => failed(Stage::Run, format!("{e:#}")),
         }
+    }
+}
+
+/// What a runner gets from the agent during the run: the handle goes to the
+/// queue, lines to the job's log, and pulls log in through the configured
+/// registry plugin.
+#[async_trait::async_trait]
+impl RunHooks for JobRun<'_> {
+    fn started(&self, handle: RunHandle) {
+        let (queue, id) = (self.ctx.queue.clone(), self.item.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = queue.set_run_handle(&id, &handle).await {
+                tracing::warn!(item = %id, error = %e, "cannot record the run's handle");
+            }
+        });
+    }
+
+    fn log(&self, line: &str) {
+        self.step(line);
+    }
+
+    fn warning(&self, line: &str) {
+        tracing::warn!(item = %self.item.id, queue = %self.item.queue, "{line}");
+        self.log.warning(line);
+    }
+
+    async fn pull_credentials(&self, image: &str) -> anyhow::Result<Option<RegistryLogin>> {
+        Ok(self
+            .registry_login(image)
+            .await?
+            .map(|credentials| RegistryLogin {
+                username: credentials.username,
+                password: credentials.password.value().to_string(),
+            }))
     }
 }

@@ -7,7 +7,9 @@
 //!   failure is recorded on its item, and even a panic in a job task only
 //!   fails that item.
 //! - **Nothing queued is lost.** Claims are leases renewed while jobs run;
-//!   at start-up the agent takes back items whose holder died. On
+//!   at start-up the agent takes back items whose holder died, and the
+//!   runner of each cleans up what its run left (a process group, a
+//!   container), found through the run handle the queue kept. On
 //!   SIGINT/SIGTERM it stops claiming, lets running jobs finish for
 //!   `shutdown_grace_seconds` (a second signal cuts that short), then stops
 //!   the rest and hands them back to the queue.
@@ -17,10 +19,11 @@ pub mod identity;
 pub mod job;
 pub mod wake;
 
+use crate::clients::Clients;
 use crate::config::LaunchConfig;
 use crate::plugins::{LoadedPlugin, PluginHost};
-use crate::queue::{QueueBackend, QueueItem, Stage};
-use crate::runners::{Control, local_process};
+use crate::queue::{QueueBackend, QueueItem, Reclaimed, Stage};
+use crate::runners::{Control, Runner, Runners};
 use crate::state_dir::StateDir;
 use crate::timeouts::{IDLE_RECHECK, LEASE_RENEW_DIVISOR, STOP_POLL};
 use job::JobEnd;
@@ -56,27 +59,11 @@ pub struct JobContext {
     pub builder_destination: Option<String>,
     /// How long a stopped run gets to exit (`stopped_run_timeout`).
     pub stop_grace: Duration,
-    /// The Docker engine, connected on first use.
-    pub docker: tokio::sync::OnceCell<bollard::Docker>,
-}
-
-impl JobContext {
-    /// The Docker engine (connected once, with API version negotiation).
-    pub async fn docker(&self) -> anyhow::Result<bollard::Docker> {
-        self.docker
-            .get_or_try_init(crate::runners::local_container::connect)
-            .await
-            .cloned()
-    }
-
-    /// Whether the local engine has `image` (no registry configured: a
-    /// local build is reused as W&B does with `docker image inspect`).
-    pub async fn local_image_exists(&self, image: &str) -> bool {
-        match self.docker().await {
-            Ok(docker) => docker.inspect_image(image).await.is_ok(),
-            Err(_) => false,
-        }
-    }
+    /// The clients of outside services (the Docker Engine), connected on
+    /// first use and shared.
+    pub clients: Clients,
+    /// Where jobs run, by `resource`.
+    pub runners: Runners,
 }
 
 /// How the agent run should behave.
@@ -149,6 +136,7 @@ pub fn job_context(
             crate::config::SecretSource::File(_) => None,
         })
         .collect();
+    let clients = Clients::new();
     Ok(JobContext {
         agent_id,
         queue,
@@ -184,9 +172,14 @@ pub fn job_context(
             .and_then(|b| b.destination.clone())
             .filter(|d| !d.is_empty()),
         stop_grace: Duration::from_secs(config.stopped_run_timeout),
-        docker: tokio::sync::OnceCell::new(),
+        runners: Runners::new(&clients),
+        clients,
     })
 }
+
+/// How long reclaiming waits for the runners to clean up after the agents
+/// that died (kill a process group, remove a container).
+const CLEAN_UP_WAIT: Duration = Duration::from_secs(30);
 
 /// A running job as the loop tracks it.
 struct Running {
@@ -330,7 +323,7 @@ fn hand_back_all(running: &HashMap<tokio::task::Id, Running>) {
     }
 }
 
-/// Takes back items whose holder died; kills what is left of their runs.
+/// Takes back items whose holder died; cleans up what is left of their runs.
 async fn reclaim(ctx: &Arc<JobContext>, max_attempts: u32) -> anyhow::Result<usize> {
     let me = ctx.agent_id.clone();
     let holder_is_dead: Arc<dyn Fn(&str) -> bool + Send + Sync> =
@@ -339,28 +332,56 @@ async fn reclaim(ctx: &Arc<JobContext>, max_attempts: u32) -> anyhow::Result<usi
         .queue
         .reclaim_abandoned(holder_is_dead, max_attempts)
         .await?;
+    let mut cleanups = Vec::new();
     for item in &reclaimed {
-        if let Some(pgid) = item.run_pid {
-            local_process::kill_leftover(pgid);
-        }
-        // A container run of the dead agent: remove it (it may hold GPUs).
-        let ctx = ctx.clone();
-        let name = crate::runners::local_container::container_name(&item.id);
-        tokio::spawn(async move {
-            if let Some(docker) = ctx.docker.get() {
-                crate::runners::local_container::remove_leftover(docker, &name).await;
-            } else if let Ok(docker) = ctx.docker().await {
-                crate::runners::local_container::remove_leftover(&docker, &name).await;
-            }
-        });
         tracing::warn!(
             item = %item.id,
             holder = %item.previous_holder,
             state = %item.new_state,
             "took back a job whose agent died"
         );
+        cleanups.extend(clean_up_after(&ctx.runners, item));
+    }
+    // Before anything is claimed again (a retry reuses the container name),
+    // and before an agent that is about to exit does; a cleanup that hangs
+    // goes on in the background.
+    if !cleanups.is_empty()
+        && tokio::time::timeout(CLEAN_UP_WAIT, futures_util::future::join_all(cleanups))
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "cleaning up after the agents that died takes more than {CLEAN_UP_WAIT:?}: carrying on while it finishes"
+        );
     }
     Ok(reclaimed.len())
+}
+
+/// Has the runner that recorded the item's run handle remove what the run
+/// left (a process group, a container that may hold GPUs); with no handle
+/// recorded (the agent died before the run started, or before the handle
+/// reached the queue), every runner looks for the item's leftovers.
+fn clean_up_after(runners: &Runners, item: &Reclaimed) -> Option<tokio::task::JoinHandle<()>> {
+    let cleaners: Vec<Arc<dyn Runner>> = match &item.run_handle {
+        Some(handle) => match runners.get(&handle.runner) {
+            Ok(runner) => vec![runner],
+            Err(_) => {
+                tracing::warn!(
+                    item = %item.id,
+                    runner = %handle.runner,
+                    "the run of a job whose agent died was started by a runner this agent does not have: it cannot clean it up"
+                );
+                return None;
+            }
+        },
+        None => runners.all().cloned().collect(),
+    };
+    let (id, handle) = (item.id.clone(), item.run_handle.clone());
+    Some(tokio::spawn(async move {
+        for runner in cleaners {
+            runner.clean_up(&id, handle.as_ref()).await;
+        }
+    }))
 }
 
 async fn record(

@@ -9,7 +9,7 @@
 //! process's write for up to the busy timeout, so they run on the blocking
 //! pool instead of stalling the agent's async tasks.
 
-use super::{EmbeddedQueue, QueueError, QueueItem, Reclaimed, Stage};
+use super::{EmbeddedQueue, QueueError, QueueItem, Reclaimed, RunHandle, Stage};
 use crate::timeouts::IDLE_RECHECK;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,8 +64,9 @@ pub trait QueueBackend: Send + Sync {
     ) -> Result<Option<QueueItem>, QueueError>;
     /// The claimed item's run starts.
     async fn mark_running(&self, id: &str, agent_id: &str) -> Result<(), QueueError>;
-    /// Records the process group of a local-process run (for cleanup after a crash).
-    async fn set_run_pid(&self, id: &str, pid: Option<i32>) -> Result<(), QueueError>;
+    /// Records where the item's run is, as its runner describes it (for
+    /// cleanup after a crash).
+    async fn set_run_handle(&self, id: &str, handle: &RunHandle) -> Result<(), QueueError>;
     /// Keeps this agent's claims alive; called every lease / 3.
     async fn renew_leases(&self, agent_id: &str, lease: Duration) -> Result<(), QueueError>;
     /// The run finished (exit code 0). `agent_id` must hold the item (for
@@ -173,9 +174,9 @@ impl QueueBackend for EmbeddedBackend {
         let (id, agent_id) = (id.to_string(), agent_id.to_string());
         self.blocking(move |q| q.mark_running(&id, &agent_id)).await
     }
-    async fn set_run_pid(&self, id: &str, pid: Option<i32>) -> Result<(), QueueError> {
-        let id = id.to_string();
-        self.blocking(move |q| q.set_run_pid(&id, pid)).await
+    async fn set_run_handle(&self, id: &str, handle: &RunHandle) -> Result<(), QueueError> {
+        let (id, handle) = (id.to_string(), handle.clone());
+        self.blocking(move |q| q.set_run_handle(&id, &handle)).await
     }
     async fn renew_leases(&self, agent_id: &str, lease: Duration) -> Result<(), QueueError> {
         let agent_id = agent_id.to_string();

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::clock::Now;
 use super::error::{QueueError, SqlContext};
-use super::item::{ItemState, QueueItem, Reclaimed, Stage};
-use super::row::{COLUMNS, RawItem};
+use super::item::{ItemState, QueueItem, Reclaimed, RunHandle, Stage};
+use super::row::{COLUMNS, RawItem, run_handle};
 use super::schema::{enable_wal, migrate};
 
 /// The name of the database file inside the state directory.
@@ -144,7 +144,7 @@ impl EmbeddedQueue {
                 tx.execute(
                     "UPDATE items SET state = 'claimed', claimed_by = ?2, attempts = attempts + 1,
                          lease_expires_at = ?3, lease_expires_ms = ?4, started_at = NULL,
-                         run_pid = NULL, updated_at = ?5, updated_ms = ?6
+                         run_runner = NULL, run_handle = NULL, updated_at = ?5, updated_ms = ?6
                      WHERE id = ?1",
                     params![id, agent_id, lease_text, lease_ms, now.text, now.ms],
                 )
@@ -190,19 +190,19 @@ impl EmbeddedQueue {
         tx.commit().ctx(&self.path, &op)
     }
 
-    /// Records (or, with `None`, clears) the process group id of the item's
-    /// local-process run. Recording needs a `claimed` or `running` item;
-    /// clearing works in any state.
-    pub fn set_run_pid(&self, id: &str, pid: Option<i32>) -> Result<(), QueueError> {
-        let op = format!("set run pid of item {id}");
+    /// Records where the item's run is (see [`RunHandle`]), so that what
+    /// is left of it can be cleaned up if its agent dies. Needs a `claimed`
+    /// or `running` item.
+    pub fn set_run_handle(&self, id: &str, handle: &RunHandle) -> Result<(), QueueError> {
+        let op = format!("set run handle of item {id}");
         let mut conn = self.lock();
         let tx = self.begin(&mut conn, &op)?;
         let current = self.current(&tx, id, &op)?;
-        if pid.is_some() && !current.state.is_held() {
+        if !current.state.is_held() {
             return Err(QueueError::WrongState {
                 path: self.path.clone(),
                 id: id.to_owned(),
-                action: "record a run pid for",
+                action: "record a run handle for",
                 from: current.state,
                 to: current.state,
                 allowed: "claimed or running".to_owned(),
@@ -210,8 +210,9 @@ impl EmbeddedQueue {
         }
         let now = Now::get();
         tx.execute(
-            "UPDATE items SET run_pid = ?2, updated_at = ?3, updated_ms = ?4 WHERE id = ?1",
-            params![id, pid, now.text, now.ms],
+            "UPDATE items SET run_runner = ?2, run_handle = ?3, updated_at = ?4, updated_ms = ?5
+             WHERE id = ?1",
+            params![id, handle.runner, handle.id, now.text, now.ms],
         )
         .ctx(&self.path, &op)?;
         tx.commit().ctx(&self.path, &op)
@@ -291,7 +292,7 @@ impl EmbeddedQueue {
 
     /// Hands a `claimed` or `running` item back unfinished (the agent is
     /// shutting down): it goes back to `queued` with its holder, lease,
-    /// start time and run pid cleared, and `attempts` goes down by one so a
+    /// start time and run handle cleared, and `attempts` goes down by one so a
     /// hand-back does not count as an attempt.
     ///
     /// If a stop was requested for the item it goes to `stopped` instead,
@@ -333,7 +334,7 @@ impl EmbeddedQueue {
             tx.execute(
                 "UPDATE items SET state = 'queued', message = ?2,
                      attempts = MAX(attempts - 1, 0), claimed_by = NULL, lease_expires_at = NULL,
-                     lease_expires_ms = NULL, started_at = NULL, run_pid = NULL,
+                     lease_expires_ms = NULL, started_at = NULL, run_runner = NULL, run_handle = NULL,
                      updated_at = ?3, updated_ms = ?4
                  WHERE id = ?1",
                 params![
@@ -392,12 +393,12 @@ impl EmbeddedQueue {
     ///
     /// * a stop was requested: `stopped`;
     /// * `attempts < max_attempts`: back to `queued` (holder, lease, start
-    ///   time and run pid cleared; the abandoned attempt still counts);
+    ///   time and run handle cleared; the abandoned attempt still counts);
     /// * otherwise: `failed`, stage `agent`, with a message saying it was
     ///   abandoned N times by agents that died.
     ///
-    /// Returns what was done to each, with its previous holder and run pid
-    /// so the caller can clean up left-over processes. `holder_is_dead` is
+    /// Returns what was done to each, with its previous holder and run handle
+    /// so the caller can clean up what its run left. `holder_is_dead` is
     /// called while the database write lock is held, so it must be quick
     /// (e.g. a `kill(pid, 0)`); it is not called for expired leases.
     pub fn reclaim_abandoned(
@@ -412,7 +413,8 @@ impl EmbeddedQueue {
         let held: Vec<Held> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT id, claimed_by, run_pid, attempts, stop_requested, lease_expires_ms
+                    "SELECT id, claimed_by, run_runner, run_handle, attempts, stop_requested,
+                         lease_expires_ms
                      FROM items WHERE state IN ('claimed', 'running') ORDER BY seq",
                 )
                 .ctx(&self.path, op)?;
@@ -420,10 +422,11 @@ impl EmbeddedQueue {
                 Ok(Held {
                     id: row.get(0)?,
                     claimed_by: row.get(1)?,
-                    run_pid: row.get(2)?,
-                    attempts: row.get(3)?,
-                    stop_requested: row.get(4)?,
-                    lease_expires_ms: row.get(5)?,
+                    run_runner: row.get(2)?,
+                    run_handle: row.get(3)?,
+                    attempts: row.get(4)?,
+                    stop_requested: row.get(5)?,
+                    lease_expires_ms: row.get(6)?,
                 })
             })
             .ctx(&self.path, op)?
@@ -442,10 +445,8 @@ impl EmbeddedQueue {
                 continue;
             };
             let holder = item.claimed_by.unwrap_or_else(|| "unknown".to_owned());
-            let run_pid = item
-                .run_pid
-                .map(|pid| i32::try_from(pid).map_err(|_| self.corrupt(&item.id, "run_pid", pid)))
-                .transpose()?;
+            let run_handle = run_handle(item.run_runner, item.run_handle)
+                .map_err(|detail| self.corrupt(&item.id, "run_handle", detail))?;
             let attempts = u32::try_from(item.attempts)
                 .map_err(|_| self.corrupt(&item.id, "attempts", item.attempts))?;
             let item_op = format!("reclaim item {} from agent {holder}", item.id);
@@ -467,7 +468,7 @@ impl EmbeddedQueue {
                 tx.execute(
                     "UPDATE items SET state = 'queued', message = ?2, claimed_by = NULL,
                          lease_expires_at = NULL, lease_expires_ms = NULL, started_at = NULL,
-                         run_pid = NULL, updated_at = ?3, updated_ms = ?4
+                         run_runner = NULL, run_handle = NULL, updated_at = ?3, updated_ms = ?4
                      WHERE id = ?1",
                     params![
                         item.id,
@@ -505,7 +506,7 @@ impl EmbeddedQueue {
             reclaimed.push(Reclaimed {
                 id: item.id,
                 previous_holder: holder,
-                run_pid,
+                run_handle,
                 new_state,
             });
         }
@@ -808,7 +809,8 @@ struct Current {
 struct Held {
     id: String,
     claimed_by: Option<String>,
-    run_pid: Option<i64>,
+    run_runner: Option<String>,
+    run_handle: Option<String>,
     attempts: i64,
     stop_requested: bool,
     lease_expires_ms: Option<i64>,

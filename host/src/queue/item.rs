@@ -182,9 +182,23 @@ pub struct QueueItem {
     pub lease_expires_at: Option<String>,
     /// Whether someone asked for the item to be stopped.
     pub stop_requested: bool,
-    /// The process group id of a local-process run, kept so left-over
-    /// processes can be cleaned up after an agent crashed.
-    pub run_pid: Option<i32>,
+    /// Where the item's run is, as its runner recorded it, kept so what
+    /// is left of it can be cleaned up after an agent crashed.
+    pub run_handle: Option<RunHandle>,
+}
+
+/// Where a run is, as the runner that started it recorded it: enough for
+/// that runner, and only it, to find the run again after its agent died.
+///
+/// The queue stores it and hands it back without reading `id`: a process
+/// group id for `local-process`, a container id for `local-container`. It
+/// never holds a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunHandle {
+    /// The runner that started the run: its `resource` name.
+    pub runner: String,
+    /// The runner's own id of the run, opaque to everyone else.
+    pub id: String,
 }
 
 /// What [`EmbeddedQueue::reclaim_abandoned`](super::EmbeddedQueue::reclaim_abandoned)
@@ -195,9 +209,9 @@ pub struct Reclaimed {
     pub id: String,
     /// The agent that held the item (`"unknown"` if none was recorded).
     pub previous_holder: String,
-    /// The process group id of its run, if one was recorded: the caller
-    /// should make sure it is gone.
-    pub run_pid: Option<i32>,
+    /// Where its run is, if one was recorded: the caller should make sure
+    /// it is gone.
+    pub run_handle: Option<RunHandle>,
     /// The item's state now: `queued` (another attempt), `failed` (out of
     /// attempts) or `stopped` (a stop had been requested).
     pub new_state: ItemState,

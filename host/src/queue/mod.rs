@@ -25,6 +25,6 @@ pub mod wandb;
 pub use backend::{EmbeddedBackend, FetchedJob, QueueBackend, RepoExtras};
 pub use embedded::{BUSY_TIMEOUT, DB_FILE_NAME, EmbeddedQueue};
 pub use error::QueueError;
-pub use item::{ItemState, ParseNameError, QueueItem, Reclaimed, Stage};
+pub use item::{ItemState, ParseNameError, QueueItem, Reclaimed, RunHandle, Stage};
 pub use schema::SCHEMA_VERSION;
 pub use table::format_table;

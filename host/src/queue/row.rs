@@ -5,12 +5,12 @@ use std::path::Path;
 use rusqlite::Row;
 
 use super::error::QueueError;
-use super::item::{ParseNameError, QueueItem};
+use super::item::{ParseNameError, QueueItem, RunHandle};
 
 /// The columns [`RawItem::from_row`] reads, in its order.
 pub(super) const COLUMNS: &str = "id, queue, state, stage, message, exit_code, attempts, spec, \
     created_at, updated_at, started_at, finished_at, claimed_by, lease_expires_at, \
-    stop_requested, run_pid";
+    stop_requested, run_runner, run_handle";
 
 /// A row as stored, before its values are checked.
 pub(super) struct RawItem {
@@ -29,7 +29,8 @@ pub(super) struct RawItem {
     claimed_by: Option<String>,
     lease_expires_at: Option<String>,
     stop_requested: bool,
-    run_pid: Option<i64>,
+    run_runner: Option<String>,
+    run_handle: Option<String>,
 }
 
 impl RawItem {
@@ -51,7 +52,8 @@ impl RawItem {
             claimed_by: row.get(12)?,
             lease_expires_at: row.get(13)?,
             stop_requested: row.get(14)?,
-            run_pid: row.get(15)?,
+            run_runner: row.get(15)?,
+            run_handle: row.get(16)?,
         })
     }
 
@@ -79,11 +81,8 @@ impl RawItem {
             .map_err(|err| corrupt("exit_code", err.to_string()))?;
         let attempts =
             u32::try_from(self.attempts).map_err(|err| corrupt("attempts", err.to_string()))?;
-        let run_pid = self
-            .run_pid
-            .map(i32::try_from)
-            .transpose()
-            .map_err(|err| corrupt("run_pid", err.to_string()))?;
+        let run_handle = run_handle(self.run_runner, self.run_handle)
+            .map_err(|detail| corrupt("run_handle", detail))?;
         let spec =
             serde_json::from_str(&self.spec).map_err(|err| corrupt("spec", err.to_string()))?;
         Ok(QueueItem {
@@ -102,7 +101,20 @@ impl RawItem {
             claimed_by: self.claimed_by,
             lease_expires_at: self.lease_expires_at,
             stop_requested: self.stop_requested,
-            run_pid,
+            run_handle,
         })
+    }
+}
+
+/// The run handle of a row: both columns set, or neither.
+pub(super) fn run_handle(
+    runner: Option<String>,
+    id: Option<String>,
+) -> Result<Option<RunHandle>, String> {
+    match (runner, id) {
+        (Some(runner), Some(id)) => Ok(Some(RunHandle { runner, id })),
+        (None, None) => Ok(None),
+        (Some(runner), None) => Err(format!("runner {runner:?} without an id")),
+        (None, Some(_)) => Err("an id without a runner".to_owned()),
     }
 }

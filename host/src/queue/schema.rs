@@ -10,7 +10,7 @@ use super::error::{QueueError, SqlContext};
 /// The schema version this build writes, kept in SQLite's `user_version`
 /// pragma. A database with a newer version is refused; older ones are
 /// migrated when opened.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1 of the schema.
 ///
@@ -50,6 +50,18 @@ WHEN OLD.state IN ('finished', 'failed', 'stopped') AND NEW.state IS NOT OLD.sta
 BEGIN
     SELECT RAISE(ABORT, 'a finished, failed or stopped queue item cannot change state');
 END;
+";
+
+/// Version 2: a run is found again through a runner-neutral handle (which
+/// runner, and that runner's own id of the run) instead of a process group
+/// id. A pid recorded by version 1 becomes a `local-process` handle, which is
+/// what it was.
+const SCHEMA_V2: &str = "
+ALTER TABLE items ADD COLUMN run_runner TEXT;
+ALTER TABLE items ADD COLUMN run_handle TEXT;
+UPDATE items SET run_runner = 'local-process', run_handle = CAST(run_pid AS TEXT)
+    WHERE run_pid IS NOT NULL;
+ALTER TABLE items DROP COLUMN run_pid;
 ";
 
 /// Puts the database in write-ahead-log mode (a setting kept in the file),
@@ -110,10 +122,56 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueErr
     if version < 1 {
         tx.execute_batch(SCHEMA_V1).ctx(path, op)?;
     }
-    // Later versions: `if version < 2 { ... }` here.
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2).ctx(path, op)?;
+    }
+    // Later versions: `if version < 3 { ... }` here.
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .ctx(path, op)?;
     }
     tx.commit().ctx(path, op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_pid_reads_back_as_a_local_process_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.sqlite3");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let insert = "INSERT INTO items (id, queue, state, spec, created_at, created_ms,
+                          updated_at, updated_ms, claimed_by, run_pid)
+                      VALUES (?1, 'q', 'running', '{}', 't', 0, 't', 0, 'agent', ?2)";
+        conn.execute(insert, rusqlite::params!["with-pid", 4242])
+            .unwrap();
+        conn.execute(insert, rusqlite::params!["without", None::<i64>])
+            .unwrap();
+
+        migrate(&mut conn, &path).unwrap();
+
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let handle = |id: &str| -> (Option<String>, Option<String>) {
+            conn.query_row(
+                "SELECT run_runner, run_handle FROM items WHERE id = ?1",
+                [id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            handle("with-pid"),
+            (Some("local-process".into()), Some("4242".into()))
+        );
+        assert_eq!(handle("without"), (None, None));
+        let has_pid_column = conn.prepare("SELECT run_pid FROM items").is_ok();
+        assert!(!has_pid_column, "run_pid outlived the migration");
+    }
 }

@@ -5,17 +5,76 @@
 //! secrets, plus the run's variables. Its stdout and stderr go to the run's
 //! `output.log`. If the agent dies, the kernel kills the run with it
 //! (`PR_SET_PDEATHSIG`), and the agent that reclaims the job kills any of
-//! the process group that is left, so no run goes on unaccounted for.
+//! the process group that is left (the run handle is the group's id), so no
+//! run goes on unaccounted for.
+//!
+//! It reads no `resource_args`: any a spec gives are ignored.
 
-use super::{Control, RunOutcome, RunRequest};
+use super::{Control, RunHandle, RunHooks, RunOutcome, RunRequest, Runner};
 use anyhow::Context as _;
+use serde_json::Value;
 use std::process::Stdio;
 use tokio::process::Command;
 use tokio::sync::watch;
 
+/// The `local-process` runner.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalProcess;
+
+/// The `resource` it serves.
+const NAME: &str = "local-process";
+
+#[async_trait::async_trait]
+impl Runner for LocalProcess {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn needs_image(&self) -> bool {
+        false
+    }
+
+    fn check_args(&self, _resource_args: &Value) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        request: RunRequest,
+        control: watch::Receiver<Control>,
+        hooks: &dyn RunHooks,
+    ) -> anyhow::Result<RunOutcome> {
+        hooks.log(&format!(
+            "run: starting local-process {:?}",
+            request.command.first().map(String::as_str).unwrap_or("")
+        ));
+        run(&request, control, |pid| {
+            hooks.started(RunHandle {
+                runner: NAME.to_string(),
+                id: pid.to_string(),
+            })
+        })
+        .await
+    }
+
+    async fn clean_up(&self, item_id: &str, handle: Option<&RunHandle>) {
+        let Some(handle) = handle.filter(|h| h.runner == NAME) else {
+            return;
+        };
+        match handle.id.parse::<i32>() {
+            Ok(pgid) => kill_leftover(pgid),
+            Err(_) => tracing::warn!(
+                item = %item_id,
+                "the recorded run handle {:?} is not a process group id: nothing to kill",
+                handle.id
+            ),
+        }
+    }
+}
+
 /// Runs `request`, calling `started(pid)` once the process exists; ends it
 /// when `control` says so.
-pub async fn run(
+async fn run(
     request: &RunRequest,
     mut control: watch::Receiver<Control>,
     started: impl FnOnce(i32),
@@ -110,7 +169,7 @@ async fn stop_group(pid: i32, child: &mut tokio::process::Child, grace: std::tim
 }
 
 /// Sends `signal` to process group `pgid` (nothing for pid 0 or below).
-pub fn signal_group(pgid: i32, signal: i32) {
+fn signal_group(pgid: i32, signal: i32) {
     if pgid > 0 {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
         unsafe {
@@ -120,6 +179,6 @@ pub fn signal_group(pgid: i32, signal: i32) {
 }
 
 /// Kills what is left of the process group of a run whose agent died.
-pub fn kill_leftover(pgid: i32) {
+fn kill_leftover(pgid: i32) {
     signal_group(pgid, libc::SIGKILL);
 }

@@ -75,10 +75,10 @@ pub fn services() -> &'static Services {
     })
 }
 
-/// A client of the engine, through the runner's own `connect`.
+/// A client of the engine, through the agent's own `connect`.
 pub async fn docker() -> Docker {
     services();
-    launch_agent::runners::local_container::connect()
+    launch_agent::clients::docker::connect()
         .await
         .unwrap_or_else(|e| {
             panic!("{e:#}: run `scripts/services.sh start` first (scripts/test.sh does)")

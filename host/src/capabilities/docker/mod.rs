@@ -11,13 +11,13 @@
 //! usable without WebAssembly.
 //!
 //! **Client.** Each call connects to the engine anew
-//! ([`local_container::connect`], which negotiates the API version): it
+//! ([`clients::docker::connect`], which negotiates the API version): it
 //! costs one `/version` round trip on a local socket, negligible beside a
 //! build or a push, and needs no state in [`PluginState`] (which lives for
 //! one call anyway), nor a process-wide client bound to one Tokio runtime or
 //! to an engine that may have restarted since.
 //!
-//! [`local_container::connect`]: crate::runners::local_container::connect
+//! [`clients::docker::connect`]: crate::clients::docker::connect
 
 pub mod context;
 pub mod engine;
@@ -87,7 +87,7 @@ impl PluginState {
 
 /// Connects to the engine for one call.
 async fn connect(operation: &str) -> Result<Docker, DockerError> {
-    crate::runners::local_container::connect()
+    crate::clients::docker::connect()
         .await
         .map_err(|e| EngineError::new(operation, format!("{e:#}")).into())
 }

@@ -21,7 +21,7 @@
 //!
 //! | method | why |
 //! |---|---|
-//! | `mark_running`, `set_run_pid` | W&B tracks the run itself (through `wandb.init` in the job) |
+//! | `mark_running`, `set_run_handle` | W&B tracks the run itself (through `wandb.init` in the job) |
 //! | `finish` | W&B has no success mutation; the run reports its own end |
 //! | `mark_stopped` | the stop was asked on the server, which marks the run stopped |
 //! | `release` | W&B cannot hand an acked item back; it stays claimed by its run (the W&B agent does the same on shutdown) |
@@ -490,7 +490,7 @@ impl QueueBackend for WandbBackend {
                 claimed_by: Some(agent_id.to_string()),
                 lease_expires_at: None,
                 stop_requested: false,
-                run_pid: None,
+                run_handle: None,
             }));
         }
         Ok(None)
@@ -501,8 +501,12 @@ impl QueueBackend for WandbBackend {
         Ok(())
     }
 
-    /// No server call: the process group is only of local interest.
-    async fn set_run_pid(&self, _id: &str, _pid: Option<i32>) -> Result<(), QueueError> {
+    /// No server call: where a run is matters only to this machine.
+    async fn set_run_handle(
+        &self,
+        _id: &str,
+        _handle: &crate::queue::RunHandle,
+    ) -> Result<(), QueueError> {
         Ok(())
     }
 
