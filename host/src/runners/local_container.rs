@@ -70,6 +70,7 @@
 
 use super::{Control, RunOutcome};
 use crate::capabilities::docker::{ImageRef, redact};
+use crate::json_kind;
 use crate::plugins::loaded::RegistryCredentials;
 use anyhow::{Context as _, anyhow, bail};
 use bollard::Docker;
@@ -699,7 +700,7 @@ impl ResourceArgs {
             Value::Object(map) => map,
             other => bail!(
                 "resource_args.local-container must be a mapping of docker run flags (accepted: {ACCEPTED}), not {}",
-                kind(other)
+                json_kind::of(other)
             ),
         };
         let mut seen: HashMap<Key, &str> = HashMap::new();
@@ -770,7 +771,7 @@ impl ResourceArgs {
                 }
                 Key::Init => match value {
                     Value::Bool(b) => args.init = Some(*b),
-                    other => bail!("{at} must be true or false, not {}", kind(other)),
+                    other => bail!("{at} must be true or false, not {}", json_kind::of(other)),
                 },
                 Key::AddHost => {
                     for entry in strings(value, &at)? {
@@ -837,17 +838,6 @@ fn canonical_key(key: &str) -> anyhow::Result<Key> {
     })
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
-}
-
 /// A string, number or boolean as text.
 fn scalar(value: &Value, at: &str) -> anyhow::Result<String> {
     match value {
@@ -855,7 +845,7 @@ fn scalar(value: &Value, at: &str) -> anyhow::Result<String> {
         Value::String(_) => bail!("{at} is empty"),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        other => bail!("{at} must be a single value, not {}", kind(other)),
+        other => bail!("{at} must be a single value, not {}", json_kind::of(other)),
     }
 }
 
