@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use launch_agent::agent::{self, AgentOptions};
 use launch_agent::config::LaunchConfig;
 use launch_agent::plugins::PluginHost;
-use launch_agent::queue::{EmbeddedQueue, format_table};
+use launch_agent::queue::{self, BackendSettings, format_table};
 use launch_agent::state_dir::StateDir;
 use launch_agent::{spec, startup};
 use std::path::{Path, PathBuf};
@@ -194,10 +194,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let state_arg = cli.state_dir.clone();
     match cli.command {
         Command::Run(args) => run(state_arg.as_deref(), args).await,
-        Command::Submit { queue, spec } => submit(state_arg.as_deref(), &queue, &spec),
+        Command::Submit { queue, spec } => submit(state_arg.as_deref(), &queue, &spec).await,
         Command::Queue(QueueCommand::List { queue, json }) => {
             let state = StateDir::resolve(state_arg.as_deref(), None);
-            let items = EmbeddedQueue::open(state.root())?.list(queue.as_deref())?;
+            let items = queue::open(&BackendSettings::embedded(state.root()))
+                .await?
+                .list(queue.as_deref())
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
@@ -207,7 +210,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Queue(QueueCommand::Stop { id }) => {
             let state = StateDir::resolve(state_arg.as_deref(), None);
-            let new_state = EmbeddedQueue::open(state.root())?.request_stop(&id)?;
+            let new_state = queue::open(&BackendSettings::embedded(state.root()))
+                .await?
+                .request_stop(&id)
+                .await?;
             agent::wake::wake_all(&state.wake_dir());
             println!("{id}: {new_state}");
             Ok(ExitCode::SUCCESS)
@@ -344,7 +350,7 @@ async fn run(state_arg: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn submit(
+async fn submit(
     state_arg: Option<&Path>,
     queue_name: &str,
     spec_path: &Path,
@@ -388,8 +394,10 @@ fn submit(
     }
     spec::LaunchSpec::from_value(value.clone())?;
     let state = StateDir::resolve(state_arg, None);
-    let queue = EmbeddedQueue::open(state.root())?;
-    let id = queue.submit(queue_name, value)?;
+    let id = queue::open(&BackendSettings::embedded(state.root()))
+        .await?
+        .submit(queue_name, value)
+        .await?;
     agent::wake::wake_all(&state.wake_dir());
     println!("{id}");
     Ok(ExitCode::SUCCESS)

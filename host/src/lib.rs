@@ -20,3 +20,4 @@ pub mod spec;
 pub mod startup;
 pub mod state_dir;
 pub mod timeouts;
+pub mod wandb;
