@@ -15,6 +15,7 @@
 //! | `resource_args.<resource>` | arguments for that runner |
 //! | `_wandb_api_key` | the API key; never stored by the embedded queue, never logged |
 
+use crate::json_kind;
 use serde_json::{Map, Value};
 
 /// The key W&B puts the API key under.
@@ -58,19 +59,8 @@ fn string_field<'a>(
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(SpecError(format!(
             "`{path}` must be a string, not {}",
-            kind_of(other)
+            json_kind::of(other)
         ))),
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a map",
     }
 }
 
@@ -80,7 +70,7 @@ impl LaunchSpec {
         let Value::Object(raw) = value else {
             return Err(SpecError(format!(
                 "must be a map of fields, not {}",
-                kind_of(&value)
+                json_kind::of(&value)
             )));
         };
         let spec = LaunchSpec { raw };
@@ -108,7 +98,7 @@ impl LaunchSpec {
                 other => {
                     return Err(SpecError(format!(
                         "`git` must be a map, not {}",
-                        kind_of(other)
+                        json_kind::of(other)
                     )));
                 }
             }
@@ -122,7 +112,7 @@ impl LaunchSpec {
                 other => {
                     return Err(SpecError(format!(
                         "`docker` must be a map, not {}",
-                        kind_of(other)
+                        json_kind::of(other)
                     )));
                 }
             }
@@ -202,14 +192,14 @@ impl LaunchSpec {
                     Value::Number(n) => Ok(n.to_string()),
                     other => Err(SpecError(format!(
                         "`overrides.entry_point` items must be strings, not {}",
-                        kind_of(other)
+                        json_kind::of(other)
                     ))),
                 })
                 .collect::<Result<_, _>>()?,
             Some(other) => {
                 return Err(SpecError(format!(
                     "`overrides.entry_point` must be a list of strings, not {}",
-                    kind_of(other)
+                    json_kind::of(other)
                 )));
             }
         };
@@ -235,7 +225,7 @@ impl LaunchSpec {
             Some(other) => {
                 return Err(SpecError(format!(
                     "`overrides.args` must be a list or a map, not {}",
-                    kind_of(other)
+                    json_kind::of(other)
                 )));
             }
         }

@@ -5,8 +5,8 @@
 use crate::agent::{self, JobContext};
 use crate::config::{LaunchConfig, PluginEntry};
 use crate::plugins::{PluginHost, catalog};
-use crate::queue::wandb::{WandbBackend, WandbSettings};
-use crate::queue::{EmbeddedBackend, EmbeddedQueue, QueueBackend};
+use crate::queue::{self, BackendSettings};
+use crate::sources::JobArtifacts;
 use crate::state_dir::StateDir;
 use anyhow::Context as _;
 use std::path::Path;
@@ -80,31 +80,6 @@ fn entry_with_defaults(config: &LaunchConfig, plugin_ref: &catalog::PluginRef) -
     entry
 }
 
-/// Opens the backend the config selects (`queue_backend`).
-async fn open_queue(
-    config: &LaunchConfig,
-    state: &StateDir,
-) -> anyhow::Result<Arc<dyn QueueBackend>> {
-    Ok(match config.queue_backend {
-        crate::config::QueueBackend::Embedded => Arc::new(EmbeddedBackend::new(Arc::new(
-            EmbeddedQueue::open(state.root())?,
-        ))),
-        crate::config::QueueBackend::Wandb => {
-            let mut settings = WandbSettings::from_env(config.entity.clone(), config.queue_names());
-            settings.max_jobs = config.max_jobs.value;
-            settings.agent_config = serde_json::json!({
-                "queues": config.queue_names(),
-                "entity": config.entity,
-                "max_jobs": config.max_jobs.value,
-                "environment": config.environment.as_ref().map(|e| e.kind.value.clone()),
-                "registry": config.registry.as_ref().map(|r| r.kind.value.clone()),
-                "builder": config.builder.as_ref().and_then(|b| b.kind().map(str::to_string)),
-            });
-            Arc::new(WandbBackend::connect(settings).await?)
-        }
-    })
-}
-
 /// Loads plugins, opens the queue and verifies the environment: what
 /// `launch-agent run` does before its first poll.
 pub async fn prepare(
@@ -113,11 +88,14 @@ pub async fn prepare(
     state: StateDir,
 ) -> anyhow::Result<Arc<JobContext>> {
     let plugins = load_plugins(config, plugin_dir, &state).await?;
-    let queue = open_queue(config, &state).await?;
+    let backend = BackendSettings::from_config(config, state.root());
+    let queue = queue::open(&backend).await?;
+    let job_artifacts = JobArtifacts::from_api(backend.wandb_api(), backend.name())?;
     let ctx = agent::job_context(
         config,
         &plugins,
         queue,
+        job_artifacts,
         state,
         agent::identity::new_agent_id(),
     )?;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use launch_agent::queue::embedded::{DB_FILE_NAME, EmbeddedQueue, SCHEMA_VERSION};
 use launch_agent::queue::{
-    DB_FILE_NAME, EmbeddedQueue, ItemState, QueueError, QueueItem, RunHandle, SCHEMA_VERSION,
-    Stage, format_table,
+    BackendSettings, ItemState, QueueError, QueueItem, RunHandle, Stage, format_table,
 };
 use serde_json::json;
 
@@ -734,4 +734,35 @@ fn an_agent_whose_claim_was_taken_back_cannot_record_an_outcome() {
     // The holder records its outcome.
     queue.finish(&id, "agent-2", Some(0)).unwrap();
     assert_eq!(item(&queue, &id).state, ItemState::Finished);
+}
+
+#[tokio::test]
+async fn the_cli_operations_work_through_the_queue_trait() {
+    // `submit`, `queue list` and `queue stop` open the queue with
+    // `queue::open` and use only the trait.
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = BackendSettings::embedded(tmp.path());
+    let backend = launch_agent::queue::open(&settings).await.unwrap();
+    assert_eq!(backend.name(), "embedded");
+    let first = backend.submit("default", json!({"a": 1})).await.unwrap();
+    let second = backend.submit("gpu", json!({"b": 2})).await.unwrap();
+
+    let all = backend.list(None).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|item| item.id.as_str()).collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()]);
+    let gpu = backend.list(Some("gpu")).await.unwrap();
+    assert_eq!(gpu.len(), 1);
+    assert_eq!(gpu[0].spec, json!({"b": 2}));
+
+    assert_eq!(
+        backend.request_stop(&first).await.unwrap(),
+        ItemState::Stopped
+    );
+    let error = backend.request_stop("no-such-item").await.unwrap_err();
+    assert!(matches!(error, QueueError::NotFound { .. }), "{error:?}");
+    let error = backend.submit("default", json!([1])).await.unwrap_err();
+    assert!(matches!(error, QueueError::InvalidSpec { .. }), "{error:?}");
+
+    // Another handle (another process, in real use) sees the same queue.
+    assert_eq!(item(&open(tmp.path()), &first).state, ItemState::Stopped);
 }

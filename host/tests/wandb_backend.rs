@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::wandb_fake::FakeWandbServer;
-use launch_agent::queue::wandb::{ApiKey, RetryPolicy, WandbBackend, WandbSettings};
+use launch_agent::queue::wandb::{WandbBackend, WandbSettings};
 use launch_agent::queue::{ItemState, QueueBackend, Stage};
+use launch_agent::wandb::{ApiKey, RetryPolicy};
 use serde_json::{Value, json};
 
 const ENTITY: &str = "test-entity";
@@ -227,11 +228,38 @@ async fn a_string_run_spec_that_is_not_an_object_is_failed() {
 }
 
 #[tokio::test]
+async fn submit_list_and_stop_are_refused_naming_what_w_and_b_uses_instead() {
+    let fake = Fake::start(&[]);
+    let backend = connect(&fake).await;
+    let pushed = fake.push("default", &spec());
+    let before = fake.operations().len();
+
+    let submit = backend.submit("default", spec()).await.unwrap_err();
+    let list = backend.list(None).await.unwrap_err();
+    let stop = backend.request_stop(&pushed).await.unwrap_err();
+    for (error, instead) in [
+        (submit, "wandb launch --queue"),
+        (list, "W&B UI"),
+        (stop, "W&B UI"),
+    ] {
+        let message = error.to_string();
+        assert!(message.contains("wandb"), "{message}");
+        assert!(
+            message.contains(instead),
+            "{instead:?} missing from {message:?}"
+        );
+    }
+    // Nothing was sent, and the queued item is untouched.
+    assert_eq!(fake.operations().len(), before);
+    assert_eq!(fake.item_state(&pushed), "PENDING");
+}
+
+#[tokio::test]
 async fn a_wrong_key_is_refused_with_a_clear_message_without_the_key() {
     let fake = Fake::start(&[]);
     let mut settings = settings(&fake);
     let wrong = "w".repeat(40);
-    settings.api_key = Some(ApiKey::new(wrong.clone()));
+    settings.api.api_key = Some(ApiKey::new(wrong.clone()));
     let started = Instant::now();
     let error = WandbBackend::connect(settings)
         .await
@@ -266,8 +294,8 @@ async fn the_key_comes_from_netrc_when_not_given() {
     )
     .unwrap();
     let mut settings = settings(&fake);
-    settings.api_key = None;
-    settings.netrc_path = Some(netrc);
+    settings.api.api_key = None;
+    settings.api.netrc_path = Some(netrc);
     WandbBackend::connect(settings).await.unwrap();
 }
 
@@ -325,7 +353,7 @@ async fn dropped_connections_are_retried_and_nothing_is_lost() {
 async fn unreachable_server_gives_up_after_the_retries() {
     let fake = Fake::start(&[]);
     let mut settings = settings(&fake);
-    settings.retry = RetryPolicy {
+    settings.api.retry = RetryPolicy {
         retries: 2,
         first_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(100),
@@ -492,9 +520,9 @@ async fn server_errors_and_429_are_retried_but_401_is_not() {
         (200, "", r#"{"data":{"viewer":{"entity":"e"}}}"#),
     ]);
     let mut settings = WandbSettings::from_env(Some(ENTITY.into()), queues());
-    settings.base_url = url.clone();
-    settings.api_key = Some(ApiKey::new(api_key()));
-    settings.retry = RetryPolicy {
+    settings.api.base_url = url.clone();
+    settings.api.api_key = Some(ApiKey::new(api_key()));
+    settings.api.retry = RetryPolicy {
         retries: 5,
         first_delay: Duration::from_millis(20),
         max_delay: Duration::from_millis(50),

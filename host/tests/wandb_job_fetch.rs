@@ -1,4 +1,4 @@
-//! `WandbBackend::fetch_job` against the fake W&B server of
+//! The W&B job-artifact source (`JobArtifacts::fetch`) against the fake W&B server of
 //! `tests/wandb_fake/` (started per test on 127.0.0.1, killed by its PID at
 //! the end), with a code job created by the REAL `wandb` client
 //! (`create_job_with_wandb.sh`, which needs the venv of
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 mod common;
 use common::wandb_fake::{FakeWandbServer, fake_dir, wandb_venv};
-use launch_agent::queue::QueueBackend;
-use launch_agent::queue::wandb::{RetryPolicy, WandbBackend, WandbSettings};
+use launch_agent::sources::JobArtifacts;
+use launch_agent::wandb::{Client, RetryPolicy};
 use serde_json::{Value, json};
 
 const ENTITY: &str = "team";
@@ -75,16 +75,17 @@ impl Fake {
     }
 }
 
-fn settings(fake: &Fake) -> WandbSettings {
-    fake.backend_settings(
-        ENTITY,
+/// The job-artifact source with a W&B API client of `fake`.
+fn job_artifacts(fake: &Fake) -> JobArtifacts {
+    let api = fake.api_settings(
         &api_key(),
         RetryPolicy {
             retries: 2,
             first_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(100),
         },
-    )
+    );
+    JobArtifacts::new(Client::new(&api).unwrap())
 }
 
 /// A code directory with `train.py` and a nested file.
@@ -103,11 +104,11 @@ async fn a_code_job_is_fetched_byte_for_byte() {
     let root = tempfile::tempdir().unwrap();
     let code = code_dir(root.path());
     fake.create_job("my-job", &code, "python train.py --epochs 2");
-    let backend = WandbBackend::connect(settings(&fake)).await.unwrap();
+    let jobs = job_artifacts(&fake);
 
     let dest = root.path().join("dest");
-    let fetched = backend
-        .fetch_job(&format!("{ENTITY}/{PROJECT}/my-job:latest"), &dest)
+    let fetched = jobs
+        .fetch(&format!("{ENTITY}/{PROJECT}/my-job:latest"), &dest)
         .await
         .unwrap();
     assert_eq!(fetched.source_id, format!("{ENTITY}/{PROJECT}/my-job:v0"));
@@ -134,8 +135,8 @@ async fn a_code_job_is_fetched_byte_for_byte() {
         let again = root
             .path()
             .join(format!("again-{}", name.replace(':', "-")));
-        let fetched = backend
-            .fetch_job(&format!("{ENTITY}/{PROJECT}/{name}"), &again)
+        let fetched = jobs
+            .fetch(&format!("{ENTITY}/{PROJECT}/{name}"), &again)
             .await
             .unwrap();
         assert_eq!(fetched.source_id, format!("{ENTITY}/{PROJECT}/my-job:v0"));
@@ -173,7 +174,7 @@ async fn unknown_jobs_bad_names_and_wrong_types_are_clear_errors() {
     let fake = Fake::start();
     let root = tempfile::tempdir().unwrap();
     fake.create_job("my-job", &code_dir(root.path()), "python train.py");
-    let backend = WandbBackend::connect(settings(&fake)).await.unwrap();
+    let jobs = job_artifacts(&fake);
     let dest = root.path().join("dest");
 
     let cases = [
@@ -194,11 +195,7 @@ async fn unknown_jobs_bad_names_and_wrong_types_are_clear_errors() {
         (format!("{ENTITY}/{PROJECT}/:latest"), "is not valid"),
     ];
     for (job, expected) in cases {
-        let error = backend
-            .fetch_job(&job, &dest)
-            .await
-            .unwrap_err()
-            .to_string();
+        let error = jobs.fetch(&job, &dest).await.unwrap_err().to_string();
         assert!(error.contains(&job), "{job}: {error}");
         assert!(error.contains(expected), "{job}: {error}");
         assert!(!error.contains(&api_key()), "{error}");
@@ -211,7 +208,7 @@ async fn files_that_do_not_match_the_manifest_are_refused() {
     let fake = Fake::start();
     let root = tempfile::tempdir().unwrap();
     fake.create_job("my-job", &code_dir(root.path()), "python train.py");
-    let backend = WandbBackend::connect(settings(&fake)).await.unwrap();
+    let jobs = job_artifacts(&fake);
 
     // The fake checks the MD5 of stored file bytes and derives each file's
     // storage key from the manifest, so storage that serves other bytes is
@@ -262,11 +259,7 @@ async fn files_that_do_not_match_the_manifest_are_refused() {
             return;
         }
         let dest = root.path().join(format!("dest-{hex}"));
-        let error = backend
-            .fetch_job(&job, &dest)
-            .await
-            .unwrap_err()
-            .to_string();
+        let error = jobs.fetch(&job, &dest).await.unwrap_err().to_string();
         assert!(error.contains("train.py"), "{error}");
         assert!(error.contains(expected), "{error}");
         assert!(error.contains("refused"), "{error}");
@@ -331,14 +324,14 @@ async fn fetch_repo_job(
     root: &Path,
     files: &[PathBuf],
 ) -> (
-    launch_agent::queue::FetchedJob,
+    launch_agent::sources::FetchedJob,
     anyhow::Result<launch_agent::sources::Source>,
 ) {
     let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     fake.log_job("repo-job", &files);
-    let backend = WandbBackend::connect(settings(fake)).await.unwrap();
+    let jobs = job_artifacts(fake);
     let job = format!("{ENTITY}/{PROJECT}/repo-job:latest");
-    let fetched = backend.fetch_job(&job, &root.join("unused")).await.unwrap();
+    let fetched = jobs.fetch(&job, &root.join("unused")).await.unwrap();
     let spec = launch_agent::spec::LaunchSpec::from_value(json!({"job": job})).unwrap();
     let work = root.join("run");
     std::fs::create_dir(&work).unwrap();

@@ -3,7 +3,10 @@
 
 Run with the venv's python (see setup.sh):
 
-    "$VENV/bin/python" tests/wandb_fake/extract_operations.py > tests/wandb_fake/operations.json
+    "$VENV/bin/python" tests/wandb_fake/extract_operations.py > host/src/wandb/operations.json
+
+(the file lives with the agent's W&B client, host/src/wandb/, which sends these texts;
+the smoke test reads it from there too).
 
 How the texts are obtained (no network, no server needed):
 * Python-side operations (wandb/sdk/launch/api.py, class LaunchApi - used by both the

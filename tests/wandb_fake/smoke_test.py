@@ -6,7 +6,7 @@
    (submit_with_wandb.sh), twice: the first creates the `default` queue through the
    client's legacy path, the second uses pushToRunQueueByName,
 3. plays a minimal launch agent over raw HTTP GraphQL with the exact operation texts of
-   the Python agent (operations.json): Viewer -> ProjectRunQueues -> createLaunchAgent ->
+   the Python agent (OPERATIONS_JSON, the file our W&B client sends from): Viewer -> ProjectRunQueues -> createLaunchAgent ->
    LaunchAgent -> popFromRunQueue -> ackRunQueueItem -> updateLaunchAgent(KILLED),
 4. checks the event log order, the popped runSpec, 401s, ack-timeout re-queueing,
    failRunQueueItem / warnings, stopPolling, redaction, dropped connections,
@@ -39,6 +39,8 @@ import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The recorded operation texts live with the W&B client that sends them.
+OPERATIONS_JSON = os.path.join(HERE, "..", "..", "host", "src", "wandb", "operations.json")
 API_KEY = "k" * 20 + "0123456789abcdef0123"  # 40 chars, like a real key
 WRONG_KEY = "w" * 40
 ENTITY = "smoke-entity"
@@ -132,7 +134,8 @@ def submit(fake: Fake, venv: str, key: str = API_KEY) -> subprocess.CompletedPro
 
 def main() -> int:
     global OPS
-    ops_doc = json.load(open(os.path.join(HERE, "operations.json")))
+    with open(OPERATIONS_JSON) as f:
+        ops_doc = json.load(f)
     OPS = ops_doc["operations"]
     venv = venv_path()
     installed = subprocess.run([os.path.join(venv, "bin", "python"), "-c",

@@ -8,8 +8,8 @@
 use super::job::{JobEnd, JobRun, failed, plugin_failure};
 use crate::plugins::bindings::Job;
 use crate::plugins::loaded::{BuildRequest, SOURCE_GUEST_DIR};
-use crate::queue::{FetchedJob, Stage};
-use crate::sources;
+use crate::queue::Stage;
+use crate::sources::{self, FetchedJob};
 use crate::spec::LaunchSpec;
 
 /// Builds (or finds) the job's image; returns its URI.

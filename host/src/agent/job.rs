@@ -9,9 +9,9 @@ use crate::capabilities::log::{JobLog, LogSink};
 use crate::plugins::CallError;
 use crate::plugins::bindings::{Job, Stage as PluginStage};
 use crate::plugins::loaded::RegistryCredentials;
-use crate::queue::{FetchedJob, QueueItem, Stage};
+use crate::queue::{QueueItem, Stage};
 use crate::runners::{Control, RegistryLogin, RunHandle, RunHooks, RunOutcome, RunRequest, Runner};
-use crate::sources;
+use crate::sources::{self, FetchedJob};
 use crate::spec::LaunchSpec;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -269,7 +269,7 @@ impl JobRun<'_> {
             .map_err(|e| plugin_failure(e, Stage::Agent))
     }
 
-    /// A W&B job artifact: its code, repo or image, fetched by the backend.
+    /// A W&B job artifact: its code, repo or image, fetched over the W&B API.
     async fn fetch_job_artifact(&self, spec: &LaunchSpec) -> Result<Option<FetchedJob>, JobEnd> {
         let Some(name) = spec.job() else {
             return Ok(None);
@@ -277,8 +277,8 @@ impl JobRun<'_> {
         self.step(&format!("job: fetching W&B job artifact {name}"));
         let fetched = self
             .ctx
-            .queue
-            .fetch_job(name, &self.run_dir.join("job"))
+            .job_artifacts
+            .fetch(name, &self.run_dir.join("job"))
             .await
             .map_err(|e| failed(Stage::Agent, format!("fetching job artifact {name}: {e}")))?;
         self.step(&format!(

@@ -24,6 +24,7 @@ use crate::config::LaunchConfig;
 use crate::plugins::{LoadedPlugin, PluginHost};
 use crate::queue::{QueueBackend, QueueItem, Reclaimed, Stage};
 use crate::runners::{Control, Runner, Runners};
+use crate::sources::JobArtifacts;
 use crate::state_dir::StateDir;
 use crate::timeouts::{IDLE_RECHECK, LEASE_RENEW_DIVISOR, STOP_POLL};
 use job::JobEnd;
@@ -39,6 +40,8 @@ pub struct JobContext {
     pub agent_id: String,
     /// The queue.
     pub queue: Arc<dyn QueueBackend>,
+    /// Fetches W&B job artifacts (with the W&B backend's server and key).
+    pub job_artifacts: JobArtifacts,
     /// The state dir.
     pub state: StateDir,
     /// The environment plugin.
@@ -103,6 +106,7 @@ pub fn job_context(
     config: &LaunchConfig,
     plugins: &PluginHost,
     queue: Arc<dyn QueueBackend>,
+    job_artifacts: JobArtifacts,
     state: StateDir,
     agent_id: String,
 ) -> anyhow::Result<JobContext> {
@@ -140,6 +144,7 @@ pub fn job_context(
     Ok(JobContext {
         agent_id,
         queue,
+        job_artifacts,
         state,
         environment,
         environment_block: block(

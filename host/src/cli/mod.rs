@@ -122,8 +122,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let state_arg = cli.state_dir.as_deref();
     match cli.command {
         Command::Run(args) => run::run(state_arg, args).await,
-        Command::Submit(args) => submit::submit(state_arg, &args),
-        Command::Queue(command) => queue::queue(state_arg, command),
+        Command::Submit(args) => submit::submit(state_arg, &args).await,
+        Command::Queue(command) => queue::queue(state_arg, command).await,
         Command::Config(command) => config::config(command),
         Command::Plugins(command) => plugins::plugins(state_arg, command).await,
     }

@@ -1,7 +1,7 @@
 //! `launch-agent queue list` and `queue stop`.
 
 use launch_agent::agent;
-use launch_agent::queue::{EmbeddedQueue, format_table};
+use launch_agent::queue::{self as backend, BackendSettings, format_table};
 use launch_agent::state_dir::StateDir;
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,11 +26,17 @@ pub(super) enum QueueCommand {
 }
 
 /// Runs one `queue` subcommand.
-pub(super) fn queue(state_arg: Option<&Path>, command: QueueCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn queue(
+    state_arg: Option<&Path>,
+    command: QueueCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
         QueueCommand::List { queue, json } => {
             let state = StateDir::resolve(state_arg, None);
-            let items = EmbeddedQueue::open(state.root())?.list(queue.as_deref())?;
+            let items = backend::open(&BackendSettings::embedded(state.root()))
+                .await?
+                .list(queue.as_deref())
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
@@ -39,7 +45,10 @@ pub(super) fn queue(state_arg: Option<&Path>, command: QueueCommand) -> anyhow::
         }
         QueueCommand::Stop { id } => {
             let state = StateDir::resolve(state_arg, None);
-            let new_state = EmbeddedQueue::open(state.root())?.request_stop(&id)?;
+            let new_state = backend::open(&BackendSettings::embedded(state.root()))
+                .await?
+                .request_stop(&id)
+                .await?;
             agent::wake::wake_all(&state.wake_dir());
             println!("{id}: {new_state}");
         }

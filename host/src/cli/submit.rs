@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use launch_agent::agent;
-use launch_agent::queue::EmbeddedQueue;
+use launch_agent::queue::{self, BackendSettings};
 use launch_agent::spec;
 use launch_agent::state_dir::StateDir;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,10 @@ pub(super) struct SubmitArgs {
 }
 
 /// Reads, checks and queues the spec; prints the new item's id.
-pub(super) fn submit(state_arg: Option<&Path>, args: &SubmitArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn submit(
+    state_arg: Option<&Path>,
+    args: &SubmitArgs,
+) -> anyhow::Result<ExitCode> {
     let spec_path = args.spec.as_path();
     let (text, source) = if spec_path == Path::new("-") {
         let mut text = String::new();
@@ -60,8 +63,10 @@ pub(super) fn submit(state_arg: Option<&Path>, args: &SubmitArgs) -> anyhow::Res
     }
     spec::LaunchSpec::from_value(value.clone())?;
     let state = StateDir::resolve(state_arg, None);
-    let queue = EmbeddedQueue::open(state.root())?;
-    let id = queue.submit(&args.queue, value)?;
+    let id = queue::open(&BackendSettings::embedded(state.root()))
+        .await?
+        .submit(&args.queue, value)
+        .await?;
     agent::wake::wake_all(&state.wake_dir());
     println!("{id}");
     Ok(ExitCode::SUCCESS)

@@ -1,19 +1,38 @@
-//! Errors of the queue.
+//! Errors of the queue, whatever backend serves it.
+//!
+//! The variants carry plain data (the store, the item, the operation, a
+//! message) and at most a boxed source error, so no backend's crate shows in
+//! the API: the embedded backend names its database file as the store, a
+//! server backend its server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::item::ItemState;
 
-/// Anything that can go wrong using a queue. Every message names the
-/// database file and, where there is one, the item.
+/// A backend's own error (e.g. the database driver's), boxed.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Anything that can go wrong using a queue. Every message names the store
+/// (the database file, or the server) and, where there is one, the item.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// A queue call was cut short (its task panicked or was cancelled).
     #[error("queue call interrupted: {0}")]
     Interrupted(String),
-    /// A remote queue (a W&B server) failed or refused a request.
+    /// A remote queue (a W&B server) failed or refused a request; the
+    /// message names the server and the operation.
     #[error("{0}")]
     Remote(String),
+    /// The backend cannot do this; the message says what to use instead.
+    #[error("the {backend} queue cannot {action}: {instead}")]
+    Unsupported {
+        /// The backend's name, e.g. `wandb`.
+        backend: &'static str,
+        /// What was asked, e.g. `list items`.
+        action: &'static str,
+        /// What to use instead.
+        instead: &'static str,
+    },
     /// The state directory could not be created, or the database file could
     /// not be created in it.
     #[error("cannot create {path}: {source}")]
@@ -23,58 +42,59 @@ pub enum QueueError {
         /// Why.
         source: std::io::Error,
     },
-    /// SQLite failed (including "database is locked" once the busy timeout
-    /// ran out).
-    #[error("queue database {path}: {op}: {source}")]
+    /// The queue's database failed (including "database is locked" once the
+    /// busy timeout ran out).
+    #[error("queue database {store}: {op}: {source}")]
     Database {
-        /// The database file.
-        path: PathBuf,
+        /// The database: its file, or where its server is.
+        store: String,
         /// What was being done, e.g. `finish item <id>`.
         op: String,
-        /// The SQLite error.
-        source: rusqlite::Error,
+        /// The database driver's error.
+        source: SourceError,
     },
     /// The database could not be put in write-ahead-log mode, which the
-    /// queue needs so the agent and CLI commands can use it at the same time.
+    /// embedded queue needs so the agent and CLI commands can use it at the
+    /// same time.
     #[error(
-        "queue database {path}: cannot switch to WAL journal mode (got {mode:?}); \
+        "queue database {store}: cannot switch to WAL journal mode (got {mode:?}); \
          is the state directory on a network file system?"
     )]
     NoWal {
         /// The database file.
-        path: PathBuf,
-        /// The journal mode SQLite kept.
+        store: String,
+        /// The journal mode the database kept.
         mode: String,
     },
     /// The database was written by a newer launch-agent.
     #[error(
-        "queue database {path} has schema version {found}, but this launch-agent \
+        "queue database {store} has schema version {found}, but this launch-agent \
          only knows up to {supported}; upgrade launch-agent"
     )]
     SchemaTooNew {
-        /// The database file.
-        path: PathBuf,
-        /// The database's `user_version`.
+        /// The database.
+        store: String,
+        /// The database's schema version.
         found: i64,
         /// The newest version this build knows.
         supported: i64,
     },
     /// There is no item with that id.
-    #[error("queue database {path}: no queue item {id}")]
+    #[error("queue database {store}: no queue item {id}")]
     NotFound {
-        /// The database file.
-        path: PathBuf,
+        /// The database.
+        store: String,
         /// The id asked for.
         id: String,
     },
     /// The item is not in a state the requested change can start from.
     #[error(
-        "queue database {path}: cannot {action} item {id}: it is {from}, \
+        "queue database {store}: cannot {action} item {id}: it is {from}, \
          and only {allowed} items can move to {to}"
     )]
     WrongState {
-        /// The database file.
-        path: PathBuf,
+        /// The database.
+        store: String,
         /// The item.
         id: String,
         /// What was asked, e.g. `finish`.
@@ -88,12 +108,12 @@ pub enum QueueError {
     },
     /// An agent tried to act on an item another agent holds.
     #[error(
-        "queue database {path}: cannot {action} item {id}: it is held by agent \
+        "queue database {store}: cannot {action} item {id}: it is held by agent \
          {holder}, not {agent}"
     )]
     NotHolder {
-        /// The database file.
-        path: PathBuf,
+        /// The database.
+        store: String,
         /// The item.
         id: String,
         /// What was asked.
@@ -114,33 +134,18 @@ pub enum QueueError {
     /// A launch spec that is not a JSON object.
     #[error("a launch spec must be a JSON object, got {kind}")]
     InvalidSpec {
-        /// What it was instead (`array`, `string`, ...).
+        /// What it was instead (`a list`, `a string`, ...; see
+        /// [`json_kind::of`](crate::json_kind::of)).
         kind: &'static str,
     },
-    /// A stored row the queue cannot read back.
-    #[error("queue database {path}: item {id} is corrupt: {detail}")]
+    /// A stored item the queue cannot read back.
+    #[error("queue database {store}: item {id} is corrupt: {detail}")]
     Corrupt {
-        /// The database file.
-        path: PathBuf,
+        /// The database.
+        store: String,
         /// The item.
         id: String,
         /// What is wrong with it.
         detail: String,
     },
-}
-
-/// Adds the database path and the operation to SQLite errors.
-pub(super) trait SqlContext<T> {
-    /// Wraps an error as [`QueueError::Database`].
-    fn ctx(self, path: &Path, op: &str) -> Result<T, QueueError>;
-}
-
-impl<T> SqlContext<T> for rusqlite::Result<T> {
-    fn ctx(self, path: &Path, op: &str) -> Result<T, QueueError> {
-        self.map_err(|source| QueueError::Database {
-            path: path.to_owned(),
-            op: op.to_owned(),
-            source,
-        })
-    }
 }

@@ -201,7 +201,7 @@ pub struct RunHandle {
     pub id: String,
 }
 
-/// What [`EmbeddedQueue::reclaim_abandoned`](super::EmbeddedQueue::reclaim_abandoned)
+/// What [`EmbeddedQueue::reclaim_abandoned`](super::embedded::EmbeddedQueue::reclaim_abandoned)
 /// did to one item whose holder was gone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reclaimed {

@@ -1,30 +1,37 @@
 //! The job queue.
 //!
 //! Users submit launch specs to named queues; agents claim them, run them
-//! and record how they ended. The default backend is [`EmbeddedQueue`], a
-//! SQLite database (`queue.sqlite3`) in the agent's state directory that the
-//! agent and CLI commands share.
+//! and record how they ended. Every backend is a [`QueueBackend`], the one
+//! interface the agent loop and the CLI use; [`open`] builds the one the
+//! config selects ([`BackendSettings`]).
+//!
+//! | module | job |
+//! |---|---|
+//! | [`backend`] | the [`QueueBackend`] trait |
+//! | [`embedded`] | the default backend: SQLite (`queue.sqlite3`) in the state dir, shared by the agent and the CLI |
+//! | [`wandb`] | a W&B server's launch queues, served as `wandb launch-agent` does |
+//! | `open.rs` | [`BackendSettings`] (from the config) and [`open`] |
+//! | `item.rs` | what a queue holds: [`QueueItem`], [`ItemState`], [`Stage`] |
+//! | `error.rs` | [`QueueError`], naming no backend's crate |
+//! | `table.rs` | items as the table `queue list` prints |
 //!
 //! An item's life: `queued -> claimed -> running -> finished | failed |
 //! stopped` (see [`ItemState`]). Nothing is ever lost: a terminal item never
 //! changes state again, and every claimed item ends up finished, failed or
 //! stopped, or goes back to `queued` — handed back by its agent
-//! ([`EmbeddedQueue::release`]) or reclaimed after its agent died
-//! ([`EmbeddedQueue::reclaim_abandoned`]).
+//! ([`QueueBackend::release`]) or reclaimed after its agent died
+//! ([`QueueBackend::reclaim_abandoned`]).
 
 pub mod backend;
-mod clock;
-mod embedded;
+pub mod embedded;
 mod error;
 mod item;
-mod row;
-mod schema;
+mod open;
 mod table;
 pub mod wandb;
 
-pub use backend::{EmbeddedBackend, FetchedJob, QueueBackend, RepoExtras};
-pub use embedded::{BUSY_TIMEOUT, DB_FILE_NAME, EmbeddedQueue};
-pub use error::QueueError;
+pub use backend::QueueBackend;
+pub use error::{QueueError, SourceError};
 pub use item::{ItemState, ParseNameError, QueueItem, Reclaimed, RunHandle, Stage};
-pub use schema::SCHEMA_VERSION;
+pub use open::{BackendSettings, open};
 pub use table::format_table;

@@ -3,7 +3,8 @@
 //! tests use them.
 #![allow(dead_code)]
 
-use launch_agent::queue::wandb::{ApiKey, RetryPolicy, WandbSettings};
+use launch_agent::queue::wandb::WandbSettings;
+use launch_agent::wandb::{ApiKey, ApiSettings, RetryPolicy};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -154,11 +155,19 @@ impl FakeWandbServer {
         retry: RetryPolicy,
     ) -> WandbSettings {
         let mut settings = WandbSettings::from_env(Some(entity.into()), vec!["default".into()]);
-        settings.base_url = self.url();
-        settings.api_key = Some(ApiKey::new(api_key.to_string()));
+        settings.api = self.api_settings(api_key, retry);
         settings.hostname = "test-host".into();
         settings.agent_version = "launch-agent@test".into();
         settings.agent_config = json!({"entity": entity, "queues": ["default"]});
+        settings
+    }
+
+    /// The settings of a W&B API client of this server, with `api_key` and
+    /// `retry`.
+    pub fn api_settings(&self, api_key: &str, retry: RetryPolicy) -> ApiSettings {
+        let mut settings = ApiSettings::from_env();
+        settings.base_url = self.url();
+        settings.api_key = Some(ApiKey::new(api_key.to_string()));
         settings.retry = retry;
         settings.request_timeout = Duration::from_secs(10);
         settings

@@ -1,8 +1,8 @@
 //! The W&B Launch queues as a [`QueueBackend`]: the agent serves queues of
 //! a W&B server (`wandb launch --queue ...` submits to them) the way the
 //! W&B Launch agent (`wandb launch-agent`) does, over the same GraphQL
-//! operations (their texts are those of the real client, wandb 0.31.0, in
-//! `tests/wandb_fake/operations.json`).
+//! operations (their texts are those of the real client, wandb 0.31.0; the
+//! [`crate::wandb`] client sends them).
 //!
 //! | when | operation | variables |
 //! |---|---|---|
@@ -28,12 +28,23 @@
 //! | `reclaim_abandoned` | the server puts popped but un-acked items back itself (after about a minute) |
 //! | `has_queued` | there is no cheap peek: always `false` |
 //!
+//! Trait methods W&B serves elsewhere, answered with
+//! [`QueueError::Unsupported`] saying where:
+//!
+//! | method | instead |
+//! |---|---|
+//! | `submit` | `wandb launch --queue QUEUE ...` (it creates the job and the run spec) |
+//! | `list` | the queue's page in the W&B UI (Launch) |
+//! | `request_stop` | stopping the item's run in the W&B UI |
+//!
 //! `idle_wait` backs off from 1 s, doubling, to at most 30 s (the W&B agent
-//! polls every 10 s). Transient failures (connection refused or reset,
-//! timeouts, HTTP 5xx and 429) are retried with bounded exponential backoff
-//! ([`RetryPolicy`]); a refused key (401/403) is not. The API key is sent as
-//! HTTP basic auth (user `api`) and never appears in an error, a log line or
-//! `Debug` output.
+//! polls every 10 s). Transient failures are retried by the client
+//! ([`crate::wandb::RetryPolicy`]); the API key never appears in an error,
+//! a log line or `Debug` output.
+//!
+//! Job artifacts (`job: entity/project/name:alias`) are not the queue's
+//! business: the job-artifact source ([`crate::sources::wandb_job`])
+//! fetches them with a client of the same settings ([`WandbSettings::api`]).
 //!
 //! Nothing claimed is lost: an item is acked only once it is recorded in
 //! the backend; if the ack fails, the item is forgotten and the server puts
@@ -42,21 +53,19 @@
 //! kept rather than lost). A pop whose answer is lost on the way is retried;
 //! the item the lost answer held goes back to the queue the same way.
 
-mod client;
-mod job;
 mod settings;
 
-pub use settings::{ApiKey, DEFAULT_BASE_URL, RetryPolicy, WandbSettings};
+pub use settings::WandbSettings;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{FetchedJob, ItemState, QueueBackend, QueueError, QueueItem, Reclaimed, Stage};
-use client::{CallError, GraphqlClient};
+use super::{ItemState, QueueBackend, QueueError, QueueItem, Reclaimed, Stage};
+use crate::json_kind;
+use crate::wandb::{ApiError, Client};
 
 /// The project W&B keeps launch queues and agents in.
 pub const LAUNCH_PROJECT: &str = "model-registry";
@@ -83,7 +92,7 @@ struct Held {
 
 /// A connected W&B launch agent (see the module docs).
 pub struct WandbBackend {
-    client: GraphqlClient,
+    client: Client,
     entity: String,
     queue_ids: Vec<(String, String)>,
     agent_id: String,
@@ -112,41 +121,24 @@ impl WandbBackend {
     /// naming the queue and entity when a queue does not exist, and when
     /// the server cannot be reached after the retries.
     pub async fn connect(settings: WandbSettings) -> Result<Self, QueueError> {
-        let base_url = settings.base_url.trim_end_matches('/').to_string();
-        let url = reqwest::Url::parse(&base_url).map_err(|e| {
-            QueueError::Remote(format!("W&B base URL {base_url:?} is not a URL: {e}"))
-        })?;
-        let host = url.host_str().unwrap_or_default().to_string();
-        if !matches!(url.scheme(), "http" | "https") || host.is_empty() {
-            return Err(QueueError::Remote(format!(
-                "W&B base URL {base_url:?} must be an http:// or https:// URL with a host"
-            )));
-        }
         if settings.queues.is_empty() {
             return Err(QueueError::Remote(
                 "no W&B queue to serve: give at least one queue (-q QUEUE or `queues:`)".into(),
             ));
         }
-        let key = settings
-            .resolve_key(&host, url.port())
-            .map_err(QueueError::Remote)?;
-        let client = GraphqlClient::new(
-            &base_url,
-            key.clone(),
-            settings.retry,
-            settings.request_timeout,
-        )?;
+        let client = Client::new(&settings.api).map_err(remote)?;
+        let base_url = client.base_url().to_string();
 
         let viewer = client
-            .call("Viewer", json!({}))
+            .run("Viewer", json!({}))
             .await
             .map_err(|e| match e {
-                CallError::Other(message) => CallError::Other(format!(
+                ApiError::Failed(message) => ApiError::Failed(format!(
                     "cannot check the API key with W&B at {base_url}: {message}"
                 )),
                 refused => refused,
             })
-            .map_err(|e| e.into_queue_error(&base_url))?;
+            .map_err(remote)?;
         let viewer = &viewer["viewer"];
         if viewer.is_null() {
             return Err(QueueError::Remote(format!(
@@ -173,7 +165,8 @@ impl WandbBackend {
                 "ProjectRunQueues",
                 json!({"entity": entity, "projectName": LAUNCH_PROJECT}),
             )
-            .await?;
+            .await
+            .map_err(remote)?;
         let known: Vec<(String, String)> = queues["project"]["runQueues"]
             .as_array()
             .map(|queues| {
@@ -207,7 +200,7 @@ impl WandbBackend {
         if let Value::Object(map) = &mut config {
             map.entry("max_jobs").or_insert(json!(settings.max_jobs));
         }
-        let config_text = client::scrub(&config.to_string(), &key);
+        let config_text = client.scrub(&config.to_string());
         let created = client
             .run(
                 "createLaunchAgent",
@@ -220,7 +213,8 @@ impl WandbBackend {
                     "version": settings.agent_version,
                 }),
             )
-            .await?;
+            .await
+            .map_err(remote)?;
         let agent_id = created["createLaunchAgent"]["launchAgentId"]
             .as_str()
             .map(str::to_string)
@@ -274,6 +268,11 @@ impl WandbBackend {
         self.held.lock().ok()?.remove(id)
     }
 
+    /// Runs a GraphQL operation (see [`Client::run`]).
+    async fn run(&self, key: &str, variables: Value) -> Result<Value, QueueError> {
+        self.client.run(key, variables).await.map_err(remote)
+    }
+
     fn holds_any(&self) -> bool {
         self.held
             .lock()
@@ -282,33 +281,30 @@ impl WandbBackend {
     }
 
     async fn set_status(&self, status: &str) -> Result<(), QueueError> {
-        self.client
-            .run(
-                "updateLaunchAgent",
-                json!({"agentId": self.agent_id, "agentStatus": status}),
-            )
-            .await
-            .map(|_| ())
+        self.run(
+            "updateLaunchAgent",
+            json!({"agentId": self.agent_id, "agentStatus": status}),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn warn_item(&self, id: &str, stage: Stage, message: &str) -> Result<(), QueueError> {
-        self.client
-            .run(
-                "updateRunQueueItemWarning",
-                json!({
-                    "runQueueItemId": id,
-                    "message": message,
-                    "stage": stage.as_str(),
-                    "filePaths": Value::Null,
-                }),
-            )
-            .await?;
+        self.run(
+            "updateRunQueueItemWarning",
+            json!({
+                "runQueueItemId": id,
+                "message": message,
+                "stage": stage.as_str(),
+                "filePaths": Value::Null,
+            }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn fail_item(&self, id: &str, stage: Stage, message: &str) -> Result<(), QueueError> {
         let data = self
-            .client
             .run(
                 "failRunQueueItem",
                 json!({
@@ -330,7 +326,6 @@ impl WandbBackend {
     async fn pop(&self, queue: &str) -> Result<Option<(String, Value)>, QueueError> {
         for _ in 0..MAX_BAD_SPECS {
             let data = self
-                .client
                 .run(
                     "popFromRunQueue",
                     json!({
@@ -378,21 +373,15 @@ fn parse_run_spec(raw: &Value) -> Result<Value, String> {
         Value::Object(_) => Ok(spec),
         Value::Null => Err("it is missing".into()),
         other => Err(format!(
-            "it is a JSON {} instead of an object",
-            json_kind(&other)
+            "it is {} instead of a JSON object",
+            json_kind::of(&other)
         )),
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+/// A client error as a queue error.
+fn remote(error: ApiError) -> QueueError {
+    QueueError::Remote(error.to_string())
 }
 
 /// A W&B-style run id: 8 lowercase letters and digits.
@@ -412,6 +401,36 @@ fn spec_str(spec: &Value, key: &str) -> Option<String> {
 impl QueueBackend for WandbBackend {
     fn name(&self) -> &'static str {
         "wandb"
+    }
+
+    /// Refused: `wandb launch --queue QUEUE ...` submits to W&B queues (it
+    /// also creates the job and resolves the run spec).
+    async fn submit(&self, _queue: &str, _spec: Value) -> Result<String, QueueError> {
+        Err(QueueError::Unsupported {
+            backend: "wandb",
+            action: "take submissions from launch-agent",
+            instead: "submit with `wandb launch --queue QUEUE ...`",
+        })
+    }
+
+    /// Refused: the W&B UI lists a queue's items (its queue page under
+    /// Launch).
+    async fn list(&self, _queue: Option<&str>) -> Result<Vec<QueueItem>, QueueError> {
+        Err(QueueError::Unsupported {
+            backend: "wandb",
+            action: "list its items here",
+            instead: "see them on the queue's page in the W&B UI (Launch)",
+        })
+    }
+
+    /// Refused: a W&B item is stopped by stopping its run in the W&B UI
+    /// (the agent then sees `RunStoppedStatus` and stops it).
+    async fn request_stop(&self, _id: &str) -> Result<ItemState, QueueError> {
+        Err(QueueError::Unsupported {
+            backend: "wandb",
+            action: "stop items from launch-agent",
+            instead: "stop the item's run in the W&B UI; the agent serving it then stops it",
+        })
     }
 
     /// `popFromRunQueue` on each queue in order; the first item is recorded,
@@ -445,7 +464,8 @@ impl QueueBackend for WandbBackend {
             let acked = self
                 .client
                 .run_tracked("ackRunQueueItem", json!({"itemId": id, "runId": run_name}))
-                .await;
+                .await
+                .map_err(remote);
             match acked {
                 Ok((data, _)) if data["ackRunQueueItem"]["success"] != Value::Bool(false) => {}
                 Ok((_, true)) => {
@@ -600,7 +620,6 @@ impl QueueBackend for WandbBackend {
             return Ok(false);
         };
         let data = self
-            .client
             .run(
                 "RunStoppedStatus",
                 json!({
@@ -637,20 +656,10 @@ impl QueueBackend for WandbBackend {
             .min(self.idle_max)
     }
 
-    /// Fetches job artifact `entity/project/name:alias` the way the W&B
-    /// agent does (`ArtifactMembershipByName`, `FetchArtifactManifest`,
-    /// `GetArtifactMembershipFileUrls`, then `ArtifactByID` for a code
-    /// job's sources); a code job's files, checked against the manifest's
-    /// sizes and MD5s, go into `dest` with its `requirements.frozen.txt`.
-    async fn fetch_job(&self, job: &str, dest: &Path) -> Result<FetchedJob, QueueError> {
-        job::fetch_job(&self.client, job, dest).await
-    }
-
     /// `LaunchAgent`'s `stopPolling`; `false` when the server cannot be
     /// asked.
     async fn should_stop(&self) -> bool {
         match self
-            .client
             .run("LaunchAgent", json!({"agentId": self.agent_id}))
             .await
         {
@@ -685,26 +694,5 @@ mod tests {
         assert!(parse_run_spec(&json!("not json")).is_err());
         assert!(parse_run_spec(&json!("[1]")).is_err());
         assert!(parse_run_spec(&Value::Null).is_err());
-    }
-
-    #[test]
-    fn every_operation_is_there() {
-        for key in [
-            "Viewer",
-            "ProjectRunQueues",
-            "createLaunchAgent",
-            "popFromRunQueue",
-            "ackRunQueueItem",
-            "failRunQueueItem",
-            "updateLaunchAgent",
-            "RunStoppedStatus",
-            "LaunchAgent",
-            "ArtifactMembershipByName",
-            "FetchArtifactManifest",
-            "GetArtifactMembershipFileUrls",
-            "ArtifactByID",
-        ] {
-            assert!(client::operation(key).is_ok(), "{key}");
-        }
     }
 }

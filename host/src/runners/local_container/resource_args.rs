@@ -41,6 +41,7 @@
 //! ```
 
 use super::ITEM_LABEL;
+use crate::json_kind;
 use anyhow::{anyhow, bail};
 use bollard::models::DeviceRequest;
 use serde_json::Value;
@@ -153,7 +154,7 @@ impl ResourceArgs {
             Value::Object(map) => map,
             other => bail!(
                 "resource_args.local-container must be a mapping of docker run flags (accepted: {ACCEPTED}), not {}",
-                kind(other)
+                json_kind::of(other)
             ),
         };
         let mut seen: HashMap<Key, &str> = HashMap::new();
@@ -224,7 +225,7 @@ impl ResourceArgs {
                 }
                 Key::Init => match value {
                     Value::Bool(b) => args.init = Some(*b),
-                    other => bail!("{at} must be true or false, not {}", kind(other)),
+                    other => bail!("{at} must be true or false, not {}", json_kind::of(other)),
                 },
                 Key::AddHost => {
                     for entry in strings(value, &at)? {
@@ -291,17 +292,6 @@ fn canonical_key(key: &str) -> anyhow::Result<Key> {
     })
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
-}
-
 /// A string, number or boolean as text.
 fn scalar(value: &Value, at: &str) -> anyhow::Result<String> {
     match value {
@@ -309,7 +299,7 @@ fn scalar(value: &Value, at: &str) -> anyhow::Result<String> {
         Value::String(_) => bail!("{at} is empty"),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        other => bail!("{at} must be a single value, not {}", kind(other)),
+        other => bail!("{at} must be a single value, not {}", json_kind::of(other)),
     }
 }
 

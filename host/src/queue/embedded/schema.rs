@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
-use super::error::{QueueError, SqlContext};
+use super::sql::{SqlContext, store};
+use crate::queue::QueueError;
 
 /// The schema version this build writes, kept in SQLite's `user_version`
 /// pragma. A database with a newer version is refused; older ones are
@@ -85,7 +86,7 @@ pub(super) fn enable_wal(
             Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
             Ok(mode) => {
                 return Err(QueueError::NoWal {
-                    path: path.to_owned(),
+                    store: store(path),
                     mode,
                 });
             }
@@ -114,7 +115,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueErr
         .ctx(path, op)?;
     if version > SCHEMA_VERSION {
         return Err(QueueError::SchemaTooNew {
-            path: path.to_owned(),
+            store: store(path),
             found: version,
             supported: SCHEMA_VERSION,
         });

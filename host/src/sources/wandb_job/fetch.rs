@@ -1,6 +1,6 @@
-//! Fetching a W&B Launch *job artifact* (`entity/project/name:alias`) the
-//! way the W&B agent does (`LaunchProject._fetch_job`, wandb 0.31.0; see
-//! `tests/wandb_fake/README.md`, "Job artifacts"):
+//! Fetching a W&B Launch *job artifact* (`entity/project/name:alias`) over
+//! the W&B API the way the W&B agent does (`LaunchProject._fetch_job`,
+//! wandb 0.31.0; see `tests/wandb_fake/README.md`, "Job artifacts"):
 //!
 //! 1. `ArtifactMembershipByName` → the job artifact (type `job`, state
 //!    `COMMITTED`) and its resolved version `vN`;
@@ -25,9 +25,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::client::GraphqlClient;
-use crate::queue::QueueError;
-use crate::queue::{FetchedJob, RepoExtras};
+use super::{DIFF_PATCH, FetchError, FetchedJob, REQUIREMENTS, RepoExtras};
+use crate::wandb::Client;
 
 /// Files per `GetArtifactMembershipFileUrls` page (what the client asks).
 const PER_PAGE: u64 = 5000;
@@ -41,10 +40,6 @@ const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The job's description.
 const JOB_JSON: &str = "wandb-job.json";
-/// The job's pinned requirements, copied into the code directory.
-const REQUIREMENTS: &str = "requirements.frozen.txt";
-/// A repo job's local changes.
-const DIFF_PATCH: &str = "diff.patch";
 
 /// `entity/project/name:alias`, split.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,9 +57,9 @@ pub(super) struct ArtifactName {
 impl ArtifactName {
     /// Parses `entity/project/name[:alias]` (exactly two `/`; the alias,
     /// after the last `:`, defaults to `latest`).
-    pub(super) fn parse(text: &str) -> Result<Self, QueueError> {
+    pub(super) fn parse(text: &str) -> Result<Self, FetchError> {
         let bad = |why: &str| {
-            QueueError::Remote(format!(
+            FetchError(format!(
                 "job artifact name {text:?} is not valid: {why} (expected ENTITY/PROJECT/NAME:ALIAS, \
                  e.g. team/proj/my-job:latest)"
             ))
@@ -137,16 +132,16 @@ struct Entry {
 
 /// What a fetch needs: the GraphQL client and the job's name for errors.
 struct Fetcher<'a> {
-    client: &'a GraphqlClient,
+    client: &'a Client,
     job: &'a str,
 }
 
 /// Fetches job artifact `job` (see the module docs) into `dest`.
 pub(super) async fn fetch_job(
-    client: &GraphqlClient,
+    client: &Client,
     job: &str,
     dest: &Path,
-) -> Result<FetchedJob, QueueError> {
+) -> Result<FetchedJob, FetchError> {
     let name = ArtifactName::parse(job)?;
     let fetcher = Fetcher { client, job };
     let resolved = fetcher.by_name(&name, "job").await?;
@@ -273,22 +268,22 @@ pub(super) async fn fetch_job(
 }
 
 impl Fetcher<'_> {
-    /// A [`QueueError::Remote`] naming the job.
-    fn error(&self, message: String) -> QueueError {
-        QueueError::Remote(
+    /// An error naming the job.
+    fn error(&self, message: String) -> FetchError {
+        FetchError(
             self.client
                 .scrub(&format!("job artifact {}: {message}", self.job)),
         )
     }
 
     /// Wraps an error of a call with the job's name.
-    fn context(&self, error: QueueError) -> QueueError {
+    fn context(&self, error: impl std::fmt::Display) -> FetchError {
         self.error(error.to_string())
     }
 
     /// `ArtifactMembershipByName`, checked to be of type `want_type` and
     /// committed.
-    async fn by_name(&self, name: &ArtifactName, want_type: &str) -> Result<Resolved, QueueError> {
+    async fn by_name(&self, name: &ArtifactName, want_type: &str) -> Result<Resolved, FetchError> {
         let data = self
             .client
             .run(
@@ -342,7 +337,7 @@ impl Fetcher<'_> {
     }
 
     /// `ArtifactByID`, checked to be of type `want_type` and committed.
-    async fn by_id(&self, id: &str, want_type: &str) -> Result<Resolved, QueueError> {
+    async fn by_id(&self, id: &str, want_type: &str) -> Result<Resolved, FetchError> {
         let data = self
             .client
             .run("ArtifactByID", json!({"id": id, "includeAliases": true}))
@@ -369,7 +364,7 @@ impl Fetcher<'_> {
     }
 
     /// Refuses an artifact of another type or not committed.
-    fn check(&self, shown: &str, artifact: &Value, want_type: &str) -> Result<(), QueueError> {
+    fn check(&self, shown: &str, artifact: &Value, want_type: &str) -> Result<(), FetchError> {
         let kind = str_at(artifact, &["artifactType", "name"]).unwrap_or_default();
         if kind != want_type {
             return Err(self.error(format!(
@@ -386,7 +381,7 @@ impl Fetcher<'_> {
     }
 
     /// The code artifact a `source.artifact` string names.
-    async fn code_artifact(&self, reference: &str) -> Result<Resolved, QueueError> {
+    async fn code_artifact(&self, reference: &str) -> Result<Resolved, FetchError> {
         let Some(rest) = reference.strip_prefix("wandb-artifact://") else {
             return Err(self.error(format!(
                 "{JOB_JSON}: source.artifact {reference:?} is not a wandb-artifact:// reference"
@@ -415,7 +410,7 @@ impl Fetcher<'_> {
     }
 
     /// `FetchArtifactManifest` + GET of its `directUrl`: path → entry.
-    async fn manifest(&self, artifact: &Resolved) -> Result<BTreeMap<String, Entry>, QueueError> {
+    async fn manifest(&self, artifact: &Resolved) -> Result<BTreeMap<String, Entry>, FetchError> {
         let data = self
             .client
             .run("FetchArtifactManifest", json!({"id": artifact.id}))
@@ -446,7 +441,7 @@ impl Fetcher<'_> {
     async fn file_urls(
         &self,
         artifact: &Resolved,
-    ) -> Result<HashMap<String, Option<String>>, QueueError> {
+    ) -> Result<HashMap<String, Option<String>>, FetchError> {
         let mut urls = HashMap::new();
         let mut cursor = Value::Null;
         for _ in 0..MAX_PAGES {
@@ -509,7 +504,7 @@ impl Fetcher<'_> {
         path: &str,
         entry: &Entry,
         url: Option<&Option<String>>,
-    ) -> Result<Vec<u8>, QueueError> {
+    ) -> Result<Vec<u8>, FetchError> {
         let direct = match url.and_then(Option::as_deref) {
             Some(url) => match self
                 .client
@@ -563,7 +558,7 @@ impl Fetcher<'_> {
         artifact: &Resolved,
         path: &str,
         entry: &Entry,
-    ) -> Result<String, QueueError> {
+    ) -> Result<String, FetchError> {
         let raw = unbase64(&entry.digest).filter(|raw| raw.len() == 16);
         let hex = raw.map(hex::encode).ok_or_else(|| {
             self.error(format!(
@@ -593,7 +588,7 @@ impl Fetcher<'_> {
 }
 
 /// Writes `bytes` to `target`, creating its directory.
-async fn write(fetcher: &Fetcher<'_>, target: &Path, bytes: &[u8]) -> Result<(), QueueError> {
+async fn write(fetcher: &Fetcher<'_>, target: &Path, bytes: &[u8]) -> Result<(), FetchError> {
     if let Some(parent) = target.parent() {
         tokio::fs::create_dir_all(parent)
             .await

@@ -1,6 +1,11 @@
 //! A small GraphQL client for the W&B API: one POST per operation to
 //! `<base_url>/graphql`, HTTP basic auth user `api`, transient failures
 //! retried with backoff, the API key scrubbed from every error.
+//!
+//! The operations it sends are the texts the real W&B client (0.31.0)
+//! sends, kept next to it in `operations.json` (see `operation`);
+//! `tests/wandb_fake/extract_operations.py` regenerates that file from the
+//! installed `wandb` package.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -8,18 +13,19 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::settings::{ApiKey, RetryPolicy};
-use crate::queue::QueueError;
+use super::settings::{ApiKey, ApiSettings, RetryPolicy};
 
-/// The operation texts the real W&B client (0.31.0) sends, as extracted
-/// into the fake server's `operations.json`.
-const OPERATIONS_JSON: &str = include_str!("../../../../tests/wandb_fake/operations.json");
+/// The operation texts the real W&B client (0.31.0) sends, as
+/// `tests/wandb_fake/extract_operations.py` records them.
+const OPERATIONS_JSON: &str = include_str!("operations.json");
 
 /// The longest piece of a server's answer quoted in an error.
 const MAX_QUOTE: usize = 300;
 
-/// The text of the operation `key` in `operations.json`.
-pub(super) fn operation(key: &str) -> Result<&'static str, QueueError> {
+/// The text of the operation `key` in `operations.json`: the section
+/// `operations` (what the W&B launch agent sends), else the section
+/// `job_artifact_fetch` (what its job-artifact fetch sends).
+pub(super) fn operation(key: &str) -> Result<&'static str, ApiError> {
     static OPS: OnceLock<HashMap<String, String>> = OnceLock::new();
     let ops = OPS.get_or_init(|| {
         let doc: Value = serde_json::from_str(OPERATIONS_JSON).unwrap_or(Value::Null);
@@ -36,37 +42,32 @@ pub(super) fn operation(key: &str) -> Result<&'static str, QueueError> {
         ops
     });
     ops.get(key).map(String::as_str).ok_or_else(|| {
-        QueueError::Remote(format!(
+        ApiError::Failed(format!(
             "internal error: W&B operation {key} missing from operations.json"
         ))
     })
 }
 
-/// How a request failed.
-#[derive(Debug)]
-pub(super) enum CallError {
+/// How a W&B API request failed. Messages name the server and the
+/// operation, never the API key.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
     /// The server refused the API key (HTTP 401 or 403).
+    #[error(
+        "W&B at {base_url} refused the API key ({status}): {message}; check \
+         WANDB_API_KEY or the ~/.netrc entry (`wandb login`)"
+    )]
     Unauthorized {
+        /// The server.
+        base_url: String,
         /// The status code.
         status: u16,
         /// The server's message.
         message: String,
     },
     /// Anything else, already worded for people.
-    Other(String),
-}
-
-impl CallError {
-    /// As a queue error.
-    pub(super) fn into_queue_error(self, base_url: &str) -> QueueError {
-        match self {
-            CallError::Unauthorized { status, message } => QueueError::Remote(format!(
-                "W&B at {base_url} refused the API key ({status}): {message}; check \
-                 WANDB_API_KEY or the ~/.netrc entry (`wandb login`)"
-            )),
-            CallError::Other(message) => QueueError::Remote(message),
-        }
-    }
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// What one try ended with.
@@ -77,11 +78,13 @@ enum Attempt {
     /// whether the request may have reached the server.
     Retry(String, Option<Duration>, bool),
     /// A failure not worth retrying.
-    Fail(CallError),
+    Fail(ApiError),
 }
 
-/// The GraphQL endpoint of one W&B server.
-pub(super) struct GraphqlClient {
+/// The GraphQL endpoint of one W&B server, with its API key. Cheap to
+/// clone (the HTTP connection pool is shared).
+#[derive(Clone)]
+pub struct Client {
     http: reqwest::Client,
     endpoint: String,
     base_url: String,
@@ -89,9 +92,9 @@ pub(super) struct GraphqlClient {
     retry: RetryPolicy,
 }
 
-impl std::fmt::Debug for GraphqlClient {
+impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GraphqlClient")
+        f.debug_struct("Client")
             .field("endpoint", &self.endpoint)
             .field("key", &self.key)
             .field("retry", &self.retry)
@@ -99,68 +102,64 @@ impl std::fmt::Debug for GraphqlClient {
     }
 }
 
-impl GraphqlClient {
-    /// A client for `base_url` (without a trailing `/graphql`).
-    pub(super) fn new(
-        base_url: &str,
-        key: ApiKey,
-        retry: RetryPolicy,
-        timeout: Duration,
-    ) -> Result<Self, QueueError> {
+impl Client {
+    /// A client of the server `settings` name, with its API key (from the
+    /// settings, else `~/.netrc`). Sends nothing yet.
+    ///
+    /// Fails when the base URL is not an `http://` or `https://` URL with a
+    /// host, or when there is no API key for it.
+    pub fn new(settings: &ApiSettings) -> Result<Self, ApiError> {
+        let base_url = settings.base_url.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&base_url).map_err(|e| {
+            ApiError::Failed(format!("W&B base URL {base_url:?} is not a URL: {e}"))
+        })?;
+        let host = url.host_str().unwrap_or_default().to_string();
+        if !matches!(url.scheme(), "http" | "https") || host.is_empty() {
+            return Err(ApiError::Failed(format!(
+                "W&B base URL {base_url:?} must be an http:// or https:// URL with a host"
+            )));
+        }
+        let key = settings
+            .resolve_key(&host, url.port())
+            .map_err(ApiError::Failed)?;
         install_crypto_provider();
-        let base_url = base_url.trim_end_matches('/').to_string();
+        let timeout = settings.request_timeout;
         let http = reqwest::Client::builder()
             .user_agent(concat!("launch-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
             .build()
-            .map_err(|e| QueueError::Remote(format!("cannot set up an HTTP client: {e}")))?;
-        Ok(GraphqlClient {
+            .map_err(|e| ApiError::Failed(format!("cannot set up an HTTP client: {e}")))?;
+        Ok(Client {
             http,
             endpoint: format!("{base_url}/graphql"),
             base_url,
             key,
-            retry,
+            retry: settings.retry,
         })
     }
 
     /// The server's base URL.
-    pub(super) fn base_url(&self) -> &str {
+    pub fn base_url(&self) -> &str {
         &self.base_url
     }
 
-    /// Runs operation `key` of `operations.json` with `variables` and
-    /// returns its `data`; errors are [`QueueError::Remote`].
-    pub(super) async fn run(&self, key: &str, variables: Value) -> Result<Value, QueueError> {
-        self.call(key, variables)
-            .await
-            .map_err(|e| e.into_queue_error(&self.base_url))
+    /// Runs operation `key` of `operations.json` (its section `operations`,
+    /// else `job_artifact_fetch`; `name#variant` keys send operation `name`)
+    /// with `variables` and returns its `data`.
+    pub async fn run(&self, key: &str, variables: Value) -> Result<Value, ApiError> {
+        self.run_tracked(key, variables).await.map(|(data, _)| data)
     }
 
-    /// Like [`GraphqlClient::run`], also telling whether an earlier try may
-    /// have reached the server before it failed (so a mutation may have
-    /// taken effect twice, e.g. an ack that now reports `success: false`).
-    pub(super) async fn run_tracked(
+    /// Like [`Client::run`], also telling whether an earlier try may have
+    /// reached the server before it failed (so a mutation may have taken
+    /// effect twice, e.g. an ack that now reports `success: false`).
+    pub async fn run_tracked(
         &self,
         key: &str,
         variables: Value,
-    ) -> Result<(Value, bool), QueueError> {
-        self.call_tracked(key, variables)
-            .await
-            .map_err(|e| e.into_queue_error(&self.base_url))
-    }
-
-    /// Like [`GraphqlClient::run`], keeping a refused key apart.
-    pub(super) async fn call(&self, key: &str, variables: Value) -> Result<Value, CallError> {
-        self.call_tracked(key, variables)
-            .await
-            .map(|(data, _)| data)
-    }
-
-    /// The retry loop: the data, and whether an earlier try may have
-    /// reached the server.
-    async fn call_tracked(&self, key: &str, variables: Value) -> Result<(Value, bool), CallError> {
-        let query = operation(key).map_err(|e| CallError::Other(e.to_string()))?;
+    ) -> Result<(Value, bool), ApiError> {
+        let query = operation(key)?;
         let name = key.split('#').next().unwrap_or(key);
         let body = json!({"query": query, "variables": variables, "operationName": name});
         let mut retry = 0;
@@ -172,7 +171,7 @@ impl GraphqlClient {
                 Attempt::Retry(why, after, delivered) => {
                     maybe_delivered |= delivered;
                     if retry >= self.retry.retries {
-                        return Err(CallError::Other(self.scrub(&format!(
+                        return Err(ApiError::Failed(self.scrub(&format!(
                             "W&B at {}: {name} failed after {} tries: {why}",
                             self.base_url,
                             retry + 1
@@ -219,7 +218,8 @@ impl GraphqlClient {
             Err(e) => return Attempt::Retry(describe(&e), None, true),
         };
         if status.as_u16() == 401 || status.as_u16() == 403 {
-            return Attempt::Fail(CallError::Unauthorized {
+            return Attempt::Fail(ApiError::Unauthorized {
+                base_url: self.base_url.clone(),
                 status: status.as_u16(),
                 message: error_messages(&text).unwrap_or_else(|| quote(&text)),
             });
@@ -235,20 +235,20 @@ impl GraphqlClient {
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
             let message = error_messages(&text).unwrap_or_else(|| quote(&text));
-            return Attempt::Fail(CallError::Other(format!(
+            return Attempt::Fail(ApiError::Failed(format!(
                 "W&B at {}: {name} got HTTP {status}: {message}",
                 self.base_url
             )));
         }
         let Some(parsed) = parsed else {
-            return Attempt::Fail(CallError::Other(format!(
+            return Attempt::Fail(ApiError::Failed(format!(
                 "W&B at {}: {name} answered with something that is not JSON: {}",
                 self.base_url,
                 quote(&text)
             )));
         };
         if let Some(messages) = error_messages(&text) {
-            return Attempt::Fail(CallError::Other(format!(
+            return Attempt::Fail(ApiError::Failed(format!(
                 "W&B at {}: {name} failed: {messages}",
                 self.base_url
             )));
@@ -262,27 +262,27 @@ impl GraphqlClient {
     /// as the W&B client does. Transient failures (connection errors, HTTP
     /// 5xx and 429) are retried like GraphQL calls. Errors name the URL
     /// without its query string (which may hold a signature).
-    pub(super) async fn get_bytes(
+    pub async fn get_bytes(
         &self,
         url: &str,
         auth: bool,
         limit: u64,
         timeout: Duration,
-    ) -> Result<Vec<u8>, QueueError> {
+    ) -> Result<Vec<u8>, ApiError> {
         let shown = url.split(['?', '#']).next().unwrap_or_default().to_string();
         let mut retry = 0;
         loop {
             let why = match self.get_once(url, auth, limit, timeout).await {
                 Ok(Ok(body)) => return Ok(body),
                 Ok(Err(fatal)) => {
-                    return Err(QueueError::Remote(
+                    return Err(ApiError::Failed(
                         self.scrub(&format!("GET {shown}: {fatal}")),
                     ));
                 }
                 Err(transient) => transient,
             };
             if retry >= self.retry.retries {
-                return Err(QueueError::Remote(self.scrub(&format!(
+                return Err(ApiError::Failed(self.scrub(&format!(
                     "GET {shown} failed after {} tries: {why}",
                     retry + 1
                 ))));
@@ -351,29 +351,30 @@ impl GraphqlClient {
         }
     }
 
-    /// `text` with the API key replaced.
-    pub(super) fn scrub(&self, text: &str) -> String {
-        scrub(text, &self.key)
+    /// `text` with every occurrence of the API key replaced by
+    /// `<redacted>`.
+    pub fn scrub(&self, text: &str) -> String {
+        let secret = self.key.expose();
+        if secret.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(secret, "<redacted>")
+        }
     }
 
-    fn scrub_error(&self, error: CallError) -> CallError {
+    fn scrub_error(&self, error: ApiError) -> ApiError {
         match error {
-            CallError::Unauthorized { status, message } => CallError::Unauthorized {
+            ApiError::Unauthorized {
+                base_url,
+                status,
+                message,
+            } => ApiError::Unauthorized {
+                base_url,
                 status,
                 message: self.scrub(&message),
             },
-            CallError::Other(message) => CallError::Other(self.scrub(&message)),
+            ApiError::Failed(message) => ApiError::Failed(self.scrub(&message)),
         }
-    }
-}
-
-/// `text` with every occurrence of `key` replaced by `<redacted>`.
-pub(super) fn scrub(text: &str, key: &ApiKey) -> String {
-    let secret = key.expose();
-    if secret.is_empty() {
-        text.to_string()
-    } else {
-        text.replace(secret, "<redacted>")
     }
 }
 

@@ -1,4 +1,5 @@
-//! The embedded queue: a SQLite database in the agent's state directory.
+//! The embedded queue itself: a SQLite database in the agent's state
+//! directory.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::clock::Now;
-use super::error::{QueueError, SqlContext};
-use super::item::{ItemState, QueueItem, Reclaimed, RunHandle, Stage};
 use super::row::{COLUMNS, RawItem, run_handle};
 use super::schema::{enable_wal, migrate};
+use super::sql::{SqlContext, store};
+use crate::json_kind;
+use crate::queue::{ItemState, QueueError, QueueItem, Reclaimed, RunHandle, Stage};
 
 /// The name of the database file inside the state directory.
 pub const DB_FILE_NAME: &str = "queue.sqlite3";
@@ -81,7 +83,7 @@ impl EmbeddedQueue {
         validate_queue_name(queue)?;
         if !spec.is_object() {
             return Err(QueueError::InvalidSpec {
-                kind: json_kind(&spec),
+                kind: json_kind::of(&spec),
             });
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -173,7 +175,7 @@ impl EmbeddedQueue {
         )?;
         if current.claimed_by.as_deref() != Some(agent_id) {
             return Err(QueueError::NotHolder {
-                path: self.path.clone(),
+                store: store(&self.path),
                 id: id.to_owned(),
                 action: "start",
                 holder: current.claimed_by.unwrap_or_else(|| "none".to_owned()),
@@ -200,7 +202,7 @@ impl EmbeddedQueue {
         let current = self.current(&tx, id, &op)?;
         if !current.state.is_held() {
             return Err(QueueError::WrongState {
-                path: self.path.clone(),
+                store: store(&self.path),
                 id: id.to_owned(),
                 action: "record a run handle for",
                 from: current.state,
@@ -633,7 +635,7 @@ impl EmbeddedQueue {
             .ctx(&self.path, op)?;
         let Some((state, claimed_by, stop_requested)) = row else {
             return Err(QueueError::NotFound {
-                path: self.path.clone(),
+                store: store(&self.path),
                 id: id.to_owned(),
             });
         };
@@ -660,7 +662,7 @@ impl EmbeddedQueue {
         }
         let names: Vec<&str> = allowed.iter().map(|state| state.as_str()).collect();
         Err(QueueError::WrongState {
-            path: self.path.clone(),
+            store: store(&self.path),
             id: id.to_owned(),
             action,
             from,
@@ -723,7 +725,7 @@ impl EmbeddedQueue {
             return Ok(());
         }
         Err(QueueError::NotHolder {
-            path: self.path.clone(),
+            store: store(&self.path),
             id: id.to_owned(),
             action,
             holder: claimed_by.unwrap_or("none").to_owned(),
@@ -734,7 +736,7 @@ impl EmbeddedQueue {
     /// A [`QueueError::Corrupt`] for a bad column value.
     fn corrupt(&self, id: &str, column: &str, value: impl fmt::Display) -> QueueError {
         QueueError::Corrupt {
-            path: self.path.clone(),
+            store: store(&self.path),
             id: id.to_owned(),
             detail: format!("bad {column}: {value}"),
         }
@@ -784,18 +786,6 @@ fn validate_queue_name(name: &str) -> Result<(), QueueError> {
         name: name.to_owned(),
         reason,
     })
-}
-
-/// The JSON type of `value`, for error messages.
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 /// What a transition needs to know about an item.

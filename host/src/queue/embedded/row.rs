@@ -4,8 +4,8 @@ use std::path::Path;
 
 use rusqlite::Row;
 
-use super::error::QueueError;
-use super::item::{ParseNameError, QueueItem, RunHandle};
+use super::sql::store;
+use crate::queue::{ParseNameError, QueueError, QueueItem, RunHandle};
 
 /// The columns [`RawItem::from_row`] reads, in its order.
 pub(super) const COLUMNS: &str = "id, queue, state, stage, message, exit_code, attempts, spec, \
@@ -61,7 +61,7 @@ impl RawItem {
     pub(super) fn into_item(self, path: &Path) -> Result<QueueItem, QueueError> {
         let id = self.id;
         let corrupt = |column: &str, detail: String| QueueError::Corrupt {
-            path: path.to_owned(),
+            store: store(path),
             id: id.clone(),
             detail: format!("bad {column}: {detail}"),
         };
