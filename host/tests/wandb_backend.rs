@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::wandb_fake::FakeWandbServer;
+use launch_agent::queue::wandb::cadence::{self, Pace};
 use launch_agent::queue::wandb::{WandbBackend, WandbSettings};
 use launch_agent::queue::{ItemState, QueueBackend, Stage};
 use launch_agent::wandb::{ApiKey, RetryPolicy};
@@ -70,7 +71,15 @@ impl Fake {
     }
 }
 
+/// Settings whose pace sends every call to the server (the tests drive the
+/// backend call by call); [`paced_settings`] keeps the agent's own pace.
 fn settings(fake: &Fake) -> WandbSettings {
+    let mut settings = paced_settings(fake);
+    settings.pace = Pace::every_call();
+    settings
+}
+
+fn paced_settings(fake: &Fake) -> WandbSettings {
     fake.backend_settings(
         ENTITY,
         &api_key(),
@@ -452,9 +461,72 @@ async fn stop_polling_stop_requests_heartbeats_and_close() {
             .is_empty()
     );
     assert_eq!(fake.events().len(), before);
+}
 
-    let waits: Vec<u64> = (1..=7).map(|n| backend.idle_wait(n).as_secs()).collect();
-    assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+#[tokio::test]
+async fn the_agent_s_pace_asks_the_server_only_when_due_and_heartbeats_ride_along_with_pops() {
+    let fake = Fake::start(&[]);
+    let backend = WandbBackend::connect(paced_settings(&fake)).await.unwrap();
+    let agent = backend.launch_agent_id().to_string();
+    let before = fake.events().len();
+    // The first look at the queue: one request, a pop with a heartbeat.
+    assert!(
+        backend
+            .claim_next(&queues(), "me", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let events = fake.events();
+    let sent: Vec<&Value> = events[before..].iter().collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0]["fields"],
+        json!(["popFromRunQueue", "updateLaunchAgent"]),
+        "{sent:?}"
+    );
+    assert_eq!(fake.state()["agents"][0]["agentStatus"], "POLLING");
+    assert_eq!(
+        sent[0]["variables"]["agentId"].as_str(),
+        Some(agent.as_str())
+    );
+    // Asked again at once: nothing is due, nothing is sent.
+    let before = fake.events().len();
+    assert!(
+        backend
+            .claim_next(&queues(), "me", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!backend.should_stop().await);
+    assert!(!backend.should_stop().await);
+    backend
+        .renew_leases("me", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let sent = fake.events().len() - before;
+    assert_eq!(sent, 1, "only the first stopPolling check goes out");
+    assert_eq!(fake.operations().last().unwrap(), "LaunchAgent");
+    // The agent sleeps until the next stop check or pop is due.
+    let wait = backend.idle_wait(1);
+    assert!(
+        wait <= cadence::STOP_CHECK && wait >= cadence::MIN_WAKE,
+        "{wait:?}"
+    );
+    // Work popped: the next pop is due at once (a burst drains).
+    fake.push("default", &spec());
+    fake.push("default", &spec());
+    tokio::time::sleep(cadence::ACTIVE_POLL).await;
+    for _ in 0..2 {
+        assert!(
+            backend
+                .claim_next(&queues(), "me", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
 }
 
 /// A stand-in server answering each request with the next of `answers`

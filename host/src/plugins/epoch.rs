@@ -17,7 +17,7 @@
 
 use crate::timeouts::EPOCH_TICK;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, EngineWeak};
@@ -36,35 +36,36 @@ pub struct EpochClock {
     ticks: AtomicU64,
     /// Whether the thread is parked (or about to park).
     parked: AtomicBool,
-    /// The ticking thread, to unpark; `None` if it could not be started.
-    thread: Option<Thread>,
+    /// The ticking thread, to unpark; unset if it could not be started.
+    thread: OnceLock<Thread>,
 }
 
 impl EpochClock {
     /// Starts the clock's thread for `engine`; it ends once the clock is
     /// dropped.
     pub fn start(engine: &Engine) -> Arc<EpochClock> {
-        let engine = engine.weak();
-        Arc::new_cyclic(|clock: &Weak<EpochClock>| {
-            let weak = clock.clone();
-            let spawned = std::thread::Builder::new()
-                .name("plugin-epoch".into())
-                .spawn(move || tick_while_busy(weak, engine));
-            let thread = match spawned {
-                Ok(handle) => Some(handle.thread().clone()),
-                Err(error) => {
-                    tracing::error!(%error, "cannot start the plugin deadline thread: plugin deadlines will not fire");
-                    None
-                }
-            };
-            EpochClock {
-                in_flight: AtomicUsize::new(0),
-                started: AtomicU64::new(0),
-                ticks: AtomicU64::new(0),
-                parked: AtomicBool::new(false),
-                thread,
+        let clock = Arc::new(EpochClock {
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        });
+        // The thread gets a weak reference only once the clock exists (a
+        // reference taken while it is being built would not upgrade).
+        let (weak, engine) = (Arc::downgrade(&clock), engine.weak());
+        let spawned = std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || tick_while_busy(weak, engine));
+        match spawned {
+            Ok(handle) => {
+                let _ = clock.thread.set(handle.thread().clone());
             }
-        })
+            Err(error) => {
+                tracing::error!(%error, "cannot start the plugin deadline thread: plugin deadlines will not fire");
+            }
+        }
+        clock
     }
 
     /// A call begins: the clock ticks until the guard is dropped (and
@@ -75,7 +76,7 @@ impl EpochClock {
         // The thread sets `parked` before it looks at `in_flight` one last
         // time, so either it sees this call or this sees it parked.
         if self.parked.load(SeqCst)
-            && let Some(thread) = &self.thread
+            && let Some(thread) = self.thread.get()
         {
             thread.unpark();
         }
@@ -99,7 +100,7 @@ impl EpochClock {
 impl Drop for EpochClock {
     fn drop(&mut self) {
         // Wake the thread so it sees the clock is gone and ends.
-        if let Some(thread) = &self.thread {
+        if let Some(thread) = self.thread.get() {
             thread.unpark();
         }
     }

@@ -48,6 +48,41 @@ pub(super) fn operation(key: &str) -> Result<&'static str, ApiError> {
     })
 }
 
+/// One mutation document with the root fields of the mutations `keys`:
+/// their variable definitions joined (the texts must not define a variable
+/// twice) and their selections in order, named after them joined by `_`.
+pub(super) fn combined_mutation(keys: &[&str]) -> Result<(String, String), ApiError> {
+    let mut names = Vec::new();
+    let mut variables = Vec::new();
+    let mut fields = Vec::new();
+    for key in keys {
+        let text = operation(key)?;
+        let broken = || {
+            ApiError::Failed(format!(
+                "internal error: W&B operation {key} is not a mutation with variables"
+            ))
+        };
+        let rest = text.trim().strip_prefix("mutation").ok_or_else(broken)?;
+        let open = rest.find('(').ok_or_else(broken)?;
+        let close = open + rest[open..].find(')').ok_or_else(broken)?;
+        let body_start = close + rest[close..].find('{').ok_or_else(broken)?;
+        let body_end = rest
+            .rfind('}')
+            .filter(|e| *e > body_start)
+            .ok_or_else(broken)?;
+        names.push(rest[..open].trim().to_string());
+        variables.push(rest[open + 1..close].trim().to_string());
+        fields.push(rest[body_start + 1..body_end].trim().to_string());
+    }
+    let name = names.join("_");
+    let query = format!(
+        "mutation {name}({}) {{\n{}\n}}",
+        variables.join(", "),
+        fields.join("\n")
+    );
+    Ok((name, query))
+}
+
 /// How a W&B API request failed. Messages name the server and the
 /// operation, never the API key.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +196,29 @@ impl Client {
     ) -> Result<(Value, bool), ApiError> {
         let query = operation(key)?;
         let name = key.split('#').next().unwrap_or(key);
+        self.send(name, query, variables).await
+    }
+
+    /// Runs the mutations `keys` of `operations.json` as one request (one
+    /// document whose root fields are theirs, run in order by the server,
+    /// as GraphQL runs a mutation's fields) with the union of their
+    /// `variables`, and returns the `data` holding every field's answer.
+    /// One request instead of several: the agent's heartbeat rides along
+    /// with a pop.
+    pub async fn run_together(&self, keys: &[&str], variables: Value) -> Result<Value, ApiError> {
+        let (name, query) = combined_mutation(keys)?;
+        self.send(&name, &query, variables)
+            .await
+            .map(|(data, _)| data)
+    }
+
+    /// Sends one GraphQL document, retrying transient failures.
+    async fn send(
+        &self,
+        name: &str,
+        query: &str,
+        variables: Value,
+    ) -> Result<(Value, bool), ApiError> {
         let body = json!({"query": query, "variables": variables, "operationName": name});
         let mut retry = 0;
         let mut maybe_delivered = false;

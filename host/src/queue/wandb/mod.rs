@@ -37,8 +37,10 @@
 //! | `list` | the queue's page in the W&B UI (Launch) |
 //! | `request_stop` | stopping the item's run in the W&B UI |
 //!
-//! `idle_wait` backs off from 1 s, doubling, to at most 30 s (the W&B agent
-//! polls every 10 s). Transient failures are retried by the client
+//! When it pops, asks `stopPolling`, heartbeats and asks `RunStoppedStatus`
+//! is the [`cadence`] module's decision: fast while work is about, W&B's
+//! 10 s when long idle, `stopPolling` within 5 s, heartbeats riding along
+//! with pops. Transient failures are retried by the client
 //! ([`crate::wandb::RetryPolicy`]); the API key never appears in an error,
 //! a log line or `Debug` output.
 //!
@@ -53,15 +55,18 @@
 //! kept rather than lost). A pop whose answer is lost on the way is retried;
 //! the item the lost answer held goes back to the queue the same way.
 
+pub mod cadence;
 mod settings;
 
 pub use settings::WandbSettings;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use cadence::Cadence;
 
 use super::{ItemState, QueueBackend, QueueError, QueueItem, Reclaimed, Stage};
 use crate::json_kind;
@@ -96,8 +101,7 @@ pub struct WandbBackend {
     entity: String,
     queue_ids: Vec<(String, String)>,
     agent_id: String,
-    idle_min: Duration,
-    idle_max: Duration,
+    cadence: Cadence,
     held: Mutex<HashMap<String, Held>>,
 }
 
@@ -234,8 +238,7 @@ impl WandbBackend {
             entity,
             queue_ids,
             agent_id,
-            idle_min: settings.idle_min,
-            idle_max: settings.idle_max,
+            cadence: Cadence::new(settings.pace, Instant::now()),
             held: Mutex::new(HashMap::new()),
         })
     }
@@ -264,8 +267,24 @@ impl WandbBackend {
         self.held.lock().ok()?.get(id).cloned()
     }
 
+    /// Forgets item `id` (it ended, or was never ours): a job that ended
+    /// is work, and its user may well submit the next one.
     fn forget(&self, id: &str) -> Option<Held> {
-        self.held.lock().ok()?.remove(id)
+        let held = self.held.lock().ok()?.remove(id);
+        if held.is_some() {
+            self.cadence.job_ended(Instant::now());
+            self.cadence.forget_run(id);
+        }
+        held
+    }
+
+    /// The status a heartbeat reports: `RUNNING` while jobs are held.
+    fn status(&self) -> &'static str {
+        if self.holds_any() {
+            "RUNNING"
+        } else {
+            "POLLING"
+        }
     }
 
     /// Runs a GraphQL operation (see [`Client::run`]).
@@ -280,13 +299,14 @@ impl WandbBackend {
             .unwrap_or(false)
     }
 
-    async fn set_status(&self, status: &str) -> Result<(), QueueError> {
+    async fn set_status(&self, status: &'static str) -> Result<(), QueueError> {
         self.run(
             "updateLaunchAgent",
             json!({"agentId": self.agent_id, "agentStatus": status}),
         )
-        .await
-        .map(|_| ())
+        .await?;
+        self.cadence.heartbeat_sent(Instant::now(), status);
+        Ok(())
     }
 
     async fn warn_item(&self, id: &str, stage: Stage, message: &str) -> Result<(), QueueError> {
@@ -321,21 +341,53 @@ impl WandbBackend {
         Ok(())
     }
 
+    /// Pops the first item of `queues`, in order: (queue, item id, spec).
+    async fn pop_first(
+        &self,
+        queues: &[String],
+    ) -> Result<Option<(String, String, Value)>, QueueError> {
+        for queue in queues {
+            if let Some((id, spec)) = self.pop(queue).await? {
+                return Ok(Some((queue.clone(), id, spec)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `popFromRunQueue` with `variables`; when a heartbeat is due it rides
+    /// along in the same request (`updateLaunchAgent` as a second field of
+    /// the mutation), saving the server a request.
+    async fn pop_with_heartbeat(&self, mut variables: Value) -> Result<Value, QueueError> {
+        let status = self.status();
+        if !self.cadence.heartbeat_rides_along(Instant::now(), status) {
+            return self.run("popFromRunQueue", variables).await;
+        }
+        if let Value::Object(map) = &mut variables {
+            map.insert("agentId".into(), json!(self.agent_id));
+            map.insert("agentStatus".into(), json!(status));
+        }
+        let data = self
+            .client
+            .run_together(&["popFromRunQueue", "updateLaunchAgent"], variables)
+            .await
+            .map_err(remote)?;
+        if data["updateLaunchAgent"]["success"] == Value::Bool(true) {
+            self.cadence.heartbeat_sent(Instant::now(), status);
+        }
+        Ok(data)
+    }
+
     /// Pops one item of `queue`, skipping (and failing) items whose runSpec
     /// is not a JSON object; `None` when the queue has nothing.
     async fn pop(&self, queue: &str) -> Result<Option<(String, Value)>, QueueError> {
         for _ in 0..MAX_BAD_SPECS {
-            let data = self
-                .run(
-                    "popFromRunQueue",
-                    json!({
-                        "entity": self.entity,
-                        "project": LAUNCH_PROJECT,
-                        "queueName": queue,
-                        "launchAgentId": self.agent_id,
-                    }),
-                )
-                .await?;
+            let variables = json!({
+                "entity": self.entity,
+                "project": LAUNCH_PROJECT,
+                "queueName": queue,
+                "launchAgentId": self.agent_id,
+            });
+            let data = self.pop_with_heartbeat(variables).await?;
             let popped = &data["popFromRunQueue"];
             if popped.is_null() {
                 return Ok(None);
@@ -443,10 +495,17 @@ impl QueueBackend for WandbBackend {
         agent_id: &str,
         _lease: Duration,
     ) -> Result<Option<QueueItem>, QueueError> {
-        for queue in queues {
-            let Some((id, mut spec)) = self.pop(queue).await? else {
-                continue;
-            };
+        let now = Instant::now();
+        if !self.cadence.pop_due(now) {
+            return Ok(None);
+        }
+        let popped = self.pop_first(queues).await;
+        self.cadence.popped(now, matches!(popped, Ok(Some(_))));
+        let Some((queue, id, mut spec)) = popped? else {
+            return Ok(None);
+        };
+        {
+            let queue = &queue;
             let run_name = spec_str(&spec, "run_id").unwrap_or_else(new_run_name);
             if let Value::Object(map) = &mut spec {
                 map.entry("run_id").or_insert(json!(run_name));
@@ -485,7 +544,7 @@ impl QueueBackend for WandbBackend {
                         queue = %queue,
                         "W&B refused the ack (the lease ran out?); leaving the item to the server"
                     );
-                    continue;
+                    return Ok(None);
                 }
                 Err(e) => {
                     // Not acked: the server puts the item back.
@@ -513,7 +572,6 @@ impl QueueBackend for WandbBackend {
                 run_handle: None,
             }));
         }
-        Ok(None)
     }
 
     /// No server call: W&B learns that the run started from the run itself.
@@ -531,13 +589,14 @@ impl QueueBackend for WandbBackend {
     }
 
     /// The heartbeat: `updateLaunchAgent` with `RUNNING` while jobs are
-    /// held, else `POLLING`.
+    /// held, else `POLLING` — unless a pop carried one within the pace's
+    /// `heartbeat_max` and the status is the same.
     async fn renew_leases(&self, _agent_id: &str, _lease: Duration) -> Result<(), QueueError> {
-        let status = if self.holds_any() {
-            "RUNNING"
-        } else {
-            "POLLING"
-        };
+        let status = self.status();
+        if !self.cadence.heartbeat_needed(Instant::now(), status) {
+            // A pop carried one recently enough.
+            return Ok(());
+        }
         self.set_status(status).await
     }
 
@@ -613,12 +672,17 @@ impl QueueBackend for WandbBackend {
         Ok(())
     }
 
-    /// `RunStoppedStatus` for the item's run; `false` for items not held
-    /// and runs the server does not know yet.
+    /// `RunStoppedStatus` for the item's run, at most once per the pace's
+    /// `run_stop_check` (the agent asks every half second); `false` for
+    /// items not held, runs the server does not know yet, and between
+    /// checks.
     async fn stop_requested(&self, id: &str) -> Result<bool, QueueError> {
         let Some(held) = self.held_item(id) else {
             return Ok(false);
         };
+        if !self.cadence.take_run_stop_check(id, Instant::now()) {
+            return Ok(false);
+        }
         let data = self
             .run(
                 "RunStoppedStatus",
@@ -646,19 +710,18 @@ impl QueueBackend for WandbBackend {
         Ok(false)
     }
 
-    /// `idle_min` (1 s), doubling with each empty poll, at most `idle_max`
-    /// (30 s).
-    fn idle_wait(&self, empty_polls: u32) -> Duration {
-        let doublings = empty_polls.saturating_sub(1).min(31);
-        self.idle_min
-            .checked_mul(1u32 << doublings)
-            .unwrap_or(self.idle_max)
-            .min(self.idle_max)
+    /// Until the next pop or stop check is due (see [`cadence`]).
+    fn idle_wait(&self, _empty_polls: u32) -> Duration {
+        self.cadence.next_wake(Instant::now())
     }
 
-    /// `LaunchAgent`'s `stopPolling`; `false` when the server cannot be
-    /// asked.
+    /// `LaunchAgent`'s `stopPolling`, at most once per the pace's
+    /// `stop_check`; `false` when the server cannot be asked and between
+    /// checks.
     async fn should_stop(&self) -> bool {
+        if !self.cadence.take_stop_check(Instant::now()) {
+            return false;
+        }
         match self
             .run("LaunchAgent", json!({"agentId": self.agent_id}))
             .await

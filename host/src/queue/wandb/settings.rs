@@ -2,8 +2,7 @@
 //! W&B API ([`ApiSettings`]: server, key, retries), the queues, and what
 //! the agent tells the server about itself.
 
-use std::time::Duration;
-
+use super::cadence::Pace;
 use crate::wandb::ApiSettings;
 
 /// Everything [`WandbBackend::connect`](super::WandbBackend::connect) needs.
@@ -27,17 +26,15 @@ pub struct WandbSettings {
     /// The agent's configuration as shown in the W&B UI, secrets already
     /// redacted (any occurrence of the API key is replaced again anyway).
     pub agent_config: serde_json::Value,
-    /// The first idle wait ([`idle_wait`](crate::queue::QueueBackend::idle_wait)
-    /// after one empty poll); it doubles with each further empty poll.
-    pub idle_min: Duration,
-    /// The longest idle wait.
-    pub idle_max: Duration,
+    /// How often the agent pops, asks whether to stop, heartbeats and asks
+    /// whether runs were stopped ([`Pace::default`]: see [`super::cadence`]).
+    pub pace: Pace,
 }
 
 impl WandbSettings {
     /// Settings for `entity` and `queues` with the API from the environment
     /// ([`ApiSettings::from_env`]) and defaults: no agent config, one job at
-    /// a time, this machine's hostname, idle waits from 1 s to 30 s.
+    /// a time, this machine's hostname, the default [`Pace`].
     pub fn from_env(entity: Option<String>, queues: Vec<String>) -> Self {
         WandbSettings {
             api: ApiSettings::from_env(),
@@ -47,8 +44,7 @@ impl WandbSettings {
             agent_version: format!("launch-agent@{}", env!("CARGO_PKG_VERSION")),
             hostname: local_hostname(),
             agent_config: serde_json::Value::Object(Default::default()),
-            idle_min: Duration::from_secs(1),
-            idle_max: Duration::from_secs(30),
+            pace: Pace::default(),
         }
     }
 }
