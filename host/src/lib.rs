@@ -18,4 +18,5 @@ pub mod sources;
 pub mod spec;
 pub mod startup;
 pub mod state_dir;
+pub mod text;
 pub mod timeouts;
