@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod capabilities;
 pub mod config;
+pub mod input;
 pub mod plugins;
 pub mod queue;
 pub mod runners;

@@ -214,22 +214,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config(ConfigCommand::Check { file }) => {
             let config = LaunchConfig::load(&file)?;
-            println!(
-                "{}: ok (queues: {}, environment: {}, builder: {}, plugins: {})",
-                file.display(),
-                config.queue_names().join(", "),
-                config
-                    .environment
-                    .as_ref()
-                    .map(|e| e.kind.value.as_str())
-                    .unwrap_or("local"),
-                config
-                    .builder
-                    .as_ref()
-                    .and_then(|b| b.kind())
-                    .unwrap_or("noop"),
-                config.plugins.len()
-            );
+            let file = launch_agent::text::for_log(&file.to_string_lossy()).into_owned();
+            println!("{file}: ok ({})", config.summary());
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(PluginsCommand::List {
@@ -350,15 +336,10 @@ fn submit(
     spec_path: &Path,
 ) -> anyhow::Result<ExitCode> {
     let (text, source) = if spec_path == Path::new("-") {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-        (text, "standard input".to_string())
+        let source = "standard input".to_string();
+        (spec::read_from(std::io::stdin(), &source)?, source)
     } else {
-        (
-            std::fs::read_to_string(spec_path)
-                .with_context(|| format!("cannot read launch spec {}", spec_path.display()))?,
-            spec_path.display().to_string(),
-        )
+        (spec::read_file(spec_path)?, spec_path.display().to_string())
     };
     let mut value = spec::parse_text(&text, &source)?;
     if spec::strip_api_key(&mut value) {
@@ -382,8 +363,10 @@ fn submit(
                 .map(Path::to_path_buf)
                 .unwrap_or_default()
         };
-        let resolved = std::fs::canonicalize(base.join(&uri))
-            .with_context(|| format!("`uri` {uri:?} in {source}"))?;
+        let resolved = std::fs::canonicalize(base.join(&uri)).with_context(|| {
+            let shown = launch_agent::text::for_log;
+            format!("`uri` \"{}\" in {}", shown(&uri), shown(&source))
+        })?;
         value["uri"] = serde_json::Value::String(resolved.display().to_string());
     }
     spec::LaunchSpec::from_value(value.clone())?;
