@@ -128,8 +128,15 @@ fn spot(text: &str, line: u32, column: u32) -> Spot {
         Some('{') => Some("a map".to_string()),
         _ => scalar_at(text, line, column).map(|s| format!("`{s}`")),
     };
-    if let Some(key) = key_path_at(text, line) {
-        return named(key, found);
+    // A flow-style key right before the value (`{a: 1, b: x}`), unless it is
+    // the block key the line starts with.
+    let block_key_at = key_indent_at(text, line).and_then(|i| usize::try_from(i).ok());
+    let flow = flow_key_before(line_text, at).filter(|(_, start)| Some(*start) != block_key_at);
+    match (key_path_at(text, line), flow) {
+        (Some(block), Some((flow, _))) => return named(format!("{block}.{flow}"), found),
+        (Some(block), None) => return named(block, found),
+        (None, Some((flow, _))) => return named(flow, found),
+        (None, None) => {}
     }
     if line_text.trim_start_matches(' ').starts_with("- ") {
         let dash = line_text.len() - line_text.trim_start_matches(' ').len();
@@ -141,6 +148,32 @@ fn spot(text: &str, line: u32, column: u32) -> Spot {
         }
     }
     nameless(found)
+}
+
+/// The key written right before 0-based character column `at` of `line`,
+/// as `key: ` or `"key": `, and the column it starts at.
+fn flow_key_before(line: &str, at: usize) -> Option<(String, usize)> {
+    let before: Vec<char> = line.chars().take(at).collect();
+    let mut end = before.len();
+    while end > 0 && before[end - 1] == ' ' {
+        end -= 1;
+    }
+    if end == 0 || before[end - 1] != ':' {
+        return None;
+    }
+    end -= 1;
+    let start = match before.get(end.checked_sub(1)?)? {
+        quote @ ('"' | '\'') => {
+            let open = before[..end - 1].iter().rposition(|c| c == quote)?;
+            return Some((before[open + 1..end - 1].iter().collect(), open));
+        }
+        _ => before[..end]
+            .iter()
+            .rposition(|c| matches!(c, '{' | '[' | ',' | ' '))
+            .map_or(0, |i| i + 1),
+    };
+    let key: String = before[start..end].iter().collect();
+    (!key.is_empty()).then_some((key, start))
 }
 
 /// The key path of the block list whose `- ` is at 0-based column `dash`
@@ -499,7 +532,10 @@ fn syntax(kind: &ErrorKind) -> String {
 fn expectation(expected: &str) -> String {
     let said = match expected {
         "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
-        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "u128" | "usize" => "a whole number, 0 or more",
         "f32" | "f64" => "a number",
         "bool" | "boolean" | "a boolean" | "bool expected" | "missing bool" => "true or false",
         "string" | "a string" | "str" | "char" | "a character" | "string scalar"
@@ -628,6 +664,32 @@ mod tests {
         assert_eq!(key_path_at(text, 7).as_deref(), Some("max_jobs"));
         assert_eq!(key_path_at(text, 99), None);
         assert_eq!(key_path_at("- a: 1\n  b: 2\n", 2).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn flow_keys_are_found_before_their_value() {
+        assert_eq!(flow_key_before("{a: 1, bb: x}", 11), Some(("bb".into(), 7)));
+        assert_eq!(
+            flow_key_before("{\"max_jobs\": \"x\"}", 13),
+            Some(("max_jobs".into(), 1))
+        );
+        assert_eq!(
+            flow_key_before("max_jobs: x", 10),
+            Some(("max_jobs".into(), 0))
+        );
+        assert_eq!(flow_key_before("[1, x]", 4), None);
+        assert_eq!(flow_key_before(": x", 2), None);
+        let p =
+            from_str::<crate::config::LaunchConfig>("{\"queues\": [\"a\"], \"max_jobs\": \"x\"}")
+                .unwrap_err();
+        assert!(p.message.starts_with("`max_jobs` must be"), "{}", p.message);
+        let p = from_str::<crate::config::LaunchConfig>("builder: {type: docker, platform: [x]}\n")
+            .unwrap_err();
+        assert!(
+            p.message.starts_with("`builder.platform` must be"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]
