@@ -15,8 +15,12 @@
 //! | `resource_args.<resource>` | arguments for that runner |
 //! | `_wandb_api_key` | the API key; never stored by the embedded queue, never logged |
 
+use crate::input::{self, MAX_INPUT_BYTES, Problem, json, yaml};
 use crate::json_kind;
+use crate::text::for_log;
 use serde_json::{Map, Value};
+use std::io::Read;
+use std::path::Path;
 
 /// The key W&B puts the API key under.
 pub const API_KEY_FIELD: &str = "_wandb_api_key";
@@ -32,21 +36,78 @@ pub struct LaunchSpec {
     raw: Map<String, Value>,
 }
 
-/// Reads spec text, JSON or YAML.
-pub fn parse_text(text: &str, source: &str) -> Result<Value, SpecError> {
-    if let Ok(value) = serde_json::from_str::<Value>(text) {
-        return Ok(value);
+/// Reads a spec file: at most [`MAX_INPUT_BYTES`], UTF-8 (the error says
+/// where the first byte that is not is).
+pub fn read_file(path: &Path) -> Result<String, SpecError> {
+    let source = path.to_string_lossy();
+    let bytes = input::read_capped(path).map_err(|reason| cannot_read(&source, &reason))?;
+    decode(bytes, &source)
+}
+
+/// Reads a spec from `reader` (standard input), named `source` in errors,
+/// as [`read_file`] reads a file.
+pub fn read_from(reader: impl Read, source: &str) -> Result<String, SpecError> {
+    let bytes = input::read_capped_from(reader).map_err(|reason| cannot_read(source, &reason))?;
+    decode(bytes, source)
+}
+
+fn cannot_read(source: &str, reason: &str) -> SpecError {
+    SpecError(format!(
+        "cannot read launch spec {}: {}",
+        for_log(source),
+        for_log(reason)
+    ))
+}
+
+fn decode(bytes: Vec<u8>, source: &str) -> Result<String, SpecError> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let problem = input::utf8(e.as_bytes()).err();
+            Err(SpecError(problem.map_or_else(
+                || format!("{}: is not UTF-8 text", for_log(source)),
+                |p| p.render(source),
+            )))
+        }
     }
-    serde_saphyr::from_str::<Value>(text).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
-            .unwrap_or_default();
-        SpecError(format!(
-            "{source}{at}: neither JSON nor YAML: {}",
-            e.to_string().lines().next().unwrap_or("")
-        ))
-    })
+}
+
+/// Reads spec text, JSON or YAML, and checks that it is a spec: a map
+/// whose known fields have the right types. Errors name `source`, with
+/// the line and column where the parser gives them.
+///
+/// Text that starts with `{` or `[` is JSON, and its errors are the JSON
+/// parser's (in our words), unless it is YAML written in flow style; any
+/// other text is YAML.
+pub fn parse_text(text: &str, source: &str) -> Result<Value, SpecError> {
+    let named = |message: &str| SpecError(format!("{}: {message}", for_log(source)));
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(named(&input::too_large()));
+    }
+    let body = text.trim_start_matches('\u{feff}');
+    if input::is_blank(body) {
+        return Err(named(
+            "is empty: a launch spec is a map of fields (`uri`, `docker`, `overrides`, ...), in JSON or YAML",
+        ));
+    }
+    let at = |problem: Problem| SpecError(problem.render(source));
+    let value: Value = if body.trim_start().starts_with(['{', '[']) {
+        match json::from_str(body) {
+            Ok(value) => value,
+            Err(problem) => yaml::from_str(body).map_err(|_| at(problem))?,
+        }
+    } else {
+        yaml::from_str(body).map_err(at)?
+    };
+    let Value::Object(raw) = &value else {
+        return Err(named(&not_a_map(&value)));
+    };
+    LaunchSpec::check(raw).map_err(|e| named(&e.0))?;
+    Ok(value)
+}
+
+fn not_a_map(value: &Value) -> String {
+    format!("must be a map of fields, not {}", json_kind::of(value))
 }
 
 fn string_field<'a>(
@@ -68,12 +129,14 @@ impl LaunchSpec {
     /// Validates a spec value: an object whose known fields have the right types.
     pub fn from_value(value: Value) -> Result<Self, SpecError> {
         let Value::Object(raw) = value else {
-            return Err(SpecError(format!(
-                "must be a map of fields, not {}",
-                json_kind::of(&value)
-            )));
+            return Err(SpecError(not_a_map(&value)));
         };
-        let spec = LaunchSpec { raw };
+        Self::check(&raw)?;
+        Ok(LaunchSpec { raw })
+    }
+
+    /// Checks the known fields of a spec's map.
+    fn check(raw: &Map<String, Value>) -> Result<(), SpecError> {
         for key in [
             "job",
             "image_uri",
@@ -86,39 +149,29 @@ impl LaunchSpec {
             "author",
             "resource",
         ] {
-            string_field(&spec.raw, key, key)?;
+            string_field(raw, key, key)?;
         }
-        if let Some(git) = spec.raw.get("git") {
-            match git {
-                Value::Object(g) => {
-                    string_field(g, "repo", "git.repo")?;
-                    string_field(g, "version", "git.version")?;
+        for (block, fields) in [
+            ("git", &["repo", "version"][..]),
+            ("docker", &["docker_image"][..]),
+        ] {
+            match raw.get(block) {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(map)) => {
+                    for field in fields {
+                        string_field(map, field, &format!("{block}.{field}"))?;
+                    }
                 }
-                Value::Null => {}
-                other => {
+                Some(other) => {
                     return Err(SpecError(format!(
-                        "`git` must be a map, not {}",
+                        "`{block}` must be a map, not {}",
                         json_kind::of(other)
                     )));
                 }
             }
         }
-        if let Some(docker) = spec.raw.get("docker") {
-            match docker {
-                Value::Object(d) => {
-                    string_field(d, "docker_image", "docker.docker_image")?;
-                }
-                Value::Null => {}
-                other => {
-                    return Err(SpecError(format!(
-                        "`docker` must be a map, not {}",
-                        json_kind::of(other)
-                    )));
-                }
-            }
-        }
-        spec.entry_point()?;
-        Ok(spec)
+        command_of(raw.get("overrides").and_then(Value::as_object))?;
+        Ok(())
     }
 
     fn overrides(&self) -> Option<&Map<String, Value>> {
@@ -179,57 +232,7 @@ impl LaunchSpec {
 
     /// The command: `overrides.entry_point` then `overrides.args`.
     pub fn entry_point(&self) -> Result<Vec<String>, SpecError> {
-        let Some(overrides) = self.overrides() else {
-            return Ok(Vec::new());
-        };
-        let mut command: Vec<String> = match overrides.get("entry_point") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    Value::Number(n) => Ok(n.to_string()),
-                    other => Err(SpecError(format!(
-                        "`overrides.entry_point` items must be strings, not {}",
-                        json_kind::of(other)
-                    ))),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(other) => {
-                return Err(SpecError(format!(
-                    "`overrides.entry_point` must be a list of strings, not {}",
-                    json_kind::of(other)
-                )));
-            }
-        };
-        match overrides.get("args") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                for item in items {
-                    command.push(match item {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    });
-                }
-            }
-            Some(Value::Object(map)) => {
-                for (k, v) in map {
-                    command.push(format!("--{k}"));
-                    command.push(match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    });
-                }
-            }
-            Some(other) => {
-                return Err(SpecError(format!(
-                    "`overrides.args` must be a list or a map, not {}",
-                    json_kind::of(other)
-                )));
-            }
-        }
-        Ok(command)
+        command_of(self.overrides())
     }
 
     /// The run id: `run_id`, or `fallback` (the queue item id).
@@ -281,6 +284,61 @@ impl LaunchSpec {
         }
         env
     }
+}
+
+/// The command of `overrides`: `entry_point` then `args`.
+fn command_of(overrides: Option<&Map<String, Value>>) -> Result<Vec<String>, SpecError> {
+    let Some(overrides) = overrides else {
+        return Ok(Vec::new());
+    };
+    let mut command: Vec<String> = match overrides.get("entry_point") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                other => Err(SpecError(format!(
+                    "`overrides.entry_point` items must be strings, not {}",
+                    json_kind::of(other)
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(SpecError(format!(
+                "`overrides.entry_point` must be a list of strings, not {}",
+                json_kind::of(other)
+            )));
+        }
+    };
+    match overrides.get("args") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                command.push(match item {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+            }
+        }
+        Some(Value::Object(map)) => {
+            for (k, v) in map {
+                command.push(format!("--{k}"));
+                command.push(match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+            }
+        }
+        Some(other) => {
+            return Err(SpecError(format!(
+                "`overrides.args` must be a list or a map, not {}",
+                json_kind::of(other)
+            )));
+        }
+    }
+    Ok(command)
 }
 
 /// Removes the API key from a spec before it is stored; says whether one was there.

@@ -127,3 +127,313 @@ fn the_agent_refuses_to_start_with_an_unknown_environment_type() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("environment.type `mars`"), "{stderr}");
 }
+
+// Issue 11, class 6: what a config says cannot forge log lines or flood the
+// terminal, and big configs are checked in linear time.
+
+/// The error line of a failed `config check`, asserting there is one line.
+fn one_error_line(stderr: &str) -> &str {
+    let line = stderr.trim_end_matches('\n');
+    assert!(!line.contains('\n'), "more than one line: {stderr}");
+    assert!(
+        !line.contains('\r') && !line.contains('\u{1b}'),
+        "{stderr:?}"
+    );
+    line
+}
+
+#[test]
+fn control_characters_in_a_config_cannot_forge_lines() {
+    // An unknown key holding a newline, as a double-quoted YAML escape.
+    let (ok, _, stderr) = check("queues: [a]\n\"max_jobs\\nERROR forged line\": 1\n");
+    assert!(!ok);
+    let line = one_error_line(&stderr);
+    assert!(line.contains("max_jobs\\nERROR forged line"), "{line}");
+    // A plugin name with a terminal escape, echoed as part of a key path.
+    let (ok, _, stderr) =
+        check("plugins:\n  \"ev\\e[31mil\\u2028x\":\n    path: x.wasm\n    sha256: abc\n");
+    assert!(!ok);
+    let line = one_error_line(&stderr);
+    assert!(line.contains("ev\\u{1b}[31mil\\u{2028}x"), "{line}");
+    // A wrong value with a carriage return and a bidi override.
+    let (ok, _, stderr) = check("max_jobs: \"1\\r\\u202eERROR\"\n");
+    assert!(!ok);
+    one_error_line(&stderr);
+}
+
+#[test]
+fn a_file_name_with_control_characters_is_escaped() {
+    let scratch = Scratch::new();
+    let path = scratch.path().join("evil\nERROR forged.yaml");
+    std::fs::write(&path, "max_jobs: 0\n").unwrap();
+    let out = scratch.run(&["config", "check", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = one_error_line(&stderr);
+    assert!(line.contains("evil\\nERROR forged.yaml:1:11"), "{line}");
+    let missing = scratch.path().join("gone\u{1b}[2J.yaml");
+    let out = scratch.run(&["config", "check", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        one_error_line(&stderr).contains("gone\\u{1b}[2J.yaml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn long_values_are_cut_in_messages() {
+    let huge = "x".repeat(1_000_000);
+    for yaml in [
+        format!("max_jobs: {huge}\n"),
+        format!("queue_backend: {huge}\n"),
+        format!("plugins:\n  mine:\n    path: /x.wasm\n    sha256: {huge}\n"),
+        format!("environment:\n  type: local\n  \"{huge}\": 1\n"),
+    ] {
+        let (ok, _, stderr) = check(&yaml);
+        assert!(!ok);
+        assert!(
+            stderr.len() < 2000,
+            "{} bytes: {}",
+            stderr.len(),
+            &stderr[..300]
+        );
+        assert!(stderr.contains("launch-config.yaml:"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_config_check_summary_stays_one_short_line() {
+    let names: Vec<String> = (0..5000).map(|i| format!("q{i}")).collect();
+    let (ok, stdout, stderr) = check(&format!(
+        "queues: [{}, \"new\\nline\"]\nenvironment:\n  type: \"{}\"\n",
+        names.join(", "),
+        "e".repeat(100_000)
+    ));
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.len() < 2000, "{} bytes", stdout.len());
+    assert!(
+        stdout.contains("q0, q1") && stdout.contains("and 4981 more"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_hundred_thousand_queue_names_are_checked_in_linear_time() {
+    let names: Vec<String> = (0..100_000).map(|i| format!("q{i}")).collect();
+    let yaml = format!("queues: [{}]\nqueue: q5\n", names.join(", "));
+    let started = std::time::Instant::now();
+    let (ok, stdout, stderr) = check(&yaml);
+    let took = started.elapsed();
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("and 99980 more"), "{stdout}");
+    // Quadratic de-duplication took 22 s for this in a release build.
+    assert!(took.as_secs() < 10, "took {took:?}");
+}
+
+// Issue 11, class 7: each class of parser error in our words, naming the
+// file, the line and the column.
+
+/// Asserts `config check` refuses `yaml` with an error at `place`
+/// (`:line:column:`, or its start) that contains every one of `words`.
+fn refused(yaml: &str, place: &str, words: &[&str]) {
+    let (ok, _, stderr) = check(yaml);
+    assert!(!ok, "accepted: {yaml}");
+    let line = one_error_line(&stderr);
+    assert!(
+        line.contains(&format!("launch-config.yaml{place}")),
+        "not at {place}: {line}"
+    );
+    for word in words {
+        assert!(line.contains(word), "{word:?} missing from: {line}");
+    }
+    for leak in [
+        "DuplicateKeyPolicy",
+        "Options",
+        "from_str",
+        "budget breached",
+        "{ ",
+        "i64",
+        "u64",
+        "u32",
+        "invalid type",
+        "while parsing",
+        "untagged enum",
+        "struct ",
+    ] {
+        assert!(!line.contains(leak), "library wording {leak:?} in: {line}");
+    }
+}
+
+#[test]
+fn duplicate_keys_are_named_where_they_repeat() {
+    refused(
+        "queues: [a]\nmax_jobs: 2\nmax_jobs: 3\n",
+        ":3:1:",
+        &["`max_jobs` appears twice"],
+    );
+    refused(
+        "builder:\n  type: docker\n  platform: a\n  platform: b\n",
+        ":4:3:",
+        &["`platform` appears twice"],
+    );
+    refused(
+        "secrets: { a: { env: X }, a: { env: Y } }\n",
+        ":1:",
+        &["`a` appears twice"],
+    );
+}
+
+#[test]
+fn several_documents_are_refused_in_our_words() {
+    refused(
+        "queues: [a]\n---\nqueues: [b]\n",
+        ":3:1:",
+        &["more than one YAML document", "---"],
+    );
+}
+
+#[test]
+fn too_many_values_are_refused_by_the_limit() {
+    let items = "q,".repeat(260_000);
+    refused(
+        &format!("queues: [{items}]\n"),
+        ":1:",
+        &["too large", "250000 values"],
+    );
+}
+
+#[test]
+fn too_deep_nesting_is_refused_by_the_limit() {
+    let deep = format!("{}1{}", "[".repeat(80), "]".repeat(80));
+    refused(
+        &format!("builder:\n  kaniko-config: {deep}\n"),
+        ":2:",
+        &["nested too deeply", "64 levels"],
+    );
+    let block: String = (0..70)
+        .map(|i| format!("{}k{i}:\n", " ".repeat(6 + 2 * i)))
+        .collect();
+    refused(
+        &format!("plugins:\n  p:\n    config:\n{block}"),
+        ":",
+        &["nested too deeply"],
+    );
+}
+
+#[test]
+fn wrong_types_name_the_key_and_what_it_must_be() {
+    refused(
+        "max_jobs: lots\n",
+        ":1:11:",
+        &["`max_jobs` must be a whole number", "`lots`"],
+    );
+    refused(
+        "lease_seconds: -5\n",
+        ":1:16:",
+        &["`lease_seconds` must be a whole number, 0 or more", "`-5`"],
+    );
+    refused(
+        "secure_mode: maybe\n",
+        ":1:14:",
+        &["`secure_mode` must be true or false"],
+    );
+    refused("builder: [docker]\n", ":1:", &["`builder` must be a map"]);
+    refused(
+        "plugins:\n  p:\n    grants:\n      hosts: https://x\n",
+        ":4:",
+        &["`plugins.p.grants.hosts` must be a list"],
+    );
+    refused("queues: [a, ~]\n", ":1:", &["`queues`", "null"]);
+    refused(
+        "plugins:\n  p:\n    limits:\n      memory_mb: 1.5\n",
+        ":4:",
+        &["`plugins.p.limits.memory_mb` must be a whole number"],
+    );
+}
+
+#[test]
+fn unknown_keys_list_the_keys_accepted_there() {
+    refused(
+        "builder:\n  type: docker\n  buidl-context-store: s3://x\n",
+        ":3:3:",
+        &[
+            "unknown key `builder.buidl-context-store`",
+            "`build-context-store`",
+        ],
+    );
+    refused(
+        "plugins:\n  p:\n    grants:\n      network: true\n",
+        ":4:7:",
+        &["unknown key `plugins.p.grants.network`", "`hosts`"],
+    );
+}
+
+#[test]
+fn choices_and_required_keys_are_named() {
+    refused(
+        "queue_backend: kafka\n",
+        ":1:16:",
+        &[
+            "`queue_backend` must be one of `embedded`, `wandb`",
+            "`kafka`",
+        ],
+    );
+    refused(
+        "environment:\n  region: us-east-1\n",
+        ":2:",
+        &["`environment` needs the key `type`"],
+    );
+    refused("secrets:\n  s: { vault: x }\n", ":2:", &["`env`", "`file`"]);
+    refused(
+        "secrets:\n  s: { env: X, file: /y }\n",
+        ":2:",
+        &["exactly one"],
+    );
+    refused(
+        "plugins:\n  p:\n    grants:\n      dirs: [{ where: /x }]\n",
+        ":4:",
+        &["`plugins.p.grants.dirs`", "a path, or a map with `path`"],
+    );
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_placed() {
+    let scratch = Scratch::new();
+    let path = scratch.config_path();
+    std::fs::write(&path, b"queues: [a]\nentity: caf\xe9\n").unwrap();
+    let out = scratch.run(&["config", "check", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = one_error_line(&stderr);
+    assert!(
+        line.contains("launch-config.yaml:2:12: is not UTF-8"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_empty_or_comment_only_config_is_the_default_config() {
+    for yaml in ["", "\n\n", "# nothing yet\n", "\u{feff}# nothing\n   \n"] {
+        let (ok, stdout, stderr) = check(yaml);
+        assert!(ok, "{yaml:?}: {stderr}");
+        assert!(stdout.contains("queues: default"), "{stdout}");
+    }
+}
+
+#[test]
+fn syntax_errors_say_what_to_fix_and_where() {
+    refused("queues:\n\t- a\n", ":2:2:", &["invalid YAML", "tab"]);
+    refused("entity: \"team\n", ":", &["invalid YAML", "never closed"]);
+    refused(
+        "queues: [a, b\n",
+        ":1:9:",
+        &["invalid YAML", "`[` is never closed"],
+    );
+    refused(
+        "builder:\n  type: docker\n platform: x\n",
+        ":3:",
+        &["invalid YAML"],
+    );
+    refused("queues: *nowhere\n", ":1:", &["anchor"]);
+}

@@ -18,21 +18,7 @@ pub(super) enum ConfigCommand {
 pub(super) fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
     let ConfigCommand::Check { file } = command;
     let config = LaunchConfig::load(&file)?;
-    println!(
-        "{}: ok (queues: {}, environment: {}, builder: {}, plugins: {})",
-        file.display(),
-        config.queue_names().join(", "),
-        config
-            .environment
-            .as_ref()
-            .map(|e| e.kind.value.as_str())
-            .unwrap_or("local"),
-        config
-            .builder
-            .as_ref()
-            .and_then(|b| b.kind())
-            .unwrap_or("noop"),
-        config.plugins.len()
-    );
+    let file = launch_agent::text::for_log(&file.to_string_lossy()).into_owned();
+    println!("{file}: ok ({})", config.summary());
     Ok(ExitCode::SUCCESS)
 }

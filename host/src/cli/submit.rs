@@ -25,15 +25,10 @@ pub(super) async fn submit(
 ) -> anyhow::Result<ExitCode> {
     let spec_path = args.spec.as_path();
     let (text, source) = if spec_path == Path::new("-") {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-        (text, "standard input".to_string())
+        let source = "standard input".to_string();
+        (spec::read_from(std::io::stdin(), &source)?, source)
     } else {
-        (
-            std::fs::read_to_string(spec_path)
-                .with_context(|| format!("cannot read launch spec {}", spec_path.display()))?,
-            spec_path.display().to_string(),
-        )
+        (spec::read_file(spec_path)?, spec_path.display().to_string())
     };
     let mut value = spec::parse_text(&text, &source)?;
     if spec::strip_api_key(&mut value) {
@@ -57,8 +52,10 @@ pub(super) async fn submit(
                 .map(Path::to_path_buf)
                 .unwrap_or_default()
         };
-        let resolved = std::fs::canonicalize(base.join(&uri))
-            .with_context(|| format!("`uri` {uri:?} in {source}"))?;
+        let resolved = std::fs::canonicalize(base.join(&uri)).with_context(|| {
+            let shown = launch_agent::text::for_log;
+            format!("`uri` \"{}\" in {}", shown(&uri), shown(&source))
+        })?;
         value["uri"] = serde_json::Value::String(resolved.display().to_string());
     }
     spec::LaunchSpec::from_value(value.clone())?;

@@ -1,13 +1,23 @@
 //! Config errors that name the file, the key, the line and the column.
+//!
+//! Every message is in our words (the YAML parser's are translated by
+//! [`crate::input::yaml`]), and whatever the file wrote that a message
+//! quotes is escaped and cut ([`crate::text::for_log`]), so a config cannot
+//! forge log lines or flood the terminal through its own error.
 
+use crate::input::Problem;
+use crate::text::{for_log, for_log_max};
 use serde_saphyr::Location;
 use std::path::{Path, PathBuf};
+
+/// The longest message a config error carries, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// A config file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {file}: {reason}")]
+    #[error("cannot read config file {}: {reason}", shown(file))]
     Read {
         /// The file.
         file: PathBuf,
@@ -15,19 +25,19 @@ pub enum ConfigError {
         reason: String,
     },
     /// The YAML is malformed, or a key is unknown or of the wrong type.
-    #[error("{file}:{line}:{column}: {message}")]
+    #[error("{}{}: {message}", shown(file), place(*line, *column))]
     Syntax {
         /// The file.
         file: PathBuf,
-        /// 1-based line.
+        /// 1-based line (0 when the parser gave no position).
         line: u32,
-        /// 1-based column.
+        /// 1-based column (0 when the parser gave no position).
         column: u32,
-        /// What is wrong (the YAML parser's words, which name the key).
+        /// What is wrong, naming the key where there is one.
         message: String,
     },
     /// A key has a value of the right type that is still not acceptable.
-    #[error("{file}:{line}:{column}: `{key}` {message}")]
+    #[error("{}:{line}:{column}: `{key}` {message}", shown(file))]
     InvalidAt {
         /// The file.
         file: PathBuf,
@@ -41,7 +51,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A key's value is not acceptable (no position recorded for it).
-    #[error("{file}: `{key}` {message}")]
+    #[error("{}: `{key}` {message}", shown(file))]
     Invalid {
         /// The file.
         file: PathBuf,
@@ -52,25 +62,46 @@ pub enum ConfigError {
     },
 }
 
+/// A file path as an error shows it: escaped and cut.
+fn shown(file: &Path) -> String {
+    for_log(&file.to_string_lossy()).into_owned()
+}
+
+/// `:line:column`, or nothing when the position is unknown (0).
+fn place(line: u32, column: u32) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}:{column}")
+    }
+}
+
+/// A message as an error carries it: escaped and cut. Escaping twice
+/// changes nothing, so parts escaped before pass through unchanged.
+fn bounded(message: impl Into<String>) -> String {
+    let message = message.into();
+    match for_log_max(&message, MAX_MESSAGE_CHARS) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(shown) => shown,
+    }
+}
+
 impl ConfigError {
-    /// Wraps a YAML error, keeping its position.
-    pub(crate) fn from_yaml(file: &Path, text: &str, error: &serde_saphyr::Error) -> Self {
-        let (line, column) = error
-            .location()
-            .map(|l| (clamp(l.line()), clamp(l.column())))
-            .unwrap_or((0, 0));
-        let mut message = strip_location(&error.to_string());
-        // Type errors do not name the key: find it from the position.
-        if !message.contains("field `")
-            && let Some(key) = key_path_at(text, line)
-        {
-            message = format!("`{key}`: {message}");
-        }
+    /// A problem the reader or the YAML parser found in `file`.
+    pub(crate) fn syntax(file: &Path, problem: Problem) -> Self {
         ConfigError::Syntax {
             file: file.to_path_buf(),
-            line,
-            column,
-            message,
+            line: problem.line,
+            column: problem.column,
+            message: bounded(problem.message),
+        }
+    }
+
+    /// The file could not be read, for `reason`.
+    pub(crate) fn read(file: &Path, reason: impl Into<String>) -> Self {
+        ConfigError::Read {
+            file: file.to_path_buf(),
+            reason: bounded(reason),
         }
     }
 
@@ -86,10 +117,10 @@ impl ConfigError {
         }
         ConfigError::InvalidAt {
             file: file.to_path_buf(),
-            key: key.to_string(),
+            key: for_log(key).into_owned(),
             line: clamp(location.line()),
             column: clamp(location.column()),
-            message: message.into(),
+            message: bounded(message),
         }
     }
 
@@ -97,69 +128,10 @@ impl ConfigError {
     pub(crate) fn invalid(file: &Path, key: &str, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             file: file.to_path_buf(),
-            key: key.to_string(),
-            message: message.into(),
+            key: for_log(key).into_owned(),
+            message: bounded(message),
         }
     }
-}
-
-/// serde-saphyr's messages carry the position as a prefix or suffix; we
-/// print it up front instead, so drop the repeat.
-fn strip_location(message: &str) -> String {
-    let mut text = message.lines().next().unwrap_or(message).trim();
-    if let Some(rest) = text.strip_prefix("error: ") {
-        text = rest;
-    }
-    if text.starts_with("line ")
-        && let Some((_, rest)) = text.split_once(": ")
-    {
-        text = rest;
-    }
-    if let Some(index) = text.rfind(" at line ") {
-        text = &text[..index];
-    }
-    text.to_string()
-}
-
-/// The dotted key path of the block-style mapping entry on `line` (1-based),
-/// found from indentation: `builder.platform` for `  platform: x` under
-/// `builder:`. `None` when the line holds no `key:`.
-pub(crate) fn key_path_at(text: &str, line: u32) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let index = usize::try_from(line).ok()?.checked_sub(1)?;
-    let (mut indent, key) = key_of(lines.get(index)?)?;
-    let mut path = vec![key];
-    for candidate in lines[..index].iter().rev() {
-        if let Some((i, k)) = key_of(candidate)
-            && i < indent
-        {
-            path.push(k);
-            indent = i;
-            if indent == 0 {
-                break;
-            }
-        }
-    }
-    path.reverse();
-    Some(path.join("."))
-}
-
-/// The indentation and key of a `key: value` or `- key: value` line.
-fn key_of(line: &str) -> Option<(usize, String)> {
-    let trimmed = line.trim_start();
-    if trimmed.is_empty() || trimmed.starts_with('#') {
-        return None;
-    }
-    let mut indent = line.len() - trimmed.len();
-    let mut body = trimmed;
-    while let Some(rest) = body.strip_prefix("- ") {
-        indent += 2;
-        body = rest.trim_start();
-    }
-    let (key, _) = body.split_once(':')?;
-    let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
-    let plain = !key.is_empty() && !key.contains(['{', '[', ' ', ',']);
-    plain.then(|| (indent, key.to_string()))
 }
 
 fn clamp(n: u64) -> u32 {

@@ -64,10 +64,15 @@ pub use plugins::{
     DirGrant, Grants, Limits, PluginEntry, SecretSource, parse_sha256 as plugins_sha,
 };
 
+use crate::input;
+use crate::text::for_log;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+
+/// How many queue names [`LaunchConfig::summary`] lists.
+pub const SUMMARY_QUEUES: usize = 20;
 
 /// Which queue backend the agent serves.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -176,20 +181,20 @@ impl Default for LaunchConfig {
 }
 
 impl LaunchConfig {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path` (at most
+    /// [`crate::input::MAX_INPUT_BYTES`], UTF-8).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        Self::parse(&text, path)
+        let bytes = input::read_capped(path).map_err(|reason| ConfigError::read(path, reason))?;
+        let text = input::utf8(&bytes).map_err(|problem| ConfigError::syntax(path, problem))?;
+        Self::parse(text, path)
     }
 
-    /// Parses and validates config text; `file` names it in errors.
+    /// Parses and validates config text; `file` names it in errors. Text
+    /// that is only whitespace and comments is the empty config.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        let text = if text.trim().is_empty() { "{}" } else { text };
+        let text = if input::is_blank(text) { "{}" } else { text };
         let mut config: LaunchConfig =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::from_yaml(file, text, &e))?;
+            input::yaml::from_str(text).map_err(|problem| ConfigError::syntax(file, problem))?;
         config.source = Some(file.to_path_buf());
         config.validate(file)?;
         Ok(config)
@@ -234,16 +239,42 @@ impl LaunchConfig {
     /// The queues to serve: `queue` and `queues` together, without repeats,
     /// or `default` when neither names one.
     pub fn queue_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
-        for name in self.queue.iter().chain(self.queues.iter()) {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
+        let mut seen = HashSet::new();
+        let mut names: Vec<String> = self
+            .queue
+            .iter()
+            .chain(self.queues.iter())
+            .filter(|name| seen.insert(name.as_str()))
+            .cloned()
+            .collect();
         if names.is_empty() {
             names.push("default".to_string());
         }
         names
+    }
+
+    /// One line for `config check`: the queues (the first
+    /// [`SUMMARY_QUEUES`], then how many more), the environment and builder
+    /// types and the number of plugins, every value escaped and cut.
+    pub fn summary(&self) -> String {
+        let names = self.queue_names();
+        let mut queues: Vec<String> = names
+            .iter()
+            .take(SUMMARY_QUEUES)
+            .map(|name| for_log(name).into_owned())
+            .collect();
+        if names.len() > SUMMARY_QUEUES {
+            queues.push(format!("and {} more", names.len() - SUMMARY_QUEUES));
+        }
+        let environment = self.environment.as_ref().map(|e| e.kind.value.as_str());
+        let builder = self.builder.as_ref().and_then(|b| b.kind());
+        format!(
+            "queues: {}, environment: {}, builder: {}, plugins: {}",
+            queues.join(", "),
+            for_log(environment.unwrap_or("local")),
+            for_log(builder.unwrap_or("noop")),
+            self.plugins.len()
+        )
     }
 
     /// `max_jobs` as a limit: `None` for unlimited.

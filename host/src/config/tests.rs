@@ -1,5 +1,5 @@
 use super::LaunchConfig;
-use super::error::key_path_at;
+use crate::input::yaml::key_path_at;
 use std::path::Path;
 
 #[test]
