@@ -325,6 +325,94 @@ async fn a_missing_queue_is_named_with_its_entity() {
 }
 
 #[tokio::test]
+async fn a_finished_job_whose_run_never_reached_w_and_b_gets_a_warning_not_a_failure() {
+    let fake = Fake::start(&[]);
+    let backend = connect(&fake).await;
+    let claim = || async {
+        backend
+            .claim_next(&queues(), "me", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("an item")
+    };
+    let silent = fake.push("default", &spec());
+    let item = claim().await;
+    backend.finish(&item.id, "me", Some(0)).await.unwrap();
+    let warnings = fake.variables("updateRunQueueItemWarning");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0]["runQueueItemId"], silent.as_str());
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wandb.init"),
+        "{warnings:?}"
+    );
+    assert_ne!(fake.item_state(&silent), "FAILED");
+
+    // A run that reported to W&B: no warning.
+    fake.push("default", &spec());
+    let item = claim().await;
+    let run = backend.run_name(&item.id).unwrap();
+    fake.control(
+        "POST",
+        &format!("/_fake/runs/{ENTITY}/proj/{run}"),
+        r#"{"state": "finished"}"#,
+    );
+    backend.finish(&item.id, "me", Some(0)).await.unwrap();
+    assert_eq!(fake.variables("updateRunQueueItemWarning").len(), 1);
+    assert_eq!(
+        fake.variables("RunState").last().unwrap(),
+        &json!({"project": "proj", "entity": ENTITY, "name": run})
+    );
+}
+
+#[tokio::test]
+async fn a_project_with_no_queue_gets_its_default_queue_as_w_and_b_does() {
+    let fake = Fake(FakeWandbServer::start_with_queues(
+        &api_key(),
+        ENTITY,
+        &[],
+        &[],
+    ));
+    let backend = connect(&fake).await;
+    let created = fake.variables("CreateRunQueue");
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["entity"], ENTITY);
+    assert_eq!(created[0]["project"], "model-registry");
+    assert_eq!(created[0]["queueName"], "default");
+    assert_eq!(created[0]["access"], "PROJECT");
+    // The new queue is served.
+    let pushed = fake.push("default", &spec());
+    let item = backend
+        .claim_next(&queues(), "me", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the item pushed to the new queue");
+    assert_eq!(item.id, pushed);
+
+    // A named queue that does not exist is still an error saying how to
+    // create it (after W&B's own default was made, as the W&B agent does).
+    let fake = Fake(FakeWandbServer::start_with_queues(
+        &api_key(),
+        ENTITY,
+        &[],
+        &[],
+    ));
+    let mut named = settings(&fake);
+    named.queues = vec!["gpu".into()];
+    let error = WandbBackend::connect(named).await.unwrap_err().to_string();
+    assert!(
+        error.contains("\"gpu\"") && error.contains("Create queue"),
+        "{error}"
+    );
+    // A project that has queues gets none created.
+    let fake = Fake::start(&[]);
+    connect(&fake).await;
+    assert!(fake.variables("CreateRunQueue").is_empty());
+}
+
+#[tokio::test]
 async fn dropped_connections_are_retried_and_nothing_is_lost() {
     let fake = Fake::start(&[]);
     let backend = connect(&fake).await;

@@ -47,6 +47,12 @@ impl FakeWandbServer {
     /// Starts `server.py` accepting `api_key`, with queue `entity/default`
     /// and the `extra` options.
     pub fn start(api_key: &str, entity: &str, extra: &[&str]) -> Self {
+        Self::start_with_queues(api_key, entity, &["default"], extra)
+    }
+
+    /// Like [`FakeWandbServer::start`], with `queues` of `entity` made
+    /// (none: a project with no launch queue at all).
+    pub fn start_with_queues(api_key: &str, entity: &str, queues: &[&str], extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port_file = dir.path().join("port");
         let child = Command::new("python3")
@@ -54,7 +60,11 @@ impl FakeWandbServer {
             .arg("--port-file")
             .arg(&port_file)
             .args(["--host", "127.0.0.1", "--api-key", api_key])
-            .args(["--queue", &format!("{entity}/default")])
+            .args(
+                queues
+                    .iter()
+                    .flat_map(|q| ["--queue".to_string(), format!("{entity}/{q}")]),
+            )
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -137,11 +147,20 @@ impl FakeWandbServer {
     }
 
     /// The GraphQL operations it received, in order.
+    ///
+    /// One request of several mutations (the agent's heartbeat riding along
+    /// with a pop) counts as each of them, in order, by their root fields.
     pub fn operations(&self) -> Vec<String> {
-        self.events()
-            .iter()
-            .filter_map(|e| e["operation"].as_str().map(str::to_string))
-            .collect()
+        let mut operations = Vec::new();
+        for event in self.events() {
+            let fields = event["fields"].as_array().cloned().unwrap_or_default();
+            if event["kind"] == "mutation" && fields.len() > 1 {
+                operations.extend(fields.iter().filter_map(|f| f.as_str().map(str::to_string)));
+            } else if let Some(operation) = event["operation"].as_str() {
+                operations.push(operation.to_string());
+            }
+        }
+        operations
     }
 
     /// The settings of a [`WandbBackend`] client of this server, for

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`WandbBackend::connect`] | `Viewer` | — (checks the key; gives the default entity) |
 //! | [`WandbBackend::connect`] | `ProjectRunQueues` | entity, project `model-registry` → queue names to ids |
+//! | [`WandbBackend::connect`], when the project has no queue at all | `CreateRunQueue` | entity, project, `default`, access `PROJECT` (as the W&B agent) |
 //! | [`WandbBackend::connect`] | `createLaunchAgent` | entity, project, queue ids, hostname, agentConfig, version → launch agent id |
 //! | `claim_next` | `popFromRunQueue` | entity, project, queueName, launchAgentId; per queue in order, first non-null wins |
 //! | `claim_next` | `ackRunQueueItem` | itemId, runId (the run name) — after the item is recorded here |
@@ -22,7 +23,7 @@
 //! | method | why |
 //! |---|---|
 //! | `mark_running`, `set_run_handle` | W&B tracks the run itself (through `wandb.init` in the job) |
-//! | `finish` | W&B has no success mutation; the run reports its own end |
+//! | `finish` | W&B has no success mutation; the run reports its own end (only `RunState`, to warn about a run that never reached W&B) |
 //! | `mark_stopped` | the stop was asked on the server, which marks the run stopped |
 //! | `release` | W&B cannot hand an acked item back; it stays claimed by its run (the W&B agent does the same on shutdown) |
 //! | `reclaim_abandoned` | the server puts popped but un-acked items back itself (after about a minute) |
@@ -74,6 +75,9 @@ use crate::wandb::{ApiError, Client};
 
 /// The project W&B keeps launch queues and agents in.
 pub const LAUNCH_PROJECT: &str = "model-registry";
+
+/// The queue W&B creates when a project has none.
+pub const DEFAULT_QUEUE: &str = "default";
 
 /// The project a run goes to when its spec names none (W&B's default).
 const DEFAULT_RUN_PROJECT: &str = "uncategorized";
@@ -171,7 +175,7 @@ impl WandbBackend {
             )
             .await
             .map_err(remote)?;
-        let known: Vec<(String, String)> = queues["project"]["runQueues"]
+        let mut known: Vec<(String, String)> = queues["project"]["runQueues"]
             .as_array()
             .map(|queues| {
                 queues
@@ -180,6 +184,14 @@ impl WandbBackend {
                     .collect()
             })
             .unwrap_or_default();
+        if known.is_empty() {
+            // As the W&B agent does: a project with no queue at all gets
+            // its `default` queue, so a user's first start works.
+            known.push((
+                DEFAULT_QUEUE.to_string(),
+                create_default_queue(&client, &entity).await?,
+            ));
+        }
         let mut queue_ids = Vec::new();
         for name in &settings.queues {
             let Some((_, id)) = known.iter().find(|(known, _)| known == name) else {
@@ -414,6 +426,40 @@ impl WandbBackend {
     }
 }
 
+/// Creates the entity's `default` queue (`CreateRunQueue`, access
+/// `PROJECT`, as wandb-core sends it for the W&B agent); returns its id.
+async fn create_default_queue(client: &Client, entity: &str) -> Result<String, QueueError> {
+    let created = client
+        .run(
+            "CreateRunQueue",
+            json!({
+                "entity": entity,
+                "project": LAUNCH_PROJECT,
+                "queueName": DEFAULT_QUEUE,
+                "access": "PROJECT",
+                "prioritizationMode": Value::Null,
+                "defaultResourceConfigID": Value::Null,
+            }),
+        )
+        .await
+        .map_err(remote)?;
+    let answer = &created["createRunQueue"];
+    match answer["queueID"].as_str() {
+        Some(id) if answer["success"] != Value::Bool(false) => {
+            tracing::info!(
+                entity,
+                "W&B had no launch queue: created the `default` queue"
+            );
+            Ok(id.to_string())
+        }
+        _ => Err(QueueError::Remote(format!(
+            "W&B at {}: entity {entity:?} has no launch queue and creating its `default` queue \
+             failed; create a queue in the W&B UI (Launch → Create queue)",
+            client.base_url()
+        ))),
+    }
+}
+
 /// The runSpec of a popped item: a JSON object, or a string holding one.
 fn parse_run_spec(raw: &Value) -> Result<Value, String> {
     let spec = match raw {
@@ -600,14 +646,39 @@ impl QueueBackend for WandbBackend {
         self.set_status(status).await
     }
 
-    /// No server call (W&B has no success mutation; the run reports its own
-    /// end); the item is forgotten.
+    /// W&B has no success mutation (the run reports its own end), so only
+    /// `RunState`: a run that never reached W&B (the job never called
+    /// `wandb.init`) gets a warning on its item. The W&B agent fails such
+    /// jobs, which its users report as a bug (wandb#7444): a job that did
+    /// its work and exited 0 has finished. The item is forgotten.
     async fn finish(
         &self,
         id: &str,
         _agent_id: &str,
         _exit_code: Option<i32>,
     ) -> Result<(), QueueError> {
+        if let Some(held) = self.held_item(id) {
+            let state = self
+                .run(
+                    "RunState",
+                    json!({"project": held.project, "entity": held.entity, "name": held.run_name}),
+                )
+                .await;
+            match state {
+                Ok(data) if data["project"]["run"].is_null() => {
+                    let message = format!(
+                        "the job exited 0, but its run {}/{}/{} never reported to W&B \
+                         (does it call wandb.init?); it is not failed for that",
+                        held.entity, held.project, held.run_name
+                    );
+                    if let Err(e) = self.warn_item(id, Stage::Run, &message).await {
+                        tracing::warn!(item = id, "cannot warn W&B about the run: {e}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(item = id, "cannot ask W&B for the run's state: {e}"),
+            }
+        }
         self.forget(id);
         Ok(())
     }
