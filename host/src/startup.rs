@@ -70,12 +70,7 @@ fn entry_with_defaults(config: &LaunchConfig, plugin_ref: &catalog::PluginRef) -
             entry.limits.timeout_ms = timeout_ms;
         }
         let defaults = catalog::default_grants(kind, &plugin_ref.name, config);
-        entry.grants.docker |= defaults.docker;
-        for host in defaults.hosts {
-            if !entry.grants.hosts.contains(&host) {
-                entry.grants.hosts.push(host);
-            }
-        }
+        crate::capabilities::defaults::add(&mut entry.grants, defaults);
     }
     entry
 }

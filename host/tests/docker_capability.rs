@@ -1,6 +1,7 @@
 //! The engine layer of `launch:plugin/docker` (build, push, inspect) against
-//! the real Docker Engine and registry of `scripts/services.sh start`. No
-//! plugin is involved.
+//! the real Docker Engine and registry of `scripts/services.sh start`, then
+//! its grants through the bundled `builder-docker` plugin: the engine and
+//! each push target refused without their grant and allowed with it.
 
 mod common;
 
@@ -344,4 +345,124 @@ async fn an_unreadable_source_is_the_contexts_error() {
         "message: {:?}",
         err.message
     );
+}
+
+/// Loads the bundled `builder-docker` with `grants_yaml` (a flow mapping).
+async fn docker_builder(
+    dir: &Path,
+    grants_yaml: &str,
+) -> std::sync::Arc<launch_agent::plugins::LoadedPlugin> {
+    let wasm = common::bundle_dir().join("builder-docker.wasm");
+    let yaml = format!(
+        "plugins:\n  builder-under-test:\n    path: {}\n    grants: {grants_yaml}\n",
+        wasm.display()
+    );
+    let config =
+        launch_agent::config::LaunchConfig::parse(&yaml, Path::new("t.yaml")).expect("config");
+    let mut host = launch_agent::plugins::PluginHost::new(&dir.join("cache"), 128).unwrap();
+    host.load(
+        "builder-under-test",
+        &wasm,
+        &config.plugins["builder-under-test"],
+        &config.secrets,
+    )
+    .await
+    .expect("load builder-docker")
+}
+
+/// A build request for `image` pushed to `destination`, and its plan.
+fn build_request(
+    image: &str,
+    destination: &str,
+) -> (
+    launch_agent::plugins::loaded::BuildRequest,
+    launch_agent::plugins::loaded::BuildPlan,
+) {
+    use launch_agent::plugins::bindings::Job;
+    let request = launch_agent::plugins::loaded::BuildRequest {
+        job: Job {
+            id: "grants".into(),
+            queue: "q".into(),
+            spec_json: "{}".into(),
+        },
+        settings: "{}".into(),
+        destination: destination.into(),
+        source_dir: None,
+        source_id: "grants".into(),
+    };
+    let plan = launch_agent::plugins::loaded::BuildPlan {
+        image_uri: image.into(),
+        dockerfile: format!("FROM {}\nRUN true\n", services().base_image),
+        dockerfile_origin: "test".into(),
+    };
+    (request, plan)
+}
+
+#[tokio::test]
+async fn the_engine_is_refused_to_a_plugin_without_grants_docker() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = docker_builder(dir.path(), "{ hosts: [\"http://127.0.0.1:*\"] }").await;
+    let image = format!("{}:v1", unique_repo("refused-engine"));
+    let (request, plan) = build_request(&image, "");
+    let error = plugin
+        .build(&request, &plan, None, None, None)
+        .await
+        .expect_err("the build is refused")
+        .to_string();
+    assert!(
+        error.contains("refused by the plugin's grants")
+            && error.contains("not granted the Docker engine (grants.docker: true)"),
+        "{error}"
+    );
+    assert!(
+        !image_exists(&docker().await, &image).await.unwrap(),
+        "the refused build ran"
+    );
+}
+
+#[tokio::test]
+async fn a_push_reaches_only_a_registry_in_grants_hosts() {
+    use launch_agent::capabilities::secrets::SecretHandle;
+    use launch_agent::plugins::loaded::RegistryCredentials;
+    let s = services();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = unique_repo("push-grant");
+    let image = format!("{repo}:v1");
+    let (request, plan) = build_request(&image, &repo);
+    let credentials = RegistryCredentials {
+        username: s.registry_user.clone(),
+        password: SecretHandle::opaque("registry-password", s.registry_password.clone()),
+    };
+
+    // The engine is granted, the registry is not: built, then refused.
+    let plugin = docker_builder(
+        dir.path(),
+        "{ docker: true, hosts: [\"https://example.com\"] }",
+    )
+    .await;
+    let error = plugin
+        .build(&request, &plan, Some(&credentials), None, None)
+        .await
+        .expect_err("the push is refused")
+        .to_string();
+    assert!(
+        error.contains(&format!("may not push to registry {}", s.registry))
+            && error.contains("grants.hosts"),
+        "{error}"
+    );
+    let path = repo.split_once('/').unwrap().1;
+    let (status, _) = registry_get(&format!("/v2/{path}/tags/list")).await;
+    assert_ne!(status, 200, "the refused push reached the registry");
+
+    // With the registry's host granted the same push goes through.
+    let granted = format!("{{ docker: true, hosts: [\"http://{}\"] }}", s.registry);
+    let plugin = docker_builder(dir.path(), &granted).await;
+    let outcome = plugin
+        .build(&request, &plan, Some(&credentials), None, None)
+        .await
+        .expect("the granted push succeeds");
+    assert_eq!(outcome.image_uri, image);
+    let (status, body) = registry_get(&format!("/v2/{path}/tags/list")).await;
+    assert_eq!(status, 200, "tags/list: {body}");
+    remove_images(&docker().await, std::slice::from_ref(&image)).await;
 }

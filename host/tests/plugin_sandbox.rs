@@ -440,6 +440,35 @@ async fn raw_sockets_are_always_refused() {
 }
 
 #[tokio::test]
+async fn a_grant_that_does_not_compile_stops_the_load_naming_plugin_and_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "secrets:\n  token: {{ env: X }}\nplugins:\n  hostile:\n    path: {}\n    grants:\n      secrets: [token]\n",
+        common::test_plugin("hostile").display()
+    );
+    let config = LaunchConfig::parse(&yaml, Path::new("test.yaml")).expect("config");
+    let mut host = PluginHost::new(&dir.path().join("cache"), 128).unwrap();
+    // The entry names a secret the map handed to the load does not define.
+    let error = host
+        .load(
+            "hostile",
+            &common::test_plugin("hostile"),
+            &config.plugins["hostile"],
+            &Default::default(),
+        )
+        .await
+        .err()
+        .expect("the load fails")
+        .to_string();
+    assert!(
+        error.contains("plugin `hostile`")
+            && error.contains("grants.secrets")
+            && error.contains("\"token\""),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_plugin_built_for_another_contract_version_is_rejected_naming_both() {
     let dir = tempfile::tempdir().unwrap();
     let mut host = PluginHost::new(&dir.path().join("cache"), 128).unwrap();

@@ -10,7 +10,13 @@
 //! | `https://*.amazonaws.com` | any subdomain (one or more labels), port 443 |
 //! | `http://localhost:*` | any port of that host |
 //! | `*://registry.local:5000` | http or https on that port |
+//!
+//! [`HostPattern::parse`] is the one parser of these patterns: config
+//! validation uses it (for errors at the pattern's line and column) and the
+//! plugin's [`GrantPolicy`] is compiled with it at load; no call parses a
+//! pattern.
 
+use super::policy::GrantPolicy;
 use std::sync::Arc;
 use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
@@ -111,7 +117,7 @@ pub struct HostAllowList {
 }
 
 impl HostAllowList {
-    /// Builds the list from grant strings (already validated with the config).
+    /// Builds the list from grant strings; the error names the bad one.
     pub fn new(grants: &[String]) -> Result<Self, String> {
         let patterns = grants
             .iter()
@@ -138,11 +144,12 @@ impl HostAllowList {
     }
 }
 
-/// `wasi:http` hooks that refuse requests to hosts the plugin is not granted.
+/// `wasi:http` hooks that refuse requests the plugin's policy does not
+/// allow ([`GrantPolicy::http`]).
 pub struct GrantedHttpHooks {
-    /// The plugin's allow list.
-    pub allowed: Arc<HostAllowList>,
-    /// The plugin's name, for the log.
+    /// The plugin's grants.
+    pub policy: Arc<GrantPolicy>,
+    /// The plugin's name, for the log and the refusal.
     pub plugin: Arc<str>,
 }
 
@@ -153,12 +160,8 @@ impl WasiHttpHooks for GrantedHttpHooks {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        if !self.allowed.allows_uri(request.uri()) {
-            tracing::warn!(
-                plugin = %self.plugin,
-                uri = %redact_uri(request.uri()),
-                "refused outbound HTTP request: host not granted (add it to grants.hosts)"
-            );
+        if let Err(refusal) = self.policy.http(request.uri()) {
+            refusal.report(&self.plugin);
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         _ = fut;
@@ -171,16 +174,6 @@ impl WasiHttpHooks for GrantedHttpHooks {
             ))
         })
     }
-}
-
-/// The URI without its query (which may carry signatures or tokens).
-fn redact_uri(uri: &http::Uri) -> String {
-    format!(
-        "{}://{}{}",
-        uri.scheme_str().unwrap_or("?"),
-        uri.authority().map(|a| a.as_str()).unwrap_or("?"),
-        uri.path()
-    )
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! `launch:plugin/log`: plugin log lines into the agent's tracing output,
 //! tagged with the plugin's name, and into the job's log.
 
-use crate::plugins::bindings::imports::launch::plugin::log::{Host, Level};
-use crate::plugins::state::PluginState;
+use crate::capabilities::bindings::launch::plugin::log::{Host, Level};
+use crate::capabilities::state::CapabilityState;
 use std::sync::Arc;
 
 /// Where a job's log lines go besides tracing: the job's log file, and for
@@ -32,7 +32,7 @@ pub type LogSink = Arc<JobLog>;
 /// The longest log line a plugin may write; longer ones are cut.
 const MAX_LINE: usize = 8 * 1024;
 
-impl Host for PluginState {
+impl Host for CapabilityState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let mut message = self.scrub(&message);
         if message.len() > MAX_LINE {

@@ -1,20 +1,46 @@
-//! What plugins may import, one module per capability.
+//! What plugins may import, one module per capability, and the one policy
+//! that grants them.
 //!
-//! Each capability is checked at the host boundary against the plugin's
-//! grants, and denies by default:
+//! Everything is denied by default. A plugin's grants are compiled once,
+//! when it is loaded, into a [`GrantPolicy`](policy::GrantPolicy) (its
+//! `grants:` entry plus a bundled plugin's [`defaults`]), kept once on the
+//! loaded plugin and shared into the Store of each call. Every host
+//! function starts with one check against it; a refusal is logged as a
+//! warning naming the plugin and the grant, and the call gets:
 //!
-//! | capability | WIT / WASI interface | granted by |
-//! |---|---|---|
-//! | logging | `launch:plugin/log` | always (tagged with the plugin's name) |
-//! | secrets | `launch:plugin/secrets` | `grants.secrets` |
-//! | outbound HTTP | `wasi:http/outgoing-handler` | `grants.hosts` |
-//! | environment variables | `wasi:cli/environment` | `grants.env` |
-//! | directories | `wasi:filesystem` | `grants.dirs` |
-//! | sockets | `wasi:sockets` | never |
+//! | capability | WIT / WASI interface | grant | check | a refused call returns |
+//! |---|---|---|---|---|
+//! | logging | `launch:plugin/log` | always (tagged with the plugin's name) | — | — |
+//! | secrets | `launch:plugin/secrets.open` | `grants.secrets` | `policy.secret(name)` | `secret-error::not-granted` |
+//! | outbound HTTP | `wasi:http/outgoing-handler` | `grants.hosts` | `policy.http(uri)` | `error-code::HTTP-request-denied` |
+//! | environment variables | `wasi:cli/environment` | `grants.env` | the WASI context holds only these | the variable is absent |
+//! | directories | `wasi:filesystem` | `grants.dirs` | the WASI context preopens only these (read-only unless `write: true`) | the path does not exist |
+//! | sockets | `wasi:sockets` | never | the WASI context allows none | a socket error |
+//! | Docker engine | `launch:plugin/docker` (build, push, inspect) | `grants.docker` | `policy.docker()` | `docker-error` with `denied: true` |
+//! | Docker push targets | `launch:plugin/docker.push` | `grants.hosts` | `policy.push_registry(registry)` | `docker-error` with `denied: true` |
+//! | OCI registries | `launch:plugin/oci` (manifest lookups) | `grants.hosts` | `policy.registry(scheme, registry)` | `oci-error` with `denied: true` |
+//! | Kubernetes | *next issue*: `launch:plugin/kubernetes` | *reserved*: `grants.namespaces` | *reserved*: `policy.namespace(ns)` | — |
+//! | object storage | *next issue*: `launch:plugin/blob` | *reserved*: `grants.buckets` | *reserved*: `policy.bucket(url)` | — |
+//!
+//! Adding a capability's grant is one field in
+//! [`GrantPolicy`](policy::GrantPolicy) (compiled in
+//! [`GrantPolicy::compile`](policy::GrantPolicy::compile)) plus its check, a
+//! method returning a [`Refusal`](policy::Refusal); the capability's host
+//! functions call it first and turn the refusal into their "denied" error;
+//! a row above, and a test that the plugin is refused without the grant.
+//!
+//! The capabilities sit below the plugin runtime: the host traits they
+//! implement are generated here ([`bindings`]), for the call state they
+//! hold ([`state::CapabilityState`]), so nothing here imports `plugins`; the
+//! runtime wraps that state in its Store data with the call's limits.
 
+pub mod bindings;
+pub mod defaults;
 pub mod docker;
 pub mod http;
 pub mod log;
 pub mod oci;
+pub mod policy;
 pub mod secrets;
+pub mod state;
 pub mod wasi;

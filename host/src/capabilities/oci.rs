@@ -6,18 +6,18 @@
 //!   has a manifest for `registry/repository:tag`, with basic credentials
 //!   (exchanged for a bearer token where the registry asks for it) or
 //!   anonymously, over HTTPS or, when `insecure`, plain HTTP.
-//! * the WIT `Host` impl for [`PluginState`]: the reference's registry must
+//! * the WIT `Host` impl for [`CapabilityState`]: the reference's registry must
 //!   be allowed by the plugin's `grants.hosts` (`https://HOST[:PORT]`, or
-//!   `http://HOST[:PORT]` when `insecure`; ports default to 443 and 80),
-//!   else the call fails with `denied: true`. The password is the value of
+//!   `http://HOST[:PORT]` when `insecure`; ports default to 443 and 80;
+//!   [`GrantPolicy::registry`](super::policy::GrantPolicy::registry), checked
+//!   first thing), else the call fails with `denied: true`. The password is the value of
 //!   the secret handle the plugin passes; the plugin never needs to read it.
 //!
 //! No message, log line or error ever contains the password.
 
-use crate::capabilities::http::HostAllowList;
+use crate::capabilities::bindings::launch::plugin::oci::{Host, OciError, OciLogin};
 use crate::capabilities::secrets::SecretHandle;
-use crate::plugins::bindings::imports::launch::plugin::oci::{Host, OciError, OciLogin};
-use crate::plugins::state::PluginState;
+use crate::capabilities::state::CapabilityState;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
@@ -265,45 +265,31 @@ fn install_crypto_provider() {
     }
 }
 
-/// The `scheme://registry/` URI a request for `reference` goes to, for the
-/// grant check; `None` when the reference does not parse.
-fn registry_uri(reference: &str, insecure: bool) -> Option<(String, http::Uri)> {
+/// The scheme and registry (`host[:port]`) a request for `reference` goes
+/// to, for the grant check; `None` when the reference does not parse.
+fn registry_of(reference: &str, insecure: bool) -> Option<(&'static str, String)> {
     let image: Reference = reference.parse().ok()?;
-    let registry = image.resolve_registry().to_string();
     let scheme = if insecure { "http" } else { "https" };
-    let uri = format!("{scheme}://{registry}/").parse().ok()?;
-    Some((format!("{scheme}://{registry}"), uri))
+    Some((scheme, image.resolve_registry().to_string()))
 }
 
-impl Host for PluginState {
+impl Host for CapabilityState {
     async fn manifest_exists(
         &mut self,
         reference: String,
         login: OciLogin,
         password: Option<Resource<SecretHandle>>,
     ) -> wasmtime::Result<Result<bool, OciError>> {
-        let Some((origin, uri)) = registry_uri(&reference, login.insecure) else {
+        let Some((scheme, registry)) = registry_of(&reference, login.insecure) else {
             return Ok(Err(OciError {
                 message: format!("invalid image reference {reference:?}"),
                 unauthorized: false,
                 denied: false,
             }));
         };
-        let allowed = match HostAllowList::new(&self.grants.hosts) {
-            Ok(list) => list.allows_uri(&uri),
-            Err(_) => false,
-        };
-        if !allowed {
-            tracing::warn!(
-                plugin = %self.plugin_name,
-                registry = %origin,
-                "refused a registry request: host not granted (add it to grants.hosts)"
-            );
+        if let Err(refusal) = self.policy.registry(scheme, &registry) {
             return Ok(Err(OciError {
-                message: format!(
-                    "registry {origin} is not granted to plugin {} (add {origin:?} to its grants.hosts)",
-                    self.plugin_name
-                ),
+                message: refusal.report(&self.plugin_name),
                 unauthorized: false,
                 denied: true,
             }));
@@ -362,16 +348,19 @@ mod tests {
     }
 
     #[test]
-    fn the_grant_check_uses_scheme_registry_and_default_port() {
-        let (origin, uri) = registry_uri("registry.example.com/team/app:v1", false).unwrap();
-        assert_eq!(origin, "https://registry.example.com");
-        let list = HostAllowList::new(&["https://registry.example.com".into()]).unwrap();
-        assert!(list.allows_uri(&uri));
-        let (_, uri) = registry_uri("registry.example.com/team/app:v1", true).unwrap();
-        assert!(!list.allows_uri(&uri));
-        let (origin, uri) = registry_uri("127.0.0.1:5000/app:v1", true).unwrap();
-        assert_eq!(origin, "http://127.0.0.1:5000");
-        let list = HostAllowList::new(&["http://127.0.0.1:*".into()]).unwrap();
-        assert!(list.allows_uri(&uri));
+    fn the_grant_check_uses_the_references_registry_and_scheme() {
+        assert_eq!(
+            registry_of("registry.example.com/team/app:v1", false),
+            Some(("https", "registry.example.com".to_string()))
+        );
+        assert_eq!(
+            registry_of("127.0.0.1:5000/app:v1", true),
+            Some(("http", "127.0.0.1:5000".to_string()))
+        );
+        assert_eq!(
+            registry_of("team/app", false),
+            Some(("https", "index.docker.io".to_string()))
+        );
+        assert_eq!(registry_of("Not A Reference!", false), None);
     }
 }

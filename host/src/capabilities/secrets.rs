@@ -1,14 +1,16 @@
 //! `launch:plugin/secrets`: secrets as opaque handles held by the host.
 //!
 //! A plugin opens only the secrets its config entry grants
-//! (`grants.secrets`); the value is read from its source (env var or file)
+//! (`grants.secrets`, checked by
+//! [`GrantPolicy::secret`](super::policy::GrantPolicy::secret) first
+//! thing); the value is read from its source (env var or file)
 //! when opened and lives in the host's resource table. Neither the value nor
 //! any part of it is ever logged: whatever the plugin itself says (log
 //! lines, errors, a panic message, stderr) is scrubbed of every secret value
 //! its Store held before the host records it.
 
-use crate::plugins::bindings::imports::launch::plugin::secrets::{Host, HostSecret, SecretError};
-use crate::plugins::state::PluginState;
+use crate::capabilities::bindings::launch::plugin::secrets::{Host, HostSecret, SecretError};
+use crate::capabilities::state::CapabilityState;
 use wasmtime::component::Resource;
 
 /// A secret held by the host; the resource behind a WIT `secret` handle.
@@ -50,10 +52,10 @@ impl std::fmt::Debug for SecretHandle {
     }
 }
 
-impl PluginState {
+impl CapabilityState {
     /// Puts `secret` in the Store's resource table and remembers its value,
     /// so nothing the plugin says (log lines, errors, a panic message, its
-    /// stderr) can carry it out: see [`PluginState::scrub`].
+    /// stderr) can carry it out: see [`CapabilityState::scrub`].
     pub fn hold_secret(
         &mut self,
         secret: SecretHandle,
@@ -89,17 +91,18 @@ impl PluginState {
     }
 }
 
-impl Host for PluginState {
+impl Host for CapabilityState {
     fn open(
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<Resource<SecretHandle>, SecretError>> {
-        let Some(source) = self.secrets.get(&name) else {
-            tracing::warn!(plugin = %self.plugin_name, secret = %name, "refused to open a secret that is not granted (add it to grants.secrets)");
-            return Ok(Err(SecretError::NotGranted(format!(
-                "secret {name:?} is not granted to plugin {}",
-                self.plugin_name
-            ))));
+        let source = match self.policy.secret(&name) {
+            Ok(source) => source,
+            Err(refusal) => {
+                return Ok(Err(SecretError::NotGranted(
+                    refusal.report(&self.plugin_name),
+                )));
+            }
         };
         let value = match source.read() {
             Ok(value) if !value.is_empty() => value,
@@ -131,7 +134,7 @@ impl Host for PluginState {
     }
 }
 
-impl HostSecret for PluginState {
+impl HostSecret for CapabilityState {
     fn name(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<String> {
         Ok(self.table.get(&secret)?.name.clone())
     }
@@ -157,4 +160,4 @@ impl HostSecret for PluginState {
     }
 }
 
-impl crate::plugins::bindings::imports::launch::plugin::types::Host for PluginState {}
+impl crate::capabilities::bindings::launch::plugin::types::Host for CapabilityState {}

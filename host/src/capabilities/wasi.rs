@@ -1,7 +1,9 @@
-//! The WASI context of one plugin call, built from the plugin's grants and
-//! nothing else: no inherited environment, network or directories.
+//! The WASI context of one plugin call, built from the plugin's policy and
+//! nothing else: no inherited environment, network or directories. This is
+//! where `grants.env` and `grants.dirs` are enforced: a variable or
+//! directory the policy does not list is not in the context at all.
 
-use crate::config::Grants;
+use super::policy::GrantPolicy;
 use anyhow::Context as _;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, filesystem::FsPerms};
@@ -14,7 +16,7 @@ pub const STDERR_CAPTURE: usize = 16 * 1024;
 /// `source` is an extra read-only directory for this call only (a job's
 /// source shown to its builder), as (host path, guest path).
 pub fn context_for(
-    grants: &Grants,
+    policy: &GrantPolicy,
     source: Option<(&std::path::Path, &str)>,
 ) -> anyhow::Result<(WasiCtx, MemoryOutputPipe)> {
     let mut builder = WasiCtxBuilder::new();
@@ -22,12 +24,12 @@ pub fn context_for(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    for name in &grants.env {
+    for name in policy.env() {
         if let Ok(value) = std::env::var(name) {
             builder.env(name, value);
         }
     }
-    for dir in &grants.dirs {
+    for dir in policy.dirs() {
         let perms = if dir.writable() {
             FsPerms::ReadWrite
         } else {

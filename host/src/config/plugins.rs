@@ -58,9 +58,12 @@ pub struct PluginEntry {
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Outbound HTTP destinations as `scheme://host[:port]` patterns; `*`
-    /// matches one or more DNS labels in the host, or any port.
+    /// matches one or more DNS labels in the host, or any port. Each keeps
+    /// its place in the file, so a bad one is reported at its line and
+    /// column (the pattern grammar is
+    /// [`HostPattern`](crate::capabilities::http::HostPattern)'s).
     #[serde(default)]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<Spanned<String>>,
     /// Environment variables (of the agent) the plugin can read, by name.
     #[serde(default)]
     pub env: Vec<String>,
@@ -225,8 +228,13 @@ impl PluginEntry {
             ));
         }
         for pattern in &self.grants.hosts {
-            crate::capabilities::http::HostPattern::parse(pattern).map_err(|reason| {
-                ConfigError::invalid(file, &key("grants.hosts"), format!("{pattern:?}: {reason}"))
+            crate::capabilities::http::HostPattern::parse(&pattern.value).map_err(|reason| {
+                ConfigError::at(
+                    file,
+                    &key("grants.hosts"),
+                    &pattern.referenced,
+                    format!("{:?}: {reason}", pattern.value),
+                )
             })?;
         }
         for secret in &self.grants.secrets {
@@ -288,4 +296,24 @@ pub fn parse_sha256(text: &str) -> Option<String> {
         .unwrap_or(text)
         .to_ascii_lowercase();
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::LaunchConfig;
+    use std::path::Path;
+
+    #[test]
+    fn a_bad_host_pattern_is_reported_at_its_line_and_column() {
+        let yaml = "plugins:\n  mine:\n    path: x.wasm\n    grants:\n      hosts:\n        - https://ok.example.com\n        - ftp://example.com\n";
+        let error = LaunchConfig::parse(yaml, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("c.yaml:7:11: `plugins.mine.grants.hosts`")
+                && error.contains("\"ftp://example.com\"")
+                && error.contains("is not http, https or *"),
+            "{error}"
+        );
+    }
 }

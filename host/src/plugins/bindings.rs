@@ -4,23 +4,9 @@
 //! generated once, in [`imports`], and shared by the plugin worlds, so a
 //! `PluginError` is one type whichever plugin returned it.
 
-/// Every host interface a plugin may import (world `plugin-host`).
-/// Generated items carry the WIT's own documentation.
-#[allow(missing_docs)]
-pub mod imports {
-    wasmtime::component::bindgen!({
-        world: "plugin-host",
-        path: "../wit",
-        imports: {
-            "launch:plugin/docker": async | trappable,
-            "launch:plugin/oci": async | trappable,
-            default: trappable,
-        },
-        with: {
-            "launch:plugin/secrets.secret": crate::capabilities::secrets::SecretHandle,
-        },
-    });
-}
+/// Every host interface a plugin may import (world `plugin-host`),
+/// generated with the capabilities that implement it.
+pub use crate::capabilities::bindings as imports;
 
 /// World `builder-plugin`.
 #[allow(missing_docs)]

@@ -13,9 +13,11 @@
 //! | environment | `local` | `environment-local.wasm` |
 //!
 //! Bundled plugins get the grants their job needs and no more
-//! ([`default_grants`]): `builder-docker` the Docker engine and the
-//! configured registry's host, `registry-oci` that host. A `plugins:` entry
-//! of the same name adds to them.
+//! ([`default_grants`], listed in
+//! [`capabilities::defaults`](crate::capabilities::defaults)):
+//! `builder-docker` the Docker engine and the configured registry's host,
+//! `registry-oci` that host. A `plugins:` entry of the same name adds to
+//! them.
 //!
 //! The plugin dir is, first found: `--plugin-dir`, `LAUNCH_AGENT_PLUGIN_DIR`,
 //! the config's `plugin_dir`, `bundle/` beside the binary, `../bundle/`
@@ -162,57 +164,20 @@ pub fn default_timeout_ms(kind: PluginKind, name: &str) -> Option<u64> {
     }
 }
 
-/// The grants a bundled plugin gets without asking (see the module doc).
+/// The grants a bundled plugin gets without asking: none unless `name` is
+/// the bundled plugin of `kind`, then those
+/// [`capabilities::defaults`](crate::capabilities::defaults) gives its
+/// component.
 pub fn default_grants(
     kind: PluginKind,
     name: &str,
     config: &LaunchConfig,
 ) -> crate::config::Grants {
-    let mut grants = crate::config::Grants::default();
-    let bundled = BUNDLE.iter().any(|(k, n, _)| *k == kind && *n == name);
-    if !bundled {
-        return grants;
+    match BUNDLE.iter().find(|(k, n, _)| *k == kind && *n == name) {
+        Some((_, _, file)) => crate::capabilities::defaults::for_bundled(
+            file.strip_suffix(".wasm").unwrap_or(file),
+            config,
+        ),
+        None => crate::config::Grants::default(),
     }
-    match (kind, name) {
-        (PluginKind::Builder, "docker") => {
-            grants.docker = true;
-            grants.hosts = registry_host_patterns(config);
-        }
-        (PluginKind::Registry, "oci") => grants.hosts = registry_host_patterns(config),
-        _ => {}
-    }
-    grants
-}
-
-/// `scheme://host:port` patterns for the registry the config pushes to
-/// (`registry.uri` or `builder.destination`): HTTPS, plus plain HTTP for a
-/// registry on this machine.
-pub fn registry_host_patterns(config: &LaunchConfig) -> Vec<String> {
-    let uris = [
-        config.registry.as_ref().and_then(|r| r.uri.clone()),
-        config.builder.as_ref().and_then(|b| b.destination.clone()),
-    ];
-    let mut patterns = Vec::new();
-    for uri in uris.into_iter().flatten() {
-        let uri = uri
-            .trim_start_matches("https://")
-            .trim_start_matches("http://");
-        let host = uri.split('/').next().unwrap_or("");
-        if host.is_empty() {
-            continue;
-        }
-        let (name, port) = match host.rsplit_once(':') {
-            Some((name, port)) if port.parse::<u16>().is_ok() => (name, Some(port)),
-            _ => (host, None),
-        };
-        let local = matches!(name, "127.0.0.1" | "localhost" | "[::1]");
-        let with_port =
-            |scheme: &str, default: &str| format!("{scheme}://{name}:{}", port.unwrap_or(default));
-        patterns.push(with_port("https", "443"));
-        if local {
-            patterns.push(with_port("http", "80"));
-        }
-    }
-    patterns.dedup();
-    patterns
 }

@@ -7,18 +7,17 @@ use super::contract::PluginKind;
 use super::engine::deadline_ticks;
 use super::exports::{Export, Exports};
 use super::state::{MEMORY_CAP_MARKER, MemoryCap, OwnTime, PluginState};
-use crate::capabilities::http::{GrantedHttpHooks, HostAllowList};
 use crate::capabilities::log::LogSink;
+use crate::capabilities::policy::GrantPolicy;
+use crate::capabilities::state::CapabilityState;
 use crate::capabilities::wasi::context_for;
-use crate::config::{Grants, Limits, SecretSource};
-use std::collections::BTreeMap;
+use crate::config::Limits;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{ComponentNamedList, Lift, Lower, ResourceTable};
+use wasmtime::component::{ComponentNamedList, Lift, Lower};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::bindings::registry::exports::launch::plugin::registry::RegistryLogin;
 
@@ -149,12 +148,10 @@ pub struct LoadedPlugin {
     pub(crate) description: PluginDescription,
     pub(crate) exports: Exports,
     pub(crate) engine: Engine,
-    pub(crate) grants: Grants,
+    /// The plugin's grants, compiled once at load and shared into each Store.
+    pub(crate) policy: Arc<GrantPolicy>,
     pub(crate) limits: Limits,
     pub(crate) settings: Option<serde_json::Value>,
-    pub(crate) allowed_hosts: Arc<HostAllowList>,
-    pub(crate) grants_shared: Arc<Grants>,
-    pub(crate) secrets: Arc<BTreeMap<String, SecretSource>>,
     pub(crate) label: Arc<str>,
     /// The plugin host's registry clients.
     pub(crate) registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
@@ -163,6 +160,11 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// What the plugin may reach.
+    pub fn policy(&self) -> &GrantPolicy {
+        &self.policy
+    }
+
     /// What `plugins list` shows.
     pub fn description(&self) -> &PluginDescription {
         &self.description
@@ -201,7 +203,7 @@ impl LoadedPlugin {
         let (wasi, stderr) = if self.description.uses_wasi {
             let shown = source.map(|s| (s, SOURCE_GUEST_DIR));
             let (wasi, stderr) =
-                context_for(&self.grants, shown).map_err(|e| CallError::Setup {
+                context_for(&self.policy, shown).map_err(|e| CallError::Setup {
                     plugin: self.label.to_string(),
                     detail: format!("{e:#}"),
                 })?;
@@ -211,25 +213,19 @@ impl LoadedPlugin {
             // worth opening for it.
             (None, MemoryOutputPipe::new(0))
         };
-        let state = PluginState {
+        let mut caps = CapabilityState::new(
+            self.label.clone(),
+            self.policy.clone(),
             wasi,
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
-            hooks: GrantedHttpHooks {
-                allowed: self.allowed_hosts.clone(),
-                plugin: self.label.clone(),
-            },
+            self.registry_clients.clone(),
+        );
+        caps.log_sink = log;
+        caps.job_source = source.map(std::path::Path::to_path_buf);
+        let state = PluginState {
+            caps,
             limiter: MemoryCap {
                 bytes: usize::try_from(self.limits.memory_mb * 1024 * 1024).unwrap_or(usize::MAX),
             },
-            plugin_name: self.label.clone(),
-            secrets: self.secrets.clone(),
-            log_sink: log,
-            job_source: source.map(std::path::Path::to_path_buf),
-            grants: self.grants_shared.clone(),
-            held_secrets: Vec::new(),
-            registry_clients: self.registry_clients.clone(),
-            last_error_line: None,
             own_time: OwnTime::new(Duration::from_millis(self.limits.deadline_ms)),
         };
         let mut store = Store::new(&self.engine, state);

@@ -10,9 +10,10 @@
 //! 4. **Check the contract**: the WIT version it was built against must be
 //!    one this host accepts, and it must export one plugin kind ([`contract`]).
 //! 5. **Link** against the host's imports and keep the `InstancePre`.
-//! 6. **Call**: each call gets a fresh Store with the plugin's grants, a
-//!    deadline that traps and a memory cap ([`loaded`]). A trap is the
-//!    plugin's failure, named with its version; the agent goes on.
+//! 6. **Call**: each call gets a fresh Store with the plugin's grant policy
+//!    (compiled once at load: [`GrantPolicy`]), a deadline that traps and a
+//!    memory cap ([`loaded`]). A trap is the plugin's failure, named with its
+//!    version; the agent goes on.
 
 pub mod bindings;
 pub mod cache;
@@ -28,7 +29,8 @@ pub mod state;
 pub use contract::PluginKind;
 pub use loaded::{CallError, LoadedPlugin, PluginDescription};
 
-use crate::capabilities::http::HostAllowList;
+use crate::capabilities::policy::GrantPolicy;
+use crate::capabilities::state::CapabilityState;
 use crate::config::{PluginEntry, SecretSource};
 use cache::{CacheOutcome, CompiledCache};
 use engine::PluginEngine;
@@ -69,7 +71,10 @@ impl PluginHost {
         let mut linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::imports::PluginHost::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::imports::PluginHost::add_to_linker::<_, HasSelf<CapabilityState>>(
+            &mut linker,
+            |state: &mut PluginState| &mut state.caps,
+        )?;
         Ok(PluginHost {
             engine,
             cache,
@@ -148,13 +153,8 @@ impl PluginHost {
             &contract.version.to_string(),
             !contract.imports_can_wait(),
         );
-        let granted_secrets: BTreeMap<String, SecretSource> = secrets
-            .iter()
-            .filter(|(k, _)| entry.grants.secrets.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let allowed_hosts = HostAllowList::new(&entry.grants.hosts)
-            .map_err(|e| fail(format!("grants.hosts: {e}")))?;
+        let policy =
+            GrantPolicy::compile(&entry.grants, secrets).map_err(|e| fail(e.to_string()))?;
         let mut plugin = LoadedPlugin {
             description: PluginDescription {
                 name: name.to_string(),
@@ -167,31 +167,27 @@ impl PluginHost {
                 imports: contract.imports.clone(),
                 sha256,
                 path: path.to_path_buf(),
-                hosts: entry.grants.hosts.clone(),
-                env: entry.grants.env.clone(),
-                secrets: entry.grants.secrets.clone(),
-                dirs: entry
-                    .grants
-                    .dirs
+                hosts: policy.hosts().to_vec(),
+                env: policy.env().to_vec(),
+                secrets: policy.secret_names().map(str::to_string).collect(),
+                dirs: policy
+                    .dirs()
                     .iter()
                     .map(|d| {
                         let rw = if d.writable() { " (rw)" } else { "" };
                         format!("{}{rw}", d.host_path().display())
                     })
                     .collect(),
-                docker: entry.grants.docker,
+                docker: policy.docker_granted(),
                 deadline_ms: entry.limits.deadline_ms,
                 timeout_ms: entry.limits.timeout_ms,
                 memory_mb: entry.limits.memory_mb,
             },
             exports,
             engine: engine.clone(),
-            grants: entry.grants.clone(),
+            policy: Arc::new(policy),
             limits: entry.limits.clone(),
             settings: entry.config.clone(),
-            allowed_hosts: Arc::new(allowed_hosts),
-            grants_shared: Arc::new(entry.grants.clone()),
-            secrets: Arc::new(granted_secrets),
             label: Arc::from(name),
             registry_clients: self.registry_clients.clone(),
             clock: self.engine.clock.clone(),

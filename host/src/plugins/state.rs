@@ -1,50 +1,39 @@
-//! The data of one plugin Store: WASI, HTTP, resources, limits and the
-//! plugin's grants. A Store lives for exactly one call.
+//! The data of one plugin Store: what the capabilities hold for the call
+//! ([`CapabilityState`], with the plugin's grant policy) and the call's
+//! limits (memory cap, own-time budget). A Store lives for exactly one call.
 
-use crate::capabilities::http::GrantedHttpHooks;
-use crate::capabilities::log::LogSink;
-use crate::config::SecretSource;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use crate::capabilities::state::CapabilityState;
 use std::time::{Duration, Instant};
 use wasmtime::CallHook;
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi::{WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 /// Text of the trap raised when a plugin's memory cap is reached; the
 /// runtime recognises it to report the cap.
 pub const MEMORY_CAP_MARKER: &str = "plugin memory cap reached";
 
-/// Store data of one plugin call.
+/// Store data of one plugin call. It reads as its [`CapabilityState`]
+/// (`Deref`), which the host functions get.
 pub struct PluginState {
-    /// The plugin's WASI context; `None` for a lean plugin, which imports no
-    /// WASI (building a context costs about half a microsecond, a tenth of
-    /// a lean call). Should WASI be asked for anyway, an empty context is
-    /// made then.
-    pub(crate) wasi: Option<WasiCtx>,
-    pub(crate) table: ResourceTable,
-    pub(crate) http: WasiHttpCtx,
-    pub(crate) hooks: GrantedHttpHooks,
+    /// What the capabilities hold for the call.
+    pub(crate) caps: CapabilityState,
     pub(crate) limiter: MemoryCap,
-    pub(crate) plugin_name: Arc<str>,
-    pub(crate) secrets: Arc<BTreeMap<String, SecretSource>>,
-    pub(crate) log_sink: Option<LogSink>,
-    /// The current job's source on this machine (a builder's build context).
-    pub(crate) job_source: Option<std::path::PathBuf>,
-    /// The plugin's grants (docker, hosts).
-    pub(crate) grants: Arc<crate::config::Grants>,
-    /// The values of the secrets this Store held (opened, minted or handed
-    /// in), scrubbed from everything the plugin says.
-    pub(crate) held_secrets: Vec<String>,
-    /// The plugin host's registry clients (the OCI capability).
-    pub(crate) registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
-    /// The last line the plugin logged at level `error` in this call, shown
-    /// if the call traps and left neither a panic record nor stderr.
-    pub(crate) last_error_line: Option<String>,
     /// The call's own-time budget and what it has used; see [`OwnTime`].
     pub(crate) own_time: OwnTime,
+}
+
+impl std::ops::Deref for PluginState {
+    type Target = CapabilityState;
+    fn deref(&self) -> &CapabilityState {
+        &self.caps
+    }
+}
+
+impl std::ops::DerefMut for PluginState {
+    fn deref_mut(&mut self) -> &mut CapabilityState {
+        &mut self.caps
+    }
 }
 
 /// How long a call's own code has run: its wall-clock time less the time
@@ -108,20 +97,13 @@ impl OwnTime {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
-            table: &mut self.table,
-        }
+        self.caps.ctx()
     }
 }
 
 impl WasiHttpView for PluginState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
+        self.caps.http()
     }
 }
 

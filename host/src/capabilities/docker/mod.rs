@@ -1,9 +1,11 @@
 //! `launch:plugin/docker`: the host's Docker engine for builder plugins.
 //!
 //! Granted by `grants.docker: true`; without it every call fails with
-//! `denied: true`. A build's context is always the current job's source
-//! (streamed by [`context`]); pushes go only to registries in `grants.hosts`
-//! (the rule is in [`reference`]); the password of a push comes from a
+//! `denied: true` (each starts with
+//! [`GrantPolicy::docker`](crate::capabilities::policy::GrantPolicy::docker)).
+//! A build's context is always the current job's source (streamed by
+//! [`context`]); pushes go only to registries in `grants.hosts` (the rule is
+//! [`GrantPolicy::push_registry`](crate::capabilities::policy::GrantPolicy::push_registry)); the password of a push comes from a
 //! secret handle and never appears in a message or log line. Build and push
 //! progress goes to the job's log and to tracing, tagged with the plugin.
 //!
@@ -13,7 +15,7 @@
 //! **Client.** Each call connects to the engine anew
 //! ([`clients::docker::connect`], which negotiates the API version): it
 //! costs one `/version` round trip on a local socket, negligible beside a
-//! build or a push, and needs no state in [`PluginState`] (which lives for
+//! build or a push, and needs no state in [`CapabilityState`] (which lives for
 //! one call anyway), nor a process-wide client bound to one Tokio runtime or
 //! to an engine that may have restarted since.
 //!
@@ -26,18 +28,18 @@ pub mod reference;
 pub use engine::{EngineError, build_image, image_exists, push_image, redact};
 pub use reference::ImageRef;
 
-use crate::capabilities::http::HostAllowList;
+use crate::capabilities::bindings::launch::plugin::docker::{BuildSpec, DockerError, Host};
 use crate::capabilities::secrets::SecretHandle;
-use crate::plugins::bindings::imports::launch::plugin::docker::{BuildSpec, DockerError, Host};
-use crate::plugins::state::PluginState;
+use crate::capabilities::state::CapabilityState;
 use bollard::Docker;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
-fn denied(plugin: &str, operation: &str) -> DockerError {
+/// The error of `operation` refused by the plugin's policy.
+fn denied(operation: &str, message: String) -> DockerError {
     DockerError {
         operation: operation.to_string(),
-        message: format!("plugin {plugin} is not granted the Docker engine (grants.docker: true)"),
+        message,
         unauthorized: false,
         denied: true,
     }
@@ -58,18 +60,15 @@ impl From<EngineError> for DockerError {
 /// the job's log.
 type EngineLog = Arc<dyn Fn(&str) + Send + Sync>;
 
-impl PluginState {
-    /// Whether the plugin may use the engine; logs a refusal.
+impl CapabilityState {
+    /// The policy's check of every engine call ([`GrantPolicy::docker`]);
+    /// logs a refusal.
+    ///
+    /// [`GrantPolicy::docker`]: crate::capabilities::policy::GrantPolicy::docker
     fn docker_granted(&self, operation: &str) -> Result<(), DockerError> {
-        if self.grants.docker {
-            return Ok(());
-        }
-        tracing::warn!(
-            plugin = %self.plugin_name,
-            operation,
-            "refused Docker engine access: not granted (grants.docker: true)"
-        );
-        Err(denied(&self.plugin_name, operation))
+        self.policy
+            .docker()
+            .map_err(|refusal| denied(operation, refusal.report(&self.plugin_name)))
     }
 
     /// Where the engine's lines of `operation` go.
@@ -92,7 +91,7 @@ async fn connect(operation: &str) -> Result<Docker, DockerError> {
         .map_err(|e| EngineError::new(operation, format!("{e:#}")).into())
 }
 
-impl Host for PluginState {
+impl Host for CapabilityState {
     async fn build(&mut self, spec: BuildSpec) -> wasmtime::Result<Result<String, DockerError>> {
         const OP: &str = "build";
         if let Err(e) = self.docker_granted(OP) {
@@ -131,31 +130,8 @@ impl Host for PluginState {
             Ok(reference) => reference,
             Err(e) => return Ok(Err(EngineError::new(OP, e).into())),
         };
-        let allowed = match HostAllowList::new(&self.grants.hosts) {
-            Ok(allowed) => allowed,
-            Err(e) => {
-                return Ok(Err(
-                    EngineError::new(OP, format!("grants.hosts: {e}")).into()
-                ));
-            }
-        };
-        if !reference.registry_allowed(&allowed) {
-            let registry = reference.registry_display();
-            tracing::warn!(
-                plugin = %self.plugin_name,
-                registry,
-                "refused a push: registry not granted (add it to grants.hosts)"
-            );
-            return Ok(Err(DockerError {
-                operation: OP.to_string(),
-                message: format!(
-                    "plugin {} may not push to registry {registry}: add https://{registry} \
-                     or http://{registry} to its grants.hosts",
-                    self.plugin_name
-                ),
-                unauthorized: false,
-                denied: true,
-            }));
+        if let Err(refusal) = self.policy.push_registry(reference.registry.as_deref()) {
+            return Ok(Err(denied(OP, refusal.report(&self.plugin_name))));
         }
         let password = self.secret_value(&password)?;
         let credentials = match (&username, &password) {

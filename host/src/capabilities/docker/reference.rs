@@ -1,5 +1,5 @@
 //! Image references (`[registry/]repository[:tag][@digest]`), checked before
-//! they reach the engine's API, and the registry-host grant rule.
+//! they reach the engine's API.
 //!
 //! A reference is put into the engine's URL paths (`/images/{name}/push`),
 //! so only Docker's own alphabet is accepted: no `?`, `#`, `%`, spaces, and
@@ -9,21 +9,9 @@
 //! The registry is the first component when it has a `.` or a `:` or is
 //! `localhost` (Docker's rule); otherwise the image is on Docker Hub.
 //!
-//! **Grant rule for pushes.** A registry `host[:port]` may be pushed to when
-//! the plugin's `grants.hosts` allow `https://host[:port]` *or*
-//! `http://host[:port]` (the engine chooses the scheme: https, falling back
-//! to http for insecure registries such as `127.0.0.1:*`). Without a port
-//! the default ports apply: 443 for https, 80 for http. So
-//! `http://127.0.0.1:5000`, `https://127.0.0.1:5000`, `*://127.0.0.1:5000` or
-//! `http://127.0.0.1:*` all allow pushing to `127.0.0.1:5000/...`. Docker Hub
-//! images (no registry component) are allowed by a grant of any of
-//! `https://docker.io`, `https://index.docker.io` or
-//! `https://registry-1.docker.io`.
-
-use crate::capabilities::http::HostAllowList;
-
-/// The hosts a grant may name for Docker Hub.
-const DOCKER_HUB_HOSTS: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+//! Which registries a push may reach is the plugin's policy's to say:
+//! [`GrantPolicy::push_registry`](crate::capabilities::policy::GrantPolicy::push_registry),
+//! given [`ImageRef::registry`].
 
 /// The longest reference accepted.
 const MAX_REFERENCE: usize = 1024;
@@ -123,22 +111,6 @@ impl ImageRef {
         })
     }
 
-    /// Whether `allowed` lets a push reach this image's registry (see the
-    /// module doc for the rule).
-    pub fn registry_allowed(&self, allowed: &HostAllowList) -> bool {
-        let uris: Vec<String> = match &self.registry {
-            Some(host) => vec![format!("https://{host}/"), format!("http://{host}/")],
-            None => DOCKER_HUB_HOSTS
-                .iter()
-                .map(|host| format!("https://{host}/"))
-                .collect(),
-        };
-        uris.iter().any(|uri| {
-            uri.parse::<http::Uri>()
-                .is_ok_and(|uri| allowed.allows_uri(&uri))
-        })
-    }
-
     /// The registry as people write it, for messages.
     pub fn registry_display(&self) -> &str {
         self.registry.as_deref().unwrap_or("docker.io")
@@ -206,24 +178,5 @@ mod tests {
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn registry_grants_follow_the_documented_rule() {
-        let list = |g: &[&str]| {
-            HostAllowList::new(&g.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
-        };
-        let local = ImageRef::parse("127.0.0.1:5000/app:v1").unwrap();
-        assert!(local.registry_allowed(&list(&["http://127.0.0.1:5000"])));
-        assert!(local.registry_allowed(&list(&["https://127.0.0.1:5000"])));
-        assert!(local.registry_allowed(&list(&["http://127.0.0.1:*"])));
-        assert!(!local.registry_allowed(&list(&["http://127.0.0.1:5001"])));
-        assert!(!local.registry_allowed(&list(&[])));
-        let hub = ImageRef::parse("team/app").unwrap();
-        assert!(hub.registry_allowed(&list(&["https://registry-1.docker.io"])));
-        assert!(!hub.registry_allowed(&list(&["http://127.0.0.1:*"])));
-        let plain = ImageRef::parse("registry.example.com/app").unwrap();
-        assert!(plain.registry_allowed(&list(&["https://registry.example.com"])));
-        assert!(!plain.registry_allowed(&list(&["https://registry.example.com:5000"])));
     }
 }

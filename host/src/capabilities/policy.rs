@@ -1,0 +1,475 @@
+//! One plugin's grants, compiled once when it is loaded, and the one check
+//! each capability makes against them.
+//!
+//! A plugin's `grants:` (plus a bundled plugin's defaults, see
+//! [`defaults`](super::defaults)) are parsed here, once, into a
+//! [`GrantPolicy`]; a bad grant is a load error naming the grant. The
+//! policy is kept once, on the loaded plugin, and shared (an `Arc`) into
+//! the Store of every call. Each host function starts with one check
+//! against it, as Zed's capability granter and Spin's `check_url` do, and
+//! turns a [`Refusal`] into its interface's "denied" error:
+//!
+//! | check | grant | used by |
+//! |---|---|---|
+//! | [`GrantPolicy::http`] | `grants.hosts` | `wasi:http/outgoing-handler` |
+//! | [`GrantPolicy::secret`] | `grants.secrets` | `launch:plugin/secrets.open` |
+//! | [`GrantPolicy::docker`] | `grants.docker` | every `launch:plugin/docker` function |
+//! | [`GrantPolicy::push_registry`] | `grants.hosts` | `launch:plugin/docker.push` |
+//! | [`GrantPolicy::registry`] | `grants.hosts` | `launch:plugin/oci.manifest-exists` |
+//! | [`GrantPolicy::env`], [`GrantPolicy::dirs`] | `grants.env`, `grants.dirs` | the WASI context of each call, which holds nothing else |
+//!
+//! **Adding a capability's grant** is one field here, filled in
+//! [`GrantPolicy::compile`], plus its check method returning a [`Refusal`]
+//! variant; the host function calls the check first thing. Two are reserved
+//! for the next issues (see the comments on [`GrantPolicy`]): Kubernetes
+//! namespaces and object-store buckets.
+
+use super::http::HostAllowList;
+use crate::config::{DirGrant, Grants, SecretSource};
+use std::collections::BTreeMap;
+
+/// The hosts a grant may name for Docker Hub (an image reference without a
+/// registry component).
+pub const DOCKER_HUB_HOSTS: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+
+/// What one plugin may reach, compiled from its grants. Everything not
+/// here is refused.
+#[derive(Debug, Default)]
+pub struct GrantPolicy {
+    /// `grants.hosts`, parsed: outbound HTTP, OCI registries, push targets.
+    hosts: HostAllowList,
+    /// `grants.hosts` as written, for `plugins list`.
+    host_grants: Vec<String>,
+    /// `grants.env`: the agent's environment variables the plugin sees.
+    env: Vec<String>,
+    /// `grants.secrets`, each with where its value comes from, in the
+    /// order granted.
+    secrets: Vec<(String, SecretSource)>,
+    /// `grants.dirs`: directories preopened in the plugin's WASI context.
+    dirs: Vec<DirGrant>,
+    /// `grants.docker`: the host's Docker engine.
+    docker: bool,
+    // Reserved for the Kubernetes capability (next issue):
+    // `namespaces: Vec<String>` from `grants.namespaces`, checked by
+    // `fn namespace(&self, ns) -> Result<(), Refusal>` first thing in each
+    // `launch:plugin/kubernetes` function, refused as `Refusal::Namespace`.
+    //
+    // Reserved for the blob capability (the issue after it):
+    // `buckets: Vec<String>` from `grants.buckets`, checked by
+    // `fn bucket(&self, url) -> Result<(), Refusal>` first thing in each
+    // `launch:plugin/blob` function, refused as `Refusal::Bucket`.
+}
+
+/// A grant that cannot be compiled: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{grant}: {reason}")]
+pub struct GrantError {
+    /// The grant, as the config names it (`grants.hosts`).
+    pub grant: &'static str,
+    /// What is wrong, naming the value.
+    pub reason: String,
+}
+
+/// A call the policy refused: what was asked for, and which grant would
+/// allow it. Each capability turns it into its own "denied" error with
+/// [`Refusal::report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Outbound HTTP to a destination `grants.hosts` does not allow.
+    Http {
+        /// `scheme://authority/path`, the query left out (it may carry
+        /// signatures or tokens).
+        uri: String,
+    },
+    /// A secret `grants.secrets` does not name.
+    Secret {
+        /// The secret's name.
+        name: String,
+    },
+    /// The Docker engine, without `grants.docker`.
+    Docker,
+    /// A push to a registry `grants.hosts` does not allow.
+    PushRegistry {
+        /// `host[:port]` as people write it (`docker.io` for Docker Hub).
+        registry: String,
+    },
+    /// An OCI registry request to an origin `grants.hosts` does not allow.
+    Registry {
+        /// `scheme://host[:port]`.
+        origin: String,
+    },
+}
+
+impl Refusal {
+    /// The grant that would have allowed the call.
+    pub fn grant(&self) -> &'static str {
+        match self {
+            Refusal::Http { .. } | Refusal::PushRegistry { .. } | Refusal::Registry { .. } => {
+                "grants.hosts"
+            }
+            Refusal::Secret { .. } => "grants.secrets",
+            Refusal::Docker => "grants.docker",
+        }
+    }
+
+    /// The message the plugin gets, naming `plugin` and the grant to add.
+    pub fn message(&self, plugin: &str) -> String {
+        match self {
+            Refusal::Http { uri } => format!(
+                "outbound HTTP request to {uri} is not granted to plugin {plugin} (add its \
+                 origin to grants.hosts)"
+            ),
+            Refusal::Secret { name } => {
+                format!("secret {name:?} is not granted to plugin {plugin}")
+            }
+            Refusal::Docker => {
+                format!("plugin {plugin} is not granted the Docker engine (grants.docker: true)")
+            }
+            Refusal::PushRegistry { registry } => format!(
+                "plugin {plugin} may not push to registry {registry}: add https://{registry} \
+                 or http://{registry} to its grants.hosts"
+            ),
+            Refusal::Registry { origin } => format!(
+                "registry {origin} is not granted to plugin {plugin} (add {origin:?} to its \
+                 grants.hosts)"
+            ),
+        }
+    }
+
+    /// Logs the refusal (a warning tagged with the plugin and the grant)
+    /// and returns [`Refusal::message`].
+    pub fn report(&self, plugin: &str) -> String {
+        let what = match self {
+            Refusal::Http { uri } => format!("an outbound HTTP request to {uri}"),
+            Refusal::Secret { name } => format!("to open secret {name:?}"),
+            Refusal::Docker => "Docker engine access".to_string(),
+            Refusal::PushRegistry { registry } => format!("a push to registry {registry}"),
+            Refusal::Registry { origin } => format!("a request to registry {origin}"),
+        };
+        tracing::warn!(
+            plugin,
+            grant = self.grant(),
+            "refused {what}: not granted (add it to {})",
+            self.grant()
+        );
+        self.message(plugin)
+    }
+}
+
+impl GrantPolicy {
+    /// Compiles `grants`; `secrets` is the config's `secrets:` map, where
+    /// each granted secret must be defined. The error names the grant and
+    /// the value.
+    pub fn compile(
+        grants: &Grants,
+        secrets: &BTreeMap<String, SecretSource>,
+    ) -> Result<Self, GrantError> {
+        let host_grants: Vec<String> = grants.hosts.iter().map(|h| h.value.clone()).collect();
+        let hosts = HostAllowList::new(&host_grants).map_err(|reason| GrantError {
+            grant: "grants.hosts",
+            reason,
+        })?;
+        let secrets = grants
+            .secrets
+            .iter()
+            .map(|name| match secrets.get(name) {
+                Some(source) => Ok((name.clone(), source.clone())),
+                None => Err(GrantError {
+                    grant: "grants.secrets",
+                    reason: format!(
+                        "names secret {name:?}, which the `secrets:` map does not define"
+                    ),
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(GrantPolicy {
+            hosts,
+            host_grants,
+            env: grants.env.clone(),
+            secrets,
+            dirs: grants.dirs.clone(),
+            docker: grants.docker,
+        })
+    }
+
+    /// Whether the plugin may send a request to `uri` (`wasi:http`).
+    pub fn http(&self, uri: &http::Uri) -> Result<(), Refusal> {
+        if self.hosts.allows_uri(uri) {
+            return Ok(());
+        }
+        Err(Refusal::Http {
+            uri: format!(
+                "{}://{}{}",
+                uri.scheme_str().unwrap_or("?"),
+                uri.authority().map(|a| a.as_str()).unwrap_or("?"),
+                uri.path()
+            ),
+        })
+    }
+
+    /// Where the value of secret `name` comes from, if it is granted.
+    pub fn secret(&self, name: &str) -> Result<&SecretSource, Refusal> {
+        self.secrets
+            .iter()
+            .find(|(granted, _)| granted == name)
+            .map(|(_, source)| source)
+            .ok_or_else(|| Refusal::Secret {
+                name: name.to_string(),
+            })
+    }
+
+    /// Whether the plugin may use the host's Docker engine.
+    pub fn docker(&self) -> Result<(), Refusal> {
+        if self.docker {
+            Ok(())
+        } else {
+            Err(Refusal::Docker)
+        }
+    }
+
+    /// Whether the engine may push to `registry` (`host[:port]`; `None` for
+    /// Docker Hub).
+    ///
+    /// The engine chooses the scheme (https, falling back to http for
+    /// insecure registries such as `127.0.0.1:*`), so a grant of either
+    /// `https://host[:port]` or `http://host[:port]` allows it; without a
+    /// port the default ports apply (443, 80). Docker Hub is allowed by a
+    /// grant of any of `https://` [`DOCKER_HUB_HOSTS`].
+    pub fn push_registry(&self, registry: Option<&str>) -> Result<(), Refusal> {
+        let allowed = match registry {
+            Some(host) => ["https", "http"]
+                .iter()
+                .any(|scheme| self.allows_origin(scheme, host)),
+            None => DOCKER_HUB_HOSTS
+                .iter()
+                .any(|host| self.allows_origin("https", host)),
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(Refusal::PushRegistry {
+            registry: registry.unwrap_or("docker.io").to_string(),
+        })
+    }
+
+    /// Whether the plugin may ask registry `host[:port]` over `scheme`
+    /// (`launch:plugin/oci`); without a port the scheme's default applies.
+    pub fn registry(&self, scheme: &str, registry: &str) -> Result<(), Refusal> {
+        if self.allows_origin(scheme, registry) {
+            return Ok(());
+        }
+        Err(Refusal::Registry {
+            origin: format!("{scheme}://{registry}"),
+        })
+    }
+
+    /// Whether `scheme://authority/` is allowed; an authority that is not
+    /// one is not.
+    fn allows_origin(&self, scheme: &str, authority: &str) -> bool {
+        format!("{scheme}://{authority}/")
+            .parse::<http::Uri>()
+            .is_ok_and(|uri| self.hosts.allows_uri(&uri))
+    }
+
+    /// The environment variables granted, by name.
+    pub fn env(&self) -> &[String] {
+        &self.env
+    }
+
+    /// The directories granted.
+    pub fn dirs(&self) -> &[DirGrant] {
+        &self.dirs
+    }
+
+    /// `grants.hosts` as written.
+    pub fn hosts(&self) -> &[String] {
+        &self.host_grants
+    }
+
+    /// The names of the secrets granted, in the order granted.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.secrets.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// Whether the Docker engine is granted.
+    pub fn docker_granted(&self) -> bool {
+        self.docker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_saphyr::Spanned;
+
+    fn grants(hosts: &[&str]) -> Grants {
+        let nowhere = serde_saphyr::Location::UNKNOWN;
+        Grants {
+            hosts: hosts
+                .iter()
+                .map(|h| Spanned::new(h.to_string(), nowhere, nowhere))
+                .collect(),
+            ..Grants::default()
+        }
+    }
+
+    fn policy(hosts: &[&str]) -> GrantPolicy {
+        GrantPolicy::compile(&grants(hosts), &BTreeMap::new()).unwrap()
+    }
+
+    #[test]
+    fn nothing_is_granted_by_default() {
+        let policy = GrantPolicy::default();
+        let uri: http::Uri = "https://example.com/".parse().unwrap();
+        assert!(policy.http(&uri).is_err());
+        assert_eq!(policy.docker(), Err(Refusal::Docker));
+        assert!(policy.secret("token").is_err());
+        assert!(policy.push_registry(None).is_err());
+        assert!(policy.registry("https", "example.com").is_err());
+        assert!(policy.env().is_empty() && policy.dirs().is_empty());
+    }
+
+    #[test]
+    fn a_bad_grant_is_an_error_naming_it() {
+        let error = GrantPolicy::compile(&grants(&["example.com"]), &BTreeMap::new()).unwrap_err();
+        assert_eq!(error.grant, "grants.hosts");
+        assert!(error.to_string().contains("\"example.com\""), "{error}");
+        let mut missing = Grants::default();
+        missing.secrets.push("nope".into());
+        let error = GrantPolicy::compile(&missing, &BTreeMap::new()).unwrap_err();
+        assert_eq!(error.grant, "grants.secrets");
+        assert!(error.reason.contains("nope"), "{error}");
+    }
+
+    #[test]
+    fn only_granted_secrets_open() {
+        let mut granted = Grants::default();
+        granted.secrets.push("token".into());
+        let map = BTreeMap::from([
+            ("token".to_string(), SecretSource::Env("TOKEN".into())),
+            ("other".to_string(), SecretSource::Env("OTHER".into())),
+        ]);
+        let policy = GrantPolicy::compile(&granted, &map).unwrap();
+        assert!(matches!(policy.secret("token"), Ok(SecretSource::Env(v)) if v == "TOKEN"));
+        assert_eq!(
+            policy.secret("other").unwrap_err(),
+            Refusal::Secret {
+                name: "other".into()
+            }
+        );
+        assert_eq!(policy.secret_names().collect::<Vec<_>>(), ["token"]);
+    }
+
+    #[test]
+    fn a_refused_http_request_is_named_without_its_query() {
+        let policy = policy(&["https://api.example.com"]);
+        let allowed: http::Uri = "https://api.example.com/v1?x=1".parse().unwrap();
+        assert!(policy.http(&allowed).is_ok());
+        let other: http::Uri = "https://evil.example.com/p?token=s3cret".parse().unwrap();
+        let refusal = policy.http(&other).unwrap_err();
+        assert_eq!(refusal.grant(), "grants.hosts");
+        let message = refusal.message("p 1.0");
+        assert!(message.contains("https://evil.example.com/p"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn push_grants_follow_the_documented_rule() {
+        let local = Some("127.0.0.1:5000");
+        assert!(
+            policy(&["http://127.0.0.1:5000"])
+                .push_registry(local)
+                .is_ok()
+        );
+        assert!(
+            policy(&["https://127.0.0.1:5000"])
+                .push_registry(local)
+                .is_ok()
+        );
+        assert!(policy(&["http://127.0.0.1:*"]).push_registry(local).is_ok());
+        assert!(policy(&["*://127.0.0.1:5000"]).push_registry(local).is_ok());
+        assert!(
+            policy(&["http://127.0.0.1:5001"])
+                .push_registry(local)
+                .is_err()
+        );
+        assert_eq!(
+            policy(&[]).push_registry(local),
+            Err(Refusal::PushRegistry {
+                registry: "127.0.0.1:5000".into()
+            })
+        );
+        assert!(
+            policy(&["https://registry-1.docker.io"])
+                .push_registry(None)
+                .is_ok()
+        );
+        assert_eq!(
+            policy(&["http://127.0.0.1:*"]).push_registry(None),
+            Err(Refusal::PushRegistry {
+                registry: "docker.io".into()
+            })
+        );
+        let plain = Some("registry.example.com");
+        assert!(
+            policy(&["https://registry.example.com"])
+                .push_registry(plain)
+                .is_ok()
+        );
+        assert!(
+            policy(&["https://registry.example.com:5000"])
+                .push_registry(plain)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn registry_grants_use_scheme_registry_and_default_port() {
+        let policy_https = policy(&["https://registry.example.com"]);
+        assert!(
+            policy_https
+                .registry("https", "registry.example.com")
+                .is_ok()
+        );
+        assert_eq!(
+            policy_https.registry("http", "registry.example.com"),
+            Err(Refusal::Registry {
+                origin: "http://registry.example.com".into()
+            })
+        );
+        assert!(
+            policy(&["http://127.0.0.1:*"])
+                .registry("http", "127.0.0.1:5000")
+                .is_ok()
+        );
+        assert!(
+            policy(&["http://127.0.0.1:*"])
+                .registry("http", "bad host")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn every_refusal_names_its_grant_and_the_plugin() {
+        let refusals = [
+            Refusal::Http {
+                uri: "https://x/".into(),
+            },
+            Refusal::Secret { name: "s".into() },
+            Refusal::Docker,
+            Refusal::PushRegistry {
+                registry: "r".into(),
+            },
+            Refusal::Registry {
+                origin: "https://r".into(),
+            },
+        ];
+        for refusal in refusals {
+            let message = refusal.message("plugin-x 1.0");
+            assert!(message.contains("plugin-x 1.0"), "{message}");
+            if refusal != (Refusal::Secret { name: "s".into() }) {
+                assert!(message.contains(refusal.grant()), "{message}");
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! What the capabilities hold for one plugin call: the plugin's policy, its
+//! WASI and HTTP contexts, its resources (secret handles), and where its
+//! log lines go. The runtime's Store data wraps it (with the call's limits)
+//! and hands it to every host function; a Store lives for exactly one call.
+
+use super::http::GrantedHttpHooks;
+use super::log::LogSink;
+use super::oci::RegistryClients;
+use super::policy::GrantPolicy;
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// The capabilities' part of one plugin call's Store data; each capability
+/// implements its WIT `Host` trait for it.
+pub struct CapabilityState {
+    /// The plugin's WASI context; `None` for a lean plugin, which imports no
+    /// WASI (building a context costs about half a microsecond, a tenth of
+    /// a lean call). Should WASI be asked for anyway, an empty context is
+    /// made then.
+    pub wasi: Option<WasiCtx>,
+    /// The call's resources (secret handles, WASI and HTTP resources).
+    pub table: ResourceTable,
+    /// The `wasi:http` context.
+    pub http: WasiHttpCtx,
+    /// The `wasi:http` hooks that hold outbound requests to the policy.
+    pub hooks: GrantedHttpHooks,
+    /// `name version` of the plugin, as messages name it.
+    pub plugin_name: Arc<str>,
+    /// What the plugin may reach, compiled when it was loaded: every host
+    /// function checks it first (the `wasi:http` hooks hold it too).
+    pub policy: Arc<GrantPolicy>,
+    /// The job's log, when the call is made for a job.
+    pub log_sink: Option<LogSink>,
+    /// The current job's source on this machine (a builder's build context).
+    pub job_source: Option<PathBuf>,
+    /// The values of the secrets this Store held (opened, minted or handed
+    /// in), scrubbed from everything the plugin says.
+    pub held_secrets: Vec<String>,
+    /// The plugin host's registry clients (the OCI capability).
+    pub registry_clients: Arc<RegistryClients>,
+    /// The last line the plugin logged at level `error` in this call, shown
+    /// if the call traps and left neither a panic record nor stderr.
+    pub last_error_line: Option<String>,
+}
+
+impl CapabilityState {
+    /// The state of a call of plugin `plugin_name` under `policy`, with
+    /// `wasi` (`None` for a lean plugin).
+    pub fn new(
+        plugin_name: Arc<str>,
+        policy: Arc<GrantPolicy>,
+        wasi: Option<WasiCtx>,
+        registry_clients: Arc<RegistryClients>,
+    ) -> Self {
+        CapabilityState {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: GrantedHttpHooks {
+                policy: policy.clone(),
+                plugin: plugin_name.clone(),
+            },
+            plugin_name,
+            policy,
+            log_sink: None,
+            job_source: None,
+            held_secrets: Vec::new(),
+            registry_clients,
+            last_error_line: None,
+        }
+    }
+}
+
+impl WasiView for CapabilityState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CapabilityState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
