@@ -67,7 +67,7 @@ struct RunArgs {
     /// Exit once no job runs and the queues are empty.
     #[arg(long)]
     exit_when_idle: bool,
-    /// Where the default bundle's plugins are.
+    /// A dir whose plugin files override the default bundle's embedded ones.
     #[arg(long, env = "LAUNCH_AGENT_PLUGIN_DIR")]
     plugin_dir: Option<PathBuf>,
     /// More log output (-v debug, -vv trace).
@@ -104,12 +104,12 @@ enum ConfigCommand {
 
 #[derive(Subcommand)]
 enum PluginsCommand {
-    /// The plugins a config loads: name, kind, version, WIT version, sha256, grants.
+    /// The plugins a config loads: name, kind, version, WIT version, origin, sha256, grants.
     List {
         /// The config file.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
-        /// Where the default bundle's plugins are.
+        /// A dir whose plugin files override the default bundle's embedded ones.
         #[arg(long, env = "LAUNCH_AGENT_PLUGIN_DIR")]
         plugin_dir: Option<PathBuf>,
         /// JSON instead of a table.
@@ -414,6 +414,7 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
             "lean, no WASI"
         };
         println!("  imports:     ({kind}) {}", p.imports.join(", "));
+        println!("  origin:      {}", p.origin);
         println!("  file:        {}", p.path.display());
         println!("  sha256:      {}", p.sha256);
         let list = |v: &[String]| {
