@@ -9,6 +9,9 @@
 #                          hostile-builder.wasm, future-wit.wasm
 #
 # where $TARGET is $CARGO_TARGET_DIR, or `target` in the workspace root.
+# The agent does not need $TARGET/bundle: it embeds the same bundle
+# (host/build.rs); the tests load these files, and a plugin dir with them
+# overrides the embedded ones.
 # Progress goes to stderr; the last (and only) line on stdout is the bundle
 # directory.
 set -euo pipefail
@@ -31,33 +34,33 @@ for triple in "$wasi" "$lean"; do
     fi
 done
 
-# The future-wit test plugin must carry the real contract with only the
-# version changed; warn when someone changed wit/ without updating it.
-for f in "$root"/wit/*.wit; do
-    copy="$root/tests/plugins/future-wit/wit/$(basename "$f")"
-    if ! sed 's/launch:plugin@0\.1\.0/launch:plugin@0.2.0/g' "$f" | cmp -s - "$copy"; then
-        echo "build-plugins: warning: tests/plugins/future-wit/wit/$(basename "$f") is not wit/$(basename "$f") with the version set to 0.2.0" >&2
-    fi
-done
+# The target dir and commands host/build.rs builds the embedded bundle with,
+# and none of the caller's build settings (as there), so that the two share
+# their work instead of rebuilding each other's.
+wasm_target="$target_dir/wasm-plugins"
+unset RUSTFLAGS RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER
+while read -r var; do
+    unset "$var"
+done < <(compgen -e | grep -E '^CARGO_(ENCODED_RUSTFLAGS|BUILD_|PROFILE_|TARGET_|INCREMENTAL)' || true)
 
-echo "build-plugins: building plugins into $target_dir/{$wasi,$lean}/release" >&2
+echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >&2
 (
     cd "$root"
-    # Plugins that use files, environment variables or wasi:http.
-    CARGO_TARGET_DIR="$target_dir" cargo build --release --target "$wasi" \
+    # The default bundle, exactly as host/build.rs builds it.
+    cargo build --release --target "$lean" --target-dir "$wasm_target" \
+        -p builder-noop -p environment-local -p registry-oci >&2
+    cargo build --release --target "$wasi" --target-dir "$wasm_target" \
+        -p builder-docker >&2
+    # Test plugins that use files, environment variables or wasi:http.
+    cargo build --release --target "$wasi" --target-dir "$wasm_target" \
         -p launch-plugin-sdk \
-        -p builder-docker \
         -p hostile-plugin \
         -p hostile-builder-plugin \
         -p future-wit-plugin \
         >&2
-    # Lean plugins: nothing of WASI, cheaper calls.
-    CARGO_TARGET_DIR="$target_dir" cargo build --release --target "$lean" \
-        -p builder-noop \
-        -p environment-local \
-        -p registry-oci \
-        -p hostile-plugin \
-        >&2
+    # Lean test plugins: nothing of WASI.
+    cargo build --release --target "$lean" --target-dir "$wasm_target" \
+        -p hostile-plugin >&2
 )
 
 bundle="$target_dir/bundle"
@@ -66,7 +69,7 @@ mkdir -p "$bundle" "$tests"
 
 # copy TRIPLE FILE DEST
 copy() {
-    local from="$target_dir/$1/release/$2" to="$3"
+    local from="$wasm_target/$1/release/$2" to="$3"
     if [ ! -f "$from" ]; then
         echo "build-plugins: $from was not built" >&2
         exit 1

@@ -40,10 +40,11 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy" >&2
 cargo clippy -p launch-agent --all-targets -- -D warnings
-cargo clippy --release --target wasm32-wasip2 -p launch-plugin-sdk -p builder-docker \
-  -p hostile-plugin -p hostile-builder-plugin -- -D warnings
-cargo clippy --release --target wasm32-unknown-unknown -p launch-plugin-sdk -p builder-noop \
-  -p environment-local -p registry-oci -p hostile-plugin -- -D warnings
+# In the plugins' own target dir (scripts/build-plugins.sh), whose proc macros it reuses.
+cargo clippy --release --target wasm32-wasip2 --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
+  -p launch-plugin-sdk -p builder-docker -p hostile-plugin -p hostile-builder-plugin -- -D warnings
+cargo clippy --release --target wasm32-unknown-unknown --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
+  -p launch-plugin-sdk -p builder-noop -p environment-local -p registry-oci -p hostile-plugin -- -D warnings
 
 echo "== benchmarks, as quick smoke runs" >&2
 cargo test -p launch-agent --benches

@@ -9,18 +9,15 @@
 //!   process, from spawn to its "agent polling" line);
 //! - the idle RSS of an agent with the default bundle loaded.
 //!
-//! Run: `scripts/build-plugins.sh && cargo bench -p launch-agent --bench agent`.
+//! All with the bundle the agent embeds (no plugin dir).
+//!
+//! Run: `cargo bench -p launch-agent --bench agent`.
 
-use launch_agent::plugins::{LoadedPlugin, PluginHost};
+use launch_agent::plugins::{LoadedPlugin, PluginHost, PluginSource, bundle};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("bench path");
-    exe.ancestors().nth(3).expect("target dir").to_path_buf()
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -62,7 +59,6 @@ struct CallFigures {
 /// taking turns round by round so that all of them see the same machine
 /// (this VM's speed changes over seconds). One warm-up round first.
 fn measure_calls(
-    bundle: &Path,
     state: &Path,
     rounds: usize,
     per_round: usize,
@@ -79,10 +75,11 @@ fn measure_calls(
         };
         let mut plugins = Vec::new();
         for (file, _) in CALLS {
+            let embedded = bundle::embedded(&format!("{file}.wasm")).expect("embedded");
             let plugin = host
-                .load(
+                .load_from(
                     file,
-                    &bundle.join(format!("{file}.wasm")),
+                    &PluginSource::Embedded(embedded),
                     &Default::default(),
                     &Default::default(),
                 )
@@ -127,14 +124,13 @@ fn measure_calls(
 /// Spawns `launch-agent run`, returns the child and the time to its first poll.
 fn start_agent(
     state: &Path,
-    bundle: &Path,
     config: &Path,
     exit_when_idle: bool,
 ) -> (std::process::Child, Duration) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_launch-agent"));
     cmd.args(["run", "--config", config.to_str().unwrap()])
         .env("LAUNCH_AGENT_STATE_DIR", state)
-        .env("LAUNCH_AGENT_PLUGIN_DIR", bundle)
+        .env_remove("LAUNCH_AGENT_PLUGIN_DIR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if exit_when_idle {
@@ -179,8 +175,6 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (rounds, per_round) = if full { (30, 1_000) } else { (2, 100) };
     let startups_n = if full { 20 } else { 2 };
-    let bundle = target_dir().join("bundle");
-    assert!(bundle.is_dir(), "run scripts/build-plugins.sh first");
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("state");
     let config = scratch.path().join("launch-config.yaml");
@@ -190,20 +184,20 @@ fn main() {
     )
     .unwrap();
 
-    let (calls, allocator) = measure_calls(&bundle, &state, rounds, per_round);
+    let (calls, allocator) = measure_calls(&state, rounds, per_round);
 
     // Warm the cache, then measure start-up.
-    let (mut child, _) = start_agent(&state, &bundle, &config, true);
+    let (mut child, _) = start_agent(&state, &config, true);
     child.wait().unwrap();
     let mut startups = Vec::new();
     for _ in 0..startups_n {
-        let (mut child, elapsed) = start_agent(&state, &bundle, &config, true);
+        let (mut child, elapsed) = start_agent(&state, &config, true);
         child.wait().unwrap();
         startups.push(elapsed);
     }
     startups.sort();
 
-    let (mut child, _) = start_agent(&state, &bundle, &config, false);
+    let (mut child, _) = start_agent(&state, &config, false);
     std::thread::sleep(Duration::from_millis(500));
     let rss = rss_kib(child.id());
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -36,7 +36,12 @@ pub async fn load_plugins(
     for plugin_ref in refs {
         let entry = entry_with_defaults(config, &plugin_ref);
         let loaded = host
-            .load(&plugin_ref.name, &plugin_ref.path, &entry, &config.secrets)
+            .load_from(
+                &plugin_ref.name,
+                &plugin_ref.source,
+                &entry,
+                &config.secrets,
+            )
             .await?;
         if let Some(expected) = plugin_ref.expected_kind
             && loaded.kind() != expected
@@ -44,7 +49,7 @@ pub async fn load_plugins(
             anyhow::bail!(
                 "plugin `{}` ({}) is a {} plugin, but the config uses it as the {expected}",
                 plugin_ref.name,
-                plugin_ref.path.display(),
+                plugin_ref.source,
                 loaded.kind()
             );
         }

@@ -9,12 +9,12 @@ use std::process::ExitCode;
 /// `plugins`' subcommands.
 #[derive(clap::Subcommand)]
 pub(super) enum PluginsCommand {
-    /// The plugins a config loads: name, kind, version, WIT version, sha256, grants.
+    /// The plugins a config loads: name, kind, version, WIT version, origin, sha256, grants.
     List {
         /// The config file.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
-        /// Where the default bundle's plugins are.
+        /// A dir whose plugin files override the default bundle's embedded ones.
         #[arg(long, env = "LAUNCH_AGENT_PLUGIN_DIR")]
         plugin_dir: Option<PathBuf>,
         /// JSON instead of a table.
@@ -84,6 +84,7 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
             "lean, no WASI"
         };
         println!("  imports:     ({kind}) {}", p.imports.join(", "));
+        println!("  origin:      {}", p.origin);
         println!("  file:        {}", p.path.display());
         println!("  sha256:      {}", p.sha256);
         let list = |v: &[String]| {

@@ -27,7 +27,7 @@ pub(super) struct RunArgs {
     /// Exit once no job runs and the queues are empty.
     #[arg(long)]
     exit_when_idle: bool,
-    /// Where the default bundle's plugins are.
+    /// A dir whose plugin files override the default bundle's embedded ones.
     #[arg(long, env = "LAUNCH_AGENT_PLUGIN_DIR")]
     plugin_dir: Option<PathBuf>,
     /// More log output (-v debug, -vv trace).

@@ -20,7 +20,7 @@
 //! | `builder` | block | `type: docker\|kaniko\|noop\|<plugin>` and the W&B builder keys |
 //! | `state_dir` | path | where the embedded queue and run logs live |
 //! | `queue_backend` | `embedded` (default) or `wandb` | which queues to serve: the embedded queue, or a W&B server's launch queues |
-//! | `plugin_dir` | path | where the default bundle's `.wasm` files are |
+//! | `plugin_dir` | path | a dir of `.wasm` files that override the default bundle's embedded ones |
 //! | `plugins` | map | plugins by name: file, digest, grants, limits, settings |
 //! | `secrets` | map | named secrets and where their values come from |
 //! | `lease_seconds` | int, 30 | how long a claim lasts without renewal |
@@ -129,7 +129,7 @@ pub struct LaunchConfig {
     /// The queue backend.
     #[serde(default)]
     pub queue_backend: QueueBackend,
-    /// Where the default bundle's `.wasm` files are.
+    /// A dir of `.wasm` files that override the default bundle's embedded ones.
     #[serde(default)]
     pub plugin_dir: Option<PathBuf>,
     /// Plugins by name.

@@ -1,4 +1,4 @@
-//! Which plugins a config uses and where their files are.
+//! Which plugins a config uses and where their components come from.
 //!
 //! The `type` of the `environment:`, `registry:` and `builder:` blocks names
 //! a plugin: either one of the default bundle (table below) or an entry of
@@ -19,10 +19,18 @@
 //! `registry-oci` that host. A `plugins:` entry of the same name adds to
 //! them.
 //!
-//! The plugin dir is, first found: `--plugin-dir`, `LAUNCH_AGENT_PLUGIN_DIR`,
-//! the config's `plugin_dir`, `bundle/` beside the binary, `../bundle/`
-//! from the binary (a cargo target dir after `scripts/build-plugins.sh`).
+//! Where a plugin's component comes from ([`PluginOrigin`]), first found:
+//!
+//! | origin | when |
+//! |---|---|
+//! | `path` | a `plugins:` entry of its name has a `path` |
+//! | `plugin-dir` | a bundled plugin whose file is in the plugin dir: `--plugin-dir`, else `LAUNCH_AGENT_PLUGIN_DIR`, else the config's `plugin_dir` |
+//! | `embedded` | any other bundled plugin: the agent's own copy ([`super::bundle`]) |
+//!
+//! So a plugin dir overrides the embedded bundle plugin by plugin, and one
+//! that does not exist is an error rather than silently ignored.
 
+use super::bundle::{self, EmbeddedPlugin};
 use super::contract::PluginKind;
 use crate::config::{LaunchConfig, PluginEntry};
 use std::path::{Path, PathBuf};
@@ -35,18 +43,85 @@ pub const BUNDLE: &[(PluginKind, &str, &str)] = &[
     (PluginKind::Environment, "local", "environment-local.wasm"),
 ];
 
-/// One plugin the config needs, and where its file is.
+/// Where a plugin's component came from, as `plugins list` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginOrigin {
+    /// The default bundle embedded in the agent's binary.
+    Embedded,
+    /// A bundled plugin's file in the plugin dir, overriding the embedded one.
+    PluginDir,
+    /// A file named by path: a `plugins:` entry's `path`, or the file
+    /// `plugins inspect` was given.
+    Path,
+}
+
+impl std::fmt::Display for PluginOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PluginOrigin::Embedded => "embedded in the agent",
+            PluginOrigin::PluginDir => "plugin dir",
+            PluginOrigin::Path => "path",
+        })
+    }
+}
+
+/// A plugin's component: bytes embedded in the agent, or a file.
+#[derive(Clone, Debug)]
+pub enum PluginSource {
+    /// A plugin of the embedded default bundle.
+    Embedded(&'static EmbeddedPlugin),
+    /// A file.
+    File {
+        /// The component file.
+        path: PathBuf,
+        /// [`PluginOrigin::PluginDir`] or [`PluginOrigin::Path`].
+        origin: PluginOrigin,
+    },
+}
+
+impl PluginSource {
+    /// Where the component comes from.
+    pub fn origin(&self) -> PluginOrigin {
+        match self {
+            PluginSource::Embedded(_) => PluginOrigin::Embedded,
+            PluginSource::File { origin, .. } => *origin,
+        }
+    }
+
+    /// The file: its path, or an embedded plugin's file name in the bundle.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            PluginSource::Embedded(plugin) => PathBuf::from(plugin.file),
+            PluginSource::File { path, .. } => path.clone(),
+        }
+    }
+}
+
+/// `embedded builder-noop.wasm`, or the file's path: what errors name.
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::Embedded(plugin) => write!(f, "embedded {}", plugin.file),
+            PluginSource::File { path, .. } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// One plugin the config needs, and where its component comes from.
 #[derive(Clone, Debug)]
 pub struct PluginRef {
     /// The name the config uses.
     pub name: String,
-    /// The component file.
-    pub path: PathBuf,
+    /// The component.
+    pub source: PluginSource,
     /// The kind the config expects (`None` for a `plugins:` entry no block uses).
     pub expected_kind: Option<PluginKind>,
 }
 
-/// Finds the plugin dir (see the module doc); `None` when none exists.
+/// The plugin dir (see the module doc): `cli`, else
+/// `LAUNCH_AGENT_PLUGIN_DIR`, else the config's `plugin_dir`; `None` when
+/// none is given, and the embedded bundle is used whole.
 pub fn plugin_dir(cli: Option<&Path>, config: &LaunchConfig) -> Option<PathBuf> {
     if let Some(dir) = cli {
         return Some(dir.to_path_buf());
@@ -54,14 +129,10 @@ pub fn plugin_dir(cli: Option<&Path>, config: &LaunchConfig) -> Option<PathBuf> 
     if let Some(dir) = std::env::var_os("LAUNCH_AGENT_PLUGIN_DIR") {
         return Some(PathBuf::from(dir));
     }
-    if let Some(dir) = &config.plugin_dir {
-        return Some(config.resolve_path(dir));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let exe_dir = exe.parent()?;
-    [exe_dir.join("bundle"), exe_dir.join("../bundle")]
-        .into_iter()
-        .find(|d| d.is_dir())
+    config
+        .plugin_dir
+        .as_ref()
+        .map(|dir| config.resolve_path(dir))
 }
 
 /// The block types of the config: (kind, type, the key that names it).
@@ -92,14 +163,24 @@ pub fn block_types(config: &LaunchConfig) -> Vec<(PluginKind, String, &'static s
 }
 
 /// Every plugin the config needs: the block types, then every `plugins:`
-/// entry with a `path`. Errors name the key and what was expected.
+/// entry with a `path`; `dir` is the plugin dir ([`plugin_dir`]). Errors
+/// name the key and what was expected.
 pub fn resolve(config: &LaunchConfig, dir: Option<&Path>) -> Result<Vec<PluginRef>, String> {
+    if let Some(dir) = dir
+        && !dir.is_dir()
+    {
+        return Err(format!(
+            "the plugin dir {} (--plugin-dir, LAUNCH_AGENT_PLUGIN_DIR or `plugin_dir`) is not a directory; \
+             without one the agent uses the default bundle it embeds",
+            dir.display()
+        ));
+    }
     let mut refs: Vec<PluginRef> = Vec::new();
     for (kind, name, key) in block_types(config) {
-        let path = file_of(config, dir, kind, &name, key)?;
+        let source = source_of(config, dir, kind, &name, key)?;
         refs.push(PluginRef {
             name,
-            path,
+            source,
             expected_kind: Some(kind),
         });
     }
@@ -109,7 +190,10 @@ pub fn resolve(config: &LaunchConfig, dir: Option<&Path>) -> Result<Vec<PluginRe
         {
             refs.push(PluginRef {
                 name: name.clone(),
-                path: config.resolve_path(path),
+                source: PluginSource::File {
+                    path: config.resolve_path(path),
+                    origin: PluginOrigin::Path,
+                },
                 expected_kind: None,
             });
         }
@@ -117,38 +201,44 @@ pub fn resolve(config: &LaunchConfig, dir: Option<&Path>) -> Result<Vec<PluginRe
     Ok(refs)
 }
 
-fn file_of(
+fn source_of(
     config: &LaunchConfig,
     dir: Option<&Path>,
     kind: PluginKind,
     name: &str,
     key: &str,
-) -> Result<PathBuf, String> {
+) -> Result<PluginSource, String> {
     if let Some(PluginEntry {
         path: Some(path), ..
     }) = config.plugins.get(name)
     {
-        return Ok(config.resolve_path(path));
+        return Ok(PluginSource::File {
+            path: config.resolve_path(path),
+            origin: PluginOrigin::Path,
+        });
     }
-    let bundled = BUNDLE.iter().find(|(k, n, _)| *k == kind && *n == name);
-    match (bundled, dir) {
-        (Some((_, _, file)), Some(dir)) => Ok(dir.join(file)),
-        (Some((_, _, file)), None) => Err(format!(
-            "{key} `{name}` is a bundled plugin, but no plugin dir was found to load {file} from: \
-             pass --plugin-dir, set LAUNCH_AGENT_PLUGIN_DIR or `plugin_dir`, or run scripts/build-plugins.sh"
-        )),
-        (None, _) => {
-            let known: Vec<&str> = BUNDLE
-                .iter()
-                .filter(|(k, _, _)| *k == kind)
-                .map(|(_, n, _)| *n)
-                .collect();
-            Err(format!(
-                "{key} `{name}` is neither a bundled {kind} plugin ({}) nor a `plugins:` entry with a `path`",
-                known.join(", ")
-            ))
-        }
+    let Some((_, _, file)) = BUNDLE.iter().find(|(k, n, _)| *k == kind && *n == name) else {
+        let known: Vec<&str> = BUNDLE
+            .iter()
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, n, _)| *n)
+            .collect();
+        return Err(format!(
+            "{key} `{name}` is neither a bundled {kind} plugin ({}) nor a `plugins:` entry with a `path`",
+            known.join(", ")
+        ));
+    };
+    if let Some(path) = dir.map(|d| d.join(file))
+        && path.exists()
+    {
+        return Ok(PluginSource::File {
+            path,
+            origin: PluginOrigin::PluginDir,
+        });
     }
+    bundle::embedded(file)
+        .map(PluginSource::Embedded)
+        .ok_or_else(|| format!("{key} `{name}`: this build of the agent does not embed {file}"))
 }
 
 /// A bundled plugin's call timeout when the config leaves it at the

@@ -69,8 +69,10 @@ pub struct PluginDescription {
     pub uses_wasi: bool,
     /// sha256 of the component file.
     pub sha256: String,
-    /// The component file.
+    /// The component file (for an embedded plugin, its file name in the bundle).
     pub path: PathBuf,
+    /// Where the component came from: embedded, the plugin dir, or a path.
+    pub origin: super::catalog::PluginOrigin,
     /// Granted hosts.
     pub hosts: Vec<String>,
     /// Granted env vars.

@@ -3,8 +3,9 @@
 //!
 //! Lifecycle of a plugin:
 //!
-//! 1. **Resolve** its file: a `plugins:` entry's `path`, or the default
-//!    bundle's file for a bundled name ([`catalog`]).
+//! 1. **Resolve** its component: a `plugins:` entry's `path`, or for a
+//!    bundled name its file in the plugin dir, else the copy embedded in
+//!    the agent ([`catalog`], [`bundle`]).
 //! 2. **Verify** the bytes: the sha256 a config pins must match.
 //! 3. **Compile** once, or load the precompiled code we cached ([`cache`]).
 //! 4. **Check the contract**: the WIT version it was built against must be
@@ -16,6 +17,7 @@
 //!    version; the agent goes on.
 
 pub mod bindings;
+pub mod bundle;
 pub mod cache;
 pub mod catalog;
 pub mod contract;
@@ -26,6 +28,7 @@ pub mod loaded;
 pub mod panic_record;
 pub mod state;
 
+pub use catalog::{PluginOrigin, PluginSource};
 pub use contract::PluginKind;
 pub use loaded::{CallError, LoadedPlugin, PluginDescription};
 
@@ -36,6 +39,7 @@ use cache::{CacheOutcome, CompiledCache};
 use engine::PluginEngine;
 use exports::Exports;
 use state::PluginState;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,7 +51,7 @@ use wasmtime::component::{HasSelf, Linker};
 pub struct LoadError {
     /// The plugin's name in the config.
     pub name: String,
-    /// The file.
+    /// The file, or `embedded <file>` for a plugin of the embedded bundle.
     pub path: String,
     /// What is wrong.
     pub reason: String,
@@ -95,7 +99,7 @@ impl PluginHost {
         &self.engine.clock
     }
 
-    /// Loads the component at `path` as plugin `name` with the config
+    /// Loads the component file at `path` as plugin `name` with the config
     /// `entry`'s pin, grants and limits; `secrets` is the config's map.
     pub async fn load(
         &mut self,
@@ -104,18 +108,43 @@ impl PluginHost {
         entry: &PluginEntry,
         secrets: &BTreeMap<String, SecretSource>,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let source = PluginSource::File {
+            path: path.to_path_buf(),
+            origin: PluginOrigin::Path,
+        };
+        self.load_from(name, &source, entry, secrets).await
+    }
+
+    /// Loads the component `source` (embedded or a file) as plugin `name`,
+    /// as [`load`](Self::load) does.
+    pub async fn load_from(
+        &mut self,
+        name: &str,
+        source: &PluginSource,
+        entry: &PluginEntry,
+        secrets: &BTreeMap<String, SecretSource>,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let fail = |reason: String| LoadError {
             name: name.to_string(),
-            path: path.display().to_string(),
+            path: source.to_string(),
             reason,
         };
-        let wasm = std::fs::read(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
-        let sha256 = cache::sha256_hex(&wasm);
+        // Embedded bytes are borrowed from the binary, with the digest the
+        // build computed: on a cache hit they are never read.
+        let (wasm, sha256): (Cow<'static, [u8]>, String) = match source {
+            PluginSource::Embedded(plugin) => (Cow::Borrowed(plugin.wasm), plugin.sha256.into()),
+            PluginSource::File { path, .. } => {
+                let wasm =
+                    std::fs::read(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+                let sha256 = cache::sha256_hex(&wasm);
+                (Cow::Owned(wasm), sha256)
+            }
+        };
         if let Some(pinned) = &entry.sha256 {
             let expected = crate::config::plugins_sha(&pinned.value);
             if expected.as_deref() != Some(sha256.as_str()) {
                 return Err(fail(format!(
-                    "sha256 mismatch: the config pins {}, the file is sha256:{sha256}; refusing to load it",
+                    "sha256 mismatch: the config pins {}, the component is sha256:{sha256}; refusing to load it",
                     pinned.value
                 )));
             }
@@ -166,7 +195,8 @@ impl PluginHost {
                 uses_wasi: contract.uses_wasi(),
                 imports: contract.imports.clone(),
                 sha256,
-                path: path.to_path_buf(),
+                path: source.path(),
+                origin: source.origin(),
                 hosts: policy.hosts().to_vec(),
                 env: policy.env().to_vec(),
                 secrets: policy.secret_names().map(str::to_string).collect(),

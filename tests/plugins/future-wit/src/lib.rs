@@ -1,11 +1,11 @@
 //! A builder plugin built against a future contract, `launch:plugin@0.2.0`
-//! (the copy of the WIT in this crate's `wit/`, identical to the real one but
-//! for the version), so the host's tests can show it is refused with both
+//! (the real WIT with only the version changed, written by `build.rs` into
+//! `$OUT_DIR/wit/`), so the host's tests can show it is refused with both
 //! versions named.
 
 wit_bindgen::generate!({
     world: "builder-plugin",
-    path: "wit",
+    path: concat!(env!("OUT_DIR"), "/wit"),
 });
 
 use exports::launch::plugin::builder::{BuildOutcome, BuildPlan, BuildRequest, Guest as Builder};
