@@ -41,9 +41,72 @@ use exports::Exports;
 use state::PluginState;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
+
+/// The largest plugin file read: far above any real plugin (the bundle's
+/// are 40–400 KiB), far below what would hurt the agent.
+pub const MAX_PLUGIN_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a plugin file: a regular file (not a FIFO, a device such as
+/// `/dev/zero`, a socket or a directory, which would hang or flood the
+/// agent) of at most [`MAX_PLUGIN_FILE_BYTES`].
+fn read_component_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    // Opened without blocking, so a FIFO with no writer cannot hang the open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "not a regular file ({}): a plugin must be a `.wasm` component file",
+            file_kind(&meta.file_type())
+        ));
+    }
+    if meta.len() > MAX_PLUGIN_FILE_BYTES {
+        return Err(format!(
+            "the file is {} MiB, more than the {} MiB a plugin may be",
+            meta.len() >> 20,
+            MAX_PLUGIN_FILE_BYTES >> 20
+        ));
+    }
+    let mut wasm = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_PLUGIN_FILE_BYTES + 1)
+        .read_to_end(&mut wasm)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if wasm.len() as u64 > MAX_PLUGIN_FILE_BYTES {
+        return Err(format!(
+            "the file grew past the {} MiB a plugin may be while it was read",
+            MAX_PLUGIN_FILE_BYTES >> 20
+        ));
+    }
+    Ok(wasm)
+}
+
+/// A file type in words, for errors.
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
 
 /// Why a plugin could not be loaded. The message names the plugin and file.
 #[derive(Debug, thiserror::Error)]
@@ -134,8 +197,7 @@ impl PluginHost {
         let (wasm, sha256): (Cow<'static, [u8]>, String) = match source {
             PluginSource::Embedded(plugin) => (Cow::Borrowed(plugin.wasm), plugin.sha256.into()),
             PluginSource::File { path, .. } => {
-                let wasm =
-                    std::fs::read(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+                let wasm = read_component_file(path).map_err(fail)?;
                 let sha256 = cache::sha256_hex(&wasm);
                 (Cow::Owned(wasm), sha256)
             }
