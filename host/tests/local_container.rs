@@ -7,6 +7,7 @@ use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use common::docker::{container_exists, docker, services, unique_item_id};
+use launch_agent::runners::local_container::policy::ContainerPolicy;
 use launch_agent::runners::local_container::{
     self, ContainerRunRequest, ITEM_LABEL, container_name,
 };
@@ -21,6 +22,8 @@ use tokio::sync::{oneshot, watch};
 fn shell_request(test: &str, dir: &Path, script: &str) -> ContainerRunRequest {
     ContainerRunRequest {
         item_id: unique_item_id(test),
+        queue: "default".into(),
+        policy: ContainerPolicy::default(),
         image: services().base_image.clone(),
         command: vec!["sh".into(), "-c".into(), script.into()],
         env: vec![

@@ -195,12 +195,14 @@ impl JobRun<'_> {
             .runners
             .get(spec.resource())
             .map_err(|e| failed(Stage::Run, e.to_string()))?;
-        runner.check_args(&spec.resource_args()).map_err(|e| {
-            failed(
-                Stage::Agent,
-                format!("resource_args.{}: {e:#}", runner.name()),
-            )
-        })?;
+        runner
+            .check_args(&item.queue, &spec.resource_args())
+            .map_err(|e| {
+                failed(
+                    Stage::Agent,
+                    format!("resource_args.{}: {e:#}", runner.name()),
+                )
+            })?;
 
         // Build: only when the runner needs an image the job does not name.
         let mut image = spec
@@ -229,6 +231,7 @@ impl JobRun<'_> {
             .map_err(|e| failed(Stage::Agent, e.to_string()))?;
         let request = RunRequest {
             item_id: item.id.clone(),
+            queue: item.queue.clone(),
             image: None,
             command,
             env: run_env,

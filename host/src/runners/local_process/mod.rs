@@ -9,17 +9,49 @@
 //! run goes on unaccounted for.
 //!
 //! It reads no `resource_args`: any a spec gives are ignored.
+//!
+//! A process on this machine can do whatever its user can, so whether a
+//! queue's jobs may run here at all, and as whom, is the operator's
+//! `runners.local-process` block ([`policy`]); a queue it turns off has its
+//! jobs fail before anything is fetched. Whatever the user, the run cannot
+//! read the agent's environment or memory ([`confine`]).
+//!
+//! | part | module |
+//! |---|---|
+//! | the process's life: spawn, log, wait, stop, clean up | this one |
+//! | what a queue's jobs may do: run at all, as which user | [`policy`] |
+//! | looking that user up | [`user`] |
+//! | what the child gives up before `exec`: capabilities, credentials | [`confine`] |
 
+mod confine;
+pub mod policy;
+pub mod user;
+
+use super::policy::PerQueue;
 use super::{Control, RunHandle, RunHooks, RunOutcome, RunRequest, Runner};
 use anyhow::Context as _;
+use confine::Confinement;
+use policy::ProcessPolicy;
 use serde_json::Value;
+use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use tokio::process::Command;
 use tokio::sync::watch;
+use user::JobUser;
 
 /// The `local-process` runner.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LocalProcess;
+#[derive(Clone, Debug, Default)]
+pub struct LocalProcess {
+    policies: Arc<PerQueue<ProcessPolicy>>,
+}
+
+impl LocalProcess {
+    /// The runner, under the operator's `policies` (per queue).
+    pub fn new(policies: Arc<PerQueue<ProcessPolicy>>) -> Self {
+        LocalProcess { policies }
+    }
+}
 
 /// The `resource` it serves.
 const NAME: &str = "local-process";
@@ -34,8 +66,11 @@ impl Runner for LocalProcess {
         false
     }
 
-    fn check_args(&self, _resource_args: &Value) -> anyhow::Result<()> {
-        Ok(())
+    fn check_args(&self, queue: &str, _resource_args: &Value) -> anyhow::Result<()> {
+        self.policies
+            .for_queue(queue)
+            .check_enabled(queue)
+            .map_err(anyhow::Error::msg)
     }
 
     async fn run(
@@ -44,11 +79,19 @@ impl Runner for LocalProcess {
         control: watch::Receiver<Control>,
         hooks: &dyn RunHooks,
     ) -> anyhow::Result<RunOutcome> {
+        let policy = self.policies.for_queue(&request.queue);
+        policy
+            .check_enabled(&request.queue)
+            .map_err(anyhow::Error::msg)?;
         hooks.log(&format!(
-            "run: starting local-process {:?}",
-            request.command.first().map(String::as_str).unwrap_or("")
+            "run: starting local-process {:?}{}",
+            request.command.first().map(String::as_str).unwrap_or(""),
+            policy
+                .user()
+                .map(|u| format!(" as {}", u.describe()))
+                .unwrap_or_default()
         ));
-        run(&request, control, |pid| {
+        run(&request, policy.user(), control, |pid| {
             hooks.started(RunHandle {
                 runner: NAME.to_string(),
                 id: pid.to_string(),
@@ -72,10 +115,11 @@ impl Runner for LocalProcess {
     }
 }
 
-/// Runs `request`, calling `started(pid)` once the process exists; ends it
-/// when `control` says so.
+/// Runs `request` (as `user`, when given), calling `started(pid)` once the
+/// process exists; ends it when `control` says so.
 async fn run(
     request: &RunRequest,
+    user: Option<&JobUser>,
     mut control: watch::Receiver<Control>,
     started: impl FnOnce(i32),
 ) -> anyhow::Result<RunOutcome> {
@@ -101,19 +145,35 @@ async fn run(
     for var in &request.env_remove {
         command.env_remove(var);
     }
+    if let Some(user) = user {
+        for (var, value) in [("USER", &user.name), ("LOGNAME", &user.name)] {
+            if let Some(value) = value {
+                command.env(var, value);
+            }
+        }
+        if let Some(home) = &user.home {
+            command.env("HOME", home);
+        }
+    }
     command.envs(request.env.iter().map(|(k, v)| (k, v)));
     if let Some(dir) = &request.workdir {
+        if let Some(user) = user {
+            hand_over_job_code(dir, &request.log_path, user)?;
+        }
         command.current_dir(dir);
     }
+    let confinement = Confinement::new(user);
     // The kernel kills the child when the thread that spawned it dies: a
     // worker of the agent's runtime, which lives as long as the agent. Had
     // the agent died between fork and prctl, the child's parent is already
-    // another process, and it does not start.
+    // another process, and it does not start. The death signal is set after
+    // the change of user, which would clear it.
     let agent = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe, and the closure
-    // allocates nothing (an OS error code is not boxed).
+    // SAFETY: `apply`, prctl and getppid are async-signal-safe, and the
+    // closure allocates nothing (an OS error code is not boxed).
     unsafe {
         command.pre_exec(move || {
+            confinement.apply()?;
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() as u32 != agent {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
@@ -157,6 +217,29 @@ async fn run(
             }
         }
     }
+}
+
+/// Gives `user` the job's code when the agent fetched it into the run's
+/// own directory (beside `log_path`), so a run as another user can write
+/// there; a directory the spec names elsewhere is left as it is.
+fn hand_over_job_code(dir: &Path, log_path: &Path, user: &JobUser) -> anyhow::Result<()> {
+    let Some(run_dir) = log_path.parent() else {
+        return Ok(());
+    };
+    if !dir.starts_with(run_dir) {
+        return Ok(());
+    }
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))
+            .with_context(|| format!("giving {} to {}", path.display(), user.describe()))?;
+        if path.symlink_metadata()?.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SIGTERM to the process group, then SIGKILL after the grace period.
