@@ -104,9 +104,6 @@ impl Runner for LocalContainer {
             );
         };
         let policy = self.policies.for_queue(&request.queue).clone();
-        policy
-            .check_enabled(&request.queue)
-            .map_err(anyhow::Error::msg)?;
         let docker = self.docker.client().await?;
         hooks.log(&format!("run: starting local-container from {image}"));
         let request = ContainerRunRequest {
@@ -185,9 +182,10 @@ pub struct ContainerRunRequest {
     pub resource_args: Value,
 }
 
-/// Runs `request` in a container, calling `started(container_id)` once it
-/// runs; stops it when `control` says so. The container is removed in every
-/// case. `pull_login` is called only when the engine lacks the image, for
+/// Runs `request` in a container under its queue's policy (checked first,
+/// and again just before the container is created), calling
+/// `started(container_id)` once it runs; stops it when `control` says so.
+/// The container is removed in every case. `pull_login` is called only when the engine lacks the image, for
 /// the credentials to pull it with (`None`: anonymously).
 pub async fn run(
     docker: &Docker,
@@ -196,6 +194,10 @@ pub async fn run(
     pull_login: impl AsyncFnOnce() -> anyhow::Result<Option<RegistryLogin>>,
     started: impl FnOnce(&str),
 ) -> anyhow::Result<RunOutcome> {
+    request
+        .policy
+        .check_enabled(&request.queue)
+        .map_err(anyhow::Error::msg)?;
     let args = ResourceArgs::parse(&request.resource_args, &request.policy, &request.queue)?;
     container_body(request, &args)?;
     if let Some(parent) = request.log_path.parent() {

@@ -12,7 +12,7 @@
 //! |---|---|
 //! | at or below a read-only grant | mounted read-only (`:rw` asked for is refused) |
 //! | a writable grant itself | mounted as asked (`:ro` or read-write) |
-//! | strictly below a writable grant | refused: jobs can write symlinks there, so what it names can change between the check and the mount; mount the grant whole |
+//! | strictly below a writable grant, as written or as resolved | refused: jobs can write symlinks there, so what it names can change between the check and the mount; mount the grant whole |
 //! | below no grant (after resolving: a symlink in a grant that points out of it too) | refused, naming the config key that would allow it |
 //! | a path that does not exist | refused: the agent creates no host paths (the engine would create them as root) |
 //! | the engine's socket, or a directory above it | refused even when granted |
@@ -220,6 +220,24 @@ impl ContainerPolicy {
         if !near_a_grant {
             return Err(not_granted(written.to_string()));
         }
+        let inside_writable = |path: &Path| {
+            self.grants.iter().find(|g| {
+                g.writable
+                    && [&g.written, &g.resolved]
+                        .into_iter()
+                        .any(|root| path != root.as_path() && path.starts_with(root))
+            })
+        };
+        let writable_refusal = |shown: &str, outer: &Grant| {
+            format!(
+                "host path {shown} lies inside the writable grant {}: jobs can replace what is inside it with symlinks, so it is mounted only whole (mount {} and use the sub-directory inside the container)",
+                outer.written.display(),
+                outer.resolved.display()
+            )
+        };
+        if let Some(outer) = inside_writable(&lexical) {
+            return Err(writable_refusal(written, outer));
+        }
         let resolved = std::fs::canonicalize(written).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => format!(
                 "host path {written} does not exist on this machine: the agent mounts only existing paths (it creates none)"
@@ -231,21 +249,8 @@ impl ContainerPolicy {
         } else {
             format!("{written} (which resolves to {})", resolved.display())
         };
-        if exposes_engine(&resolved) {
-            return Err(format!(
-                "mounting {shown} is refused: it would hand the run this machine's container engine"
-            ));
-        }
-        if let Some(outer) = self
-            .grants
-            .iter()
-            .find(|g| g.writable && resolved != g.resolved && resolved.starts_with(&g.resolved))
-        {
-            return Err(format!(
-                "host path {shown} lies inside the writable grant {}: jobs can replace what is inside it with symlinks, so it is mounted only whole (mount {} and use the sub-directory inside the container)",
-                outer.written.display(),
-                outer.resolved.display()
-            ));
+        if let Some(outer) = inside_writable(&resolved) {
+            return Err(writable_refusal(&shown, outer));
         }
         let Some(grant) = self
             .grants
@@ -255,6 +260,11 @@ impl ContainerPolicy {
         else {
             return Err(not_granted(shown));
         };
+        if exposes_engine(&resolved) {
+            return Err(format!(
+                "mounting {shown} is refused: it would hand the run this machine's container engine"
+            ));
+        }
         if !grant.writable && write == Some(true) {
             return Err(format!(
                 "host path {shown} is granted read-only to jobs from queue `{queue}`: drop `rw` (it is mounted read-only), or grant it with `{{ path: {}, write: true }}` in {}",
