@@ -198,6 +198,11 @@ impl ResourceArgs {
                 Key::Cpus => args.nano_cpus = Some(parse_cpus(value, &at)?),
                 Key::Network => {
                     let mode = namespace_mode(value, &at, "network", policy, queue)?;
+                    if !is_engine_name(&mode, 1) {
+                        bail!(
+                            "{at}: `{mode}` is refused: write bridge, none, host (where the agent's config grants it) or a network's name (letters, digits, `_`, `.`, `-`)"
+                        );
+                    }
                     args.network = Some(mode);
                 }
                 Key::Ipc => {
@@ -470,9 +475,15 @@ fn check_bind(
 
 /// A name the engine takes as a named volume: `[A-Za-z0-9][A-Za-z0-9_.-]+`.
 fn is_volume_name(name: &str) -> bool {
+    is_engine_name(name, 2)
+}
+
+/// `[A-Za-z0-9][A-Za-z0-9_.-]*`, at least `min_len` long: the engine's
+/// names of volumes and networks, and nothing it reads as a mode.
+fn is_engine_name(name: &str, min_len: usize) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.len() >= 2
+        && name.len() >= min_len
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
@@ -764,6 +775,15 @@ mod tests {
                 parse(json!({ key: mode })).is_err(),
                 "{key}: {mode} accepted"
             );
+        }
+        for network in [
+            "ns:/proc/1/ns/net",
+            "slirp4netns:port_handler=x",
+            "a b",
+            "-x",
+        ] {
+            let message = error(json!({ "network": network }));
+            assert!(message.contains("network's name"), "{network}: {message}");
         }
         let args =
             parse(json!({"network": "bridge", "ipc": "shareable", "cgroupns": "private"})).unwrap();

@@ -33,7 +33,7 @@ use anyhow::Context as _;
 use confine::Confinement;
 use policy::ProcessPolicy;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use tokio::process::Command;
@@ -157,10 +157,10 @@ async fn run(
     }
     command.envs(request.env.iter().map(|(k, v)| (k, v)));
     if let Some(dir) = &request.workdir {
-        if let Some(user) = user {
-            hand_over_job_code(dir, &request.log_path, user)?;
-        }
-        command.current_dir(dir);
+        match user {
+            Some(user) => command.current_dir(work_dir_for(dir, &request.log_path, user)?),
+            None => command.current_dir(dir),
+        };
     }
     let confinement = Confinement::new(user);
     // The kernel kills the child when the thread that spawned it dies: a
@@ -219,17 +219,31 @@ async fn run(
     }
 }
 
-/// Gives `user` the job's code when the agent fetched it into the run's
-/// own directory (beside `log_path`), so a run as another user can write
-/// there; a directory the spec names elsewhere is left as it is.
-fn hand_over_job_code(dir: &Path, log_path: &Path, user: &JobUser) -> anyhow::Result<()> {
+/// Where a run as `user` works: the job's code, when the agent fetched it
+/// into the run's own directory (beside `log_path`), as a fresh copy that
+/// `user` owns, so the run can write there; a directory the spec names
+/// elsewhere is used as it is.
+///
+/// A copy, not the fetched tree handed over: a later attempt at the job
+/// fetches into that tree again as the agent, and a run that owned it could
+/// have left symlinks there for the agent to write through.
+fn work_dir_for(dir: &Path, log_path: &Path, user: &JobUser) -> anyhow::Result<PathBuf> {
     let Some(run_dir) = log_path.parent() else {
-        return Ok(());
+        return Ok(dir.to_path_buf());
     };
     if !dir.starts_with(run_dir) {
-        return Ok(());
+        return Ok(dir.to_path_buf());
     }
-    let mut pending = vec![dir.to_path_buf()];
+    let work = run_dir.join(format!("work-{}", uuid::Uuid::new_v4().simple()));
+    copy_tree(dir, &work).with_context(|| {
+        format!(
+            "copying the job's code {} to {} for {}",
+            dir.display(),
+            work.display(),
+            user.describe()
+        )
+    })?;
+    let mut pending = vec![work.clone()];
     while let Some(path) = pending.pop() {
         std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))
             .with_context(|| format!("giving {} to {}", path.display(), user.describe()))?;
@@ -237,6 +251,25 @@ fn hand_over_job_code(dir: &Path, log_path: &Path, user: &JobUser) -> anyhow::Re
             for entry in std::fs::read_dir(&path)? {
                 pending.push(entry?.path());
             }
+        }
+    }
+    Ok(work)
+}
+
+/// Copies directory `from` to the new directory `to` (which must not
+/// exist): files, directories, and symlinks as symlinks.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&source, &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(&source, &target)?;
         }
     }
     Ok(())
@@ -264,4 +297,57 @@ fn signal_group(pgid: i32, signal: i32) {
 /// Kills what is left of the process group of a run whose agent died.
 fn kill_leftover(pgid: i32) {
     signal_group(pgid, libc::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn a_run_as_another_user_works_in_its_own_copy_of_the_fetched_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("runs/item");
+        let code = run_dir.join("job/code");
+        std::fs::create_dir_all(code.join("pkg")).unwrap();
+        std::fs::write(code.join("train.py"), "print(1)\n").unwrap();
+        std::fs::write(code.join("pkg/mod.py"), "").unwrap();
+        std::os::unix::fs::symlink("train.py", code.join("link.py")).unwrap();
+        let log = run_dir.join("output.log");
+        let user = JobUser::resolve("4242:4343").unwrap();
+        // A directory the spec names elsewhere is used as it is.
+        let elsewhere = dir.path().join("elsewhere");
+        assert_eq!(work_dir_for(&elsewhere, &log, &user).unwrap(), elsewhere);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            let error = work_dir_for(&code, &log, &user).unwrap_err();
+            assert!(format!("{error:#}").contains("giving"), "{error:#}");
+            return;
+        }
+
+        let work = work_dir_for(&code, &log, &user).unwrap();
+
+        assert!(
+            work.starts_with(&run_dir) && work != code,
+            "{}",
+            work.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(work.join("train.py")).unwrap(),
+            "print(1)\n"
+        );
+        assert_eq!(
+            std::fs::read_link(work.join("link.py")).unwrap(),
+            Path::new("train.py")
+        );
+        for path in [&work, &work.join("pkg/mod.py"), &work.join("link.py")] {
+            let meta = path.symlink_metadata().unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4343), "{}", path.display());
+        }
+        // What the agent fetched stays the agent's.
+        assert_eq!(code.metadata().unwrap().uid(), 0);
+        assert_eq!(code.join("pkg/mod.py").metadata().unwrap().uid(), 0);
+        // Each run gets a new copy.
+        assert_ne!(work_dir_for(&code, &log, &user).unwrap(), work);
+    }
 }
