@@ -169,7 +169,7 @@ impl ContainerPolicy {
             return Ok(());
         }
         Err(format!(
-            "jobs from queue `{queue}` may not run as containers on this agent: its config turns {RUNNER} off for them ({}: false)",
+            "jobs from queue `{queue}` may not run as containers on this machine: the agent's config turns {RUNNER} off for them; to allow them, set {} to true",
             self.origin.config_key(RUNNER, "enabled", queue)
         ))
     }

@@ -90,7 +90,7 @@ impl ProcessPolicy {
             return Ok(());
         }
         Err(format!(
-            "jobs from queue `{queue}` may not run as processes on this agent's machine: its config turns {RUNNER} off for them ({}: false); use resource local-container",
+            "jobs from queue `{queue}` may not run as processes on this machine: the agent's config turns {RUNNER} off for them; to allow them, set {} to true",
             self.origin.config_key(RUNNER, "enabled", queue)
         ))
     }
