@@ -801,3 +801,51 @@ fn an_agent_whose_grant_does_not_exist_does_not_start() {
     assert!(log.contains("`runners.local-container.volumes`"), "{log}");
     assert!(log.contains("/no/such/grant does not exist"), "{log}");
 }
+
+#[test]
+fn a_wandb_config_without_runners_refuses_host_paths_and_host_namespaces() {
+    let agent = common::Scratch::new();
+    let config = agent.write_config("queues: [default]\nmax_jobs: 2\n");
+    let marker = "this must not run";
+    let jobs: Vec<(String, &str)> = [
+        (json!({"volume": ["/etc:/host-etc:ro"]}), "host path /etc"),
+        (
+            json!({"volume": ["/var/lib/docker:/d"]}),
+            "host path /var/lib/docker",
+        ),
+        (json!({"volume": ["/run:/r"]}), "host path /run"),
+        (
+            json!({"network": "host"}),
+            "`runners.local-container.host_namespaces`",
+        ),
+        (
+            json!({"ipc": "host"}),
+            "`runners.local-container.host_namespaces`",
+        ),
+    ]
+    .into_iter()
+    .map(|(args, says)| {
+        (
+            agent.submit("default", &container_spec(args, &format!("echo {marker}"))),
+            says,
+        )
+    })
+    .collect();
+    let plain = agent.submit(
+        "default",
+        &container_spec(json!({"memory": "64m"}), "echo plain ran"),
+    );
+
+    agent.run_until_idle(&config);
+
+    for (id, says) in jobs {
+        let item = agent.item(&id);
+        assert_eq!(
+            (&item["state"], &item["stage"]),
+            (&json!("failed"), &json!("agent")),
+            "{item:#}"
+        );
+        assert!(item["message"].as_str().unwrap().contains(says), "{item:#}");
+    }
+    assert_eq!(agent.item(&plain)["state"], "finished");
+}

@@ -108,10 +108,10 @@ impl ProcessPolicy {
             return None;
         }
         let who = if agent == 0 {
-            "root (the agent's user): that is this machine".to_string()
+            "root (the agent's user), which is all of this machine".to_string()
         } else {
             format!(
-                "the agent's user (uid {agent}), with its files and the Docker socket if it can reach it"
+                "the agent's user (uid {agent}), with that user's files, and the Docker engine if that user can reach it"
             )
         };
         Some(format!(
