@@ -65,6 +65,7 @@ fn pop_to_start(jobs: usize, resource_args: &str) -> (Vec<Duration>, Vec<Duratio
         &config,
         format!(
             "queues: [default]\nmax_jobs: 1\nbuilder:\n  type: docker\nregistry:\n  type: oci\n  uri: {}/bench-cached\n\
+             runners:\n  local-container:\n    host_namespaces: [network]\n\
              secrets:\n  registry-password: {{ env: TEST_REGISTRY_PASSWORD }}\n\
              plugins:\n  oci:\n    config: {{ username: {}, password-secret: registry-password }}\n    grants:\n      secrets: [registry-password]\n",
             s.registry, s.registry_user

@@ -17,6 +17,7 @@ pub mod json_kind;
 pub mod plugins;
 pub mod queue;
 pub mod runners;
+pub mod secret_env;
 pub mod sources;
 pub mod spec;
 pub mod startup;

@@ -274,7 +274,7 @@ impl LaunchSpec {
             env.push(("WANDB_DOCKER".to_string(), image.to_string()));
         }
         for var in ["WANDB_BASE_URL", "WANDB_API_KEY"] {
-            if let Ok(value) = std::env::var(var) {
+            if let Some(value) = crate::secret_env::var(var) {
                 env.push((var.to_string(), value));
             }
         }

@@ -1,11 +1,16 @@
 //! Start-up: load every plugin the config needs, verify the environment,
-//! and assemble what the agent loop runs with. Every failure here stops the
-//! agent with a message that says what to fix, before any job is taken.
+//! compile what the operator lets each queue's jobs do (`runners:`), and
+//! assemble what the agent loop runs with. Every failure here stops the
+//! agent with a message that says what to fix, before any job is taken;
+//! where the config trusts a queue's submitters with this machine, the
+//! agent says so in a warning.
 
 use crate::agent::{self, JobContext};
 use crate::config::{LaunchConfig, PluginEntry};
 use crate::plugins::{PluginHost, catalog};
 use crate::queue::{self, BackendSettings};
+use crate::runners::Runners;
+use crate::runners::policy::Policies;
 use crate::sources::JobArtifacts;
 use crate::state_dir::StateDir;
 use anyhow::Context as _;
@@ -87,11 +92,13 @@ pub async fn prepare(
     plugin_dir: Option<&Path>,
     state: StateDir,
 ) -> anyhow::Result<Arc<JobContext>> {
+    crate::secret_env::report();
+    let policies = runner_policies(config)?;
     let plugins = load_plugins(config, plugin_dir, &state).await?;
     let backend = BackendSettings::from_config(config, state.root());
     let queue = queue::open(&backend).await?;
     let job_artifacts = JobArtifacts::from_api(backend.wandb_api(), backend.name())?;
-    let ctx = agent::job_context(
+    let mut ctx = agent::job_context(
         config,
         &plugins,
         queue,
@@ -99,10 +106,22 @@ pub async fn prepare(
         state,
         agent::identity::new_agent_id(),
     )?;
+    ctx.runners = Runners::with_policies(&ctx.clients, policies);
     let settings = ctx.environment.settings_for(ctx.environment_block.clone());
     ctx.environment
         .verify_environment(&settings, None)
         .await
         .map_err(|e| anyhow::anyhow!("the environment is not usable: {e}"))?;
     Ok(Arc::new(ctx))
+}
+
+/// The config's `runners:` block compiled on this machine, with a warning
+/// logged for each place it trusts a queue's submitters with the machine.
+pub fn runner_policies(config: &LaunchConfig) -> anyhow::Result<Policies> {
+    let policies = Policies::compile(&config.runners)
+        .map_err(|e| anyhow::anyhow!("the config's `runners:` block cannot be used: {e:#}"))?;
+    for warning in policies.warnings(&config.queue_names()) {
+        tracing::warn!("{warning}");
+    }
+    Ok(policies)
 }

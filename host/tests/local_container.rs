@@ -7,9 +7,12 @@ use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use common::docker::{container_exists, docker, services, unique_item_id};
+use launch_agent::config::LaunchConfig;
+use launch_agent::runners::local_container::policy::ContainerPolicy;
 use launch_agent::runners::local_container::{
     self, ContainerRunRequest, ITEM_LABEL, container_name,
 };
+use launch_agent::runners::policy::Policies;
 use launch_agent::runners::{Control, RunOutcome};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -21,6 +24,8 @@ use tokio::sync::{oneshot, watch};
 fn shell_request(test: &str, dir: &Path, script: &str) -> ContainerRunRequest {
     ContainerRunRequest {
         item_id: unique_item_id(test),
+        queue: "default".into(),
+        policy: ContainerPolicy::default(),
         image: services().base_image.clone(),
         command: vec!["sh".into(), "-c".into(), script.into()],
         env: vec![
@@ -399,4 +404,448 @@ async fn connect_probe() {
         Ok(_) => println!("connected"),
         Err(e) => println!("{e:#}"),
     }
+}
+
+// --- What the operator's `runners:` block lets a queue's jobs reach ---
+
+/// The `local-container` rule for jobs from `queue` under a config whose
+/// `runners:` block is `runners` (YAML, indented under `runners:`).
+fn policy_for(runners: &str, queue: &str) -> ContainerPolicy {
+    let yaml = format!("runners:\n{runners}");
+    let config = LaunchConfig::parse(&yaml, Path::new("test-config.yaml"))
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    Policies::compile(&config.runners)
+        .unwrap_or_else(|e| panic!("{e:#}\n{yaml}"))
+        .container
+        .for_queue(queue)
+        .clone()
+}
+
+/// Runs `request` expecting a refusal before any container exists;
+/// returns the message.
+async fn refused_before_start(docker: &Docker, request: &ContainerRunRequest) -> String {
+    let (outcome, started) = run_to_end(docker, request).await;
+    let message = error_text(outcome);
+    assert!(started.is_none(), "a container started: {message}");
+    assert!(!container_exists(docker, &container_name(&request.item_id)).await);
+    message
+}
+
+#[tokio::test]
+async fn host_paths_that_hand_over_this_machine_are_refused_without_a_grant() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().canonicalize().unwrap();
+    let own = own.display();
+    // The attack's paths, and more of the same kind.
+    for (key, bind) in [
+        ("volume", "/etc:/host-etc".to_string()),
+        ("volume", "/:/host".to_string()),
+        ("v", "/var/lib/docker:/docker".to_string()),
+        (
+            "volumes",
+            "/run/containerd/containerd.sock:/c.sock".to_string(),
+        ),
+        ("volume", "/var/run/docker.sock:/d.sock".to_string()),
+        ("volume", "/run:/run-host".to_string()),
+        ("volume", "/proc/self/root:/host".to_string()),
+        ("volume", "/proc/1/root/etc:/host-etc".to_string()),
+        ("volume", "/root:/r:ro".to_string()),
+        ("volume", "/sys/fs/cgroup:/cg".to_string()),
+        ("volume", "/dev:/dev-host".to_string()),
+        ("volume", format!("{own}/../../etc:/e")),
+        ("volume", format!("{own}:/scratch")),
+        ("--volume", format!("{own}:/scratch:rw")),
+    ] {
+        let mut request = shell_request("host-path", dir.path(), "echo should not run");
+        request.resource_args = json!({ key: [bind.clone()] });
+
+        let message = refused_before_start(&docker, &request).await;
+
+        let source = bind.split(':').next().unwrap();
+        assert!(
+            message.contains(&format!("host path {source}")),
+            "{bind}: {message}"
+        );
+        assert!(
+            message.contains(&format!("resource_args.local-container.{key}")),
+            "{message}"
+        );
+        assert!(
+            message.contains("`runners.local-container.volumes` (every queue) or `runners.queues.default.local-container.volumes`"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_granted_path_is_mounted_read_only_unless_granted_writable() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let (data, scratch) = (root.join("data"), root.join("scratch"));
+    std::fs::create_dir_all(data.join("set")).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(data.join("set/hello.txt"), "hello from the host\n").unwrap();
+    let policy = policy_for(
+        &format!(
+            "  local-container:\n    volumes: [{}, {{ path: {}, write: true }}]\n",
+            data.display(),
+            scratch.display()
+        ),
+        "default",
+    );
+    let mut request = shell_request(
+        "granted",
+        dir.path(),
+        "cat /data/hello.txt; \
+         (echo x > /data/new) 2>/dev/null && echo data=written || echo data=read-only; \
+         echo out > /scratch/out && echo scratch=written; \
+         (echo x > /scratch-ro/new) 2>/dev/null && echo scratch-ro=written || echo scratch-ro=read-only",
+    );
+    request.policy = policy;
+    request.resource_args = json!({"volume": [
+        format!("{}:/data", data.join("set/../set").display()),
+        format!("{}:/scratch", scratch.display()),
+        format!("{}:/scratch-ro:ro", scratch.display()),
+    ]});
+
+    let (outcome, _) = run_to_end(&docker, &request).await;
+
+    assert_eq!(outcome.unwrap(), RunOutcome::Finished);
+    let log = read_log(&request);
+    assert!(log.contains("hello from the host\n"), "{log}");
+    assert!(log.contains("data=read-only\n"), "{log}");
+    assert!(log.contains("scratch=written\n"), "{log}");
+    assert!(log.contains("scratch-ro=read-only\n"), "{log}");
+    assert!(!data.join("set/new").exists());
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("out")).unwrap(),
+        "out\n"
+    );
+    // Asking to write where the grant is read-only is refused outright.
+    let mut rw = shell_request("granted-rw", dir.path(), "echo should not run");
+    rw.policy = request.policy.clone();
+    rw.resource_args = json!({"volume": format!("{}:/data:rw", data.display())});
+    let message = refused_before_start(&docker, &rw).await;
+    assert!(message.contains("granted read-only"), "{message}");
+}
+
+#[tokio::test]
+async fn symlinks_a_job_plants_in_a_grant_lead_nowhere() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let (data, scratch) = (root.join("data"), root.join("scratch"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::os::unix::fs::symlink("/etc", data.join("etc")).unwrap();
+    let policy = policy_for(
+        &format!(
+            "  local-container:\n    volumes: [{}, {{ path: {}, write: true }}]\n",
+            data.display(),
+            scratch.display()
+        ),
+        "default",
+    );
+    // A first job, with the writable grant, plants links to this machine.
+    let mut planter = shell_request(
+        "planter",
+        dir.path(),
+        "ln -s / /scratch/host && ln -s /etc /scratch/etc && mkdir /scratch/dir && echo planted",
+    );
+    planter.policy = policy.clone();
+    planter.resource_args = json!({"volume": format!("{}:/scratch", scratch.display())});
+    let (outcome, _) = run_to_end(&docker, &planter).await;
+    assert_eq!(
+        outcome.unwrap(),
+        RunOutcome::Finished,
+        "{}",
+        read_log(&planter)
+    );
+
+    // Later jobs cannot mount through them, nor below the writable grant at
+    // all (a link could replace a directory between check and mount).
+    for (bind, says) in [
+        (
+            format!("{}/host:/h", scratch.display()),
+            "inside the writable grant",
+        ),
+        (
+            format!("{}/etc:/h", scratch.display()),
+            "inside the writable grant",
+        ),
+        (
+            format!("{}/dir:/h", scratch.display()),
+            "inside the writable grant",
+        ),
+        (
+            format!("{}/etc:/h", data.display()),
+            "which resolves to /etc",
+        ),
+        (
+            format!("{}/etc/../../etc:/h", data.display()),
+            "not allowed",
+        ),
+        (format!("{}/missing:/h", data.display()), "does not exist"),
+    ] {
+        let mut request = shell_request("through-link", dir.path(), "echo should not run");
+        request.policy = policy.clone();
+        request.resource_args = json!({ "volume": bind });
+        let message = refused_before_start(&docker, &request).await;
+        assert!(message.contains(says), "{bind}: {message}");
+    }
+    assert!(
+        !data.join("missing").exists(),
+        "the engine created a host path"
+    );
+}
+
+#[tokio::test]
+async fn host_namespaces_follow_the_operators_allowlist() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo pid=$$; echo net=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,)";
+    for (key, value) in [
+        ("network", "host"),
+        ("net", "host"),
+        ("ipc", "host"),
+        ("pid", "host"),
+        ("uts", "host"),
+        ("userns", "host"),
+        ("cgroupns", "host"),
+        ("network", "container:launch-other"),
+        ("pid", "container:launch-other"),
+    ] {
+        let mut request = shell_request("namespace", dir.path(), script);
+        request.resource_args = json!({ key: value });
+        let message = refused_before_start(&docker, &request).await;
+        assert!(
+            message.contains(&format!("resource_args.local-container.{key}")),
+            "{message}"
+        );
+        if value == "host" {
+            assert!(
+                message.contains("`runners.local-container.host_namespaces`"),
+                "{message}"
+            );
+        }
+    }
+
+    // Granted: the container shares this machine's network and processes.
+    let mut request = shell_request("host-namespaces", dir.path(), script);
+    request.policy = policy_for(
+        "  local-container:\n    host_namespaces: [network, pid]\n",
+        "default",
+    );
+    request.resource_args = json!({"network": "host", "pid": "host"});
+    let (outcome, _) = run_to_end(&docker, &request).await;
+    assert_eq!(outcome.unwrap(), RunOutcome::Finished);
+    let log = read_log(&request);
+    let mut ours: Vec<String> = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim().to_string())
+        .collect();
+    ours.sort();
+    assert!(log.contains(&format!("net={},\n", ours.join(","))), "{log}");
+    assert!(!log.contains("pid=1\n"), "{log}");
+    // Granting one is not granting another.
+    let mut ipc = shell_request("host-ipc", dir.path(), script);
+    ipc.policy = request.policy.clone();
+    ipc.resource_args = json!({"ipc": "host"});
+    assert!(
+        refused_before_start(&docker, &ipc)
+            .await
+            .contains("add `ipc`")
+    );
+}
+
+#[tokio::test]
+async fn a_queue_without_containers_or_gpus_is_refused_them() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let runners = "  queues:\n    public:\n      local-container: { gpus: false }\n    off:\n      local-container: { enabled: false }\n";
+    let mut gpus = shell_request("no-gpus", dir.path(), "echo should not run");
+    gpus.queue = "public".into();
+    gpus.policy = policy_for(runners, "public");
+    gpus.resource_args = json!({"gpus": "all"});
+    let message = refused_before_start(&docker, &gpus).await;
+    assert!(
+        message.contains("`runners.queues.public.local-container.gpus`"),
+        "{message}"
+    );
+
+    let mut off = shell_request("no-containers", dir.path(), "echo should not run");
+    off.queue = "off".into();
+    off.policy = policy_for(runners, "off");
+    let message = refused_before_start(&docker, &off).await;
+    assert!(message.contains("may not run as containers"), "{message}");
+    assert!(
+        message.contains("`runners.queues.off.local-container.enabled`"),
+        "{message}"
+    );
+}
+
+/// An agent whose config grants `grant` to queue `trusted` only.
+fn agent_with_grant(grant: &Path) -> (common::Scratch, std::path::PathBuf) {
+    let agent = common::Scratch::new();
+    let config = agent.write_config(&format!(
+        "queues: [default, trusted]\nrunners:\n  local-process: {{ enabled: false }}\n  queues:\n    trusted:\n      local-container:\n        volumes: [{}]\n",
+        grant.display()
+    ));
+    (agent, config)
+}
+
+fn container_spec(resource_args: Value, script: &str) -> Value {
+    json!({
+        "resource": "local-container",
+        "docker": {"docker_image": services().base_image},
+        "overrides": {"entry_point": ["sh", "-c", script]},
+        "resource_args": {"local-container": resource_args},
+    })
+}
+
+#[test]
+fn the_agent_fails_a_job_asking_for_the_host_at_stage_agent_and_runs_the_granted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().canonicalize().unwrap().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("hello.txt"), "granted content\n").unwrap();
+    let (agent, config) = agent_with_grant(&data);
+    let marker = "this must not run";
+    let refused: Vec<(String, &str)> = [
+        (json!({"volume": ["/etc:/host-etc"]}), "host path /etc"),
+        (json!({"volume": ["/:/host"]}), "host path /"),
+        (
+            json!({"v": "/var/lib/docker:/d"}),
+            "host path /var/lib/docker",
+        ),
+        (
+            json!({"volume": [format!("{}:/data", data.display())]}),
+            "queue `default`",
+        ),
+        (json!({"network": "host"}), "host_namespaces"),
+        (json!({"pid": "host"}), "host_namespaces"),
+        (json!({"privileged": true}), "not allowed"),
+    ]
+    .into_iter()
+    .map(|(args, says)| {
+        (
+            agent.submit("default", &container_spec(args, &format!("echo {marker}"))),
+            says,
+        )
+    })
+    .collect();
+    let granted = agent.submit(
+        "trusted",
+        &container_spec(
+            json!({"volume": [format!("{}:/data", data.display())]}),
+            "cat /data/hello.txt",
+        ),
+    );
+    let process = agent.submit("trusted", &common::shell_job(&format!("echo {marker}")));
+
+    let log = agent.run_until_idle(&config);
+
+    for (id, says) in refused {
+        let item = agent.item(&id);
+        assert_eq!(item["state"], "failed", "{item:#}");
+        assert_eq!(item["stage"], "agent", "{item:#}");
+        let message = item["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+        let output = agent.state_dir().join("runs").join(&id).join("output.log");
+        assert!(
+            std::fs::read_to_string(&output).map_or(true, |o| !o.contains(marker)),
+            "{id} ran"
+        );
+    }
+    let item = agent.item(&granted);
+    assert_eq!(item["state"], "finished", "{item:#}\n{log}");
+    let output = std::fs::read_to_string(
+        agent
+            .state_dir()
+            .join("runs")
+            .join(&granted)
+            .join("output.log"),
+    )
+    .unwrap();
+    assert!(output.contains("granted content"), "{output}");
+    // local-process is off for every queue: the trusted queue's grant is for containers only.
+    let item = agent.item(&process);
+    assert_eq!(item["stage"], "agent", "{item:#}");
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("runners.local-process.enabled"),
+        "{item:#}"
+    );
+}
+
+#[test]
+fn an_agent_whose_grant_does_not_exist_does_not_start() {
+    let agent = common::Scratch::new();
+    let config = agent.write_config(
+        "queues: [default]\nrunners:\n  local-container:\n    volumes: [/no/such/grant]\n",
+    );
+    let out = agent.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("`runners.local-container.volumes`"), "{log}");
+    assert!(log.contains("/no/such/grant does not exist"), "{log}");
+}
+
+#[test]
+fn a_wandb_config_without_runners_refuses_host_paths_and_host_namespaces() {
+    let agent = common::Scratch::new();
+    let config = agent.write_config("queues: [default]\nmax_jobs: 2\n");
+    let marker = "this must not run";
+    let jobs: Vec<(String, &str)> = [
+        (json!({"volume": ["/etc:/host-etc:ro"]}), "host path /etc"),
+        (
+            json!({"volume": ["/var/lib/docker:/d"]}),
+            "host path /var/lib/docker",
+        ),
+        (json!({"volume": ["/run:/r"]}), "host path /run"),
+        (
+            json!({"network": "host"}),
+            "`runners.local-container.host_namespaces`",
+        ),
+        (
+            json!({"ipc": "host"}),
+            "`runners.local-container.host_namespaces`",
+        ),
+    ]
+    .into_iter()
+    .map(|(args, says)| {
+        (
+            agent.submit("default", &container_spec(args, &format!("echo {marker}"))),
+            says,
+        )
+    })
+    .collect();
+    let plain = agent.submit(
+        "default",
+        &container_spec(json!({"memory": "64m"}), "echo plain ran"),
+    );
+
+    agent.run_until_idle(&config);
+
+    for (id, says) in jobs {
+        let item = agent.item(&id);
+        assert_eq!(
+            (&item["state"], &item["stage"]),
+            (&json!("failed"), &json!("agent")),
+            "{item:#}"
+        );
+        assert!(item["message"].as_str().unwrap().contains(says), "{item:#}");
+    }
+    assert_eq!(agent.item(&plain)["state"], "finished");
 }

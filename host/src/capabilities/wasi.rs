@@ -25,7 +25,7 @@ pub fn context_for(
         .allow_udp(false)
         .allow_ip_name_lookup(false);
     for name in policy.env() {
-        if let Ok(value) = std::env::var(name) {
+        if let Some(value) = crate::secret_env::var(name) {
             builder.env(name, value);
         }
     }

@@ -67,10 +67,11 @@ pub fn main() -> ExitCode {
     // `run -v` or the config's W&B `verbosity` key, whichever says more.
     let verbosity = match &cli.command {
         Command::Run(args) => {
-            let configured = load_config(args.config.as_deref())
-                .map(|c| c.verbosity)
-                .unwrap_or(0);
-            args.verbose.max(configured)
+            let config = load_config(args.config.as_deref()).ok();
+            // While no other thread exists: the secrets' variables leave the
+            // environment, and the agent becomes non-dumpable.
+            launch_agent::secret_env::seal(config.as_ref());
+            args.verbose.max(config.map(|c| c.verbosity).unwrap_or(0))
         }
         _ => 0,
     };

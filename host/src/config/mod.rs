@@ -26,6 +26,7 @@
 //! | `lease_seconds` | int, 30 | how long a claim lasts without renewal |
 //! | `max_attempts` | int, 3 | claims of a job by agents that then died, before it fails |
 //! | `shutdown_grace_seconds` | int, 30 | how long running jobs get to finish on SIGINT/SIGTERM |
+//! | `runners` | block | what jobs may do on this machine, per runner and queue: host paths, host namespaces, `local-process` (see [`runners`]) |
 //!
 //! A full example:
 //!
@@ -55,6 +56,7 @@
 mod blocks;
 mod error;
 mod plugins;
+pub mod runners;
 #[cfg(test)]
 mod tests;
 
@@ -148,6 +150,9 @@ pub struct LaunchConfig {
     /// stopped and handed back to the queue.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
+    /// What jobs may do on this machine, per runner and per queue.
+    #[serde(default)]
+    pub runners: runners::RunnersConfig,
     /// The file this config was read from (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -219,6 +224,7 @@ impl LaunchConfig {
         for (name, source) in &self.secrets {
             source.validate(file, name)?;
         }
+        self.runners.validate(file)?;
         if self.max_attempts == 0 {
             return Err(ConfigError::invalid(
                 file,

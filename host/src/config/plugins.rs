@@ -184,9 +184,8 @@ impl SecretSource {
     /// Reads the secret's value.
     pub fn read(&self) -> Result<String, String> {
         match self {
-            SecretSource::Env(var) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
-            }
+            SecretSource::Env(var) => crate::secret_env::var(var)
+                .ok_or_else(|| format!("environment variable {var} is not set")),
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                 .map_err(|e| format!("cannot read {}: {e}", path.display())),

@@ -376,6 +376,9 @@ fn serde_message(msg: &str) -> Said {
         return Said::AboutValue(match name {
             "DirGrant" => "must be a path, or a map with `path` and optionally `guest` and `write`"
                 .to_string(),
+            "VolumeGrant" => {
+                "must be a path, or a map with `path` and optionally `write`".to_string()
+            }
             _ => "is not in any of the forms accepted here".to_string(),
         });
     }

@@ -217,7 +217,12 @@ mod tests {
         let cache = CompiledCache::open(dir.path(), &engine).unwrap();
         for p in [a, b] {
             let (component, outcome) = cache.load_or_compile(&engine, p.wasm, p.sha256).unwrap();
-            assert_eq!(outcome, CacheOutcome::Compiled, "{} loaded another's code", p.file);
+            assert_eq!(
+                outcome,
+                CacheOutcome::Compiled,
+                "{} loaded another's code",
+                p.file
+            );
             // What was compiled is this plugin: its exports are its kind's.
             let exports: Vec<String> = component
                 .component_type()

@@ -12,8 +12,10 @@
 //!
 //! 1. [`Runners::get`] finds the runner for `resource` (an unknown one fails
 //!    the job, listing the runners there are);
-//! 2. [`Runner::check_args`] checks `resource_args[resource]` before
-//!    anything is built (a bad value fails the job at stage `agent`);
+//! 2. [`Runner::check_args`] checks that the job's queue may use the runner
+//!    and checks `resource_args[resource]` against what the operator allows
+//!    that queue, before anything is built (a refusal fails the job at
+//!    stage `agent`, naming the config key that would allow it);
 //! 3. when [`Runner::needs_image`] and the job names no image, the agent
 //!    builds one; when not, it fetches the job's code and sets the workdir;
 //! 4. [`Runner::run`] runs it. Through [`RunHooks`] the runner reports the
@@ -24,20 +26,30 @@
 //!    handle the queue kept, or without one on every runner when none was
 //!    recorded (the agent may have died before the run started).
 //!
+//! **What a queue's jobs may do** is the operator's `runners:` block
+//! ([`crate::config::runners`]), compiled once at start-up into
+//! [`policy::Policies`] (one rule per queue and runner) and handed to the
+//! runners by [`Runners::with_policies`]. Without the block: no host paths,
+//! no host namespaces; `local-process` allowed, as in W&B, with a start-up
+//! warning ([`policy::Policies::warnings`]).
+//!
 //! **Adding a runner** (say `kubernetes`) is one new file in this folder,
 //! `kubernetes.rs`, with a type implementing [`Runner`], declared with
-//! `pub mod kubernetes;` below, plus one line in [`Runners::new`], plus its
-//! row in the table above (a unit test checks that every registered runner
-//! has one). Clients it needs (a cluster connection) go in
-//! [`crate::clients`], where they are connected once and shared. Nothing in
-//! the agent changes.
+//! `pub mod kubernetes;` below, plus one line in [`Runners::with_policies`],
+//! plus its row in the table above (a unit test checks that every
+//! registered runner has one); what its operator may allow or refuse per
+//! queue is a block in [`crate::config::runners`] compiled in [`policy`].
+//! Clients it needs (a cluster connection) go in [`crate::clients`], where
+//! they are connected once and shared. Nothing in the agent changes.
 
 pub mod local_container;
 pub mod local_process;
+pub mod policy;
 
 pub use crate::queue::RunHandle;
 
 use crate::clients::Clients;
+use policy::Policies;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,9 +68,11 @@ pub trait Runner: Send + Sync {
     /// [`RunRequest::workdir`]).
     fn needs_image(&self) -> bool;
 
-    /// Checks `resource_args[resource]` (`Null` when absent) before anything
-    /// is built or started; the error names the bad key and why.
-    fn check_args(&self, resource_args: &Value) -> anyhow::Result<()>;
+    /// Checks, before anything is built or started, that jobs from `queue`
+    /// may use this runner, and `resource_args[resource]` (`Null` when
+    /// absent) against what the operator allows them; the error names the
+    /// bad key and why, and the config key that would allow what it refuses.
+    fn check_args(&self, queue: &str, resource_args: &Value) -> anyhow::Result<()>;
 
     /// Runs `request` to its end, or until `control` asks for a stop (then
     /// the run is stopped and the outcome is [`RunOutcome::Stopped`]).
@@ -121,6 +135,8 @@ impl std::fmt::Debug for RegistryLogin {
 pub struct RunRequest {
     /// The queue item id.
     pub item_id: String,
+    /// The queue the item came from: what it may do is its queue's.
+    pub queue: String,
     /// The image to run: the job's, or the one built for it. `None` only
     /// for a runner that does not [need one](Runner::needs_image).
     pub image: Option<String>,
@@ -178,13 +194,23 @@ pub struct Runners {
 }
 
 impl Runners {
-    /// Every runner, in the order errors list them, sharing `clients`.
-    /// Adding a runner is one line here (and its module above).
+    /// Every runner, sharing `clients`, under the defaults of a config
+    /// without a `runners:` block.
     pub fn new(clients: &Clients) -> Self {
+        Self::with_policies(clients, Policies::default())
+    }
+
+    /// Every runner, in the order errors list them, sharing `clients`,
+    /// under the operator's `policies`. Adding a runner is one line here
+    /// (and its module above).
+    pub fn with_policies(clients: &Clients, policies: Policies) -> Self {
         Runners {
             runners: vec![
-                Arc::new(local_process::LocalProcess),
-                Arc::new(local_container::LocalContainer::new(clients)),
+                Arc::new(local_process::LocalProcess::new(Arc::new(policies.process))),
+                Arc::new(local_container::LocalContainer::new(
+                    clients,
+                    Arc::new(policies.container),
+                )),
             ],
         }
     }

@@ -98,7 +98,7 @@ impl ApiSettings {
     /// The server and key from the environment (`WANDB_BASE_URL`,
     /// `WANDB_API_KEY`), default retries and 30 s requests.
     pub fn from_env() -> Self {
-        let nonempty = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let nonempty = |name: &str| crate::secret_env::var(name).filter(|v| !v.trim().is_empty());
         ApiSettings {
             base_url: nonempty("WANDB_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
             api_key: nonempty("WANDB_API_KEY").map(ApiKey::new),

@@ -18,6 +18,7 @@
 //! | the container's life: create, attach, start, stream, wait, stop, remove | this one |
 //! | the image: used when the engine has it, else pulled with the agent's credentials | `pull` |
 //! | `resource_args["local-container"]`: the allowlist of `docker run` flags, with its table | [`resource_args`] |
+//! | what the operator lets a queue's jobs ask for: host paths, host namespaces, GPUs | [`policy`] |
 //!
 //! The engine is [`crate::clients::docker`]'s: the one `DOCKER_HOST` names,
 //! else `unix:///var/run/docker.sock`, connected once per agent.
@@ -27,9 +28,11 @@
 //! `--entrypoint` + arguments); with none, the image's own entrypoint and
 //! command run.
 
+pub mod policy;
 mod pull;
 pub mod resource_args;
 
+use super::policy::PerQueue;
 use super::{Control, RegistryLogin, RunHandle, RunHooks, RunOutcome, RunRequest, Runner};
 use crate::clients::Clients;
 use crate::clients::docker::DockerEngine;
@@ -42,6 +45,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
+use policy::ContainerPolicy;
 use resource_args::ResourceArgs;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -58,13 +62,16 @@ const NAME: &str = "local-container";
 #[derive(Clone, Debug)]
 pub struct LocalContainer {
     docker: Arc<DockerEngine>,
+    policies: Arc<PerQueue<ContainerPolicy>>,
 }
 
 impl LocalContainer {
-    /// The runner, on `clients`' engine.
-    pub fn new(clients: &Clients) -> Self {
+    /// The runner, on `clients`' engine, under the operator's `policies`
+    /// (per queue).
+    pub fn new(clients: &Clients, policies: Arc<PerQueue<ContainerPolicy>>) -> Self {
         LocalContainer {
             docker: clients.docker.clone(),
+            policies,
         }
     }
 }
@@ -79,8 +86,10 @@ impl Runner for LocalContainer {
         true
     }
 
-    fn check_args(&self, resource_args: &Value) -> anyhow::Result<()> {
-        ResourceArgs::parse(resource_args).map(|_| ())
+    fn check_args(&self, queue: &str, resource_args: &Value) -> anyhow::Result<()> {
+        let policy = self.policies.for_queue(queue);
+        policy.check_enabled(queue).map_err(anyhow::Error::msg)?;
+        ResourceArgs::parse(resource_args, policy, queue).map(|_| ())
     }
 
     async fn run(
@@ -94,10 +103,13 @@ impl Runner for LocalContainer {
                 "the job needs an image: name one (`docker.docker_image`) or give it source to build"
             );
         };
+        let policy = self.policies.for_queue(&request.queue).clone();
         let docker = self.docker.client().await?;
         hooks.log(&format!("run: starting local-container from {image}"));
         let request = ContainerRunRequest {
             item_id: request.item_id,
+            queue: request.queue,
+            policy,
             image,
             command: request.command,
             env: request.env,
@@ -147,6 +159,11 @@ const DRAIN_AFTER_OUTPUT: Duration = Duration::from_secs(5);
 pub struct ContainerRunRequest {
     /// The queue item id; names the container `launch-<item_id>`.
     pub item_id: String,
+    /// The queue the job came from, whose `policy` it runs under.
+    pub queue: String,
+    /// What the operator lets the queue's jobs ask for (host paths, host
+    /// namespaces, GPUs).
+    pub policy: ContainerPolicy,
     /// The image reference (`name[:tag]` or `name@digest`).
     pub image: String,
     /// The command and its arguments; empty runs the image's own.
@@ -159,13 +176,16 @@ pub struct ContainerRunRequest {
     /// (W&B's `stopped_run_timeout`).
     pub stop_grace: Duration,
     /// The spec's `resource_args["local-container"]`; `Null` when absent.
-    /// See [`resource_args`] for the accepted keys.
+    /// See [`resource_args`] for the accepted keys; checked against
+    /// `policy` before anything else, and again just before the container
+    /// is created.
     pub resource_args: Value,
 }
 
-/// Runs `request` in a container, calling `started(container_id)` once it
-/// runs; stops it when `control` says so. The container is removed in every
-/// case. `pull_login` is called only when the engine lacks the image, for
+/// Runs `request` in a container under its queue's policy (checked first,
+/// and again just before the container is created), calling
+/// `started(container_id)` once it runs; stops it when `control` says so.
+/// The container is removed in every case. `pull_login` is called only when the engine lacks the image, for
 /// the credentials to pull it with (`None`: anonymously).
 pub async fn run(
     docker: &Docker,
@@ -174,8 +194,12 @@ pub async fn run(
     pull_login: impl AsyncFnOnce() -> anyhow::Result<Option<RegistryLogin>>,
     started: impl FnOnce(&str),
 ) -> anyhow::Result<RunOutcome> {
-    let args = ResourceArgs::parse(&request.resource_args)?;
-    let body = container_body(request, &args)?;
+    request
+        .policy
+        .check_enabled(&request.queue)
+        .map_err(anyhow::Error::msg)?;
+    let args = ResourceArgs::parse(&request.resource_args, &request.policy, &request.queue)?;
+    container_body(request, &args)?;
     if let Some(parent) = request.log_path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -188,6 +212,10 @@ pub async fn run(
         ready = pull::ensure_image(docker, &request.image, pull_login) => ready?,
         () = stop_requested(&mut control) => return Ok(RunOutcome::Stopped),
     }
+    // Checked again: what a writable grant holds may have changed while the
+    // image was pulled, and the host paths are resolved anew.
+    let args = ResourceArgs::parse(&request.resource_args, &request.policy, &request.queue)?;
+    let body = container_body(request, &args)?;
     let name = container_name(&request.item_id);
     let id = create_container(docker, &name, &request.item_id, &request.image, body).await?;
     let mut cleanup = RemoveOnDrop {
@@ -513,13 +541,17 @@ fn container_body(
         None => (None, None),
     };
     let host_config = HostConfig {
-        binds: non_empty(args.binds.clone()),
+        mounts: non_empty(args.mounts.clone()),
         device_requests: non_empty(args.device_requests.clone()),
         memory: args.memory,
         nano_cpus: args.nano_cpus,
         shm_size: args.shm_size,
         network_mode: args.network.clone(),
         ipc_mode: args.ipc.clone(),
+        pid_mode: args.pid.clone(),
+        uts_mode: args.uts.clone(),
+        userns_mode: args.userns.clone(),
+        cgroupns_mode: args.cgroupns,
         extra_hosts: non_empty(args.extra_hosts.clone()),
         init: args.init,
         ..Default::default()
@@ -560,6 +592,8 @@ mod tests {
     fn command_becomes_entrypoint_and_arguments() {
         let request = ContainerRunRequest {
             item_id: "i1".into(),
+            queue: "q".into(),
+            policy: ContainerPolicy::default(),
             image: "img".into(),
             command: vec!["python".into(), "train.py".into()],
             env: vec![("WANDB_RUN_ID".into(), "r".into())],
@@ -574,8 +608,12 @@ mod tests {
             body.labels.unwrap().get(ITEM_LABEL).map(String::as_str),
             Some("i1")
         );
-        let clash =
-            ResourceArgs::parse(&serde_json::json!({"env": {"WANDB_RUN_ID": "other"}})).unwrap();
+        let clash = ResourceArgs::parse(
+            &serde_json::json!({"env": {"WANDB_RUN_ID": "other"}}),
+            &ContainerPolicy::default(),
+            "q",
+        )
+        .unwrap();
         let message = format!("{:#}", container_body(&request, &clash).unwrap_err());
         assert!(message.contains("WANDB_RUN_ID"), "{message}");
     }

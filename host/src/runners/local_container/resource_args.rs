@@ -6,26 +6,34 @@
 //! This runner takes the same spelling, but only the flags below: anything
 //! else is an error that names the key and lists these. Flags that would
 //! give a run power over this machine or other containers (`privileged`,
-//! `cap-add`, `security-opt`, `pid`, `ipc: host`, `device`, `volumes-from`,
-//! `runtime`, ...) are refused, and the error says why.
+//! `cap-add`, `security-opt`, `device`, `volumes-from`, `runtime`, ...) are
+//! refused, and the error says why. What reaches past the container to
+//! this machine (host paths, host namespaces, GPUs) is checked against the
+//! operator's `runners.local-container` block for the job's queue
+//! ([`super::policy`]): host paths and host namespaces are refused unless it
+//! grants them.
 //!
 //! | key (aliases) | value | engine setting |
 //! |---|---|---|
 //! | `env` (`e`) | `["K=V", ...]` or `{K: V}` | added to the environment; may not set a variable the agent sets (`WANDB_*` of the run) |
-//! | `volume` (`volumes`, `v`) | `"SRC:DST[:ro]"` or a list | bind mounts / named volumes (`HostConfig.Binds`); the engine's socket is refused |
-//! | `gpus` | `all`, a count (`2`), `device=0,1`, or `count=N,driver=D,capabilities=C` | a GPU device request (`HostConfig.DeviceRequests`) |
+//! | `volume` (`volumes`, `v`) | `"SRC:DST[:ro\|rw]"` or a list | a host path the config grants (mounted at the path this machine resolves it to; read-only unless granted writable), or a named volume (`name:DST[:nocopy]`) (`HostConfig.Mounts`) |
+//! | `gpus` | `all`, a count (`2`), `device=0,1`, or `count=N,driver=D,capabilities=C` | a GPU device request (`HostConfig.DeviceRequests`), unless the config sets `gpus: false` |
 //! | `memory` (`m`) | a size: `512m`, `2g`, or bytes | memory limit |
 //! | `cpus` | a number (`1.5`) | CPU limit (`HostConfig.NanoCpus`) |
 //! | `shm-size` | a size | `/dev/shm` size (what PyTorch data loaders want instead of `ipc: host`) |
-//! | `network` (`net`) | `bridge`, `host`, `none` or a network name | network mode; `container:...` is refused |
-//! | `ipc` | `private`, `shareable` or `none` | IPC mode; `host` and `container:...` are refused |
+//! | `network` (`net`) | `bridge`, `none`, a network name, or `host` when the config grants it | network mode; `container:...` is refused |
+//! | `ipc` | `private`, `shareable`, `none`, or `host` when granted | IPC mode; `container:...` is refused |
+//! | `pid` | `host`, when granted | PID mode |
+//! | `uts` | `host`, when granted | UTS mode (hostname) |
+//! | `userns` | `host`, when granted | user namespace mode |
+//! | `cgroupns` | `private`, or `host` when granted | cgroup namespace mode |
 //! | `user` (`u`) | `uid[:gid]` or a name | the user the command runs as |
 //! | `workdir` (`w`) | an absolute path | working directory |
 //! | `label` (`l`, `labels`) | `["k=v", ...]` or `{k: v}` | container labels; `launch-agent.item` is the agent's |
 //! | `add-host` | `"name:ip"` or a list | extra `/etc/hosts` entries |
 //! | `init` | `true` or `false` | run the engine's init (tini) as PID 1, which passes the stop signal on to the command |
 //!
-//! A spec using it:
+//! A spec using it (on an agent whose config grants `/srv/cache`):
 //!
 //! ```yaml
 //! resource: local-container
@@ -41,14 +49,17 @@
 //! ```
 
 use super::ITEM_LABEL;
+use super::policy::ContainerPolicy;
 use crate::json_kind;
 use anyhow::{anyhow, bail};
-use bollard::models::DeviceRequest;
+use bollard::models::{
+    DeviceRequest, HostConfigCgroupnsModeEnum, Mount, MountType, MountVolumeOptions,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 
 /// The accepted keys, as listed in errors.
-const ACCEPTED: &str = "env, volume, gpus, memory, cpus, shm-size, network, ipc, user, workdir, label, add-host, init (aliases: e, v, volumes, m, net, u, w, l, labels)";
+const ACCEPTED: &str = "env, volume, gpus, memory, cpus, shm-size, network, ipc, pid, uts, userns, cgroupns, user, workdir, label, add-host, init (aliases: e, v, volumes, m, net, u, w, l, labels)";
 
 /// Keys refused because they give the run power over this machine or other
 /// containers, with the reason shown.
@@ -65,13 +76,6 @@ const FORBIDDEN: &[(&str, &str)] = &[
         "security-opt",
         "it can turn off the container's seccomp and AppArmor confinement",
     ),
-    (
-        "pid",
-        "it shares the process namespace of this machine or another container",
-    ),
-    ("uts", "it shares this machine's hostname namespace"),
-    ("userns", "it can turn off user-namespace remapping"),
-    ("cgroupns", "it shares this machine's cgroup namespace"),
     (
         "cgroup-parent",
         "it moves the container out of the engine's cgroups",
@@ -117,26 +121,21 @@ const AGENT_SET: &[(&str, &str)] = &[
     ),
 ];
 
-/// The engine's sockets: mounting one, or a directory above one, hands the
-/// run the whole engine.
-const ENGINE_SOCKETS: &[&str] = &[
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-    "/var/run/containerd/containerd.sock",
-    "/run/containerd/containerd.sock",
-];
-
 /// `resource_args["local-container"]`, checked.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct ResourceArgs {
     pub(super) env: Vec<(String, String)>,
-    pub(super) binds: Vec<String>,
+    pub(super) mounts: Vec<Mount>,
     pub(super) device_requests: Vec<DeviceRequest>,
     pub(super) memory: Option<i64>,
     pub(super) nano_cpus: Option<i64>,
     pub(super) shm_size: Option<i64>,
     pub(super) network: Option<String>,
     pub(super) ipc: Option<String>,
+    pub(super) pid: Option<String>,
+    pub(super) uts: Option<String>,
+    pub(super) userns: Option<String>,
+    pub(super) cgroupns: Option<HostConfigCgroupnsModeEnum>,
     pub(super) user: Option<String>,
     pub(super) workdir: Option<String>,
     pub(super) labels: Vec<(String, String)>,
@@ -145,9 +144,14 @@ pub(super) struct ResourceArgs {
 }
 
 impl ResourceArgs {
-    /// Checks `value` (`Null`: none given); the error names the bad key
-    /// and why.
-    pub(super) fn parse(value: &Value) -> anyhow::Result<ResourceArgs> {
+    /// Checks `value` (`Null`: none given) for a job from `queue`, whose
+    /// host paths and namespaces `policy` rules on; the error names the bad
+    /// key and why.
+    pub(super) fn parse(
+        value: &Value,
+        policy: &ContainerPolicy,
+        queue: &str,
+    ) -> anyhow::Result<ResourceArgs> {
         let mut args = ResourceArgs::default();
         let map = match value {
             Value::Null => return Ok(args),
@@ -182,30 +186,48 @@ impl ResourceArgs {
                 }
                 Key::Volume => {
                     for bind in strings(value, &at)? {
-                        args.binds.push(check_bind(&bind, &at)?);
+                        args.mounts.push(check_bind(&bind, &at, policy, queue)?);
                     }
                 }
-                Key::Gpus => args.device_requests.push(parse_gpus(value, &at)?),
+                Key::Gpus => {
+                    policy.check_gpus(queue).map_err(|e| anyhow!("{at}: {e}"))?;
+                    args.device_requests.push(parse_gpus(value, &at)?)
+                }
                 Key::Memory => args.memory = Some(parse_size(value, &at)?),
                 Key::ShmSize => args.shm_size = Some(parse_size(value, &at)?),
                 Key::Cpus => args.nano_cpus = Some(parse_cpus(value, &at)?),
                 Key::Network => {
-                    let mode = scalar(value, &at)?;
-                    if mode.starts_with("container:") {
+                    let mode = namespace_mode(value, &at, "network", policy, queue)?;
+                    if !is_engine_name(&mode, 1) {
                         bail!(
-                            "{at}: `{mode}` is refused: it joins another container's network namespace"
+                            "{at}: `{mode}` is refused: write bridge, none, host (where the agent's config grants it) or a network's name (letters, digits, `_`, `.`, `-`)"
                         );
                     }
                     args.network = Some(mode);
                 }
                 Key::Ipc => {
-                    let mode = scalar(value, &at)?;
-                    if !matches!(mode.as_str(), "private" | "shareable" | "none") {
+                    let mode = namespace_mode(value, &at, "ipc", policy, queue).map_err(|e| {
+                        anyhow!(
+                            "{e:#} (for PyTorch's shared memory, `shm-size` is enough: e.g. 2g)"
+                        )
+                    })?;
+                    if !matches!(mode.as_str(), "private" | "shareable" | "none" | "host") {
                         bail!(
-                            "{at}: `{mode}` is refused: only private, shareable or none (`host` would share this machine's IPC namespace; for PyTorch's shared memory set `shm-size`, e.g. 2g)"
+                            "{at}: `{mode}` is refused: only private, shareable, none, or host where the agent's config grants it (for PyTorch's shared memory set `shm-size`, e.g. 2g)"
                         );
                     }
                     args.ipc = Some(mode);
+                }
+                Key::Pid => args.pid = Some(host_only(value, &at, "pid", policy, queue)?),
+                Key::Uts => args.uts = Some(host_only(value, &at, "uts", policy, queue)?),
+                Key::Userns => args.userns = Some(host_only(value, &at, "userns", policy, queue)?),
+                Key::Cgroupns => {
+                    let mode = namespace_mode(value, &at, "cgroupns", policy, queue)?;
+                    args.cgroupns = Some(match mode.as_str() {
+                        "private" => HostConfigCgroupnsModeEnum::PRIVATE,
+                        "host" => HostConfigCgroupnsModeEnum::HOST,
+                        _ => bail!("{at}: `{mode}` is not private or host"),
+                    });
                 }
                 Key::User => args.user = Some(scalar(value, &at)?),
                 Key::Workdir => {
@@ -252,6 +274,10 @@ enum Key {
     ShmSize,
     Network,
     Ipc,
+    Pid,
+    Uts,
+    Userns,
+    Cgroupns,
     User,
     Workdir,
     Label,
@@ -271,6 +297,10 @@ fn canonical_key(key: &str) -> anyhow::Result<Key> {
         "shm-size" | "shm_size" => Key::ShmSize,
         "network" | "net" => Key::Network,
         "ipc" => Key::Ipc,
+        "pid" => Key::Pid,
+        "uts" => Key::Uts,
+        "userns" => Key::Userns,
+        "cgroupns" => Key::Cgroupns,
         "user" | "u" => Key::User,
         "workdir" | "w" => Key::Workdir,
         "label" | "labels" | "l" => Key::Label,
@@ -346,35 +376,115 @@ fn scalar_or_empty(value: &Value, at: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Checks a bind (`SRC:DST[:OPTS]`); the engine's socket is refused.
-fn check_bind(bind: &str, at: &str) -> anyhow::Result<String> {
+/// A namespace key's mode: `host` only where `policy` grants it, never
+/// another container's.
+fn namespace_mode(
+    value: &Value,
+    at: &str,
+    key: &str,
+    policy: &ContainerPolicy,
+    queue: &str,
+) -> anyhow::Result<String> {
+    let mode = scalar(value, at)?;
+    policy
+        .check_namespace(key, &mode, queue)
+        .map_err(|e| anyhow!("{at}: {e}"))?;
+    Ok(mode)
+}
+
+/// A namespace key whose only mode is `host`.
+fn host_only(
+    value: &Value,
+    at: &str,
+    key: &str,
+    policy: &ContainerPolicy,
+    queue: &str,
+) -> anyhow::Result<String> {
+    let mode = namespace_mode(value, at, key, policy, queue)?;
+    if mode != "host" {
+        bail!(
+            "{at}: `{mode}` is not a mode this agent sets: only `host` (where its config grants it)"
+        );
+    }
+    Ok(mode)
+}
+
+/// Checks a bind (`SRC:DST[:OPTS]`): a host path `policy` grants, mounted at
+/// the path this machine resolves it to, or a named volume.
+fn check_bind(
+    bind: &str,
+    at: &str,
+    policy: &ContainerPolicy,
+    queue: &str,
+) -> anyhow::Result<Mount> {
     let mut parts = bind.splitn(3, ':');
     let source = parts.next().unwrap_or_default();
     let target = parts.next().unwrap_or_default();
+    let options = parts.next();
     if source.is_empty() || target.is_empty() {
         bail!("{at}: `{bind}` is not SRC:DST[:ro]");
     }
     if !target.starts_with('/') {
         bail!("{at}: `{bind}`: the target {target} must be an absolute path in the container");
     }
-    if source.starts_with('/') && exposes_engine(source) {
+    let host_path = source.starts_with('/');
+    let (mut write, mut no_copy) = (None, false);
+    for option in options.into_iter().flat_map(|o| o.split(',')) {
+        match option {
+            "ro" | "readonly" if write.is_none() => write = Some(false),
+            "rw" if write.is_none() => write = Some(true),
+            "ro" | "readonly" | "rw" => bail!("{at}: `{bind}` says ro or rw twice"),
+            "nocopy" if !host_path => no_copy = true,
+            "z" | "Z" => bail!(
+                "{at}: `{bind}`: the option `{option}` is refused: it relabels the host's files"
+            ),
+            _ => bail!(
+                "{at}: `{bind}`: the option `{option}` is refused (accepted: ro, rw, and nocopy for a named volume)"
+            ),
+        }
+    }
+    if host_path {
+        let checked = policy
+            .check_host_path(source, write, queue)
+            .map_err(|e| anyhow!("{at}: {e}"))?;
+        return Ok(Mount {
+            typ: Some(MountType::BIND),
+            source: Some(checked.resolved.to_string_lossy().into_owned()),
+            target: Some(target.to_string()),
+            read_only: Some(checked.read_only),
+            ..Default::default()
+        });
+    }
+    if !is_volume_name(source) {
         bail!(
-            "{at}: mounting {source} is refused: it would hand the run this machine's container engine"
+            "{at}: `{source}` is neither an absolute host path nor a volume name (letters, digits, `_`, `.`, `-`)"
         );
     }
-    Ok(bind.to_string())
+    Ok(Mount {
+        typ: Some(MountType::VOLUME),
+        source: Some(source.to_string()),
+        target: Some(target.to_string()),
+        read_only: Some(write == Some(false)),
+        volume_options: no_copy.then(|| MountVolumeOptions {
+            no_copy: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
-/// True when host path `source` (as written, and resolved when it exists
-/// here) is an engine socket or a directory above one.
-fn exposes_engine(source: &str) -> bool {
-    let written = std::path::Path::new(source).to_path_buf();
-    let resolved = std::fs::canonicalize(&written).ok();
-    [Some(written), resolved].into_iter().flatten().any(|path| {
-        ENGINE_SOCKETS
-            .iter()
-            .any(|socket| std::path::Path::new(socket).starts_with(&path))
-    })
+/// A name the engine takes as a named volume: `[A-Za-z0-9][A-Za-z0-9_.-]+`.
+fn is_volume_name(name: &str) -> bool {
+    is_engine_name(name, 2)
+}
+
+/// `[A-Za-z0-9][A-Za-z0-9_.-]*`, at least `min_len` long: the engine's
+/// names of volumes and networks, and nothing it reads as a mode.
+fn is_engine_name(name: &str, min_len: usize) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() >= min_len
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// `all`, a count, `device=0,1` or `count=N,driver=D,capabilities=C[,C]`.
@@ -484,10 +594,14 @@ fn parse_cpus(value: &Value, at: &str) -> anyhow::Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::runners::{HostNamespace, LocalContainerSettings, VolumeGrant};
+    use crate::runners::policy::Origin;
     use serde_json::json;
 
+    /// Parses for queue `q` under the default policy: no host paths or
+    /// namespaces.
     fn parse(value: Value) -> anyhow::Result<ResourceArgs> {
-        ResourceArgs::parse(&value)
+        ResourceArgs::parse(&value, &ContainerPolicy::default(), "q")
     }
 
     fn error(value: Value) -> String {
@@ -495,6 +609,16 @@ mod tests {
             Ok(args) => panic!("accepted: {args:?}"),
             Err(e) => format!("{e:#}"),
         }
+    }
+
+    /// A policy granting `dir` read-only and the host network.
+    fn granting(dir: &std::path::Path) -> ContainerPolicy {
+        let settings = LocalContainerSettings {
+            volumes: vec![VolumeGrant::Path(dir.to_path_buf())],
+            host_namespaces: vec![HostNamespace::Network],
+            ..LocalContainerSettings::default()
+        };
+        ContainerPolicy::compile(Some(&settings), Origin::EveryQueue).unwrap()
     }
 
     #[test]
@@ -505,25 +629,38 @@ mod tests {
 
     #[test]
     fn reads_the_docker_run_spelling() {
-        let args = parse(json!({
-            "env": ["A=1", "B=x=y"],
-            "v": "/srv/data:/data:ro",
-            "gpus": "all",
-            "memory": "512m",
-            "cpus": 1.5,
-            "shm-size": "2g",
-            "network": "host",
-            "user": 1000,
-            "workdir": "/work",
-            "label": {"team": "ml"},
-            "add-host": ["db:10.0.0.2"],
-        }))
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().canonicalize().unwrap();
+        let args = ResourceArgs::parse(
+            &json!({
+                "env": ["A=1", "B=x=y"],
+                "v": [format!("{}:/data:ro", data.display()), "cache:/cache:nocopy".to_string()],
+                "gpus": "all",
+                "memory": "512m",
+                "cpus": 1.5,
+                "shm-size": "2g",
+                "network": "host",
+                "user": 1000,
+                "workdir": "/work",
+                "label": {"team": "ml"},
+                "add-host": ["db:10.0.0.2"],
+            }),
+            &granting(&data),
+            "q",
+        )
         .unwrap();
         assert_eq!(
             args.env,
             vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
         );
-        assert_eq!(args.binds, vec!["/srv/data:/data:ro".to_string()]);
+        assert_eq!(args.mounts.len(), 2);
+        assert_eq!(args.mounts[0].typ, Some(MountType::BIND));
+        assert_eq!(args.mounts[0].source.as_deref(), data.to_str());
+        assert_eq!(args.mounts[0].target.as_deref(), Some("/data"));
+        assert_eq!(args.mounts[0].read_only, Some(true));
+        assert_eq!(args.mounts[1].typ, Some(MountType::VOLUME));
+        assert_eq!(args.mounts[1].source.as_deref(), Some("cache"));
+        assert_eq!(args.mounts[1].read_only, Some(false));
         assert_eq!(args.device_requests[0].count, Some(-1));
         assert_eq!(args.memory, Some(512 * 1024 * 1024));
         assert_eq!(args.nano_cpus, Some(1_500_000_000));
@@ -564,23 +701,119 @@ mod tests {
     }
 
     #[test]
+    fn gpus_can_be_turned_off_per_queue() {
+        let settings = LocalContainerSettings {
+            gpus: false,
+            ..LocalContainerSettings::default()
+        };
+        let policy =
+            ContainerPolicy::compile(Some(&settings), Origin::Queue("public".into())).unwrap();
+        let message = format!(
+            "{:#}",
+            ResourceArgs::parse(&json!({"gpus": 1}), &policy, "public").unwrap_err()
+        );
+        assert!(
+            message.contains("resource_args.local-container.gpus"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`runners.queues.public.local-container.gpus`"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn forbidden_keys_are_refused_with_the_reason() {
-        for key in ["privileged", "cap-add", "--pid", "device", "security-opt"] {
+        for key in [
+            "privileged",
+            "cap-add",
+            "device",
+            "security-opt",
+            "--runtime",
+        ] {
             let message = error(json!({ key: true }));
             assert!(message.contains(key), "{message}");
             assert!(message.contains("not allowed"), "{message}");
             assert!(message.contains("Accepted keys: env"), "{message}");
         }
-        let message = error(json!({"ipc": "host"}));
-        assert!(
-            message.contains("ipc") && message.contains("shm-size"),
-            "{message}"
-        );
         assert!(error(json!({"network": "container:abc"})).contains("refused"));
-        assert!(error(json!({"volume": "/var/run/docker.sock:/sock"})).contains("engine"));
-        assert!(error(json!({"volume": ["/:/host"]})).contains("refused"));
+        assert!(error(json!({"volume": "/var/run/docker.sock:/sock"})).contains("not allowed"));
+        assert!(error(json!({"volume": ["/:/host"]})).contains("not allowed"));
         assert!(error(json!({"name": "x"})).contains("set by the agent"));
         assert!(error(json!({"label": ["launch-agent.item=x"]})).contains("agent's own"));
+    }
+
+    #[test]
+    fn host_namespaces_are_refused_unless_granted() {
+        for (key, mode) in [
+            ("network", "host"),
+            ("net", "host"),
+            ("--network", "host"),
+            ("ipc", "host"),
+            ("pid", "host"),
+            ("--pid", "host"),
+            ("uts", "host"),
+            ("userns", "host"),
+            ("cgroupns", "host"),
+        ] {
+            let message = error(json!({ key: mode }));
+            assert!(
+                message.contains(&format!("resource_args.local-container.{key}")),
+                "{message}"
+            );
+            assert!(message.contains("host_namespaces"), "{message}");
+        }
+        for (key, mode) in [
+            ("pid", "container:x"),
+            ("ipc", "container:x"),
+            ("uts", "container:x"),
+            ("pid", "private"),
+            ("ipc", "everything"),
+            ("cgroupns", "shared"),
+        ] {
+            assert!(
+                parse(json!({ key: mode })).is_err(),
+                "{key}: {mode} accepted"
+            );
+        }
+        for network in [
+            "ns:/proc/1/ns/net",
+            "slirp4netns:port_handler=x",
+            "a b",
+            "-x",
+        ] {
+            let message = error(json!({ "network": network }));
+            assert!(message.contains("network's name"), "{network}: {message}");
+        }
+        let args =
+            parse(json!({"network": "bridge", "ipc": "shareable", "cgroupns": "private"})).unwrap();
+        assert_eq!(args.cgroupns, Some(HostConfigCgroupnsModeEnum::PRIVATE));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ResourceArgs::parse(&json!({"ipc": "host"}), &granting(dir.path()), "q").is_err());
+    }
+
+    #[test]
+    fn binds_take_only_known_options_and_real_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().canonicalize().unwrap();
+        let policy = granting(&data);
+        let refused = |bind: String| {
+            format!(
+                "{:#}",
+                ResourceArgs::parse(&json!({ "volume": bind }), &policy, "q").unwrap_err()
+            )
+        };
+        let d = data.display();
+        assert!(refused(format!("{d}:/d:Z")).contains("relabels"));
+        assert!(refused(format!("{d}:/d:rshared")).contains("refused"));
+        assert!(refused(format!("{d}:/d:ro,rw")).contains("twice"));
+        assert!(refused(format!("{d}:/d:rw")).contains("read-only"));
+        assert!(refused(format!("{d}:/d:nocopy")).contains("refused"));
+        assert!(refused(format!("{d}:rel")).contains("absolute"));
+        for name in ["./data", "~/data", "..", "-x", "a"] {
+            let message = refused(format!("{name}:/d"));
+            assert!(message.contains("neither"), "{name}: {message}");
+        }
     }
 
     #[test]
@@ -602,7 +835,7 @@ mod tests {
             .lines()
             .filter(|line| line.starts_with("//! | `"))
             .collect();
-        assert_eq!(rows.len(), 13, "{rows:#?}");
+        assert_eq!(rows.len(), 17, "{rows:#?}");
         for row in rows {
             let key = row.split('`').nth(1).unwrap();
             assert!(canonical_key(key).is_ok(), "the table's `{key}` is refused");
