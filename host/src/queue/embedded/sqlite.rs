@@ -67,7 +67,17 @@ impl EmbeddedQueue {
             create_new(state_dir, &path)?;
         }
         let conn = Connection::open(&path).ctx(&path, "open")?;
-        Self::prepare(conn, path)
+        Self::prepare(conn, path).map_err(|error| {
+            // SQLite says "unable to open" for a directory it cannot write
+            // in; say why when that is it.
+            match probe_writable(state_dir) {
+                Err((probe, source)) if cannot_write(&error) => QueueError::Create {
+                    path: probe,
+                    source,
+                },
+                _ => error,
+            }
+        })
     }
 
     /// Opens the queue for reading when the state dir cannot be written (a
@@ -1156,6 +1166,15 @@ fn create_new(state_dir: &Path, path: &Path) -> Result<(), QueueError> {
         let _ = std::fs::remove_file(leftover);
     }
     made
+}
+
+/// Creates and removes a small file in `dir`: the error (and the file's
+/// path) when `dir` cannot be written.
+fn probe_writable(dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    let made = std::fs::File::create(&probe);
+    let _ = std::fs::remove_file(&probe);
+    made.map(drop).map_err(|error| (probe, error))
 }
 
 /// Whether opening failed because the state dir or its database cannot be
