@@ -145,7 +145,7 @@ fn a_full_disk_pauses_the_agent_and_loses_no_outcome() {
         )),
     );
     let second = agent.submit("default", &shell_job(&format!("echo second >> {marks}")));
-    let third = agent.submit("default", &shell_job(&format!("exit 4")));
+    let third = agent.submit("default", &shell_job("exit 4"));
     let log = agent.path().join("agent.log");
     let mut child = spawn_logged(&agent, &config, &log);
     agent.wait_for_item(&first, Duration::from_secs(20), |i| i["state"] == "running");
