@@ -10,19 +10,18 @@
 //! A run that floods its output cannot fill the state dir, and a full disk
 //! ends one run's logging, not the agent or the run.
 //!
-//! **For runners:** wrap the run's `output.log` in a [`CappedLog`] (the
-//! limit is [`DEFAULT_RUN_LOG_LIMIT`] unless configured) and copy the run's
-//! output into it; a run that writes straight to the file (a child
-//! process's stdout) is not capped, so give it a pipe and copy.
+//! The cap is the config's `max_log_mb` (the agent's
+//! [`JobContext::log_limit`](crate::agent::JobContext::log_limit)),
+//! [`DEFAULT_RUN_LOG_LIMIT`] unless set. **For runners:** wrap the run's
+//! `output.log` in a [`CappedLog`] and copy the run's output into it; a run
+//! that writes straight to the file (a child process's stdout) is not
+//! capped, so give it a pipe and copy.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// The cap of a run's output log unless configured: 1 GiB.
+/// The cap of each log of a run unless configured (`max_log_mb`): 1 GiB.
 pub const DEFAULT_RUN_LOG_LIMIT: u64 = 1 << 30;
-
-/// The cap of the agent's log of one job (`agent.log`): 16 MiB.
-pub const JOB_LOG_LIMIT: u64 = 16 << 20;
 
 /// Where a [`CappedLog`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

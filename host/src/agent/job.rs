@@ -82,7 +82,7 @@ const WARNINGS_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// order, through one task; the returned handle ends once every warning was
 /// sent and the log is dropped.
 ///
-/// The log is capped at the context's `job_log_limit` (the cut is said in
+/// The log is capped at the context's `log_limit` (the cut is said in
 /// it), and a write that fails (a full disk) ends the logging, not the job.
 fn job_log(
     path: std::path::PathBuf,
@@ -90,9 +90,7 @@ fn job_log(
     item_id: &str,
     stage: Arc<Mutex<Stage>>,
 ) -> (LogSink, tokio::task::JoinHandle<()>) {
-    let file = CappedLog::append(&path, ctx.job_log_limit)
-        .ok()
-        .map(Mutex::new);
+    let file = CappedLog::append(&path, ctx.log_limit).ok().map(Mutex::new);
     let (sender, mut warnings) = tokio::sync::mpsc::unbounded_channel::<(Stage, String)>();
     let (queue, id) = (ctx.queue.clone(), item_id.to_string());
     let reporter = tokio::spawn(async move {

@@ -110,8 +110,9 @@ pub struct JobContext {
     pub runners: Runners,
     /// The handles of the runs going on now.
     pub run_handles: RunHandles,
-    /// The cap of each job's `agent.log`, in bytes.
-    pub job_log_limit: u64,
+    /// The cap of each log of a run (`agent.log`, and `output.log` for
+    /// runners that copy a run's output), in bytes: `max_log_mb`.
+    pub log_limit: u64,
 }
 
 /// How the agent run should behave.
@@ -225,7 +226,7 @@ pub fn job_context(
         runners: Runners::new(&clients),
         clients,
         run_handles: RunHandles::default(),
-        job_log_limit: crate::capped_log::JOB_LOG_LIMIT,
+        log_limit: config.max_log_mb << 20,
     })
 }
 
