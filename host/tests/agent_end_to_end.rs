@@ -362,3 +362,58 @@ fn a_source_holding_a_fifo_fails_its_build_at_once_instead_of_hanging() {
     );
     assert_eq!(agent.item(&good)["state"], "finished");
 }
+
+#[test]
+fn a_job_stuck_fetching_its_source_is_stopped_at_once() {
+    let agent = Scratch::new();
+    let config = agent.write_config(CONFIG);
+    // A git server on loopback that accepts and never answers.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in server.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let repo = format!("http://127.0.0.1:{port}/team/repo.git");
+    let spec = json!({"resource": "local-container", "git": {"repo": repo}, "overrides": {"entry_point": ["true"]}});
+    let stuck = agent.submit("default", &spec);
+    let mut child = Reaped(agent.spawn_agent(&config, &[]));
+    agent.wait_for_item(&stuck, Duration::from_secs(20), |i| i["state"] == "claimed");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(agent.item(&stuck)["state"], "claimed", "still fetching");
+    assert!(agent.run(&["queue", "stop", &stuck]).status.success());
+    agent.wait_for_item(&stuck, Duration::from_secs(5), |i| i["state"] == "stopped");
+
+    // A second stuck job is handed back by the shutdown, not waited for.
+    let handed = agent.submit("default", &spec);
+    agent.wait_for_item(&handed, Duration::from_secs(20), |i| {
+        i["state"] == "claimed"
+    });
+    let start = std::time::Instant::now();
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let item = agent.item(&handed);
+    assert_eq!(item["state"], "queued", "{item:#}");
+    assert_eq!(item["attempts"], 0, "{item:#}");
+}
+
+/// A child process killed when the test lets go of it (a failing test
+/// leaves no agent behind).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

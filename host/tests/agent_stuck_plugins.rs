@@ -29,15 +29,27 @@ fn spin_job() -> serde_json::Value {
     spec
 }
 
-fn spawn(agent: &Scratch, config: &std::path::Path) -> Child {
-    agent
-        .cmd()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("TOKIO_WORKER_THREADS", WORKERS.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// An agent, killed when the test lets go of it.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(agent: &Scratch, config: &std::path::Path) -> Agent {
+    Agent(
+        agent
+            .cmd()
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("TOKIO_WORKER_THREADS", WORKERS.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn lease_of(agent: &Scratch, id: &str) -> String {
@@ -52,7 +64,7 @@ fn plugins_spinning_on_every_worker_cannot_stop_lease_renewals() {
     let agent = Scratch::new();
     let config = config(&agent, 9000, "");
     let watched = agent.submit("default", &shell_job("sleep 15"));
-    let mut child = spawn(&agent, &config);
+    let child = spawn(&agent, &config);
     agent.wait_for_item(&watched, Duration::from_secs(20), |i| {
         i["state"] == "running"
     });
@@ -88,8 +100,7 @@ fn plugins_spinning_on_every_worker_cannot_stop_lease_renewals() {
         assert_eq!(agent.item(id)["state"], "claimed", "still spinning");
     }
     assert_eq!(agent.item(&watched)["state"], "running");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }
 
 #[test]
@@ -102,6 +113,7 @@ fn signals_are_heard_and_the_last_is_final_while_plugins_spin() {
     );
     let stubborn = agent.submit("default", &shell_job("trap '' TERM; sleep 60"));
     let mut child = spawn(&agent, &config);
+    let child = &mut child.0;
     let running = agent.wait_for_item(&stubborn, Duration::from_secs(20), |i| {
         i["state"] == "running" && !i["run_handle"].is_null()
     });
