@@ -339,9 +339,7 @@ impl Loop {
                 self.summary.handed_back += 1;
                 tracing::error!(item = %item_id, "the job could not start: {problem}; handing it back");
                 match problem {
-                    StorageProblem::Full(why) => {
-                        tracing::debug!(item = %item_id, "disk full: {why}");
-                    }
+                    StorageProblem::Full(why) => self.storage.disk_full(why),
                     StorageProblem::Unwritable(why) => {
                         self.fatal.get_or_insert_with(|| {
                             format!(

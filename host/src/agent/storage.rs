@@ -70,6 +70,11 @@ impl StorageGate {
         self.full_now(&error.to_string());
     }
 
+    /// A job found the disk full: the gate shuts until the next check.
+    pub(super) fn disk_full(&mut self, why: &str) {
+        self.full_now(why);
+    }
+
     /// Whether the gate is shut for a full disk.
     pub(super) fn is_full(&self) -> bool {
         self.full.is_some()
