@@ -245,6 +245,10 @@ fn sources_a_local_process_job_cannot_honour_are_refused_at_stage_agent() {
         "default",
         &json!({"overrides": {"entry_point": [], "args": ["--lr", "0.1"]}}),
     );
+    let blank_program = agent.submit(
+        "default",
+        &json!({"overrides": {"entry_point": [" ", "train.py"]}}),
+    );
     agent.run_until_idle(&config);
     for (id, (extra, says)) in ids.iter().zip(&cases) {
         let item = agent.item(id);
@@ -263,6 +267,15 @@ fn sources_a_local_process_job_cannot_honour_are_refused_at_stage_agent() {
             "{message}"
         );
     }
+    let item = agent.item(&blank_program);
+    assert_eq!(item["stage"], "agent", "{item:#}");
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty program name"),
+        "{item:#}"
+    );
     assert!(!ran.exists(), "no refused job ran");
 }
 

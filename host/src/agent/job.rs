@@ -514,7 +514,13 @@ fn command(
     let (entry_point, args) = spec
         .entry_point_and_args()
         .map_err(|e| failed(Stage::Agent, e.to_string()))?;
-    if !entry_point.is_empty() {
+    if let Some(program) = entry_point.first() {
+        if program.trim().is_empty() {
+            return Err(failed(
+                Stage::Agent,
+                "`overrides.entry_point` starts with an empty program name: name the program to run (e.g. [\"python\", \"train.py\"])",
+            ));
+        }
         return Ok([entry_point, args].concat());
     }
     if let Some(job) = fetched.filter(|job| !job.entrypoint.is_empty()) {
