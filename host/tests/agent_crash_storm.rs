@@ -68,7 +68,7 @@ fn agents_killed_at_random_lose_no_job_and_rerun_only_what_they_could_not_record
         (0..JOBS)
             .map(|n| {
                 let script = format!(
-                    "echo \"start $WANDB_LAUNCH_TRACE_ID\" >> {t}; sleep 0.{d}; echo \"end $WANDB_LAUNCH_TRACE_ID\" >> {t}",
+                    "echo \"start $WANDB_LAUNCH_TRACE_ID $PPID\" >> {t}; sleep 0.{d}; echo \"end $WANDB_LAUNCH_TRACE_ID $PPID\" >> {t}",
                     t = trace.display(),
                     d = n % 4
                 );
@@ -79,19 +79,21 @@ fn agents_killed_at_random_lose_no_job_and_rerun_only_what_they_could_not_record
 
     let mut agents = [spawn(&agent, &config, &[]), spawn(&agent, &config, &[])];
     let start = Instant::now();
-    let mut kills = 0;
+    let mut killed = std::collections::HashSet::new();
     while start.elapsed() < STORM {
         std::thread::sleep(Duration::from_millis(150 + rng.below(600)));
         let victim = rng.below(2) as usize;
+        killed.insert(agents[victim].id().to_string());
         agents[victim].kill().unwrap(); // SIGKILL
         agents[victim].wait().unwrap();
-        kills += 1;
         agents[victim] = spawn(&agent, &config, &[]);
     }
     for child in &mut agents {
+        killed.insert(child.id().to_string());
         child.kill().unwrap();
         child.wait().unwrap();
     }
+    let kills = killed.len();
     // Two agents clean up after the storm and finish the rest.
     let mut finishers = [
         spawn(&agent, &config, &["--exit-when-idle"]),
@@ -117,10 +119,14 @@ fn agents_killed_at_random_lose_no_job_and_rerun_only_what_they_could_not_record
     let items = agent.items();
     assert_eq!(items.len(), JOBS, "nothing lost, nothing added");
     let text = std::fs::read_to_string(&trace).unwrap_or_default();
-    let mut lines: HashMap<&str, Vec<&str>> = HashMap::new();
+    // Per item: what happened (start or end) and under which agent (pid).
+    let mut lines: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
     for line in text.lines() {
-        let (what, id) = line.split_once(' ').expect("a trace line");
-        lines.entry(id).or_default().push(what);
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [what, id, agent_pid] = fields[..] else {
+            panic!("bad trace line {line:?}");
+        };
+        lines.entry(id).or_default().push((what, agent_pid));
     }
     let mut reruns = 0;
     for id in &ids {
@@ -132,7 +138,7 @@ fn agents_killed_at_random_lose_no_job_and_rerun_only_what_they_could_not_record
         let trace = lines.get(id.as_str()).cloned().unwrap_or_default();
         // start (end)? repeated: never two runs of one item at once.
         let mut open = false;
-        for what in &trace {
+        for (what, _) in &trace {
             match *what {
                 "start" => open = true,
                 "end" => {
@@ -142,11 +148,15 @@ fn agents_killed_at_random_lose_no_job_and_rerun_only_what_they_could_not_record
                 other => panic!("bad trace line {other}"),
             }
         }
-        let starts = trace.iter().filter(|w| **w == "start").count() as u64;
-        let ends = trace.iter().filter(|w| **w == "end").count() as u64;
+        let starts = trace.iter().filter(|(w, _)| *w == "start").count() as u64;
+        let ends: Vec<&str> = trace
+            .iter()
+            .filter(|(w, _)| *w == "end")
+            .map(|(_, agent_pid)| *agent_pid)
+            .collect();
         let attempts = item["attempts"].as_u64().unwrap();
         assert!(
-            ends >= 1,
+            !ends.is_empty(),
             "{id} finished without running to its end: {trace:?}"
         );
         assert!(
@@ -154,12 +164,20 @@ fn agents_killed_at_random_lose_no_job_and_rerun_only_what_they_could_not_record
             "{id}: each run is an attempt ({attempts}): {trace:?}"
         );
         // A second completion only where an agent died after the run ended
-        // and before it recorded so: each belongs to an abandoned attempt.
+        // and before it recorded so: every completion but the recorded
+        // (last) one ran under an agent that was killed.
         assert!(
-            ends <= attempts,
-            "{id} completed {ends} times in {attempts} attempts: {trace:?}"
+            ends.len() as u64 <= attempts,
+            "{id} completed {} times in {attempts} attempts: {trace:?}",
+            ends.len()
         );
-        if ends > 1 {
+        for agent_pid in &ends[..ends.len() - 1] {
+            assert!(
+                killed.contains(*agent_pid),
+                "{id} ran to its end under agent {agent_pid}, which was never killed, and ran again: {trace:?}"
+            );
+        }
+        if ends.len() > 1 {
             reruns += 1;
         }
     }
