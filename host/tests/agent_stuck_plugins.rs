@@ -16,6 +16,15 @@ use std::time::{Duration, Instant};
 /// Workers of the agent's main runtime, and spinning jobs to hold them.
 const WORKERS: usize = 2;
 
+/// The tests here take turns: each keeps cores busy on purpose.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn config(agent: &Scratch, deadline_ms: u64, extra: &str) -> std::path::PathBuf {
     agent.write_config(&format!(
         "queues: [default]\nmax_jobs: 4\nlease_seconds: 3\nenvironment:\n  type: hostile\nplugins:\n  hostile:\n    path: {}\n    limits: {{ deadline_ms: {deadline_ms}, memory_mb: 32 }}\n{extra}",
@@ -61,6 +70,7 @@ fn lease_of(agent: &Scratch, id: &str) -> String {
 
 #[test]
 fn plugins_spinning_on_every_worker_cannot_stop_lease_renewals() {
+    let _turn = take_turn();
     let agent = Scratch::new();
     let config = config(&agent, 9000, "");
     let watched = agent.submit("default", &shell_job("sleep 15"));
@@ -75,7 +85,8 @@ fn plugins_spinning_on_every_worker_cannot_stop_lease_renewals() {
         agent.wait_for_item(id, Duration::from_secs(10), |i| i["state"] == "claimed");
     }
     // The spinners hold every worker for 9 s; a 3 s lease is renewed every
-    // second, so in 6 s it must move several times and never lapse.
+    // second, so in 6 s it must move several times and never lapse (go 3 s
+    // without a renewal).
     let start = Instant::now();
     let mut last = lease_of(&agent, &watched);
     let mut last_change = Instant::now();
@@ -93,7 +104,7 @@ fn plugins_spinning_on_every_worker_cannot_stop_lease_renewals() {
     }
     longest = longest.max(last_change.elapsed());
     assert!(
-        changes >= 3 && longest < Duration::from_millis(2500),
+        changes >= 3 && longest < Duration::from_millis(2900),
         "the lease was renewed {changes} times in 6 s, at most {longest:?} apart"
     );
     for id in &spinners {
@@ -105,6 +116,7 @@ fn plugins_spinning_on_every_worker_cannot_stop_lease_renewals() {
 
 #[test]
 fn signals_are_heard_and_the_last_is_final_while_plugins_spin() {
+    let _turn = take_turn();
     let agent = Scratch::new();
     let config = config(
         &agent,
