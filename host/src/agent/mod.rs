@@ -6,7 +6,7 @@
 //!   [`IDLE_RECHECK`](crate::timeouts::IDLE_RECHECK) passes.
 //! - **The loop never waits on a job.** Claiming, lease renewal, stop
 //!   requests, recording outcomes and signals run on a thread of their own
-//!   with its own small runtime ([`control`]); jobs run on the main runtime,
+//!   with its own small runtime (`control.rs`); jobs run on the main runtime,
 //!   where a plugin call may hold a worker until its deadline. A stuck plugin
 //!   or a hanging read of a job's source cannot stop renewals, claims or a
 //!   shutdown.
@@ -18,7 +18,7 @@
 //!   runner of each cleans up what its run left (a process group, a
 //!   container), found through the run handle the queue kept. An outcome
 //!   that cannot be written (a full disk) is kept and retried
-//!   ([`outcomes`]); the agent never exits 0 with one unrecorded. Delivery
+//!   (`outcomes.rs`); the agent never exits 0 with one unrecorded. Delivery
 //!   is at least once: a run that finished just before its agent died (its
 //!   outcome not yet recorded) runs again under the next agent.
 //! - **The agent's own storage comes first.** Before claiming, the agent
