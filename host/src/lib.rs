@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod capabilities;
+pub mod capped_log;
 pub mod clients;
 pub mod config;
 pub mod input;

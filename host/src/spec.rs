@@ -205,6 +205,12 @@ impl LaunchSpec {
         self.str("uri").filter(|u| !u.contains("://"))
     }
 
+    /// `uri` as given: a local path or a URL (see
+    /// [`sources::code_dir`](crate::sources::code_dir)).
+    pub fn uri(&self) -> Option<&str> {
+        self.str("uri")
+    }
+
     /// The git source: `git.repo` and `git.version`.
     pub fn git(&self) -> Option<(String, Option<String>)> {
         let git = self.raw.get("git")?.as_object()?;
@@ -233,6 +239,22 @@ impl LaunchSpec {
     /// The command: `overrides.entry_point` then `overrides.args`.
     pub fn entry_point(&self) -> Result<Vec<String>, SpecError> {
         command_of(self.overrides())
+    }
+
+    /// `overrides.entry_point` and `overrides.args` apart (either may be
+    /// empty): a job without an entry point of its own runs its job's or
+    /// image's entry point with these arguments.
+    pub fn entry_point_and_args(&self) -> Result<(Vec<String>, Vec<String>), SpecError> {
+        let Some(overrides) = self.overrides() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let mut entry_only = overrides.clone();
+        entry_only.remove("args");
+        let entry = command_of(Some(&entry_only))?;
+        let mut with_args = overrides.clone();
+        with_args.remove("entry_point");
+        let args = command_of(Some(&with_args))?;
+        Ok((entry, args))
     }
 
     /// The run id: `run_id`, or `fallback` (the queue item id).

@@ -766,3 +766,87 @@ async fn the_cli_operations_work_through_the_queue_trait() {
     // Another handle (another process, in real use) sees the same queue.
     assert_eq!(item(&open(tmp.path()), &first).state, ItemState::Stopped);
 }
+
+#[test]
+fn a_row_that_cannot_be_read_is_moved_aside_and_the_claim_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let queue = open(tmp.path());
+    let bad_id = queue.submit("default", json!({"n": 1})).unwrap();
+    let bad_state = queue.submit("default", json!({"n": 2})).unwrap();
+    let good = queue.submit("default", json!({"n": 3})).unwrap();
+    let raw = rusqlite::Connection::open(tmp.path().join(DB_FILE_NAME)).unwrap();
+    raw.execute(
+        "UPDATE items SET id = CAST(x'6964ff' AS TEXT) WHERE id = ?1",
+        [&bad_id],
+    )
+    .unwrap();
+    raw.execute_batch(&format!(
+        "PRAGMA ignore_check_constraints = ON;
+         UPDATE items SET stage = 'lunch' WHERE id = '{bad_state}';"
+    ))
+    .unwrap();
+
+    let claimed = claim(&queue, &["default"], "agent-1");
+    assert_eq!(claimed.id, good);
+    let quarantined = queue.quarantined().unwrap();
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    assert!(
+        quarantined[0].1.contains("id\u{fffd}") && quarantined[0].2.contains("`id`"),
+        "{quarantined:?}"
+    );
+    assert!(
+        quarantined[1].1 == bad_state && quarantined[1].2.contains("stage"),
+        "{quarantined:?}"
+    );
+    assert!(
+        queue
+            .claim_next(&queues(&["default"]), "agent-1", LEASE)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(queue.list(None).unwrap().len(), 1);
+}
+
+#[test]
+fn mismatched_indexes_are_found_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = open(tmp.path()).submit("default", json!({})).unwrap();
+    let raw = rusqlite::Connection::open(tmp.path().join(DB_FILE_NAME)).unwrap();
+    raw.execute_batch(
+        "PRAGMA writable_schema = ON;
+         UPDATE sqlite_master SET sql = 'CREATE INDEX items_by_holder ON items (state, claimed_by)'
+             WHERE name = 'items_by_holder';
+         PRAGMA writable_schema = OFF;",
+    )
+    .unwrap();
+    drop(raw);
+    let queue = open(tmp.path());
+    let found = queue.check_and_repair().unwrap();
+    assert!(
+        found.iter().any(|p| p.contains("items_by_holder")),
+        "{found:?}"
+    );
+    assert!(queue.check_and_repair().unwrap().is_empty(), "repaired");
+    assert_eq!(claim(&queue, &["default"], "agent-1").id, id);
+}
+
+#[test]
+fn an_existing_empty_database_file_is_refused_naming_its_write_ahead_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join(DB_FILE_NAME), "").unwrap();
+    std::fs::write(tmp.path().join(format!("{DB_FILE_NAME}-wal")), "frames").unwrap();
+    let error = EmbeddedQueue::open(tmp.path()).unwrap_err();
+    assert!(matches!(error, QueueError::EmptyDatabase { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("0 bytes")
+            && message.contains("-wal")
+            && message.contains("Move it aside"),
+        "{message}"
+    );
+    // A directory where the file belongs is named too.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join(DB_FILE_NAME)).unwrap();
+    let message = EmbeddedQueue::open(tmp.path()).unwrap_err().to_string();
+    assert!(message.contains("not a regular file"), "{message}");
+}

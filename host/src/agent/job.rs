@@ -1,11 +1,30 @@
 //! One job, from claim to outcome: environment → registry → builder →
 //! runner, each step logged with tracing, written to the job's log and
 //! recorded on the queue item.
+//!
+//! Until its run starts, a job ends as soon as it is stopped or handed back
+//! (a plugin call or a read of its source in progress is dropped), so
+//! `queue stop` and a shutdown never wait on a slow preparation.
+//!
+//! What the run executes:
+//!
+//! | the spec gives | command |
+//! |---|---|
+//! | `overrides.entry_point` | the entry point, then `overrides.args` |
+//! | no entry point, a W&B job with one | the job's entry point, then `overrides.args` |
+//! | no entry point, a runner that runs an image | the image's own entry point, given `overrides.args` as its arguments (as `docker run image args...`) |
+//! | no entry point, `local-process` | none: the job fails at stage `agent`, saying it has no entry point |
+//!
+//! Where a `local-process` run runs: the `uri` directory (a path or a
+//! `file://` URL; other URLs are refused), else a clone of `git.repo`, else
+//! a W&B job's code; a job that names only an image is refused (the
+//! runner cannot run images). Every refusal is at stage `agent`.
 
 use super::JobContext;
 use super::build;
 use crate::capabilities::docker::ImageRef;
 use crate::capabilities::log::{JobLog, LogSink};
+use crate::capped_log::CappedLog;
 use crate::plugins::CallError;
 use crate::plugins::bindings::{Job, Stage as PluginStage};
 use crate::plugins::loaded::RegistryCredentials;
@@ -13,6 +32,7 @@ use crate::queue::{QueueItem, Stage};
 use crate::runners::{Control, RegistryLogin, RunHandle, RunHooks, RunOutcome, RunRequest, Runner};
 use crate::sources::{self, FetchedJob};
 use crate::spec::LaunchSpec;
+use crate::state_dir::StorageProblem;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -36,6 +56,22 @@ pub enum JobEnd {
     Stopped,
     /// Handed back to the queue (agent shutdown).
     HandedBack,
+    /// Not started: the agent's own storage failed it (the run dir could
+    /// not be made). The job is handed back; the problem is the agent's.
+    Unstarted(StorageProblem),
+}
+
+impl JobEnd {
+    /// A one-word name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobEnd::Finished => "finished",
+            JobEnd::Failed { .. } => "failed",
+            JobEnd::Stopped => "stopped",
+            JobEnd::HandedBack => "handed back",
+            JobEnd::Unstarted(_) => "handed back unstarted",
+        }
+    }
 }
 
 /// How long a finished job waits for its warnings to reach the queue.
@@ -45,18 +81,16 @@ const WARNINGS_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// Warnings go to the queue as `updateRunQueueItemWarning` does for W&B, in
 /// order, through one task; the returned handle ends once every warning was
 /// sent and the log is dropped.
+///
+/// The log is capped at the context's `log_limit` (the cut is said in
+/// it), and a write that fails (a full disk) ends the logging, not the job.
 fn job_log(
     path: std::path::PathBuf,
     ctx: &Arc<JobContext>,
     item_id: &str,
     stage: Arc<Mutex<Stage>>,
 ) -> (LogSink, tokio::task::JoinHandle<()>) {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .ok()
-        .map(Mutex::new);
+    let file = CappedLog::append(&path, ctx.log_limit).ok().map(Mutex::new);
     let (sender, mut warnings) = tokio::sync::mpsc::unbounded_channel::<(Stage, String)>();
     let (queue, id) = (ctx.queue.clone(), item_id.to_string());
     let reporter = tokio::spawn(async move {
@@ -145,10 +179,12 @@ pub async fn run_job(
 ) -> JobEnd {
     let run_dir = ctx.state.run_dir(&item.id);
     if let Err(e) = std::fs::create_dir_all(&run_dir) {
-        return failed(
-            Stage::Agent,
-            format!("cannot create the run dir {}: {e}", run_dir.display()),
-        );
+        // The agent's storage, not the job, is at fault.
+        return JobEnd::Unstarted(StorageProblem::from_io(
+            &e,
+            &run_dir,
+            "cannot create the run dir",
+        ));
     }
     let stage = Arc::new(Mutex::new(Stage::Agent));
     let (log, warnings) = job_log(run_dir.join("agent.log"), &ctx, &item.id, stage.clone());
@@ -173,9 +209,62 @@ pub async fn run_job(
     end
 }
 
+/// What a job needs once it is prepared: where it runs and what.
+struct Prepared {
+    runner: Arc<dyn Runner>,
+    request: RunRequest,
+}
+
+/// Waits until `control` asks for anything but running; the agent gone
+/// counts as a hand-back.
+async fn stop_wanted(mut control: watch::Receiver<Control>) -> Control {
+    loop {
+        let wanted = *control.borrow_and_update();
+        if wanted != Control::Run {
+            return wanted;
+        }
+        if control.changed().await.is_err() {
+            return Control::HandBack;
+        }
+    }
+}
+
 impl JobRun<'_> {
-    /// Environment, registry, job source, build, run: the first failure ends the job.
+    /// Environment, registry, job source, build, run: the first failure
+    /// ends the job; a stop or hand-back before the run ends it at once.
     async fn steps(&self, control: watch::Receiver<Control>) -> Result<JobEnd, JobEnd> {
+        let prepared = tokio::select! {
+            biased;
+            wanted = stop_wanted(control.clone()) => return Ok(self.ended_before_run(wanted)),
+            prepared = self.prepare() => prepared?,
+        };
+        let (ctx, item) = (self.ctx, self.item);
+        self.enter(Stage::Run);
+        ctx.queue
+            .mark_running(&item.id, &ctx.agent_id)
+            .await
+            .map_err(|e| failed(Stage::Agent, e.to_string()))?;
+        let outcome = prepared
+            .runner
+            .run(prepared.request, control.clone(), self)
+            .await;
+        Ok(self.report(outcome, &control))
+    }
+
+    /// How a job stopped or handed back before its run is recorded.
+    fn ended_before_run(&self, wanted: Control) -> JobEnd {
+        if wanted == Control::HandBack {
+            self.step("job: handed back to the queue before its run started");
+            JobEnd::HandedBack
+        } else {
+            self.step("job: stopped on request before its run started");
+            JobEnd::Stopped
+        }
+    }
+
+    /// Everything before the run: the environment, the job's source, the
+    /// runner's checks, the build, the command.
+    async fn prepare(&self) -> Result<Prepared, JobEnd> {
         let (ctx, item) = (self.ctx, self.item);
         self.step(&format!(
             "job claimed from queue {} (attempt {})",
@@ -200,6 +289,7 @@ impl JobRun<'_> {
         runner
             .check_args(&item.queue, &spec.resource_args())
             .map_err(|e| failed(Stage::Agent, format!("{e:#}")))?;
+        let command = command(&spec, fetched.as_ref(), &*runner)?;
 
         // Build: only when the runner needs an image the job does not name.
         let mut image = spec
@@ -211,22 +301,8 @@ impl JobRun<'_> {
             image = Some(build::build_image(self, &job, &spec, fetched.as_ref()).await?);
         }
 
-        // Run.
-        self.enter(Stage::Run);
-        let command = match spec.entry_point() {
-            Ok(command) if command.is_empty() => fetched
-                .as_ref()
-                .map(|f| f.entrypoint.clone())
-                .unwrap_or_default(),
-            Ok(command) => command,
-            Err(e) => return Err(failed(Stage::Agent, e.to_string())),
-        };
         run_env.extend(spec.wandb_env(&item.id, &item.queue));
-        ctx.queue
-            .mark_running(&item.id, &ctx.agent_id)
-            .await
-            .map_err(|e| failed(Stage::Agent, e.to_string()))?;
-        let request = RunRequest {
+        let mut request = RunRequest {
             item_id: item.id.clone(),
             queue: item.queue.clone(),
             image: None,
@@ -238,17 +314,18 @@ impl JobRun<'_> {
             resource_args: spec.resource_args(),
             stop_grace: ctx.stop_grace,
         };
-        let outcome = self
-            .run_on(
-                &*runner,
-                request,
-                image,
-                &spec,
-                fetched.as_ref(),
-                control.clone(),
-            )
-            .await?;
-        Ok(self.report(outcome, &control))
+        if runner.needs_image() {
+            if image.is_none() {
+                return Err(failed(
+                    Stage::Build,
+                    "the job needs an image: name one (`docker.docker_image`) or give it source to build",
+                ));
+            }
+            request.image = image;
+        } else {
+            request.workdir = self.code_dir(&spec, fetched.as_ref()).await?;
+        }
+        Ok(Prepared { runner, request })
     }
 
     /// Verifies the environment and collects the variables it adds to the run.
@@ -292,48 +369,48 @@ impl JobRun<'_> {
         self.run_dir.join("output.log")
     }
 
-    /// Gives the run what its runner needs (an image, or the job's code on
-    /// disk) and runs it there.
-    async fn run_on(
-        &self,
-        runner: &dyn Runner,
-        mut request: RunRequest,
-        image: Option<String>,
-        spec: &LaunchSpec,
-        fetched: Option<&FetchedJob>,
-        control: watch::Receiver<Control>,
-    ) -> Result<anyhow::Result<RunOutcome>, JobEnd> {
-        if runner.needs_image() {
-            if image.is_none() {
-                return Err(failed(
-                    Stage::Build,
-                    "the job needs an image: name one (`docker.docker_image`) or give it source to build",
-                ));
-            }
-            request.image = image;
-        } else {
-            request.workdir = self.code_dir(spec, fetched).await?;
-        }
-        Ok(runner.run(request, control, self).await)
-    }
-
-    /// Where a run that needs no image runs: the job's code directory (a
-    /// local `uri`, or a W&B job's code or repo, fetched).
+    /// Where a run that needs no image runs (see the module doc): the
+    /// job's code directory, fetched when it is a git repository or a W&B
+    /// job; `None` (the agent's working directory) for a job with no source
+    /// at all.
     async fn code_dir(
         &self,
         spec: &LaunchSpec,
         fetched: Option<&FetchedJob>,
     ) -> Result<Option<PathBuf>, JobEnd> {
-        Ok(match (spec.code_dir(), fetched) {
-            (Some(dir), _) => Some(PathBuf::from(dir)),
-            (None, Some(job)) => {
-                sources::fetch(spec, Some(job), &self.run_dir)
-                    .await
-                    .map_err(|e| failed(Stage::Agent, format!("fetching the job's code: {e:#}")))?
-                    .dir
-            }
-            (None, None) => None,
-        })
+        let refuse = |e: anyhow::Error| failed(Stage::Agent, format!("{e:#}"));
+        if let Some(dir) = sources::code_dir(spec).map_err(refuse)? {
+            sources::local_dir::check_dir(&dir).map_err(refuse)?;
+            return Ok(Some(dir));
+        }
+        if spec.git().is_some() || fetched.is_some() {
+            self.step("job: fetching its code");
+            let source = sources::fetch(spec, fetched, &self.run_dir)
+                .await
+                .map_err(|e| failed(Stage::Agent, format!("fetching the job's code: {e:#}")))?;
+            return match source.dir {
+                Some(dir) => Ok(Some(dir)),
+                None => Err(failed(
+                    Stage::Agent,
+                    format!(
+                        "the job's source {} is an image, which the {} runner cannot run: use `resource: local-container`",
+                        source.id,
+                        spec.resource()
+                    ),
+                )),
+            };
+        }
+        if let Some(image) = spec.image() {
+            return Err(failed(
+                Stage::Agent,
+                format!(
+                    "the job names only an image ({}), which the {} runner cannot run: use `resource: local-container`, or give the job's code (`uri`, `git.repo`)",
+                    crate::text::for_log(image),
+                    spec.resource()
+                ),
+            ));
+        }
+        Ok(None)
     }
 
     /// The credentials to pull `image` with: the configured registry's login
@@ -397,6 +474,9 @@ impl JobRun<'_> {
 #[async_trait::async_trait]
 impl RunHooks for JobRun<'_> {
     fn started(&self, handle: RunHandle) {
+        if let Ok(mut handles) = self.ctx.run_handles.lock() {
+            handles.insert(self.item.id.clone(), handle.clone());
+        }
         let (queue, id) = (self.ctx.queue.clone(), self.item.id.clone());
         tokio::spawn(async move {
             if let Err(e) = queue.set_run_handle(&id, &handle).await {
@@ -423,4 +503,44 @@ impl RunHooks for JobRun<'_> {
                 password: credentials.password.value().to_string(),
             }))
     }
+}
+
+/// What the run executes (see the module doc).
+fn command(
+    spec: &LaunchSpec,
+    fetched: Option<&FetchedJob>,
+    runner: &dyn Runner,
+) -> Result<Vec<String>, JobEnd> {
+    let (entry_point, args) = spec
+        .entry_point_and_args()
+        .map_err(|e| failed(Stage::Agent, e.to_string()))?;
+    if let Some(program) = entry_point.first() {
+        if program.trim().is_empty() {
+            return Err(failed(
+                Stage::Agent,
+                "`overrides.entry_point` starts with an empty program name: name the program to run (e.g. [\"python\", \"train.py\"])",
+            ));
+        }
+        return Ok([entry_point, args].concat());
+    }
+    if let Some(job) = fetched.filter(|job| !job.entrypoint.is_empty()) {
+        return Ok([job.entrypoint.clone(), args].concat());
+    }
+    if runner.needs_image() {
+        return Ok(args);
+    }
+    let with_args = if args.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (`overrides.args` {} are only its arguments)",
+            crate::text::for_log(&format!("{args:?}"))
+        )
+    };
+    Err(failed(
+        Stage::Agent,
+        format!(
+            "the job has no entry point{with_args}: set `overrides.entry_point` in the launch spec (e.g. [\"python\", \"train.py\"])"
+        ),
+    ))
 }

@@ -2,37 +2,78 @@
 //! `max_jobs` jobs at once, report every outcome, and shut down cleanly.
 //!
 //! - **No fixed polling.** The loop sleeps until a submit wakes it (a Unix
-//!   socket in the state dir), a job ends, or [`IDLE_RECHECK`] passes.
+//!   socket in the state dir), a job ends, or
+//!   [`IDLE_RECHECK`](crate::timeouts::IDLE_RECHECK) passes.
+//! - **The loop never waits on a job.** Claiming, lease renewal, stop
+//!   requests, recording outcomes and signals run on a thread of their own
+//!   with its own small runtime (`control.rs`); jobs run on the main runtime,
+//!   where a plugin call may hold a worker until its deadline. A stuck plugin
+//!   or a hanging read of a job's source cannot stop renewals, claims or a
+//!   shutdown.
 //! - **One bad job never kills the loop.** Each job is its own task; a
 //!   failure is recorded on its item, and even a panic in a job task only
 //!   fails that item.
 //! - **Nothing queued is lost.** Claims are leases renewed while jobs run;
 //!   at start-up the agent takes back items whose holder died, and the
 //!   runner of each cleans up what its run left (a process group, a
-//!   container), found through the run handle the queue kept. On
-//!   SIGINT/SIGTERM it stops claiming, lets running jobs finish for
-//!   `shutdown_grace_seconds` (a second signal cuts that short), then stops
-//!   the rest and hands them back to the queue.
+//!   container), found through the run handle the queue kept. An outcome
+//!   that cannot be written (a full disk) is kept and retried
+//!   (`outcomes.rs`); the agent never exits 0 with one unrecorded. Delivery
+//!   is at least once: a run that finished just before its agent died (its
+//!   outcome not yet recorded) runs again under the next agent.
+//! - **The agent's own storage comes first.** Before claiming, the agent
+//!   checks that the state dir takes writes ([`StateDir::check_writable`]):
+//!   while the disk is full it claims nothing (saying so once, then every
+//!   [`STORAGE_FULL_REMINDER`](crate::timeouts::STORAGE_FULL_REMINDER)) and
+//!   carries on when space returns; a state dir that cannot be written at
+//!   all (read-only, `runs/` not a directory) stops the agent instead of
+//!   failing every job.
+//!
+//! Signals (SIGINT or SIGTERM), each one step further:
+//!
+//! | signal | what the agent does |
+//! |---|---|
+//! | first | stops claiming; running jobs get `shutdown_grace_seconds` to finish (then as the second) |
+//! | second | stops every run (SIGTERM, then SIGKILL after `stopped_run_timeout`) and hands its job back to the queue; a run that exits 0 meanwhile is recorded finished |
+//! | third (or the second after the grace ran out) | final: kills every run at once, hands every job back and exits within seconds |
+//!
+//! | file | job |
+//! |---|---|
+//! | `control.rs` | the loop, on its own thread |
+//! | `job.rs` | one job, from claim to outcome |
+//! | `build.rs` | the build step |
+//! | `outcomes.rs` | recording outcomes, keeping the ones that cannot be written yet |
+//! | `storage.rs` | whether the state dir takes writes: the gate before claims |
+//! | `reclaim.rs` | taking back items whose agent died, cleaning up after them |
+//! | `signals.rs` | counting SIGINT/SIGTERM on a thread of their own |
+//! | `wake.rs` | the wake-up socket a submit connects to |
+//! | `identity.rs` | agent ids, and whether a holder is dead |
 
 mod build;
+mod control;
 pub mod identity;
 pub mod job;
+mod outcomes;
+mod reclaim;
+pub mod signals;
+mod storage;
 pub mod wake;
 
 use crate::clients::Clients;
 use crate::config::LaunchConfig;
 use crate::plugins::{LoadedPlugin, PluginHost};
-use crate::queue::{QueueBackend, QueueItem, Reclaimed, Stage};
-use crate::runners::{Control, Runner, Runners};
+use crate::queue::{QueueBackend, RunHandle};
+use crate::runners::Runners;
 use crate::sources::JobArtifacts;
 use crate::state_dir::StateDir;
-use crate::timeouts::{IDLE_RECHECK, LEASE_RENEW_DIVISOR, STOP_POLL};
-use job::JobEnd;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
+
+/// The run handles of this agent's running jobs, by item id (for the final
+/// signal, which kills runs without waiting for their jobs).
+pub type RunHandles = Arc<Mutex<HashMap<String, RunHandle>>>;
 
 /// What every job of this agent shares.
 pub struct JobContext {
@@ -67,6 +108,11 @@ pub struct JobContext {
     pub clients: Clients,
     /// Where jobs run, by `resource`.
     pub runners: Runners,
+    /// The handles of the runs going on now.
+    pub run_handles: RunHandles,
+    /// The cap of each log of a run (`agent.log`, and `output.log` for
+    /// runners that copy a run's output), in bytes: `max_log_mb`.
+    pub log_limit: u64,
 }
 
 /// How the agent run should behave.
@@ -179,326 +225,46 @@ pub fn job_context(
         stop_grace: Duration::from_secs(config.stopped_run_timeout),
         runners: Runners::new(&clients),
         clients,
+        run_handles: RunHandles::default(),
+        log_limit: config.max_log_mb << 20,
     })
 }
 
-/// How long reclaiming waits for the runners to clean up after the agents
-/// that died (kill a process group, remove a container).
-const CLEAN_UP_WAIT: Duration = Duration::from_secs(30);
-
-/// A running job as the loop tracks it.
-struct Running {
-    item_id: String,
-    control: watch::Sender<Control>,
-}
-
-/// Runs the agent until it is idle (with `exit_when_idle`) or `shutdown`
-/// fires. `shutdown` is a counter of signals received.
+/// Runs the agent until it is idle (with `exit_when_idle`), `shutdown`
+/// fires (a counter of signals received; see the module doc), the queue
+/// server says stop, or its state dir fails it.
+///
+/// The loop runs on a thread of its own (see the module doc); jobs run on
+/// the runtime this is called on. Errs when an outcome could not be
+/// recorded, or when the agent stopped because of its queue or state dir;
+/// the error says which items and what to do.
 pub async fn run(
     ctx: Arc<JobContext>,
     options: AgentOptions,
-    mut shutdown: watch::Receiver<u32>,
+    shutdown: watch::Receiver<u32>,
 ) -> anyhow::Result<RunSummary> {
-    let queue = ctx.queue.clone();
-    let mut summary = RunSummary {
-        reclaimed: reclaim(&ctx, options.max_attempts).await?,
-        ..RunSummary::default()
-    };
-    let mut empty_polls: u32 = 0;
-    let notify = Arc::new(Notify::new());
-    let _wake = match wake::WakeSocket::listen(&ctx.state.wake_dir(), notify.clone()) {
-        Ok(socket) => Some(socket),
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for submits; new work is noticed within {IDLE_RECHECK:?}");
-            None
-        }
-    };
-    let renewer = spawn_lease_renewer(ctx.clone(), options.lease);
-    let mut queues = options.queues.clone();
-    let mut jobs: JoinSet<(String, JobEnd)> = JoinSet::new();
-    let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
-    tracing::info!(agent = %ctx.agent_id, queues = ?queues, max_jobs = ?options.max_jobs, "agent polling");
-
-    loop {
-        if *shutdown.borrow() > 0 {
-            break;
-        }
-        if queue.should_stop().await {
-            tracing::info!(
-                backend = queue.name(),
-                "the queue server asked this agent to stop polling"
-            );
-            break;
-        }
-        // Claim while there is room.
-        while options.max_jobs.is_none_or(|max| running.len() < max) {
-            let item = match queue
-                .claim_next(&queues, &ctx.agent_id, options.lease)
-                .await
+    let jobs = tokio::runtime::Handle::current();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("agent-control".to_string())
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
             {
-                Ok(Some(item)) => {
-                    empty_polls = 0;
-                    item
+                Ok(runtime) => {
+                    let result = runtime.block_on(control::serve(ctx, options, shutdown, jobs));
+                    // Queue calls still on its blocking pool are not waited for.
+                    runtime.shutdown_timeout(Duration::from_secs(1));
+                    result
                 }
-                Ok(None) => {
-                    empty_polls = empty_polls.saturating_add(1);
-                    break;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "cannot claim from the queue; retrying shortly");
-                    break;
-                }
+                Err(error) => Err(anyhow::anyhow!(
+                    "cannot start the agent's control runtime: {error}"
+                )),
             };
-            // Round robin: the queue that yielded goes to the end.
-            if let Some(pos) = queues.iter().position(|q| *q == item.queue) {
-                let q = queues.remove(pos);
-                queues.push(q);
-            }
-            let (tx, rx) = watch::channel(Control::Run);
-            let item_id = item.id.clone();
-            let handle = jobs.spawn(job_task(ctx.clone(), item, rx));
-            running.insert(
-                handle.id(),
-                Running {
-                    item_id,
-                    control: tx,
-                },
-            );
-        }
-        if running.is_empty()
-            && options.exit_when_idle
-            && !queue.has_queued(&queues).await.unwrap_or(true)
-        {
-            tracing::info!("queues empty and no job running: exiting");
-            break;
-        }
-        tokio::select! {
-            _ = notify.notified() => {}
-            Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
-                record(&ctx, &mut running, &mut summary, done).await;
-            }
-            _ = tokio::time::sleep(queue.idle_wait(empty_polls)) => {
-                match reclaim(&ctx, options.max_attempts).await {
-                    Ok(n) => summary.reclaimed += n,
-                    Err(error) => tracing::error!(%error, "cannot reclaim abandoned items"),
-                }
-            }
-            _ = shutdown.changed() => {}
-        }
-    }
-
-    if !running.is_empty() {
-        tracing::info!(
-            running = running.len(),
-            grace = ?options.shutdown_grace,
-            "shutting down: no new work; waiting for running jobs (signal again to hand them back now)"
-        );
-        let seen = *shutdown.borrow();
-        let deadline = tokio::time::sleep(options.shutdown_grace);
-        tokio::pin!(deadline);
-        let mut handing_back = false;
-        while !jobs.is_empty() {
-            tokio::select! {
-                Some(done) = jobs.join_next_with_id() => record(&ctx, &mut running, &mut summary, done).await,
-                _ = &mut deadline, if !handing_back => {
-                    handing_back = true;
-                    hand_back_all(&running);
-                }
-                _ = shutdown.changed(), if !handing_back => {
-                    if *shutdown.borrow() > seen {
-                        handing_back = true;
-                        hand_back_all(&running);
-                    }
-                }
-            }
-        }
-    }
-    renewer.abort();
-    queue.close().await;
-    Ok(summary)
-}
-
-fn hand_back_all(running: &HashMap<tokio::task::Id, Running>) {
-    tracing::info!(
-        jobs = running.len(),
-        "stopping running jobs and handing them back to the queue"
-    );
-    for job in running.values() {
-        let _ = job.control.send(Control::HandBack);
-    }
-}
-
-/// Takes back items whose holder died; cleans up what is left of their runs.
-async fn reclaim(ctx: &Arc<JobContext>, max_attempts: u32) -> anyhow::Result<usize> {
-    let me = ctx.agent_id.clone();
-    let holder_is_dead: Arc<dyn Fn(&str) -> bool + Send + Sync> =
-        Arc::new(move |holder: &str| identity::holder_is_dead(holder, &me));
-    let reclaimed = ctx
-        .queue
-        .reclaim_abandoned(holder_is_dead, max_attempts)
-        .await?;
-    let mut cleanups = Vec::new();
-    for item in &reclaimed {
-        tracing::warn!(
-            item = %item.id,
-            holder = %item.previous_holder,
-            state = %item.new_state,
-            "took back a job whose agent died"
-        );
-        cleanups.extend(clean_up_after(&ctx.runners, item));
-    }
-    // Before anything is claimed again (a retry reuses the container name),
-    // and before an agent that is about to exit does; a cleanup that hangs
-    // goes on in the background.
-    if !cleanups.is_empty()
-        && tokio::time::timeout(CLEAN_UP_WAIT, futures_util::future::join_all(cleanups))
-            .await
-            .is_err()
-    {
-        tracing::warn!(
-            "cleaning up after the agents that died takes more than {CLEAN_UP_WAIT:?}: carrying on while it finishes"
-        );
-    }
-    Ok(reclaimed.len())
-}
-
-/// Has the runner that recorded the item's run handle remove what the run
-/// left (a process group, a container that may hold GPUs); with no handle
-/// recorded (the agent died before the run started, or before the handle
-/// reached the queue), every runner looks for the item's leftovers.
-fn clean_up_after(runners: &Runners, item: &Reclaimed) -> Option<tokio::task::JoinHandle<()>> {
-    let cleaners: Vec<Arc<dyn Runner>> = match &item.run_handle {
-        Some(handle) => match runners.get(&handle.runner) {
-            Ok(runner) => vec![runner],
-            Err(_) => {
-                tracing::warn!(
-                    item = %item.id,
-                    runner = %handle.runner,
-                    "the run of a job whose agent died was started by a runner this agent does not have: it cannot clean it up"
-                );
-                return None;
-            }
-        },
-        None => runners.all().cloned().collect(),
-    };
-    let (id, handle) = (item.id.clone(), item.run_handle.clone());
-    Some(tokio::spawn(async move {
-        for runner in cleaners {
-            runner.clean_up(&id, handle.as_ref()).await;
-        }
-    }))
-}
-
-async fn record(
-    ctx: &JobContext,
-    running: &mut HashMap<tokio::task::Id, Running>,
-    summary: &mut RunSummary,
-    done: Result<(tokio::task::Id, (String, JobEnd)), tokio::task::JoinError>,
-) {
-    let (item_id, end) = match done {
-        Ok((id, (item_id, end))) => {
-            running.remove(&id);
-            (item_id, end)
-        }
-        Err(join_error) => {
-            let Some(job) = running.remove(&join_error.id()) else {
-                return;
-            };
-            (
-                job.item_id,
-                JobEnd::Failed {
-                    stage: Stage::Agent,
-                    message: format!("the agent's job task failed: {join_error}"),
-                    exit_code: None,
-                },
-            )
-        }
-    };
-    let result = match &end {
-        JobEnd::Finished => {
-            summary.finished += 1;
-            ctx.queue.finish(&item_id, &ctx.agent_id, Some(0)).await
-        }
-        JobEnd::Failed {
-            stage,
-            message,
-            exit_code,
-        } => {
-            summary.failed += 1;
-            tracing::warn!(item = %item_id, %stage, "job failed: {message}");
-            ctx.queue
-                .fail(&item_id, &ctx.agent_id, *stage, message, *exit_code)
-                .await
-        }
-        JobEnd::Stopped => {
-            summary.stopped += 1;
-            ctx.queue
-                .mark_stopped(&item_id, &ctx.agent_id, "stopped on request")
-                .await
-        }
-        JobEnd::HandedBack => {
-            summary.handed_back += 1;
-            ctx.queue.release(&item_id, &ctx.agent_id).await
-        }
-    };
-    match result {
-        Ok(()) => tracing::info!(item = %item_id, outcome = ?end_name(&end), "job done"),
-        Err(error) => tracing::error!(item = %item_id, %error, "cannot record the job's outcome"),
-    }
-}
-
-fn end_name(end: &JobEnd) -> &'static str {
-    match end {
-        JobEnd::Finished => "finished",
-        JobEnd::Failed { .. } => "failed",
-        JobEnd::Stopped => "stopped",
-        JobEnd::HandedBack => "handed back",
-    }
-}
-
-/// One job plus a watcher that turns a stop request on the item into a stop.
-async fn job_task(
-    ctx: Arc<JobContext>,
-    item: QueueItem,
-    control: watch::Receiver<Control>,
-) -> (String, JobEnd) {
-    let item_id = item.id.clone();
-    let (stop_tx, stop_rx) = watch::channel(Control::Run);
-    let mut outer = control;
-    let queue = ctx.queue.clone();
-    let id = item_id.clone();
-    let watcher = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                changed = outer.changed() => {
-                    let wanted = if changed.is_ok() { *outer.borrow() } else { Control::HandBack };
-                    if wanted != Control::Run {
-                        let _ = stop_tx.send(wanted);
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep(STOP_POLL) => {
-                    if let Ok(true) = queue.stop_requested(&id).await {
-                        let _ = stop_tx.send(Control::Stop);
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    let end = job::run_job(ctx, item, stop_rx).await;
-    watcher.abort();
-    (item_id, end)
-}
-
-fn spawn_lease_renewer(ctx: Arc<JobContext>, lease: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let every = lease / LEASE_RENEW_DIVISOR;
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(error) = ctx.queue.renew_leases(&ctx.agent_id, lease).await {
-                tracing::error!(%error, "cannot renew job leases");
-            }
-        }
-    })
+            let _ = done_tx.send(result);
+        })?;
+    done_rx
+        .await
+        .map_err(|_| anyhow::anyhow!("the agent's control thread died"))?
 }

@@ -33,7 +33,7 @@ pub(super) async fn queue(
     match command {
         QueueCommand::List { queue, json } => {
             let state = StateDir::resolve(state_arg, None);
-            let items = backend::open(&BackendSettings::embedded(state.root()))
+            let items = backend::open_for_reading(&BackendSettings::embedded(state.root()))
                 .await?
                 .list(queue.as_deref())
                 .await?;

@@ -78,7 +78,7 @@ pub(super) async fn run(state_arg: Option<&Path>, args: RunArgs) -> anyhow::Resu
         max_attempts: config.max_attempts,
         shutdown_grace: Duration::from_secs(config.shutdown_grace_seconds),
     };
-    let summary = agent::run(ctx, options, count_signals()).await?;
+    let summary = agent::run(ctx, options, agent::signals::count()).await?;
     tracing::info!(
         finished = summary.finished,
         failed = summary.failed,
@@ -87,27 +87,4 @@ pub(super) async fn run(state_arg: Option<&Path>, args: RunArgs) -> anyhow::Resu
         "agent stopped"
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// A counter of SIGINT/SIGTERM received, for the agent's shutdown.
-fn count_signals() -> tokio::sync::watch::Receiver<u32> {
-    let (signal_tx, signal_rx) = tokio::sync::watch::channel(0u32);
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::error!("cannot listen for SIGINT/SIGTERM");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            signal_tx.send_modify(|n| *n += 1);
-        }
-    });
-    signal_rx
 }

@@ -27,6 +27,7 @@
 //! | `max_attempts` | int, 3 | claims of a job by agents that then died, before it fails |
 //! | `shutdown_grace_seconds` | int, 30 | how long running jobs get to finish on SIGINT/SIGTERM |
 //! | `runners` | block | what jobs may do on this machine, per runner and queue: host paths, host namespaces, `local-process` (see [`runners`]) |
+//! | `max_log_mb` | int, 1024 | the most each log of a run (`agent.log`, `output.log`) may hold, in MiB; the cut is said in the log |
 //!
 //! A full example:
 //!
@@ -153,6 +154,9 @@ pub struct LaunchConfig {
     /// What jobs may do on this machine, per runner and per queue.
     #[serde(default)]
     pub runners: runners::RunnersConfig,
+    /// The most each log of a run may hold, in MiB.
+    #[serde(default = "default_max_log_mb")]
+    pub max_log_mb: u64,
     /// The file this config was read from (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -173,6 +177,9 @@ fn default_max_attempts() -> u32 {
 }
 fn default_shutdown_grace() -> u64 {
     30
+}
+fn default_max_log_mb() -> u64 {
+    1024
 }
 
 impl Default for LaunchConfig {
@@ -230,6 +237,13 @@ impl LaunchConfig {
                 file,
                 "max_attempts",
                 "must be at least 1",
+            ));
+        }
+        if self.max_log_mb == 0 || self.max_log_mb > 1 << 30 {
+            return Err(ConfigError::invalid(
+                file,
+                "max_log_mb",
+                "must be at least 1 (MiB) and at most 1073741824",
             ));
         }
         if self.lease_seconds < 3 {

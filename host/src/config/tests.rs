@@ -38,3 +38,17 @@ fn max_jobs_minus_one_is_unlimited() {
     assert_eq!(config.max_jobs_limit(), None);
     assert_eq!(LaunchConfig::default().max_jobs_limit(), Some(1));
 }
+
+#[test]
+fn max_log_mb_defaults_to_a_gibibyte_and_refuses_zero() {
+    assert_eq!(LaunchConfig::default().max_log_mb, 1024);
+    let config = LaunchConfig::parse("max_log_mb: 5\n", Path::new("c.yaml")).unwrap();
+    assert_eq!(config.max_log_mb, 5);
+    let err = LaunchConfig::parse("max_log_mb: 0\n", Path::new("c.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_log_mb") && err.contains("at least 1"),
+        "{err}"
+    );
+}

@@ -86,6 +86,13 @@ pub trait QueueBackend: Send + Sync {
         let _ = (id, stage, message);
         Ok(())
     }
+    /// Checks the queue's own storage when an agent starts, repairing what
+    /// can be repaired without losing anything (the embedded queue rebuilds
+    /// indexes that do not match their rows); an error says what a person
+    /// has to do.
+    async fn check_and_repair(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
     /// Whether the server asked this agent to stop polling.
     async fn should_stop(&self) -> bool {
         false

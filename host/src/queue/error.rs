@@ -138,6 +138,56 @@ pub enum QueueError {
         /// [`json_kind::of`](crate::json_kind::of)).
         kind: &'static str,
     },
+    /// The disk under the queue is full (or over its quota): nothing can be
+    /// written until space is freed. Reading still works.
+    #[error("queue database {store}: {op}: the disk is full: {source}")]
+    StorageFull {
+        /// The database.
+        store: String,
+        /// What was being done.
+        op: String,
+        /// The database driver's error.
+        source: SourceError,
+    },
+    /// Another process holds the database's write lock past the busy
+    /// timeout: worth retrying as it is.
+    #[error("queue database {store}: {op}: {source}")]
+    Busy {
+        /// The database.
+        store: String,
+        /// What was being done.
+        op: String,
+        /// The database driver's error.
+        source: SourceError,
+    },
+    /// The database file itself is damaged (or is not a database): no
+    /// retry can help, a person has to repair or replace it.
+    #[error(
+        "queue database {store}: {op}: the database is damaged: {source}. Stop every agent \
+         using it, copy the state dir aside, then repair the file (`sqlite3 {store} .recover`) \
+         or move it aside to start an empty queue"
+    )]
+    Damaged {
+        /// The database.
+        store: String,
+        /// What was being done.
+        op: String,
+        /// The database driver's error.
+        source: SourceError,
+    },
+    /// The database file exists but is empty: it was truncated or replaced,
+    /// and the items it held are gone. It is not taken for a new queue.
+    #[error(
+        "queue database {store} is empty (0 bytes) although it exists: it was truncated or \
+         replaced, and the items it held are gone. Move it aside (or delete it) to start a new \
+         queue{wal_note}"
+    )]
+    EmptyDatabase {
+        /// The database.
+        store: String,
+        /// What to know about a write-ahead log beside it, if one is there.
+        wal_note: String,
+    },
     /// A stored item the queue cannot read back.
     #[error("queue database {store}: item {id} is corrupt: {detail}")]
     Corrupt {
@@ -148,4 +198,36 @@ pub enum QueueError {
         /// What is wrong with it.
         detail: String,
     },
+}
+
+impl QueueError {
+    /// Whether the disk under the queue is full: writes fail until space is
+    /// freed, then work again.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, QueueError::StorageFull { .. })
+    }
+
+    /// Whether the item changed under the caller (another agent took it
+    /// back, it ended, it is gone): retrying the same change cannot help,
+    /// and nothing is lost by dropping it.
+    pub fn is_moot(&self) -> bool {
+        matches!(
+            self,
+            QueueError::NotHolder { .. }
+                | QueueError::WrongState { .. }
+                | QueueError::NotFound { .. }
+        )
+    }
+
+    /// Whether the same call may well work if tried again later as it is:
+    /// a busy database, an interrupted call, a server's failure, a full disk.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Busy { .. }
+                | QueueError::Interrupted(_)
+                | QueueError::Remote(_)
+                | QueueError::StorageFull { .. }
+        )
+    }
 }

@@ -33,5 +33,5 @@ pub mod wandb;
 pub use backend::QueueBackend;
 pub use error::{QueueError, SourceError};
 pub use item::{ItemState, ParseNameError, QueueItem, Reclaimed, RunHandle, Stage};
-pub use open::{BackendSettings, open};
+pub use open::{BackendSettings, open, open_for_reading};
 pub use table::format_table;

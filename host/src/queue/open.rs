@@ -96,6 +96,26 @@ pub async fn open(settings: &BackendSettings) -> Result<Arc<dyn QueueBackend>, Q
     })
 }
 
+/// Opens the backend `settings` describe for reading (`queue list`): as
+/// [`open`], except that an embedded queue whose state dir cannot be
+/// written (a read-only mount) is opened read-only, with a warning, instead
+/// of failing.
+pub async fn open_for_reading(
+    settings: &BackendSettings,
+) -> Result<Arc<dyn QueueBackend>, QueueError> {
+    match settings {
+        BackendSettings::Embedded { state_dir } => {
+            let state_dir = state_dir.clone();
+            let queue =
+                tokio::task::spawn_blocking(move || EmbeddedQueue::open_for_reading(&state_dir))
+                    .await
+                    .map_err(|join| QueueError::Interrupted(join.to_string()))??;
+            Ok(Arc::new(EmbeddedBackend::new(Arc::new(queue))))
+        }
+        BackendSettings::Wandb(_) => open(settings).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

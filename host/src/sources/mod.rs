@@ -11,6 +11,15 @@
 //! A directory's id hashes its files' paths and contents, so editing the
 //! code changes the image tag (W&B hashes only the name, and would reuse a
 //! stale image).
+//!
+//! A `uri` is a local path, or a `file://` URL of one; any other URL
+//! (`https://...`, `s3://...`) is refused, naming what to use instead
+//! (`git.repo`), rather than silently ignored. Sources are read with
+//! bounds: only regular files, directories and symlinks (a FIFO, socket or
+//! device is refused, never opened), at most [`MAX_SOURCE_BYTES`] and
+//! [`MAX_SOURCE_FILES`], within
+//! [`SOURCE_READ_TIMEOUT`](crate::timeouts::SOURCE_READ_TIMEOUT); each `git`
+//! command within [`GIT_TIMEOUT`](crate::timeouts::GIT_TIMEOUT).
 
 pub mod git;
 pub mod local_dir;
@@ -20,6 +29,35 @@ pub use wandb_job::{FetchedJob, JobArtifacts};
 
 use crate::spec::LaunchSpec;
 use std::path::{Path, PathBuf};
+
+/// The most a code directory may hold, in bytes of its files.
+pub const MAX_SOURCE_BYTES: u64 = 4 << 30;
+
+/// The most files a code directory may hold.
+pub const MAX_SOURCE_FILES: usize = 200_000;
+
+/// The local code directory a spec's `uri` names: none without a `uri`, a
+/// path as it is, a `file://` URL as its path. Any other URL is an error
+/// that says what the agent can fetch instead.
+pub fn code_dir(spec: &LaunchSpec) -> anyhow::Result<Option<PathBuf>> {
+    let Some(uri) = spec.uri() else {
+        return Ok(None);
+    };
+    if !uri.contains("://") {
+        return Ok(Some(PathBuf::from(uri)));
+    }
+    let shown = crate::text::for_log(uri);
+    match url::Url::parse(uri) {
+        Ok(url) if url.scheme() == "file" => url.to_file_path().map(Some).map_err(|()| {
+            anyhow::anyhow!(
+                "`uri` {shown} is a file:// URL this machine cannot open: give a local path (`file:///path/to/code`)"
+            )
+        }),
+        _ => anyhow::bail!(
+            "`uri` {shown} is a URL, and this agent fetches no code from URLs: give a directory on this machine (`uri: /path/to/code`) or a git repository (`git.repo`, `git.version`)"
+        ),
+    }
+}
 
 /// A job's source, ready for a build.
 #[derive(Clone, Debug)]
@@ -41,8 +79,8 @@ pub async fn fetch(
     if let Some(job) = job {
         return wandb_job::source(job, work_dir).await;
     }
-    if let Some(dir) = spec.code_dir() {
-        return local_dir::source(Path::new(dir)).await;
+    if let Some(dir) = code_dir(spec)? {
+        return local_dir::source(&dir).await;
     }
     if let Some((repo, version)) = spec.git() {
         let dest = work_dir.join("src");

@@ -131,6 +131,9 @@ impl QueueBackend for EmbeddedBackend {
         let queues = queues.to_vec();
         self.blocking(move |q| q.has_queued(&queues)).await
     }
+    async fn check_and_repair(&self) -> Result<(), QueueError> {
+        self.blocking(|q| q.check_and_repair().map(drop)).await
+    }
     fn idle_wait(&self, _empty_polls: u32) -> Duration {
         IDLE_RECHECK
     }

@@ -7,8 +7,8 @@
 //! | `sqlite.rs` | [`EmbeddedQueue`]: every state change one `BEGIN IMMEDIATE` transaction |
 //! | `backend.rs` | [`EmbeddedBackend`]: the queue as a [`QueueBackend`](super::QueueBackend), its calls on the blocking pool |
 //! | `schema.rs` | the schema and its migrations ([`SCHEMA_VERSION`]) |
-//! | `row.rs` | reading rows back into [`QueueItem`](super::QueueItem)s |
-//! | `sql.rs` | SQLite errors as [`QueueError`](super::QueueError)s, private files |
+//! | `row.rs` | reading rows back into [`QueueItem`](super::QueueItem)s; a row that cannot be read becomes a damage report naming it, and is moved aside to `quarantined_items` |
+//! | `sql.rs` | SQLite errors as [`QueueError`](super::QueueError)s by cause: a full disk, a busy database, a damaged file |
 //! | `clock.rs` | timestamps as text and milliseconds |
 
 mod backend;

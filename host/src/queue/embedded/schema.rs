@@ -11,7 +11,7 @@ use crate::queue::QueueError;
 /// The schema version this build writes, kept in SQLite's `user_version`
 /// pragma. A database with a newer version is refused; older ones are
 /// migrated when opened.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1 of the schema.
 ///
@@ -64,6 +64,24 @@ UPDATE items SET run_runner = 'local-process', run_handle = CAST(run_pid AS TEXT
     WHERE run_pid IS NOT NULL;
 ALTER TABLE items DROP COLUMN run_pid;
 ";
+
+/// Version 3: rows that cannot be read back (a value of the wrong type,
+/// text that is not UTF-8) are moved here, as they were stored, instead of
+/// stopping every reader; `reason` says what was wrong. The columns are
+/// untyped so that any stored value fits.
+const SCHEMA_V3: &str = "
+CREATE TABLE IF NOT EXISTS quarantined_items (
+    quarantined_at, reason, seq, id, queue, state, stage, message, exit_code, attempts, spec,
+    created_at, created_ms, updated_at, updated_ms, started_at, finished_at, claimed_by,
+    lease_expires_at, lease_expires_ms, stop_requested, run_runner, run_handle
+);
+";
+
+/// The columns of `items` that [`SCHEMA_V3`]'s `quarantined_items` keeps
+/// after its own two, in its order.
+pub(super) const QUARANTINED_COLUMNS: &str = "seq, id, queue, state, stage, message, exit_code, \
+    attempts, spec, created_at, created_ms, updated_at, updated_ms, started_at, finished_at, \
+    claimed_by, lease_expires_at, lease_expires_ms, stop_requested, run_runner, run_handle";
 
 /// Puts the database in write-ahead-log mode (a setting kept in the file),
 /// so readers and one writer in different processes do not block each other.
@@ -126,7 +144,10 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueErr
     if version < 2 {
         tx.execute_batch(SCHEMA_V2).ctx(path, op)?;
     }
-    // Later versions: `if version < 3 { ... }` here.
+    if version < 3 {
+        tx.execute_batch(SCHEMA_V3).ctx(path, op)?;
+    }
+    // Later versions: `if version < 4 { ... }` here.
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .ctx(path, op)?;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::clock::Now;
-use super::row::{COLUMNS, RawItem, run_handle};
-use super::schema::{enable_wal, migrate};
+use super::row::{self, Damage, columns};
+use super::schema::{QUARANTINED_COLUMNS, enable_wal, migrate};
 use super::sql::{SqlContext, store};
 use crate::json_kind;
 use crate::queue::{ItemState, QueueError, QueueItem, Reclaimed, RunHandle, Stage};
@@ -54,12 +54,114 @@ impl EmbeddedQueue {
     /// Opens the queue in `state_dir`, creating the directory (mode 0700 on
     /// unix; an existing directory is left as it is), the database file (mode
     /// 0600 on unix) and its schema as needed.
+    ///
+    /// A new database is made whole under a temporary name and then linked
+    /// into place, so `queue.sqlite3` never exists half made: an existing
+    /// file of 0 bytes was truncated or replaced, and is refused
+    /// ([`QueueError::EmptyDatabase`]) instead of silently becoming an empty
+    /// queue.
     pub fn open(state_dir: &Path) -> Result<Self, QueueError> {
         create_private_dir(state_dir)?;
         let path = state_dir.join(DB_FILE_NAME);
-        create_private_file(&path)?;
+        if !check_existing(&path)? {
+            create_new(state_dir, &path)?;
+        }
+        let conn = Connection::open(&path).ctx(&path, "open")?;
+        Self::prepare(conn, path).map_err(|error| {
+            // SQLite says "unable to open" for a directory it cannot write
+            // in; say why when that is it.
+            match probe_writable(state_dir) {
+                Err((probe, source)) if cannot_write(&error) => QueueError::Create {
+                    path: probe,
+                    source,
+                },
+                _ => error,
+            }
+        })
+    }
 
-        let mut conn = Connection::open(&path).ctx(&path, "open")?;
+    /// Opens the queue for reading when the state dir cannot be written (a
+    /// read-only mount, say): as [`open`](Self::open) when it can, else the
+    /// existing database read-only, with a warning that says why. Writes
+    /// through a read-only queue fail with SQLite's "readonly database".
+    pub fn open_for_reading(state_dir: &Path) -> Result<Self, QueueError> {
+        match Self::open(state_dir) {
+            Ok(queue) => Ok(queue),
+            Err(error) if cannot_write(&error) => {
+                let queue = Self::open_read_only(state_dir)?;
+                tracing::warn!(
+                    "the state dir {} cannot be written ({error}): reading the queue without changing it",
+                    state_dir.display()
+                );
+                Ok(queue)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The existing database of `state_dir`, read-only. A database in WAL
+    /// mode whose shared-memory file cannot be made (a read-only directory)
+    /// is read as the file alone; changes still in its write-ahead log are
+    /// then not seen, and a warning says so.
+    pub fn open_read_only(state_dir: &Path) -> Result<Self, QueueError> {
+        use rusqlite::OpenFlags;
+        let path = state_dir.join(DB_FILE_NAME);
+        if !check_existing(&path)? {
+            return Err(QueueError::Create {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "there is no queue database there, and the state dir cannot be written to make one",
+                ),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let usable = |conn: Connection| -> rusqlite::Result<Connection> {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
+                row.get::<_, i64>(0)
+            })?;
+            Ok(conn)
+        };
+        let op = "open read-only";
+        let conn = match Connection::open_with_flags(&path, flags).and_then(usable) {
+            Ok(conn) => conn,
+            Err(_) => {
+                let uri = format!("file:{}?immutable=1", uri_path(&path));
+                let conn = Connection::open_with_flags(&uri, flags)
+                    .and_then(usable)
+                    .ctx(&path, op)?;
+                let wal = wal_path(&path);
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                    tracing::warn!(
+                        "queue database {}: reading the file alone: changes still in its write-ahead log {} are not shown",
+                        path.display(),
+                        wal.display()
+                    );
+                }
+                conn
+            }
+        };
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .ctx(&path, op)?;
+        if version > super::SCHEMA_VERSION {
+            return Err(QueueError::SchemaTooNew {
+                store: store(&path),
+                found: version,
+                supported: super::SCHEMA_VERSION,
+            });
+        }
+        Ok(EmbeddedQueue {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Sets up an open connection: busy timeout, WAL, schema.
+    fn prepare(mut conn: Connection, path: PathBuf) -> Result<Self, QueueError> {
         conn.busy_timeout(BUSY_TIMEOUT)
             .ctx(&path, "set busy timeout")?;
         enable_wal(&conn, &path, BUSY_TIMEOUT)?;
@@ -107,7 +209,69 @@ impl EmbeddedQueue {
     /// Atomic against every other handle and process. Queued items whose
     /// stop was requested are moved to `stopped` on the way instead of being
     /// claimed. Returns `None` when no listed queue has a queued item.
+    ///
+    /// A row that cannot be read is moved aside on the way (with a warning
+    /// naming it) instead of failing every claim; indexes that no longer
+    /// match the rows are rebuilt and the claim tried once more (see
+    /// [`check_and_repair`](Self::check_and_repair)).
     pub fn claim_next(
+        &self,
+        queues: &[String],
+        agent_id: &str,
+        lease: Duration,
+    ) -> Result<Option<QueueItem>, QueueError> {
+        self.repairing(|| self.claim_once(queues, agent_id, lease))
+    }
+
+    /// Checks the whole database (`PRAGMA integrity_check`) and rebuilds
+    /// indexes that do not match their rows (`REINDEX`), which SQLite
+    /// reports as "database disk image is malformed" on the next write of
+    /// such a row and which make reads skip rows silently. Returns what was
+    /// found and repaired (nothing when all is well); damage beyond the
+    /// indexes is a [`QueueError::Damaged`] that says what to do.
+    pub fn check_and_repair(&self) -> Result<Vec<String>, QueueError> {
+        let op = "check the database";
+        let conn = self.lock();
+        let problems = integrity_problems(&conn, &self.path, op)?;
+        if problems.is_empty() {
+            return Ok(problems);
+        }
+        let damaged = |problems: &[String]| QueueError::Damaged {
+            store: store(&self.path),
+            op: op.to_owned(),
+            source: problems.join("; ").into(),
+        };
+        if !problems.iter().all(|p| p.contains(" index ")) {
+            return Err(damaged(&problems));
+        }
+        conn.execute_batch("REINDEX")
+            .ctx(&self.path, "rebuild the indexes")?;
+        let left = integrity_problems(&conn, &self.path, op)?;
+        if !left.is_empty() {
+            return Err(damaged(&left));
+        }
+        tracing::warn!(
+            "queue database {}: its indexes did not match its rows ({}); rebuilt them",
+            self.path.display(),
+            problems.join("; ")
+        );
+        Ok(problems)
+    }
+
+    /// Runs `call`; when it finds the database damaged, repairs what can be
+    /// repaired (indexes) and runs it once more.
+    fn repairing<T>(&self, call: impl Fn() -> Result<T, QueueError>) -> Result<T, QueueError> {
+        match call() {
+            Err(QueueError::Damaged { .. }) => {
+                self.check_and_repair()?;
+                call()
+            }
+            other => other,
+        }
+    }
+
+    /// One try of [`claim_next`](Self::claim_next).
+    fn claim_once(
         &self,
         queues: &[String],
         agent_id: &str,
@@ -119,26 +283,35 @@ impl EmbeddedQueue {
         let now = Now::get();
         let (lease_ms, lease_text) = now.plus(lease);
         let mut claimed = None;
+        let mut quarantined = Vec::new();
         'queues: for queue in queues {
             loop {
-                let next: Option<(String, bool)> = tx
+                let next: Option<i64> = tx
                     .query_row(
-                        "SELECT id, stop_requested FROM items
+                        "SELECT seq FROM items
                          WHERE queue = ?1 AND state = 'queued' ORDER BY seq LIMIT 1",
                         params![queue],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
+                        |row| row.get(0),
                     )
                     .optional()
                     .ctx(&self.path, &op)?;
-                let Some((id, stop_requested)) = next else {
+                let Some(seq) = next else {
                     break;
                 };
-                if stop_requested {
+                let item = match self.read_seq(&tx, seq, &op)? {
+                    Ok(item) => item,
+                    Err(damage) => {
+                        self.quarantine(&tx, &damage, &op)?;
+                        quarantined.push(damage);
+                        continue;
+                    }
+                };
+                if item.stop_requested {
                     tx.execute(
                         "UPDATE items SET state = 'stopped', message = ?2,
                              finished_at = ?3, updated_at = ?3, updated_ms = ?4
-                         WHERE id = ?1",
-                        params![id, "stopped before it started", now.text, now.ms],
+                         WHERE seq = ?1",
+                        params![seq, "stopped before it started", now.text, now.ms],
                     )
                     .ctx(&self.path, &op)?;
                     continue;
@@ -147,16 +320,20 @@ impl EmbeddedQueue {
                     "UPDATE items SET state = 'claimed', claimed_by = ?2, attempts = attempts + 1,
                          lease_expires_at = ?3, lease_expires_ms = ?4, started_at = NULL,
                          run_runner = NULL, run_handle = NULL, updated_at = ?5, updated_ms = ?6
-                     WHERE id = ?1",
-                    params![id, agent_id, lease_text, lease_ms, now.text, now.ms],
+                     WHERE seq = ?1",
+                    params![seq, agent_id, lease_text, lease_ms, now.text, now.ms],
                 )
                 .ctx(&self.path, &op)?;
-                claimed = Some(self.fetch(&tx, &id, &op)?);
+                claimed = Some(
+                    self.read_seq(&tx, seq, &op)?
+                        .map_err(|damage| damage.error(&self.path))?,
+                );
                 break 'queues;
             }
         }
         tx.commit().ctx(&self.path, &op)?;
-        claimed.map(|raw| raw.into_item(&self.path)).transpose()
+        self.report_quarantined(&quarantined);
+        Ok(claimed)
     }
 
     /// Moves a `claimed` item held by `agent_id` to `running` and records
@@ -412,29 +589,41 @@ impl EmbeddedQueue {
         let mut conn = self.lock();
         let tx = self.begin(&mut conn, op)?;
         let now = Now::get();
-        let held: Vec<Held> = {
+        let rows: Vec<(Result<QueueItem, Damage>, Option<i64>)> = {
             let mut stmt = tx
-                .prepare(
-                    "SELECT id, claimed_by, run_runner, run_handle, attempts, stop_requested,
-                         lease_expires_ms
-                     FROM items WHERE state IN ('claimed', 'running') ORDER BY seq",
-                )
+                .prepare(&format!(
+                    "SELECT {}, lease_expires_ms FROM items
+                     WHERE state IN ('claimed', 'running') ORDER BY seq",
+                    columns()
+                ))
                 .ctx(&self.path, op)?;
             stmt.query_map([], |row| {
-                Ok(Held {
-                    id: row.get(0)?,
-                    claimed_by: row.get(1)?,
-                    run_runner: row.get(2)?,
-                    run_handle: row.get(3)?,
-                    attempts: row.get(4)?,
-                    stop_requested: row.get(5)?,
-                    lease_expires_ms: row.get(6)?,
-                })
+                // An unreadable lease counts as expired.
+                let lease = row.get::<_, Option<i64>>(row::COLUMN_NAMES.len() + 1);
+                Ok((row::read(row), lease.unwrap_or(None)))
             })
             .ctx(&self.path, op)?
             .collect::<rusqlite::Result<_>>()
             .ctx(&self.path, op)?
         };
+        let mut held = Vec::new();
+        let mut quarantined = Vec::new();
+        for (item, lease_expires_ms) in rows {
+            match item {
+                Ok(item) => held.push(Held {
+                    id: item.id,
+                    claimed_by: item.claimed_by,
+                    run_handle: item.run_handle,
+                    attempts: item.attempts,
+                    stop_requested: item.stop_requested,
+                    lease_expires_ms,
+                }),
+                Err(damage) => {
+                    self.quarantine(&tx, &damage, op)?;
+                    quarantined.push(damage);
+                }
+            }
+        }
 
         let mut reclaimed = Vec::new();
         for item in held {
@@ -447,10 +636,7 @@ impl EmbeddedQueue {
                 continue;
             };
             let holder = item.claimed_by.unwrap_or_else(|| "unknown".to_owned());
-            let run_handle = run_handle(item.run_runner, item.run_handle)
-                .map_err(|detail| self.corrupt(&item.id, "run_handle", detail))?;
-            let attempts = u32::try_from(item.attempts)
-                .map_err(|_| self.corrupt(&item.id, "attempts", item.attempts))?;
+            let (run_handle, attempts) = (item.run_handle, item.attempts);
             let item_op = format!("reclaim item {} from agent {holder}", item.id);
             let new_state = if item.stop_requested {
                 tx.execute(
@@ -513,6 +699,7 @@ impl EmbeddedQueue {
             });
         }
         tx.commit().ctx(&self.path, op)?;
+        self.report_quarantined(&quarantined);
         Ok(reclaimed)
     }
 
@@ -521,46 +708,83 @@ impl EmbeddedQueue {
         let op = format!("read item {id}");
         let conn = self.lock();
         conn.query_row(
-            &format!("SELECT {COLUMNS} FROM items WHERE id = ?1"),
+            &format!("SELECT {} FROM items WHERE id = ?1", columns()),
             params![id],
-            RawItem::from_row,
+            |row| Ok(row::read(row)),
         )
         .optional()
         .ctx(&self.path, &op)?
-        .map(|raw| raw.into_item(&self.path))
+        .map(|read| read.map_err(|damage| damage.error(&self.path)))
         .transpose()
     }
 
     /// Every item, or every item of `queue`, oldest first.
+    ///
+    /// A row that cannot be read back is moved aside (see
+    /// [`quarantined`](Self::quarantined)) with a warning that names it,
+    /// and the others are listed; when the database cannot be written (a
+    /// read-only state dir) the row stays where it is and is only skipped.
     pub fn list(&self, queue: Option<&str>) -> Result<Vec<QueueItem>, QueueError> {
         let op = match queue {
             Some(queue) => format!("list queue {queue:?}"),
             None => "list items".to_owned(),
         };
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM items WHERE ?1 IS NULL OR queue = ?1 ORDER BY seq"
-            ))
-            .ctx(&self.path, &op)?;
-        let raws = stmt
-            .query_map(params![queue], RawItem::from_row)
-            .ctx(&self.path, &op)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx(&self.path, &op)?;
-        raws.into_iter()
-            .map(|raw| raw.into_item(&self.path))
-            .collect()
+        let rows = {
+            let conn = self.lock();
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {} FROM items WHERE ?1 IS NULL OR queue = ?1 ORDER BY seq",
+                    columns()
+                ))
+                .ctx(&self.path, &op)?;
+            stmt.query_map(params![queue], |row| Ok(row::read(row)))
+                .ctx(&self.path, &op)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .ctx(&self.path, &op)?
+        };
+        let mut items = Vec::with_capacity(rows.len());
+        let mut damaged = Vec::new();
+        for row in rows {
+            match row {
+                Ok(item) => items.push(item),
+                Err(damage) => damaged.push(damage),
+            }
+        }
+        if !damaged.is_empty() {
+            self.set_aside(&damaged, &op);
+        }
+        Ok(items)
     }
 
-    /// The names of every queue that has (or had) an item, sorted.
+    /// The rows moved aside because they could not be read: for each, its
+    /// row number, its id (as far as it reads) and why.
+    pub fn quarantined(&self) -> Result<Vec<(i64, String, String)>, QueueError> {
+        let op = "list quarantined items";
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT seq, id, reason FROM quarantined_items ORDER BY seq")
+            .ctx(&self.path, op)?;
+        stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0).unwrap_or(-1),
+                row::value_text(row.get_ref(1).ok()),
+                row::value_text(row.get_ref(2).ok()),
+            ))
+        })
+        .ctx(&self.path, op)?
+        .collect::<rusqlite::Result<_>>()
+        .ctx(&self.path, op)
+    }
+
+    /// The names of every queue that has (or had) an item, sorted (a name
+    /// that is not UTF-8 is shown lossily).
     pub fn queue_names(&self) -> Result<Vec<String>, QueueError> {
         let op = "list queue names";
         let conn = self.lock();
         let mut stmt = conn
             .prepare("SELECT DISTINCT queue FROM items ORDER BY queue")
             .ctx(&self.path, op)?;
-        stmt.query_map([], |row| row.get(0))
+        stmt.query_map([], |row| Ok(row::value_text(row.get_ref(0).ok())))
             .ctx(&self.path, op)?
             .collect::<rusqlite::Result<Vec<String>>>()
             .ctx(&self.path, op)
@@ -613,14 +837,86 @@ impl EmbeddedQueue {
             .ctx(&self.path, op)
     }
 
-    /// The item `id`, read inside `tx`.
-    fn fetch(&self, tx: &Transaction<'_>, id: &str, op: &str) -> Result<RawItem, QueueError> {
+    /// Row `seq`, read inside `tx`: the item, or what is wrong with it.
+    fn read_seq(
+        &self,
+        tx: &Transaction<'_>,
+        seq: i64,
+        op: &str,
+    ) -> Result<Result<QueueItem, Damage>, QueueError> {
         tx.query_row(
-            &format!("SELECT {COLUMNS} FROM items WHERE id = ?1"),
-            params![id],
-            RawItem::from_row,
+            &format!("SELECT {} FROM items WHERE seq = ?1", columns()),
+            params![seq],
+            |row| Ok(row::read(row)),
         )
         .ctx(&self.path, op)
+    }
+
+    /// Moves a row that cannot be read into `quarantined_items`, as stored,
+    /// with why: the queue goes on with the rest instead of failing on it
+    /// at every read.
+    fn quarantine(
+        &self,
+        tx: &Transaction<'_>,
+        damage: &Damage,
+        op: &str,
+    ) -> Result<(), QueueError> {
+        let now = Now::get();
+        tx.execute(
+            &format!(
+                "INSERT INTO quarantined_items (quarantined_at, reason, {QUARANTINED_COLUMNS})
+                 SELECT ?2, ?3, {QUARANTINED_COLUMNS} FROM items WHERE seq = ?1"
+            ),
+            params![damage.seq, now.text, damage.detail],
+        )
+        .ctx(&self.path, op)?;
+        tx.execute("DELETE FROM items WHERE seq = ?1", params![damage.seq])
+            .ctx(&self.path, op)?;
+        Ok(())
+    }
+
+    /// Moves `damaged` rows aside in a transaction of their own; when the
+    /// database cannot be written they are only named.
+    fn set_aside(&self, damaged: &[Damage], op: &str) {
+        let result = (|| {
+            let mut conn = self.lock();
+            let tx = self.begin(&mut conn, op)?;
+            for damage in damaged {
+                self.quarantine(&tx, damage, op)?;
+            }
+            tx.commit().ctx(&self.path, op)
+        })();
+        match result {
+            Ok(()) => self.report_quarantined(damaged),
+            Err(error) => {
+                for damage in damaged {
+                    tracing::warn!(
+                        "queue database {}: item {} (row {}) cannot be read: {}; skipped it \
+                         (it could not be moved aside: {error})",
+                        self.path.display(),
+                        damage.id,
+                        damage.seq,
+                        damage.detail
+                    );
+                }
+            }
+        }
+    }
+
+    /// Names every row just moved aside, and how to look at them.
+    fn report_quarantined(&self, damaged: &[Damage]) {
+        for damage in damaged {
+            tracing::warn!(
+                "queue database {}: item {} (row {}) cannot be read: {}; moved it aside to table \
+                 `quarantined_items` and went on with the rest (see it with \
+                 `sqlite3 {} 'SELECT * FROM quarantined_items'`)",
+                self.path.display(),
+                damage.id,
+                damage.seq,
+                damage.detail,
+                self.path.display()
+            );
+        }
     }
 
     /// The state-related fields of item `id`, or [`QueueError::NotFound`].
@@ -673,8 +969,23 @@ impl EmbeddedQueue {
 
     /// Moves an item to a terminal state.
     #[allow(clippy::too_many_arguments)]
-    #[allow(clippy::too_many_arguments)]
     fn end(
+        &self,
+        id: &str,
+        holder: &str,
+        action: &'static str,
+        allowed: &[ItemState],
+        to: ItemState,
+        stage: Option<Stage>,
+        message: Option<&str>,
+        exit_code: Option<i32>,
+    ) -> Result<(), QueueError> {
+        self.repairing(|| self.end_once(id, holder, action, allowed, to, stage, message, exit_code))
+    }
+
+    /// One try of [`end`](Self::end).
+    #[allow(clippy::too_many_arguments)]
+    fn end_once(
         &self,
         id: &str,
         holder: &str,
@@ -771,6 +1082,147 @@ fn create_private_file(path: &Path) -> Result<(), QueueError> {
         })
 }
 
+/// What `PRAGMA integrity_check` finds wrong (nothing when it says `ok`).
+fn integrity_problems(conn: &Connection, path: &Path, op: &str) -> Result<Vec<String>, QueueError> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check").ctx(path, op)?;
+    let lines = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .ctx(path, op)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .ctx(path, op)?;
+    Ok(lines.into_iter().filter(|line| line != "ok").collect())
+}
+
+/// Whether the database file at `path` exists (as a file with content);
+/// `false` when there is none yet. A file of 0 bytes, or something that is
+/// not a file, is an error that says so.
+fn check_existing(path: &Path) -> Result<bool, QueueError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(QueueError::Create {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    if !meta.is_file() {
+        return Err(QueueError::Create {
+            path: path.to_owned(),
+            source: std::io::Error::other(
+                "it exists but is not a regular file: move it aside so a queue database can be made there",
+            ),
+        });
+    }
+    if meta.len() == 0 {
+        let wal = wal_path(path);
+        let wal_note = match std::fs::metadata(&wal) {
+            Ok(m) if m.len() > 0 => format!(
+                "; the write-ahead log beside it ({}, {} bytes) may still hold recent changes: \
+                 keep it with the file you move aside",
+                wal.display(),
+                m.len()
+            ),
+            _ => String::new(),
+        };
+        return Err(QueueError::EmptyDatabase {
+            store: store(path),
+            wal_note,
+        });
+    }
+    Ok(true)
+}
+
+/// Makes a new database at `path`: built whole under a temporary name in
+/// `state_dir`, then linked into place (when another process got there
+/// first, its database is kept).
+fn create_new(state_dir: &Path, path: &Path) -> Result<(), QueueError> {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let temp = state_dir.join(format!(
+        ".{DB_FILE_NAME}.new-{}-{}",
+        std::process::id(),
+        &nonce[..8]
+    ));
+    let made = (|| {
+        create_private_file(&temp)?;
+        let conn = Connection::open(&temp).ctx(&temp, "create")?;
+        let queue = EmbeddedQueue::prepare(conn, temp.clone())?;
+        drop(queue);
+        match std::fs::hard_link(&temp, path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            // A file system without hard links: a rename is atomic too.
+            Err(_) if !path.exists() => {
+                std::fs::rename(&temp, path).map_err(|source| QueueError::Create {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+            Err(_) => Ok(()),
+        }
+    })();
+    for leftover in [temp.clone(), wal_path(&temp), shm_path(&temp)] {
+        let _ = std::fs::remove_file(leftover);
+    }
+    made
+}
+
+/// Creates and removes a small file in `dir`: the error (and the file's
+/// path) when `dir` cannot be written.
+fn probe_writable(dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    let made = std::fs::File::create(&probe);
+    let _ = std::fs::remove_file(&probe);
+    made.map(drop).map_err(|error| (probe, error))
+}
+
+/// Whether opening failed because the state dir or its database cannot be
+/// written (a read-only mount, missing permissions).
+fn cannot_write(error: &QueueError) -> bool {
+    match error {
+        QueueError::Create { source, .. } => {
+            matches!(
+                source.raw_os_error(),
+                Some(libc::EROFS | libc::EACCES | libc::EPERM)
+            )
+        }
+        QueueError::Database { source, .. } => {
+            let text = source.to_string();
+            text.contains("readonly") || text.contains("unable to open")
+        }
+        _ => false,
+    }
+}
+
+/// The write-ahead log of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// The shared-memory file of the database at `path`.
+fn shm_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-shm");
+    PathBuf::from(name)
+}
+
+/// `path` for a SQLite `file:` URI: `%`, `?` and `#` escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Refuses queue names that would be confusing in a table or a shell.
 fn validate_queue_name(name: &str) -> Result<(), QueueError> {
     let reason = if name.trim().is_empty() {
@@ -799,9 +1251,8 @@ struct Current {
 struct Held {
     id: String,
     claimed_by: Option<String>,
-    run_runner: Option<String>,
-    run_handle: Option<String>,
-    attempts: i64,
+    run_handle: Option<RunHandle>,
+    attempts: u32,
     stop_requested: bool,
     lease_expires_ms: Option<i64>,
 }

@@ -429,12 +429,29 @@ impl Fetcher<'_> {
             .get_bytes(&url, false, MAX_MANIFEST_BYTES, DOWNLOAD_TIMEOUT)
             .await
             .map_err(|e| self.error(format!("manifest of {}: {e}", artifact.full_name())))?;
-        parse_manifest(&bytes).map_err(|why| {
+        let manifest = parse_manifest(&bytes).map_err(|why| {
             self.error(format!(
                 "manifest of {} is not usable: {why}",
                 artifact.full_name()
             ))
-        })
+        })?;
+        // The same bounds as a local code directory's.
+        let total: u64 = manifest
+            .values()
+            .map(|e| e.size)
+            .fold(0, u64::saturating_add);
+        if total > crate::sources::MAX_SOURCE_BYTES
+            || manifest.len() > crate::sources::MAX_SOURCE_FILES
+        {
+            return Err(self.error(format!(
+                "{} holds {} files of {total} bytes in all: more than a job's source may ({} files, {} bytes)",
+                artifact.full_name(),
+                manifest.len(),
+                crate::sources::MAX_SOURCE_FILES,
+                crate::sources::MAX_SOURCE_BYTES
+            )));
+        }
+        Ok(manifest)
     }
 
     /// `GetArtifactMembershipFileUrls`, all pages: path → `directUrl`.
