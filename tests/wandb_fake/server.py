@@ -30,6 +30,7 @@ Only the Python standard library is used (http.server + json).
     POST /_fake/agents/<id>/stop                 set stopPolling on a launch agent
     POST /_fake/runs/<entity>/<project>/<run>    body {"state": "...", "stopped": bool}
     POST /_fake/reset                            drop all state and events
+    POST /_fake/drop-connections?count=N         close the next N /graphql connections
     POST /_fake/drop-connections?seconds=N       for N seconds (default 5) close
                                                  /graphql connections without answering
     POST /_fake/shutdown                         stop the server
@@ -403,6 +404,7 @@ class State:
             self.agents: dict[str, dict] = {}  # id -> agent
             self.runs: dict[tuple, dict] = {}  # (entity, project, name) -> run
             self.drop_until = 0.0
+            self.drop_next = 0
             # artifacts (see the "Artifacts" section below)
             self.artifacts: dict[str, dict] = {}  # id -> artifact version
             self.sequences: dict[tuple, dict] = {}  # (entity, project, name) -> collection
@@ -1419,7 +1421,11 @@ def make_handler(srv: Server):
             return self.rfile.read(n) if n else b""
 
         def _drop(self) -> bool:
-            if time.time() < srv.state.drop_until:
+            with srv.state.lock:
+                by_count = srv.state.drop_next > 0
+                if by_count:
+                    srv.state.drop_next -= 1
+            if by_count or time.time() < srv.state.drop_until:
                 self._body()
                 self.close_connection = True
                 try:
@@ -1579,9 +1585,15 @@ def make_handler(srv: Server):
                     st.reset()
                     self._send(200, {"ok": True})
                 elif parts == ["drop-connections"]:
-                    secs = float((qs.get("seconds") or ["5"])[0])
-                    st.drop_until = time.time() + secs
-                    self._send(200, {"ok": True, "until": st.drop_until})
+                    if qs.get("count"):
+                        # the next N GraphQL requests, whenever they come
+                        # (a test's client may take seconds to start)
+                        st.drop_next = int(qs["count"][0])
+                        self._send(200, {"ok": True, "count": st.drop_next})
+                    else:
+                        secs = float((qs.get("seconds") or ["5"])[0])
+                        st.drop_until = time.time() + secs
+                        self._send(200, {"ok": True, "until": st.drop_until})
                 elif parts == ["shutdown"]:
                     self._send(200, {"ok": True})
                     threading.Thread(target=self.server.shutdown, daemon=True).start()

@@ -187,7 +187,7 @@ def run_checks(fake: Fake, venv: str) -> None:
     r = submit(fake, venv)
     check("real `wandb launch --queue default --docker-image` (queue present) exits 0",
           r.returncode == 0, r.stdout[-3000:])
-    fake.http("POST", "/_fake/drop-connections?seconds=2", key=None)
+    fake.http("POST", "/_fake/drop-connections?count=2", key=None)
     r = submit(fake, venv)
     dropped_n = sum(1 for e in fake.events() if e.get("kind") == "dropped")
     check("real client retries through /_fake/drop-connections and still submits",

@@ -194,7 +194,10 @@ async fn run(
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     started(pid);
     loop {
+        // The run's own end first: a run that exited just as a stop or a
+        // hand-back came ended as it ended, and is recorded so.
         tokio::select! {
+            biased;
             status = child.wait() => {
                 let status = status.context("waiting for the run")?;
                 return Ok(match status.code() {
@@ -210,6 +213,10 @@ async fn run(
             changed = control.changed() => {
                 let wanted = if changed.is_ok() { *control.borrow() } else { Control::HandBack };
                 if wanted == Control::Run {
+                    continue;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    // It ended by itself meanwhile: report how.
                     continue;
                 }
                 stop_group(pid, &mut child, request.stop_grace).await;
