@@ -282,3 +282,27 @@ fn a_sha256_pin_is_checked_against_the_embedded_plugin() {
         "{stderr}"
     );
 }
+
+#[test]
+fn embedded_plugins_are_compiled_once_then_loaded_from_the_precompiled_cache() {
+    let agent = Scratch::new();
+    let config = agent.write_config("environment: { type: local }\nbuilder: { type: noop }\n");
+    let load = || {
+        let out = agent
+            .cmd()
+            .env_remove("LAUNCH_AGENT_PLUGIN_DIR")
+            .env("LAUNCH_AGENT_LOG", "launch_agent=debug")
+            .args(["plugins", "list", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        log.lines()
+            .filter(|l| l.contains("plugin loaded"))
+            .map(|l| l.contains("cache=\"hit\"") || l.contains("cache=hit"))
+            .collect::<Vec<bool>>()
+    };
+    assert_eq!(load(), [false, false], "compiled at the first start");
+    assert_eq!(load(), [true, true], "loaded from the cache after");
+}
