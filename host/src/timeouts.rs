@@ -1,4 +1,22 @@
-//! Every timeout and interval of the agent, in one place.
+//! The timeouts and intervals of the agent loop, and an index of every
+//! other one: each of those sits beside the code it bounds, where its
+//! reason is, and is listed here so there is one place to look.
+//!
+//! | what | where | value |
+//! |---|---|---|
+//! | a plugin call's own running time / whole call | `limits.deadline_ms` / `timeout_ms` of the config ([`crate::config::Limits`]) | 30 s / 10 min (1 h for the docker builder) |
+//! | the deadline clock's tick, and how long it runs after a call | [`EPOCH_TICK`]; [`crate::plugins::epoch::LINGER`] | 10 ms; 1 s |
+//! | W&B: pops, `stopPolling`, heartbeats, `RunStoppedStatus` | [`crate::queue::wandb::cadence`] | 2–10 s, 4.5 s, 9–20 s, 5 s |
+//! | W&B: one API request; a job artifact's download | `request_timeout` of [`crate::wandb::ApiSettings`]; `DOWNLOAD_TIMEOUT` in `sources/wandb_job/fetch.rs` | 30 s; 30 min |
+//! | the embedded queue waiting on another writer | [`crate::queue::embedded::BUSY_TIMEOUT`] | 5 s |
+//! | Docker: a build or push request; draining a build context | `LONG_REQUEST`, `CONTEXT_DRAIN` in `capabilities/docker/engine.rs` | 1 h; 5 s |
+//! | an OCI registry: connecting; one call | `CONNECT_TIMEOUT`, `CALL_TIMEOUT` in `capabilities/oci.rs` | 10 s; 60 s |
+//! | a container's removal; its output draining after exit | `REMOVAL_WAIT`, `DRAIN_AFTER_OUTPUT` in `runners/local_container/mod.rs` | 30 s; 5 s |
+//! | a dead agent's leftovers being cleaned up | `CLEAN_UP_WAIT` in `agent/reclaim.rs` | 30 s |
+//! | a stopped run between SIGTERM and SIGKILL | `stopped_run_timeout` of the config | 60 s |
+//! | running jobs on shutdown | `shutdown_grace_seconds` of the config | 30 s |
+//! | a claim without renewal | `lease_seconds` of the config | 30 s |
+//! | everything below | this module | |
 
 use std::time::Duration;
 

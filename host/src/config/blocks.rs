@@ -1,8 +1,11 @@
 //! The W&B blocks of launch-config.yaml: `environment`, `registry`, `builder`.
 //!
-//! Each block's `type` names the plugin that serves it (`aws` is the
-//! `environment-aws` plugin of the default bundle, `my-env` a plugin of the
-//! config's `plugins:` map). The whole block is handed to the plugin as its
+//! Each block's `type` names the plugin that serves it: one of the default
+//! bundle (today `local`; `noop`, `docker`; `oci` — see
+//! [`crate::plugins::catalog`]) or a plugin of the config's `plugins:` map
+//! (`my-env`). W&B's cloud types (`aws`, `gcp`, `azure`; `ecr`, `gcr`,
+//! `acr`; `kaniko`) are accepted by the parser but have no bundled plugin
+//! yet: naming one is an error at start-up that lists the bundled ones. The whole block is handed to the plugin as its
 //! settings (a JSON object), so a plugin reads the W&B keys it needs.
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +21,8 @@ use serde_saphyr::Spanned;
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentConfig {
-    /// `local`, `aws`, `gcp`, `azure`, or the name of a configured plugin.
+    /// `local` (bundled), or the name of a configured plugin (W&B's `aws`,
+    /// `gcp` and `azure` have no bundled plugin yet).
     #[serde(rename = "type", serialize_with = "spanned_string")]
     pub kind: Spanned<String>,
     /// The cloud region.

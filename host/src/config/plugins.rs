@@ -2,9 +2,9 @@
 //! do, and where secret values come from.
 //!
 //! Everything is denied unless granted here. A plugin of the default bundle
-//! that needs a grant (the AWS environment needs `AWS_*` env vars and the
-//! AWS hosts) gets it from this map too: an entry named like the bundled
-//! plugin (`aws`, `ecr`, ...) adds grants and settings to it without a `path`.
+//! gets the grants its job needs by default (`capabilities/defaults.rs`);
+//! more come from this map too: an entry named like the bundled plugin
+//! (`docker`, `oci`, ...) adds grants and settings to it without a `path`.
 
 use super::ConfigError;
 use serde::Deserialize;
