@@ -67,6 +67,9 @@ pub struct JobContext {
     pub clients: Clients,
     /// Where jobs run, by `resource`.
     pub runners: Runners,
+    /// Every secret value a plugin of this agent held, scrubbed from every
+    /// job's log, warnings and queue messages.
+    pub redactor: Arc<crate::redact::Redactor>,
 }
 
 /// How the agent run should behave.
@@ -178,6 +181,7 @@ pub fn job_context(
             .filter(|d| !d.is_empty()),
         stop_grace: Duration::from_secs(config.stopped_run_timeout),
         runners: Runners::new(&clients),
+        redactor: Arc::new(crate::redact::Redactor::knowing(&config.secrets)),
         clients,
     })
 }

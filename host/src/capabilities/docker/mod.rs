@@ -75,10 +75,12 @@ impl CapabilityState {
     fn docker_log(&self, operation: &'static str) -> EngineLog {
         let plugin = self.plugin_name.clone();
         let sink = self.log_sink.clone();
+        let redactor = self.redactor().clone();
         Arc::new(move |line: &str| {
-            tracing::info!(plugin = %plugin, "docker {operation}: {line}");
+            let shown = redactor.scrub(line);
+            tracing::info!(plugin = %plugin, "docker {operation}: {shown}");
             if let Some(sink) = &sink {
-                sink.line(&format!("[{plugin}] docker {operation}: {line}"));
+                sink.said(false, &format!("[{plugin}] docker {operation}: "), line);
             }
         })
     }
