@@ -60,6 +60,17 @@ pub(super) async fn build_image(
     ] {
         refuse_secret(run, builder.label(), field, value)?;
     }
+    let destination_repo =
+        crate::capabilities::docker::reference::repositories_of([request.destination.as_str()]);
+    if !destination_repo.is_empty()
+        && let Err(why) =
+            crate::capabilities::docker::reference::within(&plan.image_uri, &destination_repo)
+    {
+        return Err(failed(
+            Stage::Build,
+            format!("{}: the plan's {why}", builder.label()),
+        ));
+    }
     run.step(&format!(
         "build: {} plans image {} (Dockerfile from {})",
         builder.label(),

@@ -37,6 +37,11 @@ pub struct CapabilityState {
     pub log_sink: Option<LogSink>,
     /// The current job's source on this machine (a builder's build context).
     pub job_source: Option<PathBuf>,
+    /// The repositories this call's Docker builds may tag and its
+    /// `image-exists` may ask about: the planned image's and the
+    /// destination's, set for a builder's build call; empty for every other
+    /// call (which may then neither build nor look up).
+    pub build_repositories: Vec<String>,
     /// The values of the secrets this Store held (opened, minted or handed
     /// in), scrubbed from everything the plugin says.
     pub held_secrets: Vec<String>,
@@ -71,6 +76,7 @@ impl CapabilityState {
             policy,
             log_sink: None,
             job_source: None,
+            build_repositories: Vec::new(),
             held_secrets: Vec::new(),
             own_redactor: Arc::default(),
             registry_clients,
