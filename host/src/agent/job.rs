@@ -124,9 +124,11 @@ pub(super) struct JobRun<'a> {
 }
 
 impl JobRun<'_> {
-    /// Logs one step to tracing and to the job's log.
+    /// Logs one step to tracing and to the job's log (each scrubbed of the
+    /// secrets the agent knows: a step may quote a plugin's answer).
     pub(super) fn step(&self, message: &str) {
-        tracing::info!(item = %self.item.id, queue = %self.item.queue, "{message}");
+        let shown = self.ctx.redactor.scrub(message);
+        tracing::info!(item = %self.item.id, queue = %self.item.queue, "{shown}");
         self.log.line(message);
     }
 
@@ -449,7 +451,8 @@ impl RunHooks for JobRun<'_> {
     }
 
     fn warning(&self, line: &str) {
-        tracing::warn!(item = %self.item.id, queue = %self.item.queue, "{line}");
+        let shown = self.ctx.redactor.scrub(line);
+        tracing::warn!(item = %self.item.id, queue = %self.item.queue, "{shown}");
         self.log.warning(line);
     }
 
