@@ -17,6 +17,7 @@ pub mod input;
 pub mod json_kind;
 pub mod plugins;
 pub mod queue;
+pub mod redact;
 pub mod runners;
 pub mod secret_env;
 pub mod sources;

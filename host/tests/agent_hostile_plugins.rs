@@ -176,3 +176,128 @@ fn secrets_and_api_keys_appear_in_no_log_queue_record_or_run() {
         "runs do not inherit env vars that back secrets: {output}"
     );
 }
+
+/// Issue 10, class 4: a granted secret, disguised (encoded, split across
+/// lines, returned in `run-env`, stashed in a writable directory and said by
+/// a later job), reaches no job log, warning, queue record or run.
+#[test]
+fn a_disguised_secret_reaches_no_log_queue_record_or_run() {
+    let secret = "s3cr3t/Val+ue-9b2e71";
+    let agent = Scratch::new();
+    let stash = agent.path().join("stash");
+    std::fs::create_dir_all(&stash).unwrap();
+    let stashed = stash.join("secret.txt");
+    let config = config(
+        &agent,
+        &format!(
+            "    grants:\n      secrets: [token]\n      dirs: [{{ path: {}, write: true }}]\nsecrets:\n  token: {{ env: AGENT_TEST_SECRET }}\n",
+            stash.display()
+        ),
+    );
+    let mut ids = Vec::new();
+    for encoding in [
+        "base64",
+        "base64url",
+        "base64-inner",
+        "hex",
+        "HEX",
+        "url",
+        "reversed",
+        "split",
+    ] {
+        let mut job =
+            hostile_job(json!({"mode": "leak-encoded", "name": "token", "encoding": encoding}));
+        job["overrides"]["entry_point"] = json!(["sh", "-c", "echo ran"]);
+        ids.push((encoding, agent.submit("default", &job)));
+    }
+    let env_job = agent.submit("default", &{
+        let mut job = hostile_job(json!({"mode": "leak-env", "name": "token"}));
+        job["overrides"]["entry_point"] = json!(["sh", "-c", "echo leaked=$LEAKED"]);
+        job
+    });
+    let stash_job = agent.submit(
+        "default",
+        &hostile_job(json!({"mode": "stash", "name": "token", "path": stashed})),
+    );
+    let later_job = agent.submit(
+        "default",
+        &hostile_job(json!({"mode": "say-file", "path": stashed})),
+    );
+
+    let out = agent
+        .cmd()
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--exit-when-idle",
+        ])
+        .env("AGENT_TEST_SECRET", secret)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(stashed.exists(), "the stash job wrote its file");
+
+    let records = String::from_utf8(agent.run(&["queue", "list", "--json"]).stdout).unwrap();
+    let table = String::from_utf8(agent.run(&["queue", "list"]).stdout).unwrap();
+    let mut job_logs = String::new();
+    let mut outputs = String::new();
+    let all_ids = ids
+        .iter()
+        .map(|(_, id)| id)
+        .chain([&env_job, &stash_job, &later_job]);
+    for id in all_ids {
+        let dir = agent.state_dir().join("runs").join(id);
+        job_logs += &std::fs::read_to_string(dir.join("agent.log")).unwrap();
+        outputs += &std::fs::read_to_string(dir.join("output.log")).unwrap_or_default();
+    }
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let forms = [
+        secret.to_string(),
+        b64(secret),
+        b64(&format!("user:{secret}:tail")),
+        hex::encode(secret),
+        hex::encode_upper(secret),
+        secret.replace('/', "%2F").replace('+', "%2B"),
+        secret.chars().rev().collect(),
+        secret[..secret.len() / 2].to_string(),
+        secret[secret.len() / 2..].to_string(),
+    ];
+    for (what, text) in [
+        ("queue records", &records),
+        ("queue table", &table),
+        ("job logs", &job_logs),
+        ("run output", &outputs),
+    ] {
+        for form in &forms {
+            assert!(
+                !text.contains(form.as_str()),
+                "the secret ({form}) leaked into the {what}:\n{text}"
+            );
+        }
+    }
+    // The agent's own log (tracing) gets each line scrubbed of every form;
+    // only the job's records are checked for a value split across lines.
+    for form in &forms[..forms.len() - 2] {
+        assert!(
+            !log.contains(form.as_str()),
+            "the secret ({form}) leaked into the agent log"
+        );
+    }
+    assert!(
+        job_logs.contains("the secret, as base64: <redacted>"),
+        "{job_logs}"
+    );
+    assert!(job_logs.contains("holds <redacted>"), "{job_logs}");
+    assert!(
+        outputs.contains("leaked=<redacted>"),
+        "a run-env value carrying a secret reaches the run redacted: {outputs}"
+    );
+    for (encoding, id) in &ids {
+        assert_eq!(agent.item(id)["state"], "finished", "{encoding}");
+    }
+}

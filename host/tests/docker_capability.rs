@@ -8,7 +8,8 @@ mod common;
 use bollard::Docker;
 use bollard::query_parameters::RemoveImageOptions;
 use common::docker::{docker, services};
-use launch_agent::capabilities::docker::{build_image, image_exists, push_image};
+use launch_agent::capabilities::docker::{BuildNetwork, build_image, image_exists, push_image};
+use serde_json::json;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -118,6 +119,7 @@ async fn build_minimal(docker: &Docker, image: &str) -> String {
         &[image.to_string()],
         None,
         &[],
+        BuildNetwork::Off,
         &|_: &str| {},
     )
     .await
@@ -167,6 +169,7 @@ async fn build_streams_the_source_and_tags_the_image() {
         &tags,
         None,
         &[("GREETING".into(), "hi-there".into())],
+        BuildNetwork::Off,
         &lines.logger(),
     )
     .await
@@ -209,6 +212,7 @@ async fn a_failing_step_is_the_engines_error_line() {
         &[format!("{}:broken", unique_repo("broken"))],
         None,
         &[],
+        BuildNetwork::Off,
         &lines.logger(),
     )
     .await
@@ -237,6 +241,7 @@ async fn bad_tags_are_refused_before_the_engine() {
         &["../containers/x?force=1".to_string()],
         None,
         &[],
+        BuildNetwork::Off,
         &|_: &str| {},
     )
     .await
@@ -335,6 +340,7 @@ async fn an_unreadable_source_is_the_contexts_error() {
         &[],
         None,
         &[],
+        BuildNetwork::Off,
         &|_: &str| {},
     )
     .await
@@ -465,4 +471,151 @@ async fn a_push_reaches_only_a_registry_in_grants_hosts() {
     let (status, body) = registry_get(&format!("/v2/{path}/tags/list")).await;
     assert_eq!(status, 200, "tags/list: {body}");
     remove_images(&docker().await, std::slice::from_ref(&image)).await;
+}
+
+/// Loads the hostile builder (`tests/plugins/hostile-builder`) with
+/// `grants_yaml` (a flow mapping).
+async fn hostile_builder(
+    dir: &Path,
+    grants_yaml: &str,
+) -> std::sync::Arc<launch_agent::plugins::LoadedPlugin> {
+    let wasm = common::test_plugin("hostile-builder");
+    let yaml = format!(
+        "plugins:\n  hostile-builder:\n    path: {}\n    grants: {grants_yaml}\n",
+        wasm.display()
+    );
+    let config =
+        launch_agent::config::LaunchConfig::parse(&yaml, Path::new("t.yaml")).expect("config");
+    let mut host = launch_agent::plugins::PluginHost::new(&dir.join("cache"), 128).unwrap();
+    host.load(
+        "hostile-builder",
+        &wasm,
+        &config.plugins["hostile-builder"],
+        &config.secrets,
+    )
+    .await
+    .expect("load hostile-builder")
+}
+
+/// The image id behind `image`, if the engine has it.
+async fn image_id(docker: &Docker, image: &str) -> Option<String> {
+    docker.inspect_image(image).await.ok().and_then(|i| i.id)
+}
+
+/// Issue 10, class 3: a builder granted the engine may tag only the planned
+/// image's repository, and look up nothing else: another job's image is
+/// neither overwritten nor probed.
+#[tokio::test]
+async fn a_build_tags_and_looks_up_only_the_planned_repository() {
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let victim = format!("{}:v1", unique_repo("victim"));
+    let victim_id = build_minimal(&docker, &victim).await;
+    let repo = unique_repo("tag-scope");
+    let image = format!("{repo}:v1");
+    let plugin = hostile_builder(dir.path(), "{ docker: true }").await;
+    let (mut request, mut plan) = build_request(&image, "");
+    plan.dockerfile = format!("FROM {}\nLABEL poisoned=yes\n", services().base_image);
+
+    // Tagging another job's image is refused, before the engine builds.
+    request.settings = json!({"mode": "tag-poison", "tag": victim}).to_string();
+    let refused = plugin
+        .build(&request, &plan, None, None, None)
+        .await
+        .expect_err("the poisoning tag is refused")
+        .to_string();
+    assert!(
+        refused.contains("outside the planned image's repository") && refused.contains(&repo),
+        "{refused}"
+    );
+    assert_eq!(
+        image_id(&docker, &victim).await.as_deref(),
+        Some(&*victim_id)
+    );
+    assert!(
+        !image_exists(&docker, &image).await.unwrap(),
+        "nothing was built"
+    );
+
+    // Probing another image is refused; the planned repository answers.
+    request.settings = json!({"mode": "probe", "image": victim}).to_string();
+    let probe = plugin
+        .build(&request, &plan, None, None, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        probe.contains("outside the planned image's repository"),
+        "{probe}"
+    );
+    request.settings = json!({"mode": "probe", "image": format!("{repo}:other")}).to_string();
+    let probe = plugin
+        .build(&request, &plan, None, None, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(probe.contains("probe: answered false"), "{probe}");
+
+    // A second tag in the planned repository is fine.
+    let second = format!("{repo}:v2");
+    request.settings = json!({"mode": "tag-poison", "tag": second}).to_string();
+    plugin
+        .build(&request, &plan, None, None, None)
+        .await
+        .expect("a tag in the planned repository");
+    assert!(image_exists(&docker, &second).await.unwrap());
+    assert_eq!(
+        image_id(&docker, &victim).await.as_deref(),
+        Some(&*victim_id)
+    );
+    remove_images(&docker, &[victim, image, second]).await;
+}
+
+/// Issue 10, class 3: a build's steps have no network unless the builder
+/// is granted `build_network` (the bundled builder is, by default).
+#[tokio::test]
+async fn a_builds_steps_get_the_network_only_with_grants_build_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = unique_repo("build-network");
+    let image = format!("{repo}:v1");
+    let (mut request, mut plan) = build_request(&image, "");
+    plan.dockerfile = format!(
+        "FROM {}\nRUN echo interfaces: $(ls /sys/class/net)\n",
+        services().base_image
+    );
+    request.settings = json!({"mode": "build-network"}).to_string();
+    let mut seen = Vec::new();
+    for grants in ["{ docker: true }", "{ docker: true, build_network: true }"] {
+        let plugin = hostile_builder(dir.path(), grants).await;
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = {
+            let (lines, warnings) = (lines.clone(), lines.clone());
+            Arc::new(launch_agent::capabilities::log::JobLog::new(
+                Box::new(move |l: &str| lines.lock().unwrap().push(l.to_string())),
+                Box::new(move |l: &str| warnings.lock().unwrap().push(l.to_string())),
+            ))
+        };
+        plugin
+            .build(&request, &plan, None, None, Some(sink))
+            .await
+            .unwrap_or_else(|e| panic!("{grants}: {e}"));
+        let said = lines.lock().unwrap().join("\n");
+        let interfaces = said
+            .lines()
+            .find(|l| l.contains("interfaces: ") && !l.contains("RUN"))
+            .unwrap_or_else(|| panic!("{grants}: no interfaces line in {said}"))
+            .to_string();
+        seen.push(interfaces);
+        remove_images(&docker().await, std::slice::from_ref(&image)).await;
+    }
+    assert!(
+        seen[0].contains("lo") && !seen[0].contains("eth"),
+        "without the grant only loopback: {}",
+        seen[0]
+    );
+    assert!(
+        seen[1].contains("eth"),
+        "with the grant the bridge: {}",
+        seen[1]
+    );
 }

@@ -347,10 +347,10 @@ async fn a_secret_the_plugin_says_is_scrubbed_from_its_log_errors_and_panics() {
         let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let sink = {
             let (lines, warnings) = (lines.clone(), lines.clone());
-            Arc::new(launch_agent::capabilities::log::JobLog {
-                line: Box::new(move |l: &str| lines.lock().unwrap().push(l.to_string())),
-                warning: Box::new(move |l: &str| warnings.lock().unwrap().push(l.to_string())),
-            })
+            Arc::new(launch_agent::capabilities::log::JobLog::new(
+                Box::new(move |l: &str| lines.lock().unwrap().push(l.to_string())),
+                Box::new(move |l: &str| warnings.lock().unwrap().push(l.to_string())),
+            ))
         };
         let leak = |via: &str| json!({"mode": "leak", "name": "token", "via": via}).to_string();
         plugin

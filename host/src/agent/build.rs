@@ -54,6 +54,23 @@ pub(super) async fn build_image(
         .plan(&request, source.dir.as_deref(), log())
         .await
         .map_err(|e| plugin_failure(e, Stage::Build))?;
+    for (field, value) in [
+        ("destination", request.destination.as_str()),
+        ("image URI", plan.image_uri.as_str()),
+    ] {
+        refuse_secret(run, builder.label(), field, value)?;
+    }
+    let destination_repo =
+        crate::capabilities::docker::reference::repositories_of([request.destination.as_str()]);
+    if !destination_repo.is_empty()
+        && let Err(why) =
+            crate::capabilities::docker::reference::within(&plan.image_uri, &destination_repo)
+    {
+        return Err(failed(
+            Stage::Build,
+            format!("{}: the plan's {why}", builder.label()),
+        ));
+    }
     run.step(&format!(
         "build: {} plans image {} (Dockerfile from {})",
         builder.label(),
@@ -93,6 +110,20 @@ pub(super) async fn build_image(
         )
         .await
         .map_err(|e| plugin_failure(e, Stage::Build))?;
+    refuse_secret(run, builder.label(), "built image", &outcome.image_uri)?;
     run.step(&format!("build: built {}", outcome.image_uri));
     Ok(outcome.image_uri)
+}
+
+/// Fails the build when `value` (an image name the plan or build gave)
+/// carries a secret the agent knows: an image name is written to the job's
+/// log, the queue and the engine, where no redaction can follow it.
+fn refuse_secret(run: &JobRun<'_>, plugin: &str, field: &str, value: &str) -> Result<(), JobEnd> {
+    if run.ctx.redactor.finds_secret_in(value) {
+        return Err(failed(
+            Stage::Build,
+            format!("{plugin}: the {field} carries a secret value; refused"),
+        ));
+    }
+    Ok(())
 }

@@ -100,20 +100,21 @@ fn job_log(
             }
         }
     });
-    let log = Arc::new(JobLog {
-        line: Box::new(move |line: &str| {
+    let log = Arc::new(JobLog::with_redactor(
+        Box::new(move |line: &str| {
             if let Some(file) = &file
                 && let Ok(mut f) = file.lock()
             {
                 let _ = writeln!(f, "{} {line}", chrono::Utc::now().format("%H:%M:%S%.3f"));
             }
         }),
-        warning: Box::new(move |line: &str| {
+        Box::new(move |line: &str| {
             let stage = stage.lock().map(|s| *s).unwrap_or(Stage::Agent);
             // The reporter ends only after every sender is gone.
             let _ = sender.send((stage, line.to_string()));
         }),
-    });
+        ctx.redactor.clone(),
+    ));
     (log, reporter)
 }
 
@@ -157,9 +158,11 @@ pub(super) struct JobRun<'a> {
 }
 
 impl JobRun<'_> {
-    /// Logs one step to tracing and to the job's log.
+    /// Logs one step to tracing and to the job's log (each scrubbed of the
+    /// secrets the agent knows: a step may quote a plugin's answer).
     pub(super) fn step(&self, message: &str) {
-        tracing::info!(item = %self.item.id, queue = %self.item.queue, "{message}");
+        let shown = self.ctx.redactor.scrub(message);
+        tracing::info!(item = %self.item.id, queue = %self.item.queue, "{shown}");
         self.log.line(message);
     }
 
@@ -197,6 +200,19 @@ pub async fn run_job(
     };
     let end = match run.steps(control).await {
         Ok(end) | Err(end) => end,
+    };
+    // What the queue records passes the agent's redactor too.
+    let end = match end {
+        JobEnd::Failed {
+            stage,
+            message,
+            exit_code,
+        } => JobEnd::Failed {
+            stage,
+            message: ctx.redactor.scrub(&message),
+            exit_code,
+        },
+        other => other,
     };
     // Every warning reaches the queue before the outcome does.
     drop(run);
@@ -340,10 +356,35 @@ impl JobRun<'_> {
             .verify_environment(&settings, Some(self.log.clone()))
             .await
             .map_err(|e| plugin_failure(e, Stage::Agent))?;
-        environment
+        let variables = environment
             .run_env(&settings, job, Some(self.log.clone()))
             .await
-            .map_err(|e| plugin_failure(e, Stage::Agent))
+            .map_err(|e| plugin_failure(e, Stage::Agent))?;
+        Ok(self.without_secrets(variables, environment.label()))
+    }
+
+    /// `variables` with every secret value the agent knows redacted: an
+    /// environment plugin's secret is its own, not the run's (a run gets a
+    /// secret only through `secrets:` the config maps to its variables).
+    fn without_secrets(
+        &self,
+        variables: Vec<(String, String)>,
+        plugin: &str,
+    ) -> Vec<(String, String)> {
+        let redactor = &self.ctx.redactor;
+        variables
+            .into_iter()
+            .map(|(name, value)| {
+                if !redactor.finds_secret_in(&value) {
+                    return (name, value);
+                }
+                self.log.warning(&format!(
+                    "environment: {plugin} returned variable {name} carrying a secret value; the run gets it redacted"
+                ));
+                let value = redactor.scrub(&value);
+                (name, value)
+            })
+            .collect()
     }
 
     /// A W&B job artifact: its code, repo or image, fetched over the W&B API.
@@ -490,7 +531,8 @@ impl RunHooks for JobRun<'_> {
     }
 
     fn warning(&self, line: &str) {
-        tracing::warn!(item = %self.item.id, queue = %self.item.queue, "{line}");
+        let shown = self.ctx.redactor.scrub(line);
+        tracing::warn!(item = %self.item.id, queue = %self.item.queue, "{shown}");
         self.log.warning(line);
     }
 

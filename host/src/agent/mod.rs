@@ -113,6 +113,9 @@ pub struct JobContext {
     /// The cap of each log of a run (`agent.log`, and `output.log` for
     /// runners that copy a run's output), in bytes: `max_log_mb`.
     pub log_limit: u64,
+    /// Every secret value a plugin of this agent held, scrubbed from every
+    /// job's log, warnings and queue messages.
+    pub redactor: Arc<crate::redact::Redactor>,
 }
 
 /// How the agent run should behave.
@@ -224,6 +227,7 @@ pub fn job_context(
             .filter(|d| !d.is_empty()),
         stop_grace: Duration::from_secs(config.stopped_run_timeout),
         runners: Runners::new(&clients),
+        redactor: Arc::new(crate::redact::Redactor::knowing(&config.secrets)),
         clients,
         run_handles: RunHandles::default(),
         log_limit: config.max_log_mb << 20,

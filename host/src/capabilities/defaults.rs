@@ -4,7 +4,7 @@
 //!
 //! | bundled plugin | grants it gets |
 //! |---|---|
-//! | `builder-docker` | `docker: true`; `hosts`: the configured registry's |
+//! | `builder-docker` | `docker: true`, `build_network: true` (W&B's Dockerfiles `pip install`); `hosts`: the configured registry's |
 //! | `registry-oci` | `hosts`: the configured registry's |
 //! | the others | none |
 //!
@@ -24,6 +24,9 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
     match component {
         "builder-docker" => {
             grants.docker = true;
+            // W&B's generated Dockerfiles `pip install` the job's
+            // requirements: the bundled builder's steps need the network.
+            grants.build_network = true;
             grants.hosts = registry_host_grants(config);
         }
         "registry-oci" => grants.hosts = registry_host_grants(config),
@@ -36,6 +39,7 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
 /// var, secret and dir of either, once.
 pub fn add(grants: &mut Grants, defaults: Grants) {
     grants.docker |= defaults.docker;
+    grants.build_network |= defaults.build_network;
     for host in defaults.hosts {
         if !grants.hosts.iter().any(|h| h.value == host.value) {
             grants.hosts.push(host);
@@ -157,14 +161,17 @@ mod tests {
     fn bundled_defaults_are_only_what_the_job_needs_and_compile() {
         let c = config("registry: { type: oci, uri: \"127.0.0.1:5000/launch\" }\n");
         let docker = for_bundled("builder-docker", &c);
-        assert!(docker.docker);
+        assert!(docker.docker && docker.build_network);
         assert_eq!(docker.hosts.len(), 2);
         let oci = for_bundled("registry-oci", &c);
         assert!(!oci.docker);
         assert_eq!(oci.hosts.len(), 2);
         for other in ["builder-noop", "environment-local", "my-plugin"] {
             let grants = for_bundled(other, &c);
-            assert!(!grants.docker && grants.hosts.is_empty(), "{other}");
+            assert!(
+                !grants.docker && !grants.build_network && grants.hosts.is_empty(),
+                "{other}"
+            );
         }
         let policy = GrantPolicy::compile(&docker, &Default::default()).unwrap();
         assert!(policy.push_registry(Some("127.0.0.1:5000")).is_ok());

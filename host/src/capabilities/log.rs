@@ -3,26 +3,92 @@
 
 use crate::capabilities::bindings::launch::plugin::log::{Host, Level};
 use crate::capabilities::state::CapabilityState;
-use std::sync::Arc;
+use crate::redact::{Redactor, SplitGuard};
+use std::sync::{Arc, Mutex};
 
 /// Where a job's log lines go besides tracing: the job's log file, and for
 /// warnings also the queue (W&B shows them on the queue item).
+///
+/// Every line passes the agent's [`Redactor`] first (each secret a plugin
+/// held, in its common encodings) and a [`SplitGuard`] (a secret split
+/// across consecutive lines); a line that ends in the start of a secret is
+/// held back until the next one, or until the log is dropped.
 pub struct JobLog {
-    /// Writes one line to the job's log.
-    pub line: Box<dyn Fn(&str) + Send + Sync>,
-    /// Reports a warning (a plugin's `warn` line) to the queue.
-    pub warning: Box<dyn Fn(&str) + Send + Sync>,
+    line: Box<dyn Fn(&str) + Send + Sync>,
+    warning: Box<dyn Fn(&str) + Send + Sync>,
+    redactor: Arc<Redactor>,
+    guard: Mutex<SplitGuard<bool>>,
 }
 
 impl JobLog {
+    /// A log writing each line with `line` and reporting each warning with
+    /// `warning` (after writing it with `line` too), with a redactor of its
+    /// own.
+    pub fn new(
+        line: Box<dyn Fn(&str) + Send + Sync>,
+        warning: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> Self {
+        Self::with_redactor(line, warning, Arc::default())
+    }
+
+    /// Same as [`JobLog::new`], redacting what `redactor` knows (the
+    /// agent's, shared by its jobs).
+    pub fn with_redactor(
+        line: Box<dyn Fn(&str) + Send + Sync>,
+        warning: Box<dyn Fn(&str) + Send + Sync>,
+        redactor: Arc<Redactor>,
+    ) -> Self {
+        JobLog {
+            line,
+            warning,
+            redactor,
+            guard: Mutex::default(),
+        }
+    }
+
+    /// The redactor every line passes.
+    pub fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
+    }
+
     /// Writes one line to the job's log.
     pub fn line(&self, text: &str) {
-        (self.line)(text)
+        self.said(false, "", text)
     }
+
     /// Writes a warning to the job's log and reports it to the queue.
     pub fn warning(&self, text: &str) {
-        (self.line)(text);
-        (self.warning)(text)
+        self.said(true, "", text)
+    }
+
+    /// Writes the line `who` + `text` (a warning when `warning`): `who`
+    /// names the speaker (`[plugin] `) and is left out when consecutive
+    /// lines are checked for a secret split across them.
+    pub fn said(&self, warning: bool, who: &str, text: &str) {
+        let ready = match self.guard.lock() {
+            Ok(mut guard) => guard.push(&self.redactor, warning, who, text),
+            Err(_) => vec![(warning, format!("{who}{}", self.redactor.scrub(text)))],
+        };
+        self.emit(ready);
+    }
+
+    fn emit(&self, lines: Vec<(bool, String)>) {
+        for (warning, text) in lines {
+            (self.line)(&text);
+            if warning {
+                (self.warning)(&text);
+            }
+        }
+    }
+}
+
+impl Drop for JobLog {
+    fn drop(&mut self) {
+        let held = match self.guard.get_mut() {
+            Ok(guard) => guard.finish(&self.redactor),
+            Err(_) => Vec::new(),
+        };
+        self.emit(held);
     }
 }
 
@@ -55,11 +121,11 @@ impl Host for CapabilityState {
             Level::Error => tracing::error!(plugin, "{message}"),
         }
         if let Some(sink) = &self.log_sink {
-            let line = format!("[{plugin}] {message}");
-            match level {
-                Level::Warn => sink.warning(&line),
-                _ => sink.line(&line),
-            }
+            sink.said(
+                matches!(level, Level::Warn),
+                &format!("[{plugin}] "),
+                &message,
+            );
         }
         Ok(())
     }

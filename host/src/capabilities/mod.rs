@@ -17,6 +17,8 @@
 //! | directories | `wasi:filesystem` | `grants.dirs` | the WASI context preopens only these (read-only unless `write: true`) | the path does not exist |
 //! | sockets | `wasi:sockets` | never | the WASI context allows none | a socket error |
 //! | Docker engine | `launch:plugin/docker` (build, push, inspect) | `grants.docker` | `policy.docker()` | `docker-error` with `denied: true` |
+//! | Docker build network | `launch:plugin/docker.build` (its steps) | `grants.build_network` | `policy.build_network()` | the build runs with network mode `none` |
+//! | Docker tags and lookups | `launch:plugin/docker.build`, `.image-exists` | the builder's `build` call (the planned image's and destination's repositories) | `docker::reference::within` | `docker-error` with `denied: true` |
 //! | Docker push targets | `launch:plugin/docker.push` | `grants.hosts` | `policy.push_registry(registry)` | `docker-error` with `denied: true` |
 //! | OCI registries | `launch:plugin/oci` (manifest lookups) | `grants.hosts` | `policy.registry(scheme, registry)` | `oci-error` with `denied: true` |
 //! | Kubernetes | *next issue*: `launch:plugin/kubernetes` | *reserved*: `grants.namespaces` | *reserved*: `policy.namespace(ns)` | — |

@@ -14,6 +14,7 @@
 //! | [`GrantPolicy::http`] | `grants.hosts` | `wasi:http/outgoing-handler` |
 //! | [`GrantPolicy::secret`] | `grants.secrets` | `launch:plugin/secrets.open` |
 //! | [`GrantPolicy::docker`] | `grants.docker` | every `launch:plugin/docker` function |
+//! | [`GrantPolicy::build_network`] | `grants.build_network` | `launch:plugin/docker.build` (network mode `none` without it) |
 //! | [`GrantPolicy::push_registry`] | `grants.hosts` | `launch:plugin/docker.push` |
 //! | [`GrantPolicy::registry`] | `grants.hosts` | `launch:plugin/oci.manifest-exists` |
 //! | [`GrantPolicy::env`], [`GrantPolicy::dirs`] | `grants.env`, `grants.dirs` | the WASI context of each call, which holds nothing else |
@@ -49,6 +50,8 @@ pub struct GrantPolicy {
     dirs: Vec<DirGrant>,
     /// `grants.docker`: the host's Docker engine.
     docker: bool,
+    /// `grants.build_network`: a Docker build's steps get the network.
+    build_network: bool,
     // Reserved for the Kubernetes capability (next issue):
     // `namespaces: Vec<String>` from `grants.namespaces`, checked by
     // `fn namespace(&self, ns) -> Result<(), Refusal>` first thing in each
@@ -189,6 +192,7 @@ impl GrantPolicy {
             secrets,
             dirs: grants.dirs.clone(),
             docker: grants.docker,
+            build_network: grants.build_network,
         })
     }
 
@@ -294,6 +298,13 @@ impl GrantPolicy {
     /// Whether the Docker engine is granted.
     pub fn docker_granted(&self) -> bool {
         self.docker
+    }
+
+    /// Whether a Docker build's steps get the network
+    /// (`grants.build_network`); else the build runs with network mode
+    /// `none`.
+    pub fn build_network(&self) -> bool {
+        self.docker && self.build_network
     }
 }
 

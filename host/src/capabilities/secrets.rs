@@ -63,19 +63,15 @@ impl CapabilityState {
         if !secret.value.is_empty() && !self.held_secrets.contains(&secret.value) {
             self.held_secrets.push(secret.value.clone());
         }
+        self.redactor().learn(&secret.value);
         Ok(self.table.push(secret)?)
     }
 
-    /// `text` with the value of every secret this Store held replaced by
-    /// `<redacted>`.
+    /// `text` with the value of every secret this Store held (and every one
+    /// the agent's redactor knows), in its common encodings, replaced by
+    /// `<redacted>`: see [`crate::redact`].
     pub fn scrub(&self, text: &str) -> String {
-        let mut text = text.to_string();
-        for value in &self.held_secrets {
-            if text.contains(value.as_str()) {
-                text = text.replace(value.as_str(), "<redacted>");
-            }
-        }
-        text
+        self.redactor().scrub(text)
     }
 
     /// The value behind a secret handle a plugin passed to a host capability

@@ -7,6 +7,7 @@ use super::http::GrantedHttpHooks;
 use super::log::LogSink;
 use super::oci::RegistryClients;
 use super::policy::GrantPolicy;
+use crate::redact::Redactor;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -36,9 +37,17 @@ pub struct CapabilityState {
     pub log_sink: Option<LogSink>,
     /// The current job's source on this machine (a builder's build context).
     pub job_source: Option<PathBuf>,
+    /// The repositories this call's Docker builds may tag and its
+    /// `image-exists` may ask about: the planned image's and the
+    /// destination's, set for a builder's build call; empty for every other
+    /// call (which may then neither build nor look up).
+    pub build_repositories: Vec<String>,
     /// The values of the secrets this Store held (opened, minted or handed
     /// in), scrubbed from everything the plugin says.
     pub held_secrets: Vec<String>,
+    /// The redactor of a call made for no job (the job's log has the
+    /// agent's): see [`CapabilityState::redactor`].
+    own_redactor: Arc<Redactor>,
     /// The plugin host's registry clients (the OCI capability).
     pub registry_clients: Arc<RegistryClients>,
     /// The last line the plugin logged at level `error` in this call, shown
@@ -67,9 +76,25 @@ impl CapabilityState {
             policy,
             log_sink: None,
             job_source: None,
+            build_repositories: Vec::new(),
             held_secrets: Vec::new(),
+            own_redactor: Arc::default(),
             registry_clients,
             last_error_line: None,
+        }
+    }
+}
+
+impl CapabilityState {
+    /// What scrubs everything this call's plugin says and the engine says
+    /// for it: the agent's redactor when the call is made for a job (so a
+    /// secret held here is also scrubbed from the job's later lines and
+    /// calls), else the call's own. Every secret the Store holds is learnt
+    /// by it.
+    pub fn redactor(&self) -> &Arc<Redactor> {
+        match &self.log_sink {
+            Some(sink) => sink.redactor(),
+            None => &self.own_redactor,
         }
     }
 }

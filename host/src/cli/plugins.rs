@@ -100,7 +100,11 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
         println!("  dirs:        {}", list(&p.dirs));
         println!(
             "  docker:      {}",
-            if p.docker { "granted" } else { "(none)" }
+            match (p.docker, p.build_network) {
+                (true, true) => "granted, build steps with network (build_network: true)",
+                (true, false) => "granted, build steps without network",
+                _ => "(none)",
+            }
         );
         println!(
             "  limits:      {} ms of its own running time per call, {} ms in all, {} MiB",

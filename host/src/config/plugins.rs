@@ -77,6 +77,11 @@ pub struct Grants {
     /// (`launch:plugin/docker`): build from the job's source, push, inspect.
     #[serde(default)]
     pub docker: bool,
+    /// Whether the steps of the plugin's Docker builds (`RUN`, `ADD <url>`)
+    /// may use the network; without it a build runs with network mode
+    /// `none`. Only with `docker: true`.
+    #[serde(default)]
+    pub build_network: bool,
 }
 
 /// A directory a plugin may see.

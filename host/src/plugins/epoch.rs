@@ -75,7 +75,9 @@ impl EpochClock {
         self.in_flight.fetch_add(1, SeqCst);
         // The thread sets `parked` before it looks at `in_flight` one last
         // time, so either it sees this call or this sees it parked.
-        if self.parked.load(SeqCst)
+        // Cleared here, not only by the woken thread, so that the clock
+        // never reads as parked once a call has begun.
+        if self.parked.swap(false, SeqCst)
             && let Some(thread) = self.thread.get()
         {
             thread.unpark();

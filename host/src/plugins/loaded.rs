@@ -83,6 +83,8 @@ pub struct PluginDescription {
     pub dirs: Vec<String>,
     /// Whether the Docker engine is granted.
     pub docker: bool,
+    /// Whether its Docker builds' steps get the network (`grants.build_network`).
+    pub build_network: bool,
     /// Deadline of one call (its own code's running time), ms.
     pub deadline_ms: u64,
     /// Timeout of one call (wall-clock, host waits included), ms.
@@ -440,6 +442,11 @@ impl LoadedPlugin {
                 )?),
                 None => None,
             };
+            store.data_mut().build_repositories =
+                crate::capabilities::docker::reference::repositories_of([
+                    plan.image_uri.as_str(),
+                    request.destination.as_str(),
+                ]);
             let username = credentials.map(|c| c.username.as_str());
             Ok((request, plan, username, password))
         };

@@ -271,6 +271,7 @@ impl PluginHost {
                     })
                     .collect(),
                 docker: policy.docker_granted(),
+                build_network: policy.build_network(),
                 deadline_ms: entry.limits.deadline_ms,
                 timeout_ms: entry.limits.timeout_ms,
                 memory_mb: entry.limits.memory_mb,

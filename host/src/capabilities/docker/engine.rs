@@ -51,15 +51,30 @@ fn engine_message(e: &BollardError) -> String {
     }
 }
 
+/// Whether a build's steps (`RUN`, `ADD <url>`) get the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildNetwork {
+    /// Network mode `none`: no step reaches any host, loopback and the
+    /// engine's bridge included.
+    Off,
+    /// The engine's default network (`grants.build_network: true`).
+    On,
+}
+
 /// Builds an image from `source` (none: an empty context) with the
 /// Dockerfile text `dockerfile`, tags it with each of `tags`, and returns its
-/// id (`sha256:...`).
+/// id (`sha256:...`); its steps get the network only when `network` is
+/// [`BuildNetwork::On`].
 ///
 /// The context is a tar streamed to the engine as it is written (see
 /// [`context`](super::context) for what it holds). Each line of the build's
 /// output goes to `log`. A failing step is an error whose message is the
 /// engine's line, e.g. `The command '/bin/sh -c exit 7' returned a non-zero
 /// code: 7`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one per build option of the engine; callers name each"
+)]
 pub async fn build_image(
     docker: &Docker,
     source: Option<&Path>,
@@ -67,6 +82,7 @@ pub async fn build_image(
     tags: &[String],
     platform: Option<&str>,
     build_args: &[(String, String)],
+    network: BuildNetwork,
     log: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<String, EngineError> {
     const OP: &str = "build";
@@ -99,6 +115,10 @@ pub async fn build_image(
             .then(|| build_args.iter().cloned().collect::<HashMap<_, _>>()),
         rm: true,
         forcerm: true,
+        networkmode: match network {
+            BuildNetwork::Off => Some("none".to_string()),
+            BuildNetwork::On => None,
+        },
         ..Default::default()
     };
 

@@ -4,7 +4,10 @@
 //! `denied: true` (each starts with
 //! [`GrantPolicy::docker`](crate::capabilities::policy::GrantPolicy::docker)).
 //! A build's context is always the current job's source (streamed by
-//! [`context`]); pushes go only to registries in `grants.hosts` (the rule is
+//! [`context`]); a build may tag, and `image-exists` look up, only the
+//! repositories of the planned image and the destination (set for the
+//! builder's build call, [`CapabilityState::build_repositories`]: no other
+//! job's image can be overwritten or probed); pushes go only to registries in `grants.hosts` (the rule is
 //! [`GrantPolicy::push_registry`](crate::capabilities::policy::GrantPolicy::push_registry)); the password of a push comes from a
 //! secret handle and never appears in a message or log line. Build and push
 //! progress goes to the job's log and to tracing, tagged with the plugin.
@@ -25,7 +28,7 @@ pub mod context;
 pub mod engine;
 pub mod reference;
 
-pub use engine::{EngineError, build_image, image_exists, push_image, redact};
+pub use engine::{BuildNetwork, EngineError, build_image, image_exists, push_image, redact};
 pub use reference::ImageRef;
 
 use crate::capabilities::bindings::launch::plugin::docker::{BuildSpec, DockerError, Host};
@@ -71,14 +74,27 @@ impl CapabilityState {
             .map_err(|refusal| denied(operation, refusal.report(&self.plugin_name)))
     }
 
+    /// The refusal of an image outside the call's repositories, logged as
+    /// a warning.
+    fn out_of_scope(&self, operation: &str, why: String) -> DockerError {
+        let message = format!("{}: docker {operation} refused: {why}", self.plugin_name);
+        tracing::warn!("{message}");
+        if let Some(sink) = &self.log_sink {
+            sink.warning(&message);
+        }
+        denied(operation, message)
+    }
+
     /// Where the engine's lines of `operation` go.
     fn docker_log(&self, operation: &'static str) -> EngineLog {
         let plugin = self.plugin_name.clone();
         let sink = self.log_sink.clone();
+        let redactor = self.redactor().clone();
         Arc::new(move |line: &str| {
-            tracing::info!(plugin = %plugin, "docker {operation}: {line}");
+            let shown = redactor.scrub(line);
+            tracing::info!(plugin = %plugin, "docker {operation}: {shown}");
             if let Some(sink) = &sink {
-                sink.line(&format!("[{plugin}] docker {operation}: {line}"));
+                sink.said(false, &format!("[{plugin}] docker {operation}: "), line);
             }
         })
     }
@@ -97,6 +113,11 @@ impl Host for CapabilityState {
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
         }
+        for tag in &spec.tags {
+            if let Err(why) = reference::within(tag, &self.build_repositories) {
+                return Ok(Err(self.out_of_scope(OP, why)));
+            }
+        }
         let docker = match connect(OP).await {
             Ok(docker) => docker,
             Err(e) => return Ok(Err(e)),
@@ -110,6 +131,11 @@ impl Host for CapabilityState {
             &spec.tags,
             spec.platform.as_deref(),
             &spec.build_args,
+            if self.policy.build_network() {
+                engine::BuildNetwork::On
+            } else {
+                engine::BuildNetwork::Off
+            },
             &*log,
         )
         .await
@@ -159,6 +185,9 @@ impl Host for CapabilityState {
         const OP: &str = "inspect";
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
+        }
+        if let Err(why) = reference::within(&image, &self.build_repositories) {
+            return Ok(Err(self.out_of_scope(OP, why)));
         }
         let docker = match connect(OP).await {
             Ok(docker) => docker,

@@ -140,9 +140,60 @@ fn check_registry_host(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The repositories (names without tag or digest) of `images`, the ones
+/// that do not parse or are empty left out: what a build call may tag and
+/// look up (the planned image's repository and the destination's).
+pub fn repositories_of<'a>(images: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = images
+        .into_iter()
+        .filter(|image| !image.trim().is_empty())
+        .filter_map(|image| ImageRef::parse(image.trim()).ok())
+        .map(|r| r.name)
+        .collect();
+    names.dedup();
+    names
+}
+
+/// Checks that `image` lies in one of `repositories` (see
+/// [`repositories_of`]); the error names the image and what is allowed.
+pub fn within(image: &str, repositories: &[String]) -> Result<(), String> {
+    let reference = ImageRef::parse(image)?;
+    if repositories.contains(&reference.name) {
+        return Ok(());
+    }
+    Err(if repositories.is_empty() {
+        format!(
+            "image {image:?} is outside this call: only a builder's build call may tag or look up images, and only the planned image's repository"
+        )
+    } else {
+        format!(
+            "image {image:?} is outside the planned image's repository ({})",
+            repositories.join(", ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_within_the_planned_repositories_only() {
+        let repos = repositories_of(["127.0.0.1:5000/app:v1", "", "127.0.0.1:5000/app"]);
+        assert_eq!(repos, vec!["127.0.0.1:5000/app".to_string()]);
+        assert!(within("127.0.0.1:5000/app:other", &repos).is_ok());
+        let refused = within("busybox:latest", &repos).unwrap_err();
+        assert!(
+            refused.contains("busybox") && refused.contains("127.0.0.1:5000/app"),
+            "{refused}"
+        );
+        assert!(within("127.0.0.1:5000/app-evil:v1", &repos).is_err());
+        assert!(
+            within("anything:v1", &[])
+                .unwrap_err()
+                .contains("build call")
+        );
+    }
 
     #[test]
     fn splits_registry_name_tag_and_digest() {

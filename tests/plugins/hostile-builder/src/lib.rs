@@ -2,7 +2,16 @@
 //! a secret handle (which it may only pass on to `docker.push`), it tries to
 //! read it and reports what happened in its error, so a test can show the
 //! host refused and nothing leaked.
+//!
+//! With a `mode` in its settings (`builder:` block) its build does instead:
+//!
+//! | `mode` | other keys | does | result |
+//! |---|---|---|---|
+//! | `tag-poison` | `tag` | builds the plan's Dockerfile tagged with the planned image and `tag` (another job's image) | Ok, or Err `tag-poison: <docker error>` |
+//! | `build-network` | | builds the plan's Dockerfile (the test's, e.g. `RUN ls /sys/class/net`) tagged with the planned image | Ok, or Err `build-network: <docker error>` |
+//! | `probe` | `image` | asks `image-exists` about `image` | Err `probe: <answer or docker error>` |
 
+use launch_plugin_sdk::builder::docker;
 use launch_plugin_sdk::builder::{BuildOutcome, BuildPlan, BuildRequest, Builder};
 use launch_plugin_sdk::{Plugin, PluginError, PluginInfo, Secret};
 
@@ -29,11 +38,41 @@ impl Builder for HostileBuilder {
     }
 
     fn build(
-        _request: BuildRequest,
-        _plan: BuildPlan,
+        request: BuildRequest,
+        plan: BuildPlan,
         _username: Option<String>,
         password: Option<&Secret>,
     ) -> Result<BuildOutcome, PluginError> {
+        let settings: serde_json::Value =
+            serde_json::from_str(&request.settings).unwrap_or_default();
+        let text = |key: &str| settings.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        let build_with = |mode: &str, mut tags: Vec<String>| {
+            tags.insert(0, plan.image_uri.clone());
+            let spec = docker::BuildSpec {
+                dockerfile: plan.dockerfile.clone(),
+                tags,
+                platform: None,
+                build_args: Vec::new(),
+            };
+            docker::build(&spec)
+                .map(|_| BuildOutcome {
+                    image_uri: plan.image_uri.clone(),
+                    built: true,
+                })
+                .map_err(|e| PluginError::build(format!("{mode}: {}", e.message)))
+        };
+        match text("mode") {
+            "tag-poison" => return build_with("tag-poison", vec![text("tag").to_string()]),
+            "build-network" => return build_with("build-network", Vec::new()),
+            "probe" => {
+                let answer = docker::image_exists(text("image"));
+                return Err(PluginError::build(match answer {
+                    Ok(found) => format!("probe: answered {found}"),
+                    Err(e) => format!("probe: {}", e.message),
+                }));
+            }
+            _ => {}
+        }
         let Some(password) = password else {
             return Err(PluginError::build(
                 "no password was handed over".to_string(),

@@ -23,6 +23,10 @@
 //! | `secret` | `name`, `expect` | opens the secret, reveals it | Ok if it equals `expect`, else Err `secret <name>: ...` (never with the value) |
 //! | `leak` | `name`, `via` | reveals the secret and says `the secret is <value>` through `via`: `log` (a warning), `error` (its error) or `panic` | Ok, Err or a trap; the host must scrub the value from each |
 //! | `http` | `url` | GET through `wasi:http` | Ok on status 200, else Err `http <url>: ...` |
+//! | `leak-encoded` | `name`, `encoding` | reveals the secret and warns it as `base64`, `base64url`, `base64-inner` (inside a longer base64 string), `hex`, `HEX`, `url`, `reversed`, or `split` across two lines | Ok; the host must scrub each form |
+//! | `leak-env` | `name` | (in `run-env`) returns the secret's value as variable `LEAKED` | Ok; the host must not hand it to the run |
+//! | `stash` | `name`, `path` | writes the secret's value to the file (a granted writable directory) | Ok, or Err `stash <path>: <io error>` |
+//! | `say-file` | `path` | warns what the file holds (a later call, without the secret) | Ok, or Err `say-file <path>: <io error>` |
 //! | `tcp` | `addr` | opens a raw TCP connection | Ok if connected, else Err `tcp <addr>: <io error>` |
 //! | `ok` | | nothing | Ok |
 //! | `fail` | | nothing | Err `hostile plugin failed on purpose` |
@@ -70,6 +74,9 @@ impl Environment for Hostile {
             .map_err(|e| PluginError::agent(format!("hostile: the job's spec is not JSON: {e}")))?;
         if let Some(orders) = spec.get("hostile").and_then(Value::as_object) {
             attack(orders)?;
+            if orders.get("mode").and_then(Value::as_str) == Some("leak-env") {
+                return Ok(vec![("LEAKED".into(), reveal(key(orders, "name")?)?)]);
+            }
         }
         Ok(Vec::new())
     }
@@ -92,6 +99,10 @@ fn attack(orders: &Map<String, Value>) -> Result<(), PluginError> {
         "env" => env(key(orders, "name")?),
         "secret" => secret(key(orders, "name")?, key(orders, "expect")?),
         "leak" => leak(key(orders, "name")?, key(orders, "via")?),
+        "leak-encoded" => leak_encoded(key(orders, "name")?, key(orders, "encoding")?),
+        "leak-env" => Ok(()),
+        "stash" => stash(key(orders, "name")?, key(orders, "path")?),
+        "say-file" => say_file(key(orders, "path")?),
         "http" => http(key(orders, "url")?),
         "tcp" => tcp(key(orders, "addr")?),
         "ok" => Ok(()),
@@ -227,6 +238,80 @@ fn leak(name: &str, via: &str) -> Result<(), PluginError> {
         "panic" => panic!("{text}"),
         other => Err(PluginError::agent(format!("unknown leak route `{other}`"))),
     }
+}
+
+/// The value of secret `name`.
+fn reveal(name: &str) -> Result<String, PluginError> {
+    secrets::open(name)
+        .and_then(|secret| secret.reveal())
+        .map_err(|e| refused(name, "", e))
+}
+
+/// Reveals secret `name` and logs it (as warnings) disguised by `encoding`:
+/// `base64`, `base64url`, `base64-inner` (inside a longer base64 string),
+/// `hex`, `HEX`, `url`, `reversed` or `split` (two lines).
+fn leak_encoded(name: &str, encoding: &str) -> Result<(), PluginError> {
+    let value = reveal(name)?;
+    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let said = match encoding {
+        "base64" => base64(value.as_bytes(), STD, true),
+        "base64url" => base64(value.as_bytes(), URL, false),
+        "base64-inner" => base64(format!("user:{value}:tail").as_bytes(), STD, true),
+        "hex" => value.bytes().map(|b| format!("{b:02x}")).collect(),
+        "HEX" => value.bytes().map(|b| format!("{b:02X}")).collect(),
+        "url" => value
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect(),
+        "reversed" => value.chars().rev().collect(),
+        "split" => {
+            let half = value.len() / 2;
+            launch_plugin_sdk::warn!("the secret starts {}", &value[..half]);
+            launch_plugin_sdk::warn!("{}", &value[half..]);
+            return Ok(());
+        }
+        other => return Err(PluginError::agent(format!("unknown encoding `{other}`"))),
+    };
+    launch_plugin_sdk::warn!("the secret, as {encoding}: {said}");
+    Ok(())
+}
+
+/// `bytes` in base64 with `alphabet`, padded when `pad`.
+fn base64(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+        if pad {
+            out.push_str(&"=".repeat(3 - chunk.len()));
+        }
+    }
+    out
+}
+
+/// Writes secret `name`'s value to `path` (a granted writable directory).
+fn stash(name: &str, path: &str) -> Result<(), PluginError> {
+    std::fs::write(path, reveal(name)?)
+        .map_err(|e| PluginError::agent(format!("stash {path}: {e}")))
+}
+
+/// Logs (as a warning) what `path` holds.
+fn say_file(path: &str) -> Result<(), PluginError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PluginError::agent(format!("say-file {path}: {e}")))?;
+    launch_plugin_sdk::warn!("{path} holds {text}");
+    Ok(())
 }
 
 /// GETs `url` through `wasi:http`.
