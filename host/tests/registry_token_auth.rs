@@ -6,6 +6,11 @@
 //! anonymous registry, which needs no credentials at all.
 
 mod common;
+
+/// The grants of a plugin that may reach any registry on this machine.
+fn local() -> launch_agent::capabilities::policy::GrantPolicy {
+    launch_agent::capabilities::policy::GrantPolicy::for_hosts(&["http://127.0.0.1:*"]).unwrap()
+}
 use common::docker::services;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -138,13 +143,29 @@ async fn bearer_token_auth_works_for_lookups_and_pushes_and_refuses_a_wrong_pass
 
     // Absent before the push; the token dance itself must work for that.
     assert!(
-        !manifest_exists(&clients, &image, Some(USER), Some(PASSWORD), true)
-            .await
-            .unwrap()
-    );
-    let refused = manifest_exists(&clients, &image, Some(USER), Some("wrong-password-1"), true)
+        !manifest_exists(
+            &clients,
+            &local(),
+            "test",
+            &image,
+            Some(USER),
+            Some(PASSWORD),
+            true
+        )
         .await
-        .unwrap_err();
+        .unwrap()
+    );
+    let refused = manifest_exists(
+        &clients,
+        &local(),
+        "test",
+        &image,
+        Some(USER),
+        Some("wrong-password-1"),
+        true,
+    )
+    .await
+    .unwrap_err();
     assert!(refused.unauthorized, "{refused}");
     assert!(!refused.to_string().contains("wrong-password-1"));
 
@@ -169,9 +190,17 @@ async fn bearer_token_auth_works_for_lookups_and_pushes_and_refuses_a_wrong_pass
         .await
         .expect("push with a bearer token");
     assert!(
-        manifest_exists(&clients, &image, Some(USER), Some(PASSWORD), true)
-            .await
-            .unwrap()
+        manifest_exists(
+            &clients,
+            &local(),
+            "test",
+            &image,
+            Some(USER),
+            Some(PASSWORD),
+            true
+        )
+        .await
+        .unwrap()
     );
     for line in lines.lock().unwrap().iter() {
         assert!(
@@ -218,7 +247,7 @@ async fn an_anonymous_registry_needs_no_credentials() {
     use launch_agent::capabilities::oci::{RegistryClients, manifest_exists};
     let clients = RegistryClients::default();
     assert!(
-        !manifest_exists(&clients, &image, None, None, true)
+        !manifest_exists(&clients, &local(), "test", &image, None, None, true)
             .await
             .unwrap()
     );
@@ -234,7 +263,7 @@ async fn an_anonymous_registry_needs_no_credentials() {
         .await
         .expect("anonymous push");
     assert!(
-        manifest_exists(&clients, &image, None, None, true)
+        manifest_exists(&clients, &local(), "test", &image, None, None, true)
             .await
             .unwrap()
     );
