@@ -43,9 +43,14 @@ pub struct CredentialScope {
 }
 
 impl CredentialScope {
-    /// The scope of `repository_uri` (`registry/repository`, no tag).
+    /// The scope of `repository_uri` (`registry/repository`, no tag; a
+    /// leading `https://` or `http://` and a trailing `/` are ignored).
     pub fn parse(repository_uri: &str) -> Result<Self, String> {
-        let (registry, repository) = Self::target(repository_uri)?;
+        let bare = repository_uri
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let (registry, repository) = Self::target(bare)?;
         Ok(CredentialScope {
             registry,
             repository,
@@ -342,6 +347,15 @@ mod tests {
         assert!(!covers("127.0.0.1:5001/team/launch:v1"));
         assert!(!covers("localhost:5000/team/launch:v1"));
         assert!(!covers("team/launch:v1"));
+    }
+
+    #[test]
+    fn a_scope_may_be_written_as_a_url() {
+        assert_eq!(
+            CredentialScope::parse("https://registry.example.com/team/launch/").unwrap(),
+            CredentialScope::parse("registry.example.com/team/launch").unwrap()
+        );
+        assert!(CredentialScope::parse("Not A Repository").is_err());
     }
 
     #[test]

@@ -459,21 +459,28 @@ impl LoadedPlugin {
         log: Option<LogSink>,
     ) -> Result<Option<RegistryCredentials>, CallError> {
         let repository = self.repository_uri(settings, log.clone()).await?;
-        let scope = CredentialScope::parse(&repository).map_err(|e| CallError::Setup {
-            plugin: self.label.to_string(),
-            detail: format!(
-                "its repository is not one its credentials can be bound to: {}",
-                crate::capabilities::call_caps::cut(&e, 512)
-            ),
-        })?;
+        let scope = CredentialScope::parse(&repository);
         let finish =
             |store: &mut Store<PluginState>,
              (result,): (Result<Option<RegistryLogin>, PluginError>,)| {
                 Ok(match result {
-                    Ok(Some(login)) => Ok(Some(RegistryCredentials {
-                        username: login.username,
-                        password: store.data_mut().table.delete(login.password)?.bound(scope),
-                    })),
+                    Ok(Some(login)) => {
+                        let password = store.data_mut().table.delete(login.password)?;
+                        match scope {
+                            Ok(scope) => Ok(Some(RegistryCredentials {
+                                username: login.username,
+                                password: password.bound(scope),
+                            })),
+                            Err(e) => Err(PluginError {
+                                stage: super::bindings::Stage::Agent,
+                                message: format!(
+                                    "its credentials cannot be bound to its repository: {}",
+                                    crate::capabilities::call_caps::cut(&e, 512)
+                                ),
+                                retryable: false,
+                            }),
+                        }
+                    }
                     Ok(None) => Ok(None),
                     Err(e) => Err(scrub_error(store, e)),
                 })
