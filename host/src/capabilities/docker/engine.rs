@@ -205,6 +205,10 @@ pub fn redact(text: &str, secret: Option<&str>) -> String {
 /// given. Progress lines go to `log`. A refusal of the credentials is an
 /// error with `unauthorized: true`. The password appears in no message and
 /// no log line.
+///
+/// The engine sends the password wherever the registry's challenge says
+/// (its token realm): this layer trusts its caller. The capability checks
+/// the realm first and passes a token instead ([`push_image_as`]).
 pub async fn push_image(
     docker: &Docker,
     image: &str,
