@@ -1,6 +1,6 @@
 //! `launch:plugin/log`: plugin log lines into the agent's tracing output,
 //! tagged with the plugin's name, and into the job's log, within the
-//! per-call caps of [`call_caps`](crate::capabilities::call_caps) (lines, bytes,
+//! per-call caps of [`call_caps`] (lines, bytes,
 //! warnings); the time a call spends here counts against its deadline.
 
 use crate::capabilities::bindings::launch::plugin::log::{Host, Level};

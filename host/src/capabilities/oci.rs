@@ -7,7 +7,7 @@
 //!   credentials (exchanged for a bearer token where the registry asks for
 //!   it) or anonymously, over HTTPS or, when `insecure`, plain HTTP. Every
 //!   request, redirect and token realm goes through
-//!   [`registry_auth`](crate::capabilities::registry_auth): only to hosts the policy
+//!   [`registry_auth`]: only to hosts the policy
 //!   grants, the credentials only to the origin they are meant for.
 //! * the WIT `Host` impl for [`CapabilityState`]: the reference's registry must
 //!   be allowed by the plugin's `grants.hosts` (`https://HOST[:PORT]`, or
