@@ -301,3 +301,73 @@ fn a_disguised_secret_reaches_no_log_queue_record_or_run() {
         assert_eq!(agent.item(id)["state"], "finished", "{encoding}");
     }
 }
+
+#[test]
+fn a_flooding_plugin_fails_its_job_within_the_caps_and_the_agent_serves_the_next() {
+    let agent = Scratch::new();
+    // deadline 300 ms (the config above): logging is the plugin's own time.
+    let config = config(&agent, "");
+    let logs = agent.submit("default", &hostile_job(json!({"mode": "log-flood"})));
+    let warns = agent.submit(
+        "default",
+        &hostile_job(json!({"mode": "log-flood", "level": "warn", "bytes": 100000})),
+    );
+    let mints = agent.submit("default", &hostile_job(json!({"mode": "mint-flood"})));
+    let huge = agent.submit(
+        "default",
+        &hostile_job(json!({"mode": "huge-error", "bytes": 4 << 20})),
+    );
+    let good = agent.submit("default", &shell_job("echo fine"));
+    let started = std::time::Instant::now();
+
+    agent.run_until_idle(&config);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let job_log = |id: &str| {
+        std::fs::metadata(agent.state_dir().join("runs").join(id).join("agent.log"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    for id in [&logs, &warns] {
+        let item = agent.item(id);
+        assert_eq!(item["state"], "failed", "{item:#}");
+        assert!(
+            item["message"]
+                .as_str()
+                .unwrap()
+                .contains("300 ms deadline"),
+            "{item:#}"
+        );
+        assert!(
+            job_log(id) < 8 << 20,
+            "job log of {id}: {} bytes",
+            job_log(id)
+        );
+    }
+    let item = agent.item(&mints);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("minted more than"),
+        "{item:#}"
+    );
+    let item = agent.item(&huge);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    let message = item["message"].as_str().unwrap();
+    assert!(message.len() < 16 * 1024, "{} bytes", message.len());
+    assert!(message.contains("[cut: "), "{message:.200}");
+    let records = agent.run(&["queue", "list", "--json"]).stdout;
+    assert!(
+        records.len() < 1 << 20,
+        "queue list: {} bytes",
+        records.len()
+    );
+
+    assert_eq!(agent.item(&good)["state"], "finished");
+}

@@ -428,7 +428,7 @@ async fn the_engine_is_refused_to_a_plugin_without_grants_docker() {
 
 #[tokio::test]
 async fn a_push_reaches_only_a_registry_in_grants_hosts() {
-    use launch_agent::capabilities::secrets::SecretHandle;
+    use launch_agent::capabilities::secrets::{CredentialScope, SecretHandle};
     use launch_agent::plugins::loaded::RegistryCredentials;
     let s = services();
     let dir = tempfile::tempdir().unwrap();
@@ -437,7 +437,11 @@ async fn a_push_reaches_only_a_registry_in_grants_hosts() {
     let (request, plan) = build_request(&image, &repo);
     let credentials = RegistryCredentials {
         username: s.registry_user.clone(),
-        password: SecretHandle::opaque("registry-password", s.registry_password.clone()),
+        password: SecretHandle::opaque(
+            "registry-password",
+            s.registry_password.clone(),
+            CredentialScope::parse(&repo).unwrap(),
+        ),
     };
 
     // The engine is granted, the registry is not: built, then refused.

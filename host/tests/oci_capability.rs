@@ -5,6 +5,11 @@
 
 mod common;
 
+/// The grants of a plugin that may reach any registry on this machine.
+fn local() -> launch_agent::capabilities::policy::GrantPolicy {
+    launch_agent::capabilities::policy::GrantPolicy::for_hosts(&["http://127.0.0.1:*"]).unwrap()
+}
+
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use common::docker::{docker, services};
@@ -65,6 +70,8 @@ async fn an_existing_tag_exists() {
     let s = services();
     let exists = manifest_exists(
         &RegistryClients::default(),
+        &local(),
+        "test",
         &image,
         Some(&s.registry_user),
         Some(&s.registry_password),
@@ -85,6 +92,8 @@ async fn a_missing_tag_or_repository_does_not_exist() {
     ] {
         let exists = manifest_exists(
             &RegistryClients::default(),
+            &local(),
+            "test",
             &image,
             Some(&s.registry_user),
             Some(&s.registry_password),
@@ -103,6 +112,8 @@ async fn a_wrong_password_is_unauthorized_and_never_shown() {
     let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
     let failure = manifest_exists(
         &RegistryClients::default(),
+        &local(),
+        "test",
         &image,
         Some(&s.registry_user),
         Some(&wrong),
@@ -121,9 +132,17 @@ async fn a_wrong_password_is_unauthorized_and_never_shown() {
 #[tokio::test]
 async fn anonymous_access_to_an_auth_registry_is_unauthorized() {
     let image = pushed_image().await;
-    let failure = manifest_exists(&RegistryClients::default(), &image, None, None, true)
-        .await
-        .expect_err("the registry wants credentials");
+    let failure = manifest_exists(
+        &RegistryClients::default(),
+        &local(),
+        "test",
+        &image,
+        None,
+        None,
+        true,
+    )
+    .await
+    .expect_err("the registry wants credentials");
     assert!(failure.unauthorized, "{failure:?}");
     assert!(
         failure.message.contains("requires credentials"),
@@ -136,6 +155,8 @@ async fn anonymous_access_to_an_auth_registry_is_unauthorized() {
 async fn a_bad_reference_is_named() {
     let failure = manifest_exists(
         &RegistryClients::default(),
+        &local(),
+        "test",
         "UPPER/Case:!bad",
         None,
         None,

@@ -563,7 +563,7 @@ async fn garbage_and_tampered_cache_entries_are_never_loaded() {
 
 #[tokio::test]
 async fn a_builder_cannot_read_the_registry_password_it_is_handed() {
-    use launch_agent::capabilities::secrets::SecretHandle;
+    use launch_agent::capabilities::secrets::{CredentialScope, SecretHandle};
     use launch_agent::plugins::bindings::Job;
     use launch_agent::plugins::loaded::{BuildRequest, RegistryCredentials};
     let dir = tempfile::tempdir().unwrap();
@@ -592,7 +592,11 @@ async fn a_builder_cannot_read_the_registry_password_it_is_handed() {
     let password = "registry-Pa55-never-seen";
     let credentials = RegistryCredentials {
         username: "launch".into(),
-        password: SecretHandle::opaque("registry-password", password),
+        password: SecretHandle::opaque(
+            "registry-password",
+            password,
+            CredentialScope::parse("registry.example/team/launch").unwrap(),
+        ),
     };
     let refused = plugin
         .build(&request, &plan, Some(&credentials), None, None)
@@ -705,4 +709,160 @@ async fn a_wasi_http_wait_does_not_count_against_the_deadline() {
     )
     .await
     .expect("the plugin blocked in wasi:io/poll for 700 ms, which is the host's time");
+}
+
+/// A job log that counts what reaches it: lines, bytes, warnings.
+#[derive(Default)]
+struct Counted {
+    lines: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    warnings: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<String>,
+}
+
+impl Counted {
+    fn sink(self: &Arc<Self>) -> launch_agent::capabilities::log::LogSink {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (lines, warnings) = (self.clone(), self.clone());
+        Arc::new(launch_agent::capabilities::log::JobLog::new(
+            Box::new(move |l: &str| {
+                lines.lines.fetch_add(1, Relaxed);
+                lines.bytes.fetch_add(l.len() as u64, Relaxed);
+                *lines.last.lock().unwrap() = l.to_string();
+            }),
+            Box::new(move |_: &str| {
+                warnings.warnings.fetch_add(1, Relaxed);
+            }),
+        ))
+    }
+
+    fn get(&self, what: &std::sync::atomic::AtomicU64) -> u64 {
+        what.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[tokio::test]
+async fn a_log_flood_is_capped_and_its_time_counts_against_the_deadline() {
+    use launch_agent::capabilities::call_caps::{MAX_LOG_BYTES, MAX_LOG_LINES, MAX_WARNINGS};
+    let dir = tempfile::tempdir().unwrap();
+    for (file, level, bytes) in [
+        ("hostile", "info", 100),
+        ("hostile-lean", "info", 100),
+        ("hostile", "warn", 100),
+        ("hostile", "error", 60_000),
+    ] {
+        let plugin = hostile_build(
+            file,
+            dir.path(),
+            "    limits: { deadline_ms: 1000, timeout_ms: 20000 }\n",
+        )
+        .await;
+        let counted = Arc::new(Counted::default());
+        let started = std::time::Instant::now();
+        let orders = json!({"mode": "log-flood", "level": level, "bytes": bytes});
+        let result = plugin
+            .verify_environment(&orders.to_string(), Some(counted.sink()))
+            .await;
+        let case = format!("{file} {level} {bytes}");
+        assert!(
+            matches!(result, Err(CallError::Deadline { .. })),
+            "{case}: logging is the plugin's own time, so the deadline stops it: {result:?}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{case}: {:?}",
+            started.elapsed()
+        );
+        let lines = counted.get(&counted.lines);
+        assert!(lines <= MAX_LOG_LINES + 2, "{case}: {lines} lines");
+        let written = counted.get(&counted.bytes);
+        assert!(
+            written <= MAX_LOG_BYTES + 64 * 1024,
+            "{case}: {written} bytes"
+        );
+        let last = counted.last.lock().unwrap().clone();
+        assert!(last.contains("log cap reached"), "{case}: {last}");
+        assert!(counted.get(&counted.warnings) <= MAX_WARNINGS, "{case}");
+    }
+}
+
+#[tokio::test]
+async fn a_mint_flood_stops_at_the_cap_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, bytes) in [("hostile", 16), ("hostile-lean", 16), ("hostile", 60_000)] {
+        let plugin = hostile_build(
+            file,
+            dir.path(),
+            "    limits: { deadline_ms: 5000, timeout_ms: 20000 }\n",
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let result = verify(&plugin, json!({"mode": "mint-flood", "bytes": bytes})).await;
+        let case = format!("{file} {bytes}");
+        assert!(
+            matches!(result, Err(CallError::Trap { .. })),
+            "{case}: {result:?}"
+        );
+        let text = message(result);
+        assert!(text.contains("minted more than"), "{case}: {text}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{case}: {:?}",
+            started.elapsed()
+        );
+        verify(&plugin, json!({"mode": "ok"}))
+            .await
+            .expect("next call works");
+    }
+}
+
+#[tokio::test]
+async fn a_huge_error_is_cut_saying_so() {
+    use launch_agent::capabilities::call_caps::MAX_ERROR;
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["hostile", "hostile-lean"] {
+        let plugin = hostile_build(file, dir.path(), "").await;
+        let result = verify(&plugin, json!({"mode": "huge-error", "bytes": 8 << 20})).await;
+        let Err(CallError::Plugin { error, .. }) = result else {
+            panic!("{file}: {result:?}");
+        };
+        assert!(
+            error.message.len() <= MAX_ERROR + 64,
+            "{file}: {}",
+            error.message.len()
+        );
+        assert!(error.message.starts_with("huge error eee"), "{file}");
+        assert!(error.message.contains("[cut: "), "{file}");
+        // A short error is untouched.
+        let short = message(verify(&plugin, json!({"mode": "fail"})).await);
+        assert!(
+            short.ends_with("hostile plugin failed on purpose"),
+            "{short}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_url_with_userinfo_is_refused_even_to_a_granted_host() {
+    let (port, _server) = http_server();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = hostile(
+        dir.path(),
+        &format!("    grants:\n      hosts: [\"http://127.0.0.1:{port}\"]\n"),
+    )
+    .await;
+    for url in [
+        format!("http://x@127.0.0.1:{port}/ping"),
+        format!("http://user:pw@127.0.0.1:{port}/ping"),
+        format!("http://127.0.0.1:{port}@127.0.0.1:{port}/ping"),
+    ] {
+        let refused = message(verify(&plugin, json!({"mode": "http", "url": url})).await);
+        assert!(refused.contains("HttpRequestDenied"), "{url}: {refused}");
+    }
+    verify(
+        &plugin,
+        json!({"mode": "http", "url": format!("http://127.0.0.1:{port}/ping")}),
+    )
+    .await
+    .expect("the same host without userinfo answers");
 }

@@ -126,8 +126,13 @@ impl HostAllowList {
         Ok(HostAllowList { patterns })
     }
 
-    /// Whether the URI may be requested.
+    /// Whether the URI may be requested. A URI with userinfo
+    /// (`user[:password]@host`) never may: the allowlist and the
+    /// connection would not agree on which host it names.
     pub fn allows_uri(&self, uri: &http::Uri) -> bool {
+        if has_userinfo(uri) {
+            return false;
+        }
         let Some(scheme) = uri.scheme_str() else {
             return false;
         };
@@ -142,6 +147,11 @@ impl HostAllowList {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         self.patterns.iter().any(|p| p.allows(scheme, host, port))
     }
+}
+
+/// Whether `uri`'s authority carries userinfo (`user[:password]@`).
+pub fn has_userinfo(uri: &http::Uri) -> bool {
+    uri.authority().is_some_and(|a| a.as_str().contains('@'))
 }
 
 /// `wasi:http` hooks that refuse requests the plugin's policy does not
@@ -192,6 +202,22 @@ mod tests {
         assert!(!p.allows("http", "127.0.0.2", 5000));
         let p = HostPattern::parse("http://localhost:8080").unwrap();
         assert!(!p.allows("http", "localhost", 8081));
+    }
+
+    #[test]
+    fn a_url_with_userinfo_is_never_allowed() {
+        let list =
+            HostAllowList::new(&["http://127.0.0.1:*".to_string(), "*://*:*".to_string()]).unwrap();
+        assert!(list.allows_uri(&"http://127.0.0.1:5000/".parse().unwrap()));
+        for uri in [
+            "http://x@127.0.0.1:5000/",
+            "http://user:pw@127.0.0.1:5000/v2/",
+            "http://127.0.0.1:80@127.0.0.1:5000/",
+            "http://@127.0.0.1:5000/",
+        ] {
+            let uri: http::Uri = uri.parse().unwrap();
+            assert!(!list.allows_uri(&uri), "{uri}");
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! `launch:plugin/log`: plugin log lines into the agent's tracing output,
-//! tagged with the plugin's name, and into the job's log.
+//! tagged with the plugin's name, and into the job's log, within the
+//! per-call caps of [`call_caps`] (lines, bytes,
+//! warnings); the time a call spends here counts against its deadline.
 
 use crate::capabilities::bindings::launch::plugin::log::{Host, Level};
+use crate::capabilities::call_caps::{self, LogVerdict, MAX_LINE, MAX_WARNING};
 use crate::capabilities::state::CapabilityState;
 use crate::redact::{Redactor, SplitGuard};
 use std::sync::{Arc, Mutex};
@@ -95,11 +98,30 @@ impl Drop for JobLog {
 /// A job's log, shared by the agent's steps and the plugin calls of the job.
 pub type LogSink = Arc<JobLog>;
 
-/// The longest log line a plugin may write; longer ones are cut.
-const MAX_LINE: usize = 8 * 1024;
-
 impl Host for CapabilityState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        // A log call is the plugin's own time, not a wait on the host.
+        self.charge_to_plugin = true;
+        let notice = match self.log_use.admit(message.len().min(MAX_LINE)) {
+            LogVerdict::Write => None,
+            LogVerdict::Notice(notice) => Some(notice),
+            LogVerdict::Drop => return Ok(()),
+        };
+        let plugin = &*self.plugin_name;
+        if let Some(notice) = notice {
+            tracing::warn!(plugin, "{notice}");
+            if let Some(sink) = &self.log_sink {
+                sink.line(&format!("[{plugin}] {notice}"));
+            }
+            return Ok(());
+        }
+        // Cut before scrubbing only what no held secret could reach into
+        // the line that is kept.
+        let mut message = message;
+        message.truncate(call_caps::char_floor(
+            &message,
+            MAX_LINE.saturating_add(self.longest_secret),
+        ));
         let mut message = self.scrub(&message);
         if message.len() > MAX_LINE {
             let mut cut = MAX_LINE;
@@ -112,7 +134,6 @@ impl Host for CapabilityState {
         if matches!(level, Level::Error) {
             self.last_error_line = Some(message.clone());
         }
-        let plugin = &*self.plugin_name;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -121,11 +142,13 @@ impl Host for CapabilityState {
             Level::Error => tracing::error!(plugin, "{message}"),
         }
         if let Some(sink) = &self.log_sink {
-            sink.said(
-                matches!(level, Level::Warn),
-                &format!("[{plugin}] "),
-                &message,
-            );
+            let warning = matches!(level, Level::Warn) && self.log_use.admit_warning();
+            let text = if warning {
+                call_caps::cut(&message, MAX_WARNING)
+            } else {
+                message.clone()
+            };
+            sink.said(warning, &format!("[{plugin}] "), &text);
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 //!
 //! | capability | WIT / WASI interface | grant | check | a refused call returns |
 //! |---|---|---|---|---|
-//! | logging | `launch:plugin/log` | always (tagged with the plugin's name) | — | — |
+//! | logging | `launch:plugin/log` | always (tagged with the plugin's name), within the per-call caps of [`call_caps`] | — | — |
 //! | secrets | `launch:plugin/secrets.open` | `grants.secrets` | `policy.secret(name)` | `secret-error::not-granted` |
 //! | outbound HTTP | `wasi:http/outgoing-handler` | `grants.hosts` | `policy.http(uri)` | `error-code::HTTP-request-denied` |
 //! | environment variables | `wasi:cli/environment` | `grants.env` | the WASI context holds only these | the variable is absent |
@@ -21,6 +21,8 @@
 //! | Docker tags and lookups | `launch:plugin/docker.build`, `.image-exists` | the builder's `build` call (the planned image's and destination's repositories) | `docker::reference::within` | `docker-error` with `denied: true` |
 //! | Docker push targets | `launch:plugin/docker.push` | `grants.hosts` | `policy.push_registry(registry)` | `docker-error` with `denied: true` |
 //! | OCI registries | `launch:plugin/oci` (manifest lookups) | `grants.hosts` | `policy.registry(scheme, registry)` | `oci-error` with `denied: true` |
+//! | token realms and redirects of those requests | (the requests of `oci` and `docker.push`) | `grants.hosts` | `policy.http(url)` per hop ([`registry_auth`]) | `oci-error` / `docker-error` with `denied: true` |
+//! | a registry credential's use | `docker.push`, `oci` given a handed-on credential | bound to the `registry.uri` it was issued for | the handle's scope | `denied: true` |
 //! | Kubernetes | *next issue*: `launch:plugin/kubernetes` | *reserved*: `grants.namespaces` | *reserved*: `policy.namespace(ns)` | — |
 //! | object storage | *next issue*: `launch:plugin/blob` | *reserved*: `grants.buckets` | *reserved*: `policy.bucket(url)` | — |
 //!
@@ -37,12 +39,14 @@
 //! runtime wraps that state in its Store data with the call's limits.
 
 pub mod bindings;
+pub mod call_caps;
 pub mod defaults;
 pub mod docker;
 pub mod http;
 pub mod log;
 pub mod oci;
 pub mod policy;
+pub mod registry_auth;
 pub mod secrets;
 pub mod state;
 pub mod wasi;

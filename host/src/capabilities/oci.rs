@@ -2,26 +2,32 @@
 //!
 //! Two layers:
 //!
-//! * [`manifest_exists`], plain Rust over [`oci_client`]: whether a registry
-//!   has a manifest for `registry/repository:tag`, with basic credentials
-//!   (exchanged for a bearer token where the registry asks for it) or
-//!   anonymously, over HTTPS or, when `insecure`, plain HTTP.
+//! * [`manifest_exists`], plain Rust over a `reqwest` client: whether a
+//!   registry has a manifest for `registry/repository:tag`, with basic
+//!   credentials (exchanged for a bearer token where the registry asks for
+//!   it) or anonymously, over HTTPS or, when `insecure`, plain HTTP. Every
+//!   request, redirect and token realm goes through
+//!   [`registry_auth`]: only to hosts the policy
+//!   grants, the credentials only to the origin they are meant for.
 //! * the WIT `Host` impl for [`CapabilityState`]: the reference's registry must
 //!   be allowed by the plugin's `grants.hosts` (`https://HOST[:PORT]`, or
 //!   `http://HOST[:PORT]` when `insecure`; ports default to 443 and 80;
 //!   [`GrantPolicy::registry`](super::policy::GrantPolicy::registry), checked
 //!   first thing), else the call fails with `denied: true`. The password is the value of
-//!   the secret handle the plugin passes; the plugin never needs to read it.
+//!   the secret handle the plugin passes (a credential handed on to the
+//!   plugin only for the registry it was issued for); the plugin never needs
+//!   to read it.
 //!
 //! No message, log line or error ever contains the password.
 
+use super::policy::GrantPolicy;
+use super::registry_auth::{self, Authorization, EgressError, error_chain};
 use crate::capabilities::bindings::launch::plugin::oci::{Host, OciError, OciLogin};
 use crate::capabilities::secrets::SecretHandle;
 use crate::capabilities::state::CapabilityState;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
 use std::time::Duration;
 use wasmtime::component::Resource;
 
@@ -32,6 +38,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// and the GET some registries need).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The manifest types a lookup accepts (Docker's and OCI's, single and
+/// lists).
+const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+
 /// A failure talking to a registry; never contains the password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OciFailure {
@@ -41,6 +53,9 @@ pub struct OciFailure {
     /// Whether the registry refused the credentials (or asked for some and
     /// none were given): HTTP 401 or 403.
     pub unauthorized: bool,
+    /// Whether the plugin's grants refused a request (the registry, a
+    /// redirect, a token realm); nothing was sent there.
+    pub denied: bool,
 }
 
 impl OciFailure {
@@ -48,6 +63,7 @@ impl OciFailure {
         OciFailure {
             message,
             unauthorized: false,
+            denied: false,
         }
     }
 }
@@ -62,7 +78,9 @@ impl std::error::Error for OciFailure {}
 
 /// Whether the registry has a manifest for `reference`
 /// (`registry/repository[:tag|@digest]`; the tag defaults to `latest`),
-/// asked with a client from `clients`.
+/// asked with the client of `clients`, every request held to `policy`
+/// (the registry, each redirect, the token realm; `plugin` names the
+/// plugin in a refusal).
 ///
 /// A missing tag or repository is `Ok(false)`. `username` with `password`
 /// logs in with basic credentials; no `username` is anonymous access (a
@@ -72,11 +90,13 @@ impl std::error::Error for OciFailure {}
 /// # Errors
 ///
 /// A reference that does not parse (the message names it), a registry
-/// that cannot be reached or answers with an error, and — with
-/// `unauthorized` set — a registry that refuses the credentials or wants
-/// some (401/403).
+/// that cannot be reached or answers with an error, a request the policy
+/// refuses (`denied`, naming the host), and — with `unauthorized` set — a
+/// registry that refuses the credentials or wants some (401/403).
 pub async fn manifest_exists(
     clients: &RegistryClients,
+    policy: &GrantPolicy,
+    plugin: &str,
     reference: &str,
     username: Option<&str>,
     password: Option<&str>,
@@ -86,174 +106,147 @@ pub async fn manifest_exists(
         Some(p) if !p.is_empty() => message.replace(p, "<redacted>"),
         _ => message,
     };
-    let image: Reference = reference.parse().map_err(|e| {
-        OciFailure::other(redact(format!(
-            "invalid image reference {reference:?}: {e}"
-        )))
-    })?;
-    let auth = match (username, password) {
-        (Some(user), password) => {
-            RegistryAuth::Basic(user.to_string(), password.unwrap_or_default().to_string())
-        }
-        (None, None) => RegistryAuth::Anonymous,
-        (None, Some(_)) => {
-            return Err(OciFailure::other(format!(
-                "checking {reference}: a password was given without a user name"
-            )));
-        }
-    };
-    let client = clients
-        .client_for(insecure, username, password)
-        .map_err(|e| {
-            OciFailure::other(redact(format!(
-                "checking {reference}: cannot create the registry client: {e}"
-            )))
+    let outcome = async {
+        let image: Reference = reference.parse().map_err(|e| {
+            OciFailure::other(format!("invalid image reference {reference:?}: {e}"))
         })?;
-    let registry = image.resolve_registry().to_string();
-    let outcome = tokio::time::timeout(CALL_TIMEOUT, client.fetch_manifest_digest(&image, &auth))
-        .await
-        .map_err(|_| {
+        let login = match (username, password) {
+            (Some(user), password) => Some((user, password.unwrap_or_default())),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(OciFailure::other(format!(
+                    "checking {reference}: a password was given without a user name"
+                )));
+            }
+        };
+        let client = clients.client().map_err(|e| {
             OciFailure::other(format!(
-                "checking {reference}: registry {registry} did not answer within {}s",
-                CALL_TIMEOUT.as_secs()
+                "checking {reference}: cannot create the registry client: {e}"
             ))
         })?;
-    match outcome {
-        Ok(_digest) => Ok(true),
-        Err(e) => classify(e, reference, &registry, username).map_err(|f| OciFailure {
-            message: redact(f.message),
-            ..f
-        }),
+        let registry = image.resolve_registry().to_string();
+        let scheme = if insecure { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{registry}/")).map_err(|e| {
+            OciFailure::other(format!(
+                "checking {reference}: registry {registry:?} is not a host: {e}"
+            ))
+        })?;
+        let fail = |error: EgressError| match error {
+            EgressError::Refused(refusal) => OciFailure {
+                message: format!("checking {reference}: {}", refusal.report(plugin)),
+                unauthorized: false,
+                denied: true,
+            },
+            EgressError::Unauthorized(why) => unauthorized(reference, &registry, username, &why),
+            EgressError::Other(why) => OciFailure::other(format!(
+                "checking {reference} at registry {registry}: {why}"
+            )),
+        };
+        let auth =
+            registry_auth::authorize(&client, policy, &base, image.repository(), "pull", login)
+                .await
+                .map_err(fail)?;
+        let target = image
+            .digest()
+            .or(image.tag())
+            .unwrap_or("latest")
+            .to_string();
+        let url = base
+            .join(&format!("/v2/{}/manifests/{target}", image.repository()))
+            .map_err(|e| OciFailure::other(format!("checking {reference}: {e}")))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_TYPES));
+        let header = auth.header();
+        let response = registry_auth::send(
+            &client,
+            policy,
+            Method::HEAD,
+            url,
+            &headers,
+            header.as_ref(),
+        )
+        .await
+        .map_err(fail)?;
+        match response.status() {
+            status if status.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                let why = format!("HTTP {}", status.as_u16());
+                Err(match auth {
+                    // Credentials were asked for and none given.
+                    Authorization::Anonymous => unauthorized(reference, &registry, None, &why),
+                    _ => unauthorized(reference, &registry, username, &why),
+                })
+            }
+            status => Err(OciFailure::other(format!(
+                "checking {reference}: registry {registry} answered with an error: HTTP {}",
+                status.as_u16()
+            ))),
+        }
+    };
+    let outcome = tokio::time::timeout(CALL_TIMEOUT, outcome)
+        .await
+        .unwrap_or_else(|_| {
+            Err(OciFailure::other(format!(
+                "checking {reference}: the registry did not answer within {}s",
+                CALL_TIMEOUT.as_secs()
+            )))
+        });
+    outcome.map_err(|f| OciFailure {
+        message: redact(f.message),
+        ..f
+    })
+}
+
+/// The failure of a registry that refused the credentials of `username`
+/// (or wants some, without one), answering `why`.
+fn unauthorized(reference: &str, registry: &str, username: Option<&str>, why: &str) -> OciFailure {
+    let message = match username {
+        Some(user) => format!(
+            "checking {reference}: registry {registry} refused the credentials of user \
+             {user:?} ({why}); check the user name and the password secret"
+        ),
+        None => format!(
+            "checking {reference}: registry {registry} requires credentials ({why}) and none \
+             were given"
+        ),
+    };
+    OciFailure {
+        message,
+        unauthorized: true,
+        denied: false,
     }
 }
 
-/// Registry clients, one per (protocol, credentials): building one loads
-/// the TLS roots (tens of milliseconds), and its token cache may only ever
-/// serve the credentials it was created for, so clients are shared by calls
-/// with the same credentials and never across different ones.
+/// The plugin host's HTTP client for registries: building one loads the
+/// TLS roots (tens of milliseconds), so it is made once and shared. It
+/// keeps no credentials or tokens and follows no redirect by itself
+/// ([`registry_auth::send`] follows granted ones).
 ///
 /// A client's pooled connections belong to the async runtime they were
-/// made on, so the cache belongs to a plugin host (one per runtime), not
-/// to the process.
+/// made on, so it belongs to a plugin host (one per runtime), not to the
+/// process.
 #[derive(Default)]
 pub struct RegistryClients {
-    clients: std::sync::Mutex<std::collections::HashMap<ClientKey, Client>>,
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
-/// Protocol, user name and the password's sha256.
-type ClientKey = (bool, Option<String>, [u8; 32]);
-
 impl RegistryClients {
-    /// The client for these credentials, made on first use.
-    fn client_for(
-        &self,
-        insecure: bool,
-        username: Option<&str>,
-        password: Option<&str>,
-    ) -> Result<Client, String> {
-        use sha2::Digest as _;
-        let key: ClientKey = (
-            insecure,
-            username.map(str::to_string),
-            sha2::Sha256::digest(password.unwrap_or_default().as_bytes()).into(),
-        );
-        if let Ok(map) = self.clients.lock()
-            && let Some(client) = map.get(&key)
-        {
+    /// The client, made on first use.
+    pub fn client(&self) -> Result<reqwest::Client, String> {
+        if let Some(client) = self.client.get() {
             return Ok(client.clone());
         }
         install_crypto_provider();
-        let config = ClientConfig {
-            protocol: if insecure {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(CALL_TIMEOUT),
-            ..ClientConfig::default()
-        };
-        let client = Client::try_from(config).map_err(|e| e.to_string())?;
-        if let Ok(mut map) = self.clients.lock() {
-            map.insert(key, client.clone());
-        }
-        Ok(client)
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(CALL_TIMEOUT)
+            .user_agent(concat!("launch-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| error_chain(&e))?;
+        Ok(self.client.get_or_init(|| client).clone())
     }
-}
-
-/// Turns a client error into "absent" (`Ok(false)`) or a failure.
-fn classify(
-    error: OciDistributionError,
-    reference: &str,
-    registry: &str,
-    username: Option<&str>,
-) -> Result<bool, OciFailure> {
-    let unauthorized = |status: &str| {
-        let message = match username {
-            Some(user) => format!(
-                "checking {reference}: registry {registry} refused the credentials of user \
-                 {user:?} ({status}); check the user name and the password secret"
-            ),
-            None => format!(
-                "checking {reference}: registry {registry} requires credentials ({status}) and \
-                 none were given"
-            ),
-        };
-        Err(OciFailure {
-            message,
-            unauthorized: true,
-        })
-    };
-    match error {
-        OciDistributionError::ImageManifestNotFoundError(_) => Ok(false),
-        OciDistributionError::ServerError { code: 404, .. } => Ok(false),
-        OciDistributionError::UnauthorizedError { .. } => unauthorized("HTTP 401"),
-        OciDistributionError::AuthenticationFailure(_) => unauthorized("authentication failed"),
-        OciDistributionError::ServerError { code: 401, .. } => unauthorized("HTTP 401"),
-        OciDistributionError::ServerError { code: 403, .. } => unauthorized("HTTP 403"),
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            if codes.iter().any(|c| {
-                matches!(
-                    c,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                )
-            }) {
-                Ok(false)
-            } else if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
-                unauthorized(&format!("registry error: {envelope}"))
-            } else {
-                Err(OciFailure::other(format!(
-                    "checking {reference}: registry {registry} answered with an error: {envelope}"
-                )))
-            }
-        }
-        other => Err(OciFailure::other(format!(
-            "checking {reference} at registry {registry}: {}",
-            error_chain(&other)
-        ))),
-    }
-}
-
-/// The error and its sources, `: `-separated (reqwest's top-level message
-/// alone rarely says why a connection failed).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Makes `ring` the process's rustls provider (the one the rest of the host
@@ -294,9 +287,20 @@ impl Host for CapabilityState {
                 denied: true,
             }));
         }
-        let password = self.secret_value(&password)?;
+        let password = match self.secret_for(&password, &reference)? {
+            Ok(password) => password,
+            Err(refusal) => {
+                return Ok(Err(OciError {
+                    message: refusal.report(&self.plugin_name),
+                    unauthorized: false,
+                    denied: true,
+                }));
+            }
+        };
         let outcome = manifest_exists(
             &self.registry_clients,
+            &self.policy,
+            &self.plugin_name,
             &reference,
             login.username.as_deref(),
             password.as_deref(),
@@ -306,7 +310,7 @@ impl Host for CapabilityState {
         Ok(outcome.map_err(|failure| OciError {
             message: failure.message,
             unauthorized: failure.unauthorized,
-            denied: false,
+            denied: failure.denied,
         }))
     }
 }
@@ -319,6 +323,8 @@ mod tests {
     async fn a_bad_reference_is_named() {
         let failure = manifest_exists(
             &RegistryClients::default(),
+            &GrantPolicy::default(),
+            "test",
             "Not A Reference!",
             None,
             None,
@@ -336,6 +342,8 @@ mod tests {
         // message is made to contain the password (in the reference).
         let failure = manifest_exists(
             &RegistryClients::default(),
+            &GrantPolicy::for_hosts(&["http://127.0.0.1:9"]).unwrap(),
+            "test",
             "127.0.0.1:9/hunter2x:v1",
             Some("u"),
             Some("hunter2x"),

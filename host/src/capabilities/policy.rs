@@ -17,6 +17,7 @@
 //! | [`GrantPolicy::build_network`] | `grants.build_network` | `launch:plugin/docker.build` (network mode `none` without it) |
 //! | [`GrantPolicy::push_registry`] | `grants.hosts` | `launch:plugin/docker.push` |
 //! | [`GrantPolicy::registry`] | `grants.hosts` | `launch:plugin/oci.manifest-exists` |
+//! | [`GrantPolicy::http`] again, for each redirect and token realm | `grants.hosts` | the requests `oci` and `docker.push` make ([`registry_auth`](super::registry_auth)) |
 //! | [`GrantPolicy::env`], [`GrantPolicy::dirs`] | `grants.env`, `grants.dirs` | the WASI context of each call, which holds nothing else |
 //!
 //! **Adding a capability's grant** is one field here, filled in
@@ -25,7 +26,7 @@
 //! for the next issues (see the comments on [`GrantPolicy`]): Kubernetes
 //! namespaces and object-store buckets.
 
-use super::http::HostAllowList;
+use super::http::{HostAllowList, has_userinfo};
 use crate::config::{DirGrant, Grants, SecretSource};
 use std::collections::BTreeMap;
 
@@ -84,6 +85,12 @@ pub enum Refusal {
         /// signatures or tokens).
         uri: String,
     },
+    /// An outbound URL with userinfo (`user[:password]@host`), refused
+    /// whatever the grants.
+    Userinfo {
+        /// `scheme://host[:port]/path`, the userinfo and query left out.
+        uri: String,
+    },
     /// A secret `grants.secrets` does not name.
     Secret {
         /// The secret's name.
@@ -101,15 +108,45 @@ pub enum Refusal {
         /// `scheme://host[:port]`.
         origin: String,
     },
+    /// A redirect, answered to a request the host made for the plugin, to
+    /// an origin `grants.hosts` does not allow.
+    Redirect {
+        /// `scheme://host[:port]` that redirected.
+        from: String,
+        /// `scheme://host[:port]` it redirected to.
+        to: String,
+    },
+    /// A registry's `401` challenge named a token realm on an origin
+    /// `grants.hosts` does not allow: the credentials are not sent there.
+    TokenRealm {
+        /// `scheme://host[:port]` of the registry.
+        registry: String,
+        /// `scheme://host[:port]` of the realm.
+        realm: String,
+    },
+    /// A credential used for a registry or repository other than the one it
+    /// was issued for. No grant allows it.
+    CredentialScope {
+        /// The credential's (secret's) name.
+        secret: String,
+        /// `registry/repository` it was issued for.
+        bound_to: String,
+        /// `registry/repository` it was to be used for.
+        target: String,
+    },
 }
 
 impl Refusal {
     /// The grant that would have allowed the call.
     pub fn grant(&self) -> &'static str {
         match self {
-            Refusal::Http { .. } | Refusal::PushRegistry { .. } | Refusal::Registry { .. } => {
-                "grants.hosts"
-            }
+            Refusal::Http { .. }
+            | Refusal::Userinfo { .. }
+            | Refusal::PushRegistry { .. }
+            | Refusal::Registry { .. }
+            | Refusal::Redirect { .. }
+            | Refusal::TokenRealm { .. } => "grants.hosts",
+            Refusal::CredentialScope { .. } => "registry.uri",
             Refusal::Secret { .. } => "grants.secrets",
             Refusal::Docker => "grants.docker",
         }
@@ -121,6 +158,11 @@ impl Refusal {
             Refusal::Http { uri } => format!(
                 "outbound HTTP request to {uri} is not granted to plugin {plugin} (add its \
                  origin to grants.hosts)"
+            ),
+            Refusal::Userinfo { uri } => format!(
+                "outbound HTTP request to {uri} from plugin {plugin} carries userinfo \
+                 (a user name or password before the host) in its URL, which is never allowed whatever grants.hosts says; \
+                 send credentials in a header"
             ),
             Refusal::Secret { name } => {
                 format!("secret {name:?} is not granted to plugin {plugin}")
@@ -136,6 +178,25 @@ impl Refusal {
                 "registry {origin} is not granted to plugin {plugin} (add {origin:?} to its \
                  grants.hosts)"
             ),
+            Refusal::Redirect { from, to } => format!(
+                "{from} redirected a request of plugin {plugin} to {to}, which is not granted: \
+                 the redirect was not followed (add {to:?} to its grants.hosts if it is the \
+                 registry's)"
+            ),
+            Refusal::TokenRealm { registry, realm } => format!(
+                "registry {registry} asked plugin {plugin}'s credentials to be sent to token \
+                 realm {realm}, which is not granted: nothing was sent there (add {realm:?} to \
+                 its grants.hosts if it is the registry's token server)"
+            ),
+            Refusal::CredentialScope {
+                secret,
+                bound_to,
+                target,
+            } => format!(
+                "credential {secret:?} was issued for {bound_to} and may not be used by plugin \
+                 {plugin} for {target} (a registry credential is bound to the registry.uri it \
+                 was issued for)"
+            ),
         }
     }
 
@@ -144,10 +205,22 @@ impl Refusal {
     pub fn report(&self, plugin: &str) -> String {
         let what = match self {
             Refusal::Http { uri } => format!("an outbound HTTP request to {uri}"),
+            Refusal::Userinfo { uri } => {
+                format!("an outbound HTTP request to {uri} with userinfo in its URL")
+            }
             Refusal::Secret { name } => format!("to open secret {name:?}"),
             Refusal::Docker => "Docker engine access".to_string(),
             Refusal::PushRegistry { registry } => format!("a push to registry {registry}"),
             Refusal::Registry { origin } => format!("a request to registry {origin}"),
+            Refusal::Redirect { from, to } => format!("a redirect from {from} to {to}"),
+            Refusal::TokenRealm { registry, realm } => {
+                format!("token realm {realm} of registry {registry}")
+            }
+            Refusal::CredentialScope {
+                secret,
+                bound_to,
+                target,
+            } => format!("credential {secret:?} of {bound_to} for {target}"),
         };
         tracing::warn!(
             plugin,
@@ -196,19 +269,44 @@ impl GrantPolicy {
         })
     }
 
-    /// Whether the plugin may send a request to `uri` (`wasi:http`).
+    /// A policy granting `hosts` (`grants.hosts` patterns) and nothing
+    /// else: for the host's own requests made with a plugin's credentials
+    /// outside any plugin (tests, tools).
+    pub fn for_hosts(hosts: &[&str]) -> Result<Self, GrantError> {
+        let host_grants: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let hosts = HostAllowList::new(&host_grants).map_err(|reason| GrantError {
+            grant: "grants.hosts",
+            reason,
+        })?;
+        Ok(GrantPolicy {
+            hosts,
+            host_grants,
+            ..GrantPolicy::default()
+        })
+    }
+
+    /// Whether the plugin may send a request to `uri` (`wasi:http`). A URI
+    /// with userinfo (`user@host`) is refused whatever the grants: the
+    /// refusal names it without the userinfo, which may be a password.
     pub fn http(&self, uri: &http::Uri) -> Result<(), Refusal> {
+        let shown = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("?"),
+            uri.host()
+                .map(|h| match uri.port_u16() {
+                    Some(port) => format!("{h}:{port}"),
+                    None => h.to_string(),
+                })
+                .unwrap_or_else(|| "?".into()),
+            uri.path()
+        );
+        if has_userinfo(uri) {
+            return Err(Refusal::Userinfo { uri: shown });
+        }
         if self.hosts.allows_uri(uri) {
             return Ok(());
         }
-        Err(Refusal::Http {
-            uri: format!(
-                "{}://{}{}",
-                uri.scheme_str().unwrap_or("?"),
-                uri.authority().map(|a| a.as_str()).unwrap_or("?"),
-                uri.path()
-            ),
-        })
+        Err(Refusal::Http { uri: shown })
     }
 
     /// Where the value of secret `name` comes from, if it is granted.
@@ -385,6 +483,30 @@ mod tests {
     }
 
     #[test]
+    fn a_url_with_userinfo_is_refused_even_to_a_granted_host_and_named_without_it() {
+        let policy = policy(&["http://127.0.0.1:*"]);
+        for text in [
+            "http://x@127.0.0.1:5000/v2/",
+            "http://user:pa55w0rd@127.0.0.1:5000/v2/",
+            "http://127.0.0.1:80@127.0.0.1:5000/",
+        ] {
+            let uri: http::Uri = text.parse().unwrap();
+            let refusal = policy.http(&uri).unwrap_err();
+            assert!(
+                matches!(refusal, Refusal::Userinfo { .. }),
+                "{text}: {refusal:?}"
+            );
+            let message = refusal.message("p 1.0");
+            assert!(message.contains("userinfo"), "{message}");
+            assert!(message.contains("127.0.0.1:5000"), "{message}");
+            assert!(
+                !message.contains("pa55w0rd") && !message.contains('@'),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
     fn push_grants_follow_the_documented_rule() {
         let local = Some("127.0.0.1:5000");
         assert!(
@@ -466,6 +588,9 @@ mod tests {
             Refusal::Http {
                 uri: "https://x/".into(),
             },
+            Refusal::Userinfo {
+                uri: "https://x/".into(),
+            },
             Refusal::Secret { name: "s".into() },
             Refusal::Docker,
             Refusal::PushRegistry {
@@ -473,6 +598,19 @@ mod tests {
             },
             Refusal::Registry {
                 origin: "https://r".into(),
+            },
+            Refusal::Redirect {
+                from: "https://r".into(),
+                to: "https://evil".into(),
+            },
+            Refusal::TokenRealm {
+                registry: "https://r".into(),
+                realm: "https://evil".into(),
+            },
+            Refusal::CredentialScope {
+                secret: "s".into(),
+                bound_to: "r/a".into(),
+                target: "r/b".into(),
             },
         ];
         for refusal in refusals {

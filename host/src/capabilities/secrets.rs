@@ -8,8 +8,13 @@
 //! any part of it is ever logged: whatever the plugin itself says (log
 //! lines, errors, a panic message, stderr) is scrubbed of every secret value
 //! its Store held before the host records it.
+//!
+//! A call may mint at most [`MAX_MINTED`] values ([`MAX_MINTED_BYTES`] in
+//! all) and hold [`MAX_SECRET_HANDLES`] handles at once (see
+//! [`call_caps`](super::call_caps)).
 
 use crate::capabilities::bindings::launch::plugin::secrets::{Host, HostSecret, SecretError};
+use crate::capabilities::call_caps::{MAX_MINTED, MAX_MINTED_BYTES, MAX_SECRET_HANDLES};
 use crate::capabilities::state::CapabilityState;
 use wasmtime::component::Resource;
 
@@ -20,16 +25,115 @@ pub struct SecretHandle {
     /// Whether the plugin holding the handle may read it: true for secrets
     /// it opened (granted) or minted, false for handles the host gave it.
     revealable: bool,
+    /// The registry (and repository prefix) a registry credential was
+    /// issued for: the host uses it there only.
+    bound_to: Option<CredentialScope>,
+}
+
+/// The registry and repository prefix a registry credential was issued
+/// for (the registry plugin's repository): a push or lookup with it must go
+/// to that registry, to that repository or one under it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialScope {
+    /// `host[:port]`, lowercase; `docker.io` for Docker Hub.
+    registry: String,
+    /// The repository prefix (`team/launch`); Docker Hub's official images
+    /// are under `library/`.
+    repository: String,
+}
+
+impl CredentialScope {
+    /// The scope of `repository_uri` (`registry/repository`, no tag; a
+    /// leading `https://` or `http://` and a trailing `/` are ignored).
+    pub fn parse(repository_uri: &str) -> Result<Self, String> {
+        let bare = repository_uri
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let (registry, repository) = Self::target(bare)?;
+        Ok(CredentialScope {
+            registry,
+            repository,
+        })
+    }
+
+    /// The registry and repository of `image` (`[registry/]repository[:tag]`),
+    /// normalised as a scope's are.
+    pub fn target(image: &str) -> Result<(String, String), String> {
+        let reference = super::docker::ImageRef::parse(image)?;
+        let registry = match &reference.registry {
+            Some(host) if !super::policy::DOCKER_HUB_HOSTS.contains(&host.as_str()) => {
+                host.to_ascii_lowercase()
+            }
+            _ => "docker.io".to_string(),
+        };
+        let path = match &reference.registry {
+            Some(host) => &reference.name[host.len() + 1..],
+            None => reference.name.as_str(),
+        };
+        let repository = if registry == "docker.io" && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path.to_string()
+        };
+        Ok((registry, repository))
+    }
+
+    /// Whether `registry`/`repository` (normalised by
+    /// [`CredentialScope::target`]) is inside the scope.
+    pub fn covers(&self, registry: &str, repository: &str) -> bool {
+        registry == self.registry
+            && (repository == self.repository
+                || repository
+                    .strip_prefix(&self.repository)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
+}
+
+impl std::fmt::Display for CredentialScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)
+    }
 }
 
 impl SecretHandle {
-    /// A secret the host hands to a plugin that may pass it on but not read it.
-    pub fn opaque(name: impl Into<String>, value: impl Into<String>) -> Self {
+    /// A registry credential the host hands to a plugin that may pass it on
+    /// (to a push into `scope`) but not read it.
+    pub fn opaque(
+        name: impl Into<String>,
+        value: impl Into<String>,
+        scope: CredentialScope,
+    ) -> Self {
         SecretHandle {
             name: name.into(),
             value: value.into(),
             revealable: false,
+            bound_to: Some(scope),
         }
+    }
+
+    /// This secret, bound to the registry it was issued for.
+    pub fn bound(self, scope: CredentialScope) -> Self {
+        SecretHandle {
+            bound_to: Some(scope),
+            ..self
+        }
+    }
+
+    /// A copy to hand to another plugin, which may pass it on but not read
+    /// it; it keeps its binding.
+    pub fn handed_on(&self) -> Self {
+        SecretHandle {
+            name: self.name.clone(),
+            value: self.value.clone(),
+            revealable: false,
+            bound_to: self.bound_to.clone(),
+        }
+    }
+
+    /// The registry it was issued for, if it is bound to one.
+    pub fn scope(&self) -> Option<&CredentialScope> {
+        self.bound_to.as_ref()
     }
 
     /// The secret's name.
@@ -56,15 +160,30 @@ impl CapabilityState {
     /// Puts `secret` in the Store's resource table and remembers its value,
     /// so nothing the plugin says (log lines, errors, a panic message, its
     /// stderr) can carry it out: see [`CapabilityState::scrub`].
+    ///
+    /// Past [`MAX_SECRET_HANDLES`] handles alive at once the call traps
+    /// (the host gives a plugin a handle or two; a plugin that opens
+    /// thousands is in a loop).
     pub fn hold_secret(
         &mut self,
         secret: SecretHandle,
     ) -> wasmtime::Result<Resource<SecretHandle>> {
-        if !secret.value.is_empty() && !self.held_secrets.contains(&secret.value) {
+        if self.secret_use.handles >= MAX_SECRET_HANDLES {
+            wasmtime::bail!(
+                "plugin {} holds {MAX_SECRET_HANDLES} secret handles at once, the cap of one \
+                 call: drop the handles it no longer needs",
+                self.plugin_name
+            );
+        }
+        if !secret.value.is_empty() && !self.held_index.contains(&secret.value) {
+            self.longest_secret = self.longest_secret.max(secret.value.len());
+            self.held_index.insert(secret.value.clone());
             self.held_secrets.push(secret.value.clone());
         }
         self.redactor().learn(&secret.value);
-        Ok(self.table.push(secret)?)
+        let handle = self.table.push(secret)?;
+        self.secret_use.handles += 1;
+        Ok(handle)
     }
 
     /// `text` with the value of every secret this Store held (and every one
@@ -75,15 +194,38 @@ impl CapabilityState {
     }
 
     /// The value behind a secret handle a plugin passed to a host capability
-    /// (a push password), for the host's own use.
-    pub(crate) fn secret_value(
+    /// (a push password) to use for `image` (`registry/repository[:tag]`),
+    /// for the host's own use; refused when the handle is a credential bound
+    /// to another registry or repository (or, handed on, to none).
+    pub(crate) fn secret_for(
         &self,
         handle: &Option<Resource<SecretHandle>>,
-    ) -> wasmtime::Result<Option<String>> {
-        Ok(match handle {
-            Some(handle) => Some(self.table.get(handle)?.value().to_string()),
-            None => None,
-        })
+        image: &str,
+    ) -> wasmtime::Result<Result<Option<String>, super::policy::Refusal>> {
+        let Some(handle) = handle else {
+            return Ok(Ok(None));
+        };
+        let secret = self.table.get(handle)?;
+        let refuse = |bound_to: String, target: String| {
+            Ok(Err(super::policy::Refusal::CredentialScope {
+                secret: secret.name.clone(),
+                bound_to,
+                target,
+            }))
+        };
+        match (&secret.bound_to, secret.revealable) {
+            (Some(scope), _) => match CredentialScope::target(image) {
+                Ok((registry, repository)) if scope.covers(&registry, &repository) => {}
+                Ok((registry, repository)) => {
+                    return refuse(scope.to_string(), format!("{registry}/{repository}"));
+                }
+                Err(_) => return refuse(scope.to_string(), format!("{image:?}")),
+            },
+            // A plugin's own secret: it can read it, so binding adds nothing.
+            (None, true) => {}
+            (None, false) => return refuse("no registry".into(), image.to_string()),
+        }
+        Ok(Ok(Some(secret.value().to_string())))
     }
 }
 
@@ -92,6 +234,13 @@ impl Host for CapabilityState {
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<Resource<SecretHandle>, SecretError>> {
+        if self.secret_use.handles >= MAX_SECRET_HANDLES {
+            return Ok(Err(SecretError::Unavailable(format!(
+                "secret {name:?}: plugin {} already holds {MAX_SECRET_HANDLES} secret handles, \
+                 the cap of one call",
+                self.plugin_name
+            ))));
+        }
         let source = match self.policy.secret(&name) {
             Ok(source) => source,
             Err(refusal) => {
@@ -117,15 +266,32 @@ impl Host for CapabilityState {
             name,
             value,
             revealable: true,
+            bound_to: None,
         })?;
         Ok(Ok(handle))
     }
 
     fn mint(&mut self, name: String, value: String) -> wasmtime::Result<Resource<SecretHandle>> {
+        // `mint` returns no error: a plugin past the caps is in a loop, and
+        // the call stops with a trap that names the cap.
+        let used = &mut self.secret_use;
+        if used.minted >= MAX_MINTED
+            || used.minted_bytes.saturating_add(value.len()) > MAX_MINTED_BYTES
+        {
+            wasmtime::bail!(
+                "plugin {} minted more than one call may ({MAX_MINTED} secrets or {} KiB of \
+                 values); it was stopped",
+                self.plugin_name,
+                MAX_MINTED_BYTES / 1024
+            );
+        }
+        used.minted += 1;
+        used.minted_bytes += value.len();
         self.hold_secret(SecretHandle {
             name,
             value,
             revealable: true,
+            bound_to: None,
         })
     }
 }
@@ -152,8 +318,58 @@ impl HostSecret for CapabilityState {
 
     fn drop(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<()> {
         self.table.delete(secret)?;
+        self.secret_use.handles = self.secret_use.handles.saturating_sub(1);
         Ok(())
     }
 }
 
 impl crate::capabilities::bindings::launch::plugin::types::Host for CapabilityState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_covers_its_registry_and_repositories_under_it_only() {
+        let scope = CredentialScope::parse("127.0.0.1:5000/team/launch").unwrap();
+        let covers = |image: &str| {
+            let (registry, repository) = CredentialScope::target(image).unwrap();
+            scope.covers(&registry, &repository)
+        };
+        assert!(covers("127.0.0.1:5000/team/launch:v1"));
+        assert!(covers("127.0.0.1:5000/team/launch/sub:v1"));
+        assert!(!covers("127.0.0.1:5000/team/launcher:v1"));
+        assert!(!covers("127.0.0.1:5000/team/other:v1"));
+        assert!(!covers("127.0.0.1:5001/team/launch:v1"));
+        assert!(!covers("localhost:5000/team/launch:v1"));
+        assert!(!covers("team/launch:v1"));
+    }
+
+    #[test]
+    fn a_scope_may_be_written_as_a_url() {
+        assert_eq!(
+            CredentialScope::parse("https://registry.example.com/team/launch/").unwrap(),
+            CredentialScope::parse("registry.example.com/team/launch").unwrap()
+        );
+        assert!(CredentialScope::parse("Not A Repository").is_err());
+    }
+
+    #[test]
+    fn docker_hub_is_one_registry_under_every_name() {
+        let scope = CredentialScope::parse("docker.io/acme/app").unwrap();
+        for image in [
+            "acme/app:v1",
+            "index.docker.io/acme/app:v1",
+            "registry-1.docker.io/acme/app",
+        ] {
+            let (registry, repository) = CredentialScope::target(image).unwrap();
+            assert!(scope.covers(&registry, &repository), "{image}");
+        }
+        let (registry, repository) = CredentialScope::target("busybox").unwrap();
+        assert_eq!(
+            (registry.as_str(), repository.as_str()),
+            ("docker.io", "library/busybox")
+        );
+        assert!(!scope.covers(&registry, &repository));
+    }
+}

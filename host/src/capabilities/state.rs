@@ -3,11 +3,13 @@
 //! log lines go. The runtime's Store data wraps it (with the call's limits)
 //! and hands it to every host function; a Store lives for exactly one call.
 
+use super::call_caps::{LogUse, SecretUse};
 use super::http::GrantedHttpHooks;
 use super::log::LogSink;
 use super::oci::RegistryClients;
 use super::policy::GrantPolicy;
 use crate::redact::Redactor;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -48,6 +50,20 @@ pub struct CapabilityState {
     /// The redactor of a call made for no job (the job's log has the
     /// agent's): see [`CapabilityState::redactor`].
     own_redactor: Arc<Redactor>,
+    /// The same values, to find one in constant time.
+    pub held_index: HashSet<String>,
+    /// The length of the longest value held.
+    pub longest_secret: usize,
+    /// What the call has written to the log, against the caps of
+    /// [`call_caps`](super::call_caps).
+    pub log_use: LogUse,
+    /// What the call has minted and holds, against the caps of
+    /// [`call_caps`](super::call_caps).
+    pub secret_use: SecretUse,
+    /// Set by a host function whose time is the plugin's own (`log`): the
+    /// runtime's call hook reads and clears it when the function returns,
+    /// and does not give that time back against the deadline.
+    pub charge_to_plugin: bool,
     /// The plugin host's registry clients (the OCI capability).
     pub registry_clients: Arc<RegistryClients>,
     /// The last line the plugin logged at level `error` in this call, shown
@@ -79,6 +95,11 @@ impl CapabilityState {
             build_repositories: Vec::new(),
             held_secrets: Vec::new(),
             own_redactor: Arc::default(),
+            held_index: HashSet::new(),
+            longest_secret: 0,
+            log_use: LogUse::default(),
+            secret_use: SecretUse::default(),
+            charge_to_plugin: false,
             registry_clients,
             last_error_line: None,
         }

@@ -7,8 +7,10 @@ use super::contract::PluginKind;
 use super::engine::deadline_ticks;
 use super::exports::{Export, Exports};
 use super::state::{MEMORY_CAP_MARKER, MemoryCap, OwnTime, PluginState};
+use crate::capabilities::call_caps::{MAX_ERROR, char_floor};
 use crate::capabilities::log::LogSink;
 use crate::capabilities::policy::GrantPolicy;
+use crate::capabilities::secrets::CredentialScope;
 use crate::capabilities::state::CapabilityState;
 use crate::capabilities::wasi::context_for;
 use crate::config::Limits;
@@ -29,7 +31,8 @@ pub use super::bindings::builder::exports::launch::plugin::builder::{
 pub const SOURCE_GUEST_DIR: &str = "/src";
 
 /// Registry credentials a registry plugin handed over; the password stays
-/// in the host.
+/// in the host, bound to the registry and repository it was issued for
+/// ([`SecretHandle::scope`](crate::capabilities::secrets::SecretHandle::scope)).
 pub struct RegistryCredentials {
     /// The user name.
     pub username: String,
@@ -240,8 +243,12 @@ impl LoadedPlugin {
         // Time in the host is not the plugin's: at each deadline check it is
         // given back, so the call traps only once its own code has run for
         // the whole deadline.
+        // Except a log line's: writing it is the plugin's own work.
         store.call_hook(|mut store, hook| {
-            store.data_mut().own_time.switch(hook);
+            let state = store.data_mut();
+            let charged = matches!(hook, wasmtime::CallHook::ReturningFromHost)
+                && std::mem::take(&mut state.caps.charge_to_plugin);
+            state.own_time.switch(hook, charged);
             Ok(())
         });
         store.epoch_deadline_callback(|store| match store.data().own_time.remaining() {
@@ -291,7 +298,7 @@ impl LoadedPlugin {
         }
         CallError::Trap {
             plugin,
-            detail: store.data().scrub(&detail),
+            detail: scrubbed_and_cut(store.data(), &detail),
         }
     }
 
@@ -434,12 +441,7 @@ impl LoadedPlugin {
     ) -> Result<BuildOutcome, CallError> {
         let params = |store: &mut Store<PluginState>| {
             let password = match credentials {
-                Some(c) => Some(store.data_mut().hold_secret(
-                    crate::capabilities::secrets::SecretHandle::opaque(
-                        c.password.name(),
-                        c.password.value(),
-                    ),
-                )?),
+                Some(c) => Some(store.data_mut().hold_secret(c.password.handed_on())?),
                 None => None,
             };
             store.data_mut().build_repositories =
@@ -457,20 +459,37 @@ impl LoadedPlugin {
     }
 
     /// Calls `registry.login`; the password the plugin minted or opened is
-    /// taken out of its Store and kept by the host.
+    /// taken out of its Store and kept by the host, bound to the repository
+    /// the plugin gives (`registry.repository-uri`, asked first): the host
+    /// uses it for that registry and repository only.
     pub async fn login(
         &self,
         settings: &str,
         log: Option<LogSink>,
     ) -> Result<Option<RegistryCredentials>, CallError> {
+        let repository = self.repository_uri(settings, log.clone()).await?;
+        let scope = CredentialScope::parse(&repository);
         let finish =
             |store: &mut Store<PluginState>,
              (result,): (Result<Option<RegistryLogin>, PluginError>,)| {
                 Ok(match result {
-                    Ok(Some(login)) => Ok(Some(RegistryCredentials {
-                        username: login.username,
-                        password: store.data_mut().table.delete(login.password)?,
-                    })),
+                    Ok(Some(login)) => {
+                        let password = store.data_mut().table.delete(login.password)?;
+                        match scope {
+                            Ok(scope) => Ok(Some(RegistryCredentials {
+                                username: login.username,
+                                password: password.bound(scope),
+                            })),
+                            Err(e) => Err(PluginError {
+                                stage: super::bindings::Stage::Agent,
+                                message: format!(
+                                    "its credentials cannot be bound to its repository: {}",
+                                    crate::capabilities::call_caps::cut(&e, 512)
+                                ),
+                                retryable: false,
+                            }),
+                        }
+                    }
                     Ok(None) => Ok(None),
                     Err(e) => Err(scrub_error(store, e)),
                 })
@@ -528,12 +547,28 @@ fn scrubbed<R>(
     Ok(result.map_err(|error| scrub_error(store, error)))
 }
 
-/// `error` with its message scrubbed of the secrets the Store held.
+/// `error` with its message scrubbed of the secrets the Store held and
+/// cut to [`MAX_ERROR`] bytes (it goes to the queue and the database).
 fn scrub_error(store: &Store<PluginState>, error: PluginError) -> PluginError {
     PluginError {
-        message: store.data().scrub(&error.message),
+        message: scrubbed_and_cut(store.data(), &error.message),
         ..error
     }
+}
+
+/// `text` scrubbed of the secrets `state` held and cut to [`MAX_ERROR`]
+/// bytes, saying so. Only what no held secret could reach into the part
+/// kept is cut before scrubbing, so a huge text costs no more to scrub
+/// than a short one and no secret is cut in two.
+fn scrubbed_and_cut(state: &PluginState, text: &str) -> String {
+    let head = &text[..char_floor(text, MAX_ERROR.saturating_add(state.longest_secret))];
+    let scrubbed = state.scrub(head);
+    let end = char_floor(&scrubbed, MAX_ERROR);
+    let left_out = (scrubbed.len() - end) + (text.len() - head.len());
+    if left_out == 0 {
+        return scrubbed;
+    }
+    format!("{} [cut: {left_out} more bytes]", &scrubbed[..end])
 }
 
 #[cfg(test)]

@@ -37,8 +37,9 @@ impl std::ops::DerefMut for PluginState {
 }
 
 /// How long a call's own code has run: its wall-clock time less the time
-/// spent in host functions the plugin calls (a Docker build, a registry
-/// lookup, a `wasi:http` wait, a log line). The call's deadline is on this.
+/// spent waiting in host functions the plugin calls (a Docker build, a
+/// registry lookup, a `wasi:http` wait). A log line is not a wait: its time
+/// is the plugin's. The call's deadline is on this.
 ///
 /// Only the plugin's calls into the host read the clock; entering and
 /// leaving the plugin does not, so a call that makes no host call reads it
@@ -67,13 +68,17 @@ impl OwnTime {
     }
 
     /// Notes a switch between the plugin and the host (a call hook).
-    pub fn switch(&mut self, hook: CallHook) {
+    /// `charged` says the host function returning did the plugin's own
+    /// work (a log line): its time is not given back.
+    pub fn switch(&mut self, hook: CallHook, charged: bool) {
         match hook {
             CallHook::CallingHost => {
                 self.host_since.get_or_insert_with(Instant::now);
             }
             CallHook::ReturningFromHost => {
-                if let Some(since) = self.host_since.take() {
+                if let Some(since) = self.host_since.take()
+                    && !charged
+                {
                     self.in_host += since.elapsed();
                 }
             }

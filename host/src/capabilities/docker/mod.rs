@@ -9,7 +9,11 @@
 //! builder's build call, [`CapabilityState::build_repositories`]: no other
 //! job's image can be overwritten or probed); pushes go only to registries in `grants.hosts` (the rule is
 //! [`GrantPolicy::push_registry`](crate::capabilities::policy::GrantPolicy::push_registry)); the password of a push comes from a
-//! secret handle and never appears in a message or log line. Build and push
+//! secret handle and never appears in a message or log line. A registry
+//! credential handed to the builder is used only for the registry and
+//! repository it was issued for; the host itself exchanges it for a
+//! registry token at a granted token realm and the engine gets the token,
+//! not the password (see [`registry_auth`](crate::capabilities::registry_auth)). Build and push
 //! progress goes to the job's log and to tracing, tagged with the plugin.
 //!
 //! The engine operations themselves are plain async Rust in [`engine`],
@@ -28,10 +32,16 @@ pub mod context;
 pub mod engine;
 pub mod reference;
 
-pub use engine::{BuildNetwork, EngineError, build_image, image_exists, push_image, redact};
+pub use engine::{
+    BuildNetwork, EngineError, PushAuth, build_image, image_exists, push_image, push_image_as,
+    redact,
+};
 pub use reference::ImageRef;
 
 use crate::capabilities::bindings::launch::plugin::docker::{BuildSpec, DockerError, Host};
+use crate::capabilities::oci::RegistryClients;
+use crate::capabilities::policy::GrantPolicy;
+use crate::capabilities::registry_auth::{Authorization, EgressError, authorize};
 use crate::capabilities::secrets::SecretHandle;
 use crate::capabilities::state::CapabilityState;
 use bollard::Docker;
@@ -100,6 +110,80 @@ impl CapabilityState {
     }
 }
 
+/// The registry token to push `reference` with `login`, when its
+/// registry uses tokens (`None` when it takes the password itself), for
+/// plugin `plugin` under `policy`. The registry is asked over each scheme
+/// the policy grants it (https first, as the engine does); its token realm
+/// must be granted (see [`registry_auth`](crate::capabilities::registry_auth)).
+async fn push_token(
+    policy: &GrantPolicy,
+    plugin: &str,
+    clients: &RegistryClients,
+    reference: &ImageRef,
+    login: (&str, &str),
+) -> Result<Option<String>, DockerError> {
+    const OP: &str = "push";
+    let registry = reference
+        .registry
+        .as_deref()
+        .unwrap_or("registry-1.docker.io");
+    let repository = match crate::capabilities::secrets::CredentialScope::target(&reference.name) {
+        Ok((_, repository)) => repository,
+        Err(e) => return Err(EngineError::new(OP, e).into()),
+    };
+    let client = clients
+        .client()
+        .map_err(|e| EngineError::new(OP, format!("registry client: {e}")))?;
+    let mut last = None;
+    for scheme in ["https", "http"] {
+        let Ok(base) = reqwest::Url::parse(&format!("{scheme}://{registry}/")) else {
+            continue;
+        };
+        let uri: Result<http::Uri, _> = base.as_str().parse();
+        if !uri.is_ok_and(|uri| policy.http(&uri).is_ok()) {
+            continue;
+        }
+        match authorize(
+            &client,
+            policy,
+            &base,
+            &repository,
+            "pull,push",
+            Some(login),
+        )
+        .await
+        {
+            Ok(Authorization::Bearer(token)) => return Ok(Some(token)),
+            Ok(_) => return Ok(None),
+            Err(EgressError::Refused(refusal)) => {
+                return Err(denied(OP, refusal.report(plugin)));
+            }
+            Err(EgressError::Unauthorized(why)) => {
+                return Err(DockerError {
+                    operation: OP.into(),
+                    message: format!(
+                        "registry {} refused the credentials of user {:?}: {why}",
+                        reference.registry_display(),
+                        login.0
+                    ),
+                    unauthorized: true,
+                    denied: false,
+                });
+            }
+            Err(EgressError::Other(why)) => last = Some(why),
+        }
+    }
+    Err(EngineError::new(
+        OP,
+        format!(
+            "cannot ask registry {} where its credentials go, so they were not sent: {}",
+            reference.registry_display(),
+            last.unwrap_or_else(|| "no scheme of it is granted".into())
+        ),
+    )
+    .into())
+}
+
 /// Connects to the engine for one call.
 async fn connect(operation: &str) -> Result<Docker, DockerError> {
     crate::clients::docker::connect()
@@ -159,7 +243,10 @@ impl Host for CapabilityState {
         if let Err(refusal) = self.policy.push_registry(reference.registry.as_deref()) {
             return Ok(Err(denied(OP, refusal.report(&self.plugin_name))));
         }
-        let password = self.secret_value(&password)?;
+        let password = match self.secret_for(&password, &image)? {
+            Ok(password) => password,
+            Err(refusal) => return Ok(Err(denied(OP, refusal.report(&self.plugin_name)))),
+        };
         let credentials = match (&username, &password) {
             (Some(user), Some(password)) => Some((user.as_str(), password.as_str())),
             (None, None) => None,
@@ -171,12 +258,35 @@ impl Host for CapabilityState {
                 .into()));
             }
         };
+        // The credentials go where the registry says only once the host
+        // has checked it: a token realm is exchanged here, and the engine
+        // gets the token.
+        let token = match credentials {
+            Some(login) => match push_token(
+                &self.policy,
+                &self.plugin_name,
+                &self.registry_clients,
+                &reference,
+                login,
+            )
+            .await
+            {
+                Ok(token) => token,
+                Err(e) => return Ok(Err(e)),
+            },
+            None => None,
+        };
+        let auth = match (credentials, &token) {
+            (Some((username, _)), Some(token)) => Some(PushAuth::Token { username, token }),
+            (Some((username, password)), None) => Some(PushAuth::Password { username, password }),
+            (None, _) => None,
+        };
         let docker = match connect(OP).await {
             Ok(docker) => docker,
             Err(e) => return Ok(Err(e)),
         };
         let log = self.docker_log(OP);
-        Ok(engine::push_image(&docker, &image, credentials, &*log)
+        Ok(engine::push_image_as(&docker, &image, auth, &*log)
             .await
             .map_err(DockerError::from))
     }

@@ -1,12 +1,13 @@
 //! A hostile builder, for the host's tests: given the registry password as
-//! a secret handle (which it may only pass on to `docker.push`), it tries to
-//! read it and reports what happened in its error, so a test can show the
-//! host refused and nothing leaked.
-//!
-//! With a `mode` in its settings (`builder:` block) its build does instead:
+//! a secret handle (which it may only pass on to `docker.push`), it misuses
+//! it as its settings (the `builder:` block) order, and reports what
+//! happened in its error, so a test can show the host refused and nothing
+//! leaked:
 //!
 //! | `mode` | other keys | does | result |
 //! |---|---|---|---|
+//! | `reveal` (the default) | | reads the password | Err `LEAKED <value>` or `reveal refused: ...` |
+//! | `push` | `image` | pushes `image` (any registry, any repository) with the handle | Err `push <image>: ok`, or `push <image>: denied=<bool> unauthorized=<bool>: <message>` |
 //! | `tag-poison` | `tag` | builds the plan's Dockerfile tagged with the planned image and `tag` (another job's image) | Ok, or Err `tag-poison: <docker error>` |
 //! | `build-network` | | builds the plan's Dockerfile (the test's, e.g. `RUN ls /sys/class/net`) tagged with the planned image | Ok, or Err `build-network: <docker error>` |
 //! | `probe` | `image` | asks `image-exists` about `image` | Err `probe: <answer or docker error>` |
@@ -40,7 +41,7 @@ impl Builder for HostileBuilder {
     fn build(
         request: BuildRequest,
         plan: BuildPlan,
-        _username: Option<String>,
+        username: Option<String>,
         password: Option<&Secret>,
     ) -> Result<BuildOutcome, PluginError> {
         let settings: serde_json::Value =
@@ -78,6 +79,17 @@ impl Builder for HostileBuilder {
                 "no password was handed over".to_string(),
             ));
         };
+        if text("mode") == "push" {
+            let image = text("image");
+            let said = match docker::push(image, username.as_deref(), Some(password)) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!(
+                    "denied={} unauthorized={}: {}",
+                    e.denied, e.unauthorized, e.message
+                ),
+            };
+            return Err(PluginError::build(format!("push {image}: {said}")));
+        }
         match password.reveal() {
             // A leak: the test looks for the value in this message.
             Ok(value) => Err(PluginError::build(format!("LEAKED {value}"))),

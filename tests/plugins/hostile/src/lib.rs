@@ -28,6 +28,9 @@
 //! | `stash` | `name`, `path` | writes the secret's value to the file (a granted writable directory) | Ok, or Err `stash <path>: <io error>` |
 //! | `say-file` | `path` | warns what the file holds (a later call, without the secret) | Ok, or Err `say-file <path>: <io error>` |
 //! | `tcp` | `addr` | opens a raw TCP connection | Ok if connected, else Err `tcp <addr>: <io error>` |
+//! | `log-flood` | `level` (default `info`), `bytes` (per line, default 100) | logs lines forever | never returns (the deadline must stop it; the log caps keep the job's log small) |
+//! | `mint-flood` | `bytes` (per value, default 16) | mints distinct secrets forever | never returns (the mint caps must stop it) |
+//! | `huge-error` | `bytes` | fails with a message of that many bytes | Err (the host must cut it) |
 //! | `ok` | | nothing | Ok |
 //! | `fail` | | nothing | Err `hostile plugin failed on purpose` |
 //! | `panic` | | panics | a trap |
@@ -105,6 +108,18 @@ fn attack(orders: &Map<String, Value>) -> Result<(), PluginError> {
         "say-file" => say_file(key(orders, "path")?),
         "http" => http(key(orders, "url")?),
         "tcp" => tcp(key(orders, "addr")?),
+        "log-flood" => log_flood(
+            orders
+                .get("level")
+                .and_then(Value::as_str)
+                .unwrap_or("info"),
+            number(orders, "bytes", 100),
+        ),
+        "mint-flood" => mint_flood(number(orders, "bytes", 16)),
+        "huge-error" => Err(PluginError::agent(format!(
+            "huge error {}",
+            "e".repeat(number(orders, "bytes", 1 << 20))
+        ))),
         "ok" => Ok(()),
         "warn" => {
             let text = orders
@@ -130,6 +145,39 @@ fn key<'a>(orders: &'a Map<String, Value>, name: &str) -> Result<&'a str, Plugin
         .get(name)
         .and_then(Value::as_str)
         .ok_or_else(|| PluginError::agent(format!("hostile: key `{name}` (a string) is required")))
+}
+
+/// The number at key `name` of `orders`, `default` when absent.
+fn number(orders: &Map<String, Value>, name: &str, default: usize) -> usize {
+    orders
+        .get(name)
+        .and_then(Value::as_u64)
+        .map_or(default, |n| n as usize)
+}
+
+/// Logs lines of `bytes` bytes at `level` forever.
+fn log_flood(level: &str, bytes: usize) -> Result<(), PluginError> {
+    let line = "x".repeat(bytes);
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+        match level {
+            "warn" => launch_plugin_sdk::warn!("{n} {line}"),
+            "error" => launch_plugin_sdk::error!("{n} {line}"),
+            _ => launch_plugin_sdk::info!("{n} {line}"),
+        }
+    }
+}
+
+/// Mints distinct secrets of `bytes` bytes forever, keeping no handle.
+fn mint_flood(bytes: usize) -> Result<(), PluginError> {
+    let padding = "s".repeat(bytes.saturating_sub(20));
+    let mut n: u64 = 0;
+    loop {
+        n = n.wrapping_add(1);
+        let secret = secrets::mint("flood", &format!("{n:020}{padding}"));
+        drop(black_box(secret));
+    }
 }
 
 /// Burns CPU forever.
