@@ -70,8 +70,8 @@ fn measure_calls(
     runtime.block_on(async {
         let mut host = PluginHost::new(&state.join("cache"), 128).unwrap();
         let allocator = match host.allocator() {
-            launch_agent::plugins::engine::Allocator::Pooling => "pooling",
-            launch_agent::plugins::engine::Allocator::OnDemand => "on-demand",
+            launch_agent::plugins::wasm_engine::Allocator::Pooling => "pooling",
+            launch_agent::plugins::wasm_engine::Allocator::OnDemand => "on-demand",
         };
         let mut plugins = Vec::new();
         for (file, _) in CALLS {

@@ -19,7 +19,10 @@
 //! | `v` split across consecutive lines | through [`SplitGuard`], which holds back a line that ends in the start of a secret until the next one shows whether it completes it |
 //!
 //! Matching is one Aho-Corasick automaton over every form of every value,
-//! rebuilt when a value is learnt (rare: a few per job at most).
+//! rebuilt lazily: learning only records the value (a plugin minting in a
+//! loop costs a hash insert per value), and the next scrub rebuilds the
+//! automaton once. A value longer than [`MAX_ENCODED`] is matched as itself
+//! only, so a flood of large values cannot make the automaton huge.
 
 use crate::config::SecretSource;
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -34,6 +37,10 @@ pub const REDACTED: &str = "<redacted>";
 /// The shortest secret whose encodings are matched too; a shorter value is
 /// matched only as itself (its encodings would match too much else).
 pub const MIN_ENCODED: usize = 6;
+
+/// The longest secret whose encodings are matched too (real credentials
+/// are far shorter); a longer value is matched only as itself.
+pub const MAX_ENCODED: usize = 1024;
 
 /// The shortest start of a secret form at the end of a line that makes
 /// [`SplitGuard`] hold the line back.
@@ -50,9 +57,11 @@ pub struct Redactor {
 
 #[derive(Default)]
 struct Known {
-    values: Vec<String>,
-    forms: Vec<String>,
-    matcher: Option<AhoCorasick>,
+    values: std::collections::HashSet<String>,
+    forms: std::collections::HashSet<String>,
+    matcher: Option<std::sync::Arc<AhoCorasick>>,
+    /// Values were learnt since the matcher was built.
+    stale: bool,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -88,7 +97,7 @@ impl Redactor {
         if self
             .inner
             .read()
-            .map(|k| k.values.iter().any(|v| v == value))
+            .map(|k| k.values.contains(value))
             .unwrap_or(false)
         {
             return;
@@ -96,36 +105,51 @@ impl Redactor {
         let Ok(mut known) = self.inner.write() else {
             return;
         };
-        if known.values.iter().any(|v| v == value) {
+        if !known.values.insert(value.to_string()) {
             return;
         }
-        known.values.push(value.to_string());
-        for form in forms_of(value) {
-            if !known.forms.contains(&form) {
-                known.forms.push(form);
+        if value.len() > MAX_ENCODED {
+            known.forms.insert(value.to_string());
+        } else {
+            known.forms.extend(forms_of(value));
+        }
+        known.stale = true;
+    }
+
+    /// The automaton over every known form, rebuilt first if values were
+    /// learnt since; `None` while no secret is known.
+    fn matcher(&self) -> Option<std::sync::Arc<AhoCorasick>> {
+        {
+            let known = self.inner.read().ok()?;
+            if !known.stale {
+                return known.matcher.clone();
             }
         }
-        known.matcher = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(&known.forms)
-            .ok();
+        let mut known = self.inner.write().ok()?;
+        if known.stale {
+            let forms: Vec<&String> = known.forms.iter().collect();
+            known.matcher = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(forms)
+                .ok()
+                .map(std::sync::Arc::new);
+            known.stale = false;
+        }
+        known.matcher.clone()
     }
 
     /// Whether `value` is a secret this redactor knows (as itself).
     pub fn knows(&self, value: &str) -> bool {
         self.inner
             .read()
-            .map(|k| k.values.iter().any(|v| v == value))
+            .map(|k| k.values.contains(value))
             .unwrap_or(false)
     }
 
     /// `text` with every known secret, in each of its forms, replaced by
     /// [`REDACTED`].
     pub fn scrub(&self, text: &str) -> String {
-        let Ok(known) = self.inner.read() else {
-            return text.to_string();
-        };
-        match &known.matcher {
+        match self.matcher() {
             Some(matcher) => {
                 let mut out = String::with_capacity(text.len());
                 let mut last = 0;
@@ -143,23 +167,13 @@ impl Redactor {
 
     /// Whether `text` carries a known secret in any of its forms.
     pub fn finds_secret_in(&self, text: &str) -> bool {
-        self.inner
-            .read()
-            .ok()
-            .and_then(|k| k.matcher.as_ref().map(|m| m.is_match(text)))
-            .unwrap_or(false)
+        self.matcher().is_some_and(|m| m.is_match(text))
     }
 
     /// The byte ranges of `text` that are a known secret form.
     fn matches(&self, text: &str) -> Vec<(usize, usize)> {
-        self.inner
-            .read()
-            .ok()
-            .and_then(|k| {
-                k.matcher
-                    .as_ref()
-                    .map(|m| m.find_iter(text).map(|m| (m.start(), m.end())).collect())
-            })
+        self.matcher()
+            .map(|m| m.find_iter(text).map(|m| (m.start(), m.end())).collect())
             .unwrap_or_default()
     }
 

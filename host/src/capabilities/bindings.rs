@@ -18,3 +18,7 @@ wasmtime::component::bindgen!({
         "launch:plugin/secrets.secret": crate::capabilities::secrets::SecretHandle,
     },
 });
+
+/// The generated type of the `plugin-host` world, named so it is not taken
+/// for the plugin runtime ([`crate::plugins::PluginHost`]).
+pub use self::PluginHost as HostImports;

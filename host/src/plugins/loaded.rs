@@ -4,9 +4,9 @@
 
 use super::bindings::{Job, PluginError};
 use super::contract::PluginKind;
-use super::engine::deadline_ticks;
 use super::exports::{Export, Exports};
 use super::state::{MEMORY_CAP_MARKER, MemoryCap, OwnTime, PluginState};
+use super::wasm_engine::deadline_ticks;
 use crate::capabilities::call_caps::{MAX_ERROR, char_floor};
 use crate::capabilities::log::LogSink;
 use crate::capabilities::policy::GrantPolicy;

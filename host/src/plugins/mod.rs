@@ -21,12 +21,12 @@ pub mod bundle;
 pub mod cache;
 pub mod catalog;
 pub mod contract;
-pub mod engine;
 pub mod epoch;
 pub mod exports;
 pub mod loaded;
 pub mod panic_record;
 pub mod state;
+pub mod wasm_engine;
 
 pub use catalog::{PluginOrigin, PluginSource};
 pub use contract::PluginKind;
@@ -36,7 +36,6 @@ use crate::capabilities::policy::GrantPolicy;
 use crate::capabilities::state::CapabilityState;
 use crate::config::{PluginEntry, SecretSource};
 use cache::{CacheOutcome, CompiledCache};
-use engine::PluginEngine;
 use exports::Exports;
 use state::PluginState;
 use std::borrow::Cow;
@@ -44,6 +43,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
+use wasm_engine::PluginEngine;
 use wasmtime::component::{HasSelf, Linker};
 
 /// The largest plugin file read: far above any real plugin (the bundle's
@@ -138,7 +138,7 @@ impl PluginHost {
         let mut linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        bindings::imports::PluginHost::add_to_linker::<_, HasSelf<CapabilityState>>(
+        bindings::imports::HostImports::add_to_linker::<_, HasSelf<CapabilityState>>(
             &mut linker,
             |state: &mut PluginState| &mut state.caps,
         )?;
@@ -152,7 +152,7 @@ impl PluginHost {
     }
 
     /// How plugin instances are allocated.
-    pub fn allocator(&self) -> engine::Allocator {
+    pub fn allocator(&self) -> wasm_engine::Allocator {
         self.engine.allocator
     }
 

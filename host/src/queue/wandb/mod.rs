@@ -88,7 +88,7 @@ const MAX_BAD_SPECS: usize = 10;
 
 /// An item this agent acked and has not yet seen end.
 #[derive(Clone, Debug)]
-struct Held {
+struct HeldRun {
     /// Its queue's name.
     queue: String,
     /// The entity of its run.
@@ -106,7 +106,7 @@ pub struct WandbBackend {
     queue_ids: Vec<(String, String)>,
     agent_id: String,
     cadence: Cadence,
-    held: Mutex<HashMap<String, Held>>,
+    held: Mutex<HashMap<String, HeldRun>>,
 }
 
 impl std::fmt::Debug for WandbBackend {
@@ -275,13 +275,13 @@ impl WandbBackend {
         self.held_item(id).map(|held| held.run_name)
     }
 
-    fn held_item(&self, id: &str) -> Option<Held> {
+    fn held_item(&self, id: &str) -> Option<HeldRun> {
         self.held.lock().ok()?.get(id).cloned()
     }
 
     /// Forgets item `id` (it ended, or was never ours): a job that ended
     /// is work, and its user may well submit the next one.
-    fn forget(&self, id: &str) -> Option<Held> {
+    fn forget(&self, id: &str) -> Option<HeldRun> {
         let held = self.held.lock().ok()?.remove(id);
         if held.is_some() {
             self.cadence.job_ended(Instant::now());
@@ -556,7 +556,7 @@ impl QueueBackend for WandbBackend {
             if let Value::Object(map) = &mut spec {
                 map.entry("run_id").or_insert(json!(run_name));
             }
-            let held = Held {
+            let held = HeldRun {
                 queue: queue.clone(),
                 entity: spec_str(&spec, "entity").unwrap_or_else(|| self.entity.clone()),
                 project: spec_str(&spec, "project")
