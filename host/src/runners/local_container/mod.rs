@@ -230,6 +230,18 @@ pub async fn run(
     outcome
 }
 
+/// Whether container `id` has exited already (false when the engine
+/// cannot say).
+async fn has_exited(docker: &Docker, id: &str) -> bool {
+    docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .ok()
+        .and_then(|info| info.state)
+        .and_then(|state| state.running)
+        == Some(false)
+}
+
 /// Removes a container left over by an agent that died (by id), ignoring
 /// "no such container"; other failures are logged.
 pub async fn remove_leftover(docker: &Docker, id: &str) {
@@ -325,7 +337,10 @@ async fn drive(
     let mut wait = docker.wait_container(id, Some(options));
 
     let outcome = loop {
+        // The container's own end first: one that exited just as a stop or
+        // a hand-back came ended as it ended, and is recorded so.
         tokio::select! {
+            biased;
             waited = wait.next() => {
                 let code = match waited {
                     Some(Ok(response)) => response.status_code,
@@ -343,7 +358,8 @@ async fn drive(
             }
             changed = control.changed() => {
                 let wanted = if changed.is_ok() { *control.borrow() } else { Control::HandBack };
-                if wanted == Control::Run {
+                if wanted == Control::Run || has_exited(docker, id).await {
+                    // Carry on, or let the wait report how it ended.
                     continue;
                 }
                 stop_container(docker, id, request.stop_grace).await;
