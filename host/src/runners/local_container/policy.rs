@@ -48,27 +48,8 @@ const ENGINE_SOCKETS: &[&str] = &[
     "/run/buildkit/buildkitd.sock",
 ];
 
-/// Paths whose grant (or a grant above them) hands jobs this machine or
-/// its engine: start-up warns about them.
-const SENSITIVE: &[&str] = &[
-    "/",
-    "/etc",
-    "/root",
-    "/boot",
-    "/proc",
-    "/sys",
-    "/dev",
-    "/run",
-    "/var/run",
-    "/var/lib/docker",
-    "/var/lib/containerd",
-    "/usr",
-    "/bin",
-    "/sbin",
-    "/lib",
-];
-
-/// Sensitive trees a grant should not lie inside of.
+/// Sensitive trees: a grant at, above or inside one of these hands jobs
+/// this machine or its engine, and start-up warns about it.
 const SENSITIVE_TREES: &[&str] = &[
     "/etc",
     "/root",
@@ -81,6 +62,10 @@ const SENSITIVE_TREES: &[&str] = &[
     "/var/lib/docker",
     "/var/lib/containerd",
 ];
+
+/// System directories a grant should not cover (a grant inside them, such
+/// as `/usr/share/data`, is fine), besides [`SENSITIVE_TREES`].
+const SENSITIVE_ROOTS: &[&str] = &["/", "/usr", "/bin", "/sbin", "/lib"];
 
 /// What the jobs of one queue may ask the engine for.
 #[derive(Clone, Debug)]
@@ -324,8 +309,9 @@ impl ContainerPolicy {
         let mut warnings = Vec::new();
         for grant in &self.grants {
             let path = &grant.resolved;
-            let covered = SENSITIVE
+            let covered = SENSITIVE_ROOTS
                 .iter()
+                .chain(SENSITIVE_TREES)
                 .map(Path::new)
                 .find(|s| s.starts_with(path))
                 .map(|s| format!("covers {}", s.display()))
