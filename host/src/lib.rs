@@ -13,6 +13,7 @@ pub mod capabilities;
 pub mod capped_log;
 pub mod clients;
 pub mod config;
+pub mod config_check;
 pub mod input;
 pub mod json_kind;
 pub mod plugins;

@@ -25,19 +25,13 @@ pub async fn load_plugins(
 ) -> anyhow::Result<PluginHost> {
     let dir = catalog::plugin_dir(plugin_dir, config);
     let refs = catalog::resolve(config, dir.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let max_memory = config
-        .plugins
-        .values()
-        .map(|p| p.limits.memory_mb)
-        .chain(std::iter::once(crate::config::Limits::default().memory_mb))
-        .max()
-        .unwrap_or(128);
-    let mut host = PluginHost::new(&state.plugin_cache(), max_memory).with_context(|| {
-        format!(
-            "starting the plugin runtime (cache in {})",
-            state.plugin_cache().display()
-        )
-    })?;
+    let mut host = PluginHost::new(&state.plugin_cache(), max_plugin_memory_mb(config))
+        .with_context(|| {
+            format!(
+                "starting the plugin runtime (cache in {})",
+                state.plugin_cache().display()
+            )
+        })?;
     for plugin_ref in refs {
         let entry = entry_with_defaults(config, &plugin_ref);
         let loaded = host
@@ -62,8 +56,21 @@ pub async fn load_plugins(
     Ok(host)
 }
 
-/// The plugin's config entry, with a bundled plugin's default grants added.
-fn entry_with_defaults(config: &LaunchConfig, plugin_ref: &catalog::PluginRef) -> PluginEntry {
+/// The largest memory cap of any plugin `config` loads, in MiB: what the
+/// plugin engine's instance slots must hold.
+pub fn max_plugin_memory_mb(config: &LaunchConfig) -> u64 {
+    config
+        .plugins
+        .values()
+        .map(|p| p.limits.memory_mb)
+        .chain(std::iter::once(crate::config::Limits::default().memory_mb))
+        .max()
+        .unwrap_or(128)
+}
+
+/// The plugin's config entry, with a bundled plugin's default grants (and
+/// call timeout) added: what it is loaded with.
+pub fn entry_with_defaults(config: &LaunchConfig, plugin_ref: &catalog::PluginRef) -> PluginEntry {
     let configured = config.plugins.get(&plugin_ref.name);
     let mut entry = PluginEntry {
         path: None,

@@ -15,16 +15,60 @@ fn check(yaml: &str) -> (bool, String, String) {
     )
 }
 
+/// W&B's config for AWS: environment `aws`, registry `ecr`, builder
+/// `kaniko` with its keys.
+const WANDB_AWS_CONFIG: &str = "queues:\n  - gpu-queue\nentity: my-team\nmax_jobs: -1\nmax_schedulers: 1\nsecure_mode: false\nverbosity: 1\n\
+     environment:\n  type: aws\n  region: us-east-1\n\
+     registry:\n  type: ecr\n  uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/launch\n\
+     builder:\n  type: kaniko\n  build-context-store: s3://my-bucket/build-contexts/\n  build-job-name: wandb-image-build\n  secret-name: aws-secret\n  secret-key: credentials\n  kaniko-config:\n    spec:\n      template:\n        spec:\n          containers:\n          - args: [\"--cache=false\"]\n";
+
+/// The `error:` lines of a check's stderr (warnings left out).
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with("error: "))
+        .collect()
+}
+
 #[test]
-fn a_wandb_config_is_accepted_unchanged() {
+fn every_key_of_a_wandb_config_is_understood() {
+    let (ok, _, stderr) = check(WANDB_AWS_CONFIG);
+    // The plugins this agent does not have are the only problems: each is
+    // named with its key, where it is, and what is bundled instead.
+    assert!(!ok, "a builder this agent does not have is no success");
+    let errors = error_lines(&stderr);
+    assert!(!errors.is_empty(), "{stderr}");
+    for line in &errors {
+        assert!(
+            line.contains("plugin has this name (bundled: ")
+                && line.contains("no `plugins:` entry of this name gives a `path`"),
+            "not a missing plugin: {line}"
+        );
+    }
+    assert!(
+        errors.iter().any(|line| line.contains(
+            "launch-config.yaml:15:9: `builder.type` `kaniko`: no bundled builder plugin"
+        ) && line.contains("docker")
+            && line.contains("noop")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unknown key"), "{stderr}");
+}
+
+#[test]
+fn a_wandb_config_with_the_plugins_this_agent_has_passes() {
     let (ok, stdout, stderr) = check(
-        "queues:\n  - gpu-queue\nentity: my-team\nmax_jobs: -1\nmax_schedulers: 1\nsecure_mode: false\nverbosity: 1\n\
-         environment:\n  type: aws\n  region: us-east-1\n\
-         registry:\n  type: ecr\n  uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/launch\n\
-         builder:\n  type: kaniko\n  build-context-store: s3://my-bucket/build-contexts/\n  build-job-name: wandb-image-build\n  secret-name: aws-secret\n  secret-key: credentials\n  kaniko-config:\n    spec:\n      template:\n        spec:\n          containers:\n          - args: [\"--cache=false\"]\n",
+        "queues:\n  - gpu-queue\nentity: my-team\nmax_jobs: -1\nmax_schedulers: 1\nsecure_mode: false\nverbosity: 1\nstopped_run_timeout: 30\n\
+         environment:\n  type: local\n\
+         registry:\n  type: oci\n  uri: 127.0.0.1:5000/launch\n\
+         builder:\n  type: docker\n  platform: linux/amd64\n  destination: 127.0.0.1:5000/launch\n",
     );
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("ok"), "{stdout}");
+    assert!(error_lines(&stderr).is_empty(), "{stderr}");
+    assert!(
+        stdout.contains("ok") && stdout.contains("builder: docker"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -204,10 +248,15 @@ fn long_values_are_cut_in_messages() {
 #[test]
 fn a_config_check_summary_stays_one_short_line() {
     let names: Vec<String> = (0..5000).map(|i| format!("q{i}")).collect();
+    // A long environment type: a plugin of the config's own, by path (YAML
+    // keys are at most 1024 characters).
+    let long = "e".repeat(1000);
     let (ok, stdout, stderr) = check(&format!(
-        "queues: [{}, \"new\\nline\"]\nenvironment:\n  type: \"{}\"\n",
+        "queues: [{}, \"new\\nline\"]\nenvironment:\n  type: \"{long}\"\nplugins:\n  \"{long}\":\n    path: {}\n",
         names.join(", "),
-        "e".repeat(100_000)
+        common::bundle_dir()
+            .join("environment-local.wasm")
+            .display()
     ));
     assert!(ok, "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -436,4 +485,239 @@ fn syntax_errors_say_what_to_fix_and_where() {
         &["invalid YAML"],
     );
     refused("queues: *nowhere\n", ":1:", &["anchor"]);
+}
+
+// Issue 11, class 7: `config check` checks what `run` checks, loading (not
+// running) every plugin the config names, and lists every problem at once.
+
+/// `plugins inspect --json`'s sha256 of `file`.
+fn sha256_of(file: &std::path::Path) -> String {
+    let out = Scratch::new().run(&["plugins", "inspect", "--json", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plugins: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    plugins[0]["sha256"].as_str().unwrap().to_string()
+}
+
+/// Asserts exactly one of `errors` contains every one of `words`.
+fn one_error_with(errors: &[&str], words: &[&str]) {
+    let matching: Vec<&&str> = errors
+        .iter()
+        .filter(|line| words.iter().all(|word| line.contains(word)))
+        .collect();
+    assert_eq!(matching.len(), 1, "{words:?} in: {errors:#?}");
+}
+
+#[test]
+fn every_problem_is_listed_at_once_with_its_key() {
+    let scratch = Scratch::new();
+    scratch.write("notes.wasm", "hello, not a plugin");
+    // The smallest core module: the magic bytes and version 1.
+    std::fs::write(scratch.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let path = scratch.write_config(&format!(
+        "queues: [a]\n\
+         environment:\n  type: mars\n\
+         registry:\n  type: quay\n\
+         builder:\n  type: mine\n\
+         runners:\n  local-process:\n    user: no-such-user-of-this-test\n\
+         plugins:\n\
+         \x20 mine:\n    path: missing.wasm\n\
+         \x20 notes:\n    path: notes.wasm\n\
+         \x20 core:\n    path: core.wasm\n\
+         \x20 future:\n    path: {}\n\
+         \x20 docker:\n    grants: {{ env: [HOME] }}\n\
+         \x20 dockr:\n    grants: {{ env: [HOME] }}\n",
+        common::test_plugin("future-wit").display()
+    ));
+    let out = scratch.run(&["config", "check", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 8, "{stderr}");
+    one_error_with(
+        &errors,
+        &[
+            "launch-config.yaml:3:9: `environment.type` `mars`",
+            "no bundled environment plugin has this name (bundled: ",
+            "local",
+        ],
+    );
+    one_error_with(
+        &errors,
+        &[
+            "launch-config.yaml:5:9: `registry.type` `quay`",
+            "no bundled registry plugin",
+            "oci",
+        ],
+    );
+    one_error_with(
+        &errors,
+        &[
+            "launch-config.yaml:7:9: `builder.type` cannot be loaded: plugin `mine`",
+            "missing.wasm",
+            "cannot read the file",
+        ],
+    );
+    one_error_with(
+        &errors,
+        &[
+            "`runners`",
+            "no-such-user-of-this-test",
+            "runners.local-process.user",
+        ],
+    );
+    one_error_with(
+        &errors,
+        &[
+            "`plugins.notes.path` cannot be loaded",
+            "notes.wasm",
+            "`\\0asm`",
+        ],
+    );
+    one_error_with(
+        &errors,
+        &[
+            "`plugins.core.path` cannot be loaded",
+            "a core module",
+            "wasm32-wasip2",
+        ],
+    );
+    one_error_with(
+        &errors,
+        &[
+            "`plugins.future.path` cannot be loaded",
+            "launch:plugin@0.2.0",
+        ],
+    );
+    one_error_with(
+        &errors,
+        &["`plugins.dockr` has no `path`", "configures nothing"],
+    );
+    // An entry that configures a bundled plugin is no problem.
+    assert!(!stderr.contains("`plugins.docker`"), "{stderr}");
+    // `run` refuses the same config.
+    let out = scratch.run(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--exit-when-idle",
+    ]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_plugin_of_another_kind_is_refused_for_its_block() {
+    let (ok, _, stderr) = check(&format!(
+        "builder:\n  type: mine\nplugins:\n  mine:\n    path: {}\n",
+        common::bundle_dir().join("registry-oci.wasm").display()
+    ));
+    assert!(!ok);
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(":2:9: `builder.type` names plugin `mine`")
+            && errors[0].contains("a registry plugin; the builder must be a builder plugin"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_sha256_pin_is_checked_against_the_plugin_the_config_loads() {
+    let noop = common::bundle_dir().join("builder-noop.wasm");
+    let (ok, _, stderr) = check(&format!(
+        "builder:\n  type: noop\nplugins:\n  noop:\n    sha256: {}\n",
+        "0".repeat(64)
+    ));
+    assert!(!ok);
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(":2:9: `builder.type` cannot be loaded: plugin `noop`")
+            && errors[0].contains("sha256 mismatch"),
+        "{stderr}"
+    );
+    // The right pin passes.
+    let (ok, _, stderr) = check(&format!(
+        "builder:\n  type: noop\nplugins:\n  noop:\n    sha256: {}\n",
+        sha256_of(&noop)
+    ));
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn an_entry_without_a_path_names_what_it_would_need() {
+    let (ok, _, stderr) =
+        check("builder:\n  type: kaniko\nplugins:\n  kaniko:\n    grants: { env: [HOME] }\n");
+    assert!(!ok);
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(":2:9: `builder.type` `kaniko`: no bundled builder plugin")
+            && errors[0].contains("its `plugins:` entry has no `path`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_plugin_dir_that_is_not_a_directory_is_named() {
+    let scratch = Scratch::new();
+    let path = scratch.write_config("queues: [a]\n");
+    let out = scratch
+        .cmd()
+        .args(["config", "check", path.to_str().unwrap()])
+        .env("LAUNCH_AGENT_PLUGIN_DIR", "/no/such/plugin/dir")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("`plugin_dir` `/no/such/plugin/dir`: not a directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_long_unknown_type_is_cut_in_its_error() {
+    let (ok, _, stderr) = check(&format!(
+        "environment:\n  type: \"{}\\nERROR forged\"\n",
+        "e".repeat(100_000)
+    ));
+    assert!(!ok);
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].len() < 2000, "{} bytes", errors[0].len());
+    assert!(
+        errors[0].contains("`environment.type` `eee") && errors[0].contains("(bundled: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_check_writes_nothing_and_leaves_no_state_dir() {
+    let scratch = Scratch::new();
+    let tmp = scratch.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let path = scratch.write_config("builder:\n  type: docker\n");
+    let out = scratch
+        .cmd()
+        .args(["config", "check", path.to_str().unwrap()])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!scratch.state_dir().exists());
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "its throwaway cache is gone"
+    );
 }

@@ -33,6 +33,7 @@
 use super::bundle::{self, EmbeddedPlugin};
 use super::contract::PluginKind;
 use crate::config::{LaunchConfig, PluginEntry};
+use crate::text::for_log;
 use std::path::{Path, PathBuf};
 
 /// The default bundle: (kind, type name, file).
@@ -163,26 +164,74 @@ pub fn block_types(config: &LaunchConfig) -> Vec<(PluginKind, String, &'static s
 }
 
 /// Every plugin the config needs: the block types, then every `plugins:`
-/// entry with a `path`; `dir` is the plugin dir ([`plugin_dir`]). Errors
-/// name the key and what was expected.
+/// entry with a `path`; `dir` is the plugin dir ([`plugin_dir`]). The
+/// error is the first problem [`resolve_each`] finds: it names the key and
+/// what was expected.
 pub fn resolve(config: &LaunchConfig, dir: Option<&Path>) -> Result<Vec<PluginRef>, String> {
-    if let Some(dir) = dir
-        && !dir.is_dir()
-    {
-        return Err(format!(
-            "the plugin dir {} (--plugin-dir, LAUNCH_AGENT_PLUGIN_DIR or `plugin_dir`) is not a directory; \
-             without one the agent uses the default bundle it embeds",
-            dir.display()
-        ));
+    let (refs, problems) = resolve_each(config, dir);
+    match problems.into_iter().next() {
+        Some(problem) => Err(problem.to_string()),
+        None => Ok(refs),
     }
+}
+
+/// A key of the config that names no plugin this agent can load: a block
+/// `type` that is neither bundled nor a `plugins:` entry with a `path`, or
+/// a plugin dir that is not a directory.
+#[derive(Clone, Debug)]
+pub struct Unresolved {
+    /// The key: `builder.type`, `registry.type`, `environment.type` or
+    /// `plugin_dir`.
+    pub key: &'static str,
+    /// What it names, escaped and cut for messages.
+    pub value: String,
+    /// Why it cannot be used, and what can.
+    pub reason: String,
+}
+
+/// `builder.type `kaniko`: no bundled builder plugin ...`
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}`: {}", self.key, self.value, self.reason)
+    }
+}
+
+/// What [`resolve`] finds, every problem at once: the plugins that resolve
+/// (the block types, then every `plugins:` entry with a `path`) and each
+/// key that names nothing loadable. With a plugin dir that is not a
+/// directory, the embedded bundle stands in for it.
+pub fn resolve_each(
+    config: &LaunchConfig,
+    dir: Option<&Path>,
+) -> (Vec<PluginRef>, Vec<Unresolved>) {
+    let mut problems = Vec::new();
+    let dir = match dir {
+        Some(dir) if !dir.is_dir() => {
+            problems.push(Unresolved {
+                key: "plugin_dir",
+                value: for_log(&dir.to_string_lossy()).into_owned(),
+                reason: "not a directory (named by --plugin-dir, LAUNCH_AGENT_PLUGIN_DIR or `plugin_dir`); \
+                         without one the agent uses the default bundle it embeds"
+                    .into(),
+            });
+            None
+        }
+        dir => dir,
+    };
     let mut refs: Vec<PluginRef> = Vec::new();
     for (kind, name, key) in block_types(config) {
-        let source = source_of(config, dir, kind, &name, key)?;
-        refs.push(PluginRef {
-            name,
-            source,
-            expected_kind: Some(kind),
-        });
+        match source_of(config, dir, kind, &name) {
+            Ok(source) => refs.push(PluginRef {
+                name,
+                source,
+                expected_kind: Some(kind),
+            }),
+            Err(reason) => problems.push(Unresolved {
+                key,
+                value: for_log(&name).into_owned(),
+                reason,
+            }),
+        }
     }
     for (name, entry) in &config.plugins {
         if let Some(path) = &entry.path
@@ -198,7 +247,7 @@ pub fn resolve(config: &LaunchConfig, dir: Option<&Path>) -> Result<Vec<PluginRe
             });
         }
     }
-    Ok(refs)
+    (refs, problems)
 }
 
 fn source_of(
@@ -206,11 +255,11 @@ fn source_of(
     dir: Option<&Path>,
     kind: PluginKind,
     name: &str,
-    key: &str,
 ) -> Result<PluginSource, String> {
+    let entry = config.plugins.get(name);
     if let Some(PluginEntry {
         path: Some(path), ..
-    }) = config.plugins.get(name)
+    }) = entry
     {
         return Ok(PluginSource::File {
             path: config.resolve_path(path),
@@ -223,8 +272,14 @@ fn source_of(
             .filter(|(k, _, _)| *k == kind)
             .map(|(_, n, _)| *n)
             .collect();
+        let entry = match entry {
+            Some(_) => {
+                "its `plugins:` entry has no `path` (an entry without one only configures the bundled plugin of its name)"
+            }
+            None => "and no `plugins:` entry of this name gives a `path`",
+        };
         return Err(format!(
-            "{key} `{name}` is neither a bundled {kind} plugin ({}) nor a `plugins:` entry with a `path`",
+            "no bundled {kind} plugin has this name (bundled: {}), {entry}",
             known.join(", ")
         ));
     };
@@ -238,7 +293,7 @@ fn source_of(
     }
     bundle::embedded(file)
         .map(PluginSource::Embedded)
-        .ok_or_else(|| format!("{key} `{name}`: this build of the agent does not embed {file}"))
+        .ok_or_else(|| format!("this build of the agent does not embed {file}"))
 }
 
 /// A bundled plugin's call timeout when the config leaves it at the

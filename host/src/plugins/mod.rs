@@ -108,6 +108,27 @@ fn file_kind(kind: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// Why `wasm` is plainly not a component, in words (the parser's own
+/// message for a file of some other kind is a dump of its first bytes):
+/// `None` when it may be one, and the compiler decides.
+fn not_a_component(wasm: &[u8]) -> Option<&'static str> {
+    /// Every `.wasm` file begins with these bytes.
+    const MAGIC: &[u8] = b"\0asm";
+    /// What follows them in a core module: version 1, layer 0.
+    const CORE_MODULE: &[u8] = &[1, 0, 0, 0];
+    if !wasm.starts_with(MAGIC) {
+        return Some(
+            "not a valid WebAssembly component: it does not begin with the bytes `\\0asm` every `.wasm` file begins with",
+        );
+    }
+    if wasm[MAGIC.len()..].starts_with(CORE_MODULE) {
+        return Some(
+            "not a valid WebAssembly component: it is a core module; build the plugin for `wasm32-wasip2` (or `wasm32-unknown-unknown` and `wasm-tools component new`)",
+        );
+    }
+    None
+}
+
 /// Why a plugin could not be loaded. The message names the plugin and file.
 #[derive(Debug, thiserror::Error)]
 #[error("plugin `{name}` ({path}): {reason}")]
@@ -187,6 +208,54 @@ impl PluginHost {
         entry: &PluginEntry,
         secrets: &BTreeMap<String, SecretSource>,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let (mut plugin, outcome) = self.prepare(name, source, entry, secrets)?;
+        let info = plugin.info().await.map_err(|e| LoadError {
+            name: name.to_string(),
+            path: source.to_string(),
+            reason: format!("its `info` call failed: {e}"),
+        })?;
+        plugin.label = Arc::from(format!("{} {}", info.name, info.version).as_str());
+        plugin.description.plugin_name = info.name;
+        plugin.description.version = info.version;
+        plugin.description.description = info.description;
+        tracing::debug!(
+            plugin = name,
+            cache = if outcome == CacheOutcome::Hit {
+                "hit"
+            } else {
+                "compiled"
+            },
+            "plugin loaded"
+        );
+        let plugin = Arc::new(plugin);
+        self.plugins.insert(name.to_string(), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Checks the component `source` as [`load_from`](Self::load_from)
+    /// would load it (the pin, the compile, the contract, the world, the
+    /// grants) without running any of its code, and returns its kind: what
+    /// `config check` does. Nothing is kept.
+    pub fn check_from(
+        &self,
+        name: &str,
+        source: &PluginSource,
+        entry: &PluginEntry,
+        secrets: &BTreeMap<String, SecretSource>,
+    ) -> Result<PluginKind, LoadError> {
+        self.prepare(name, source, entry, secrets)
+            .map(|(plugin, _)| plugin.kind())
+    }
+
+    /// Every step of a load but the `info` call: the plugin ready to call,
+    /// its description still without what `info` says.
+    fn prepare(
+        &self,
+        name: &str,
+        source: &PluginSource,
+        entry: &PluginEntry,
+        secrets: &BTreeMap<String, SecretSource>,
+    ) -> Result<(LoadedPlugin, CacheOutcome), LoadError> {
         let fail = |reason: String| LoadError {
             name: name.to_string(),
             path: source.to_string(),
@@ -210,6 +279,9 @@ impl PluginHost {
                     pinned.value
                 )));
             }
+        }
+        if let Some(reason) = not_a_component(&wasm) {
+            return Err(fail(reason.into()));
         }
         let engine = &self.engine.engine;
         let (component, outcome) = self
@@ -246,7 +318,7 @@ impl PluginHost {
         );
         let policy =
             GrantPolicy::compile(&entry.grants, secrets).map_err(|e| fail(e.to_string()))?;
-        let mut plugin = LoadedPlugin {
+        let plugin = LoadedPlugin {
             description: PluginDescription {
                 name: name.to_string(),
                 kind: contract.kind,
@@ -285,26 +357,7 @@ impl PluginHost {
             registry_clients: self.registry_clients.clone(),
             clock: self.engine.clock.clone(),
         };
-        let info = plugin
-            .info()
-            .await
-            .map_err(|e| fail(format!("its `info` call failed: {e}")))?;
-        plugin.label = Arc::from(format!("{} {}", info.name, info.version).as_str());
-        plugin.description.plugin_name = info.name;
-        plugin.description.version = info.version;
-        plugin.description.description = info.description;
-        tracing::debug!(
-            plugin = name,
-            cache = if outcome == CacheOutcome::Hit {
-                "hit"
-            } else {
-                "compiled"
-            },
-            "plugin loaded"
-        );
-        let plugin = Arc::new(plugin);
-        self.plugins.insert(name.to_string(), plugin.clone());
-        Ok(plugin)
+        Ok((plugin, outcome))
     }
 
     /// The loaded plugin called `name`.
