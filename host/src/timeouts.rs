@@ -12,6 +12,7 @@
 //! | Docker: a build or push request; draining a build context | `LONG_REQUEST`, `CONTEXT_DRAIN` in `capabilities/docker/engine.rs` | 1 h; 5 s |
 //! | an OCI registry: connecting; one call | `CONNECT_TIMEOUT`, `CALL_TIMEOUT` in `capabilities/oci.rs` | 10 s; 60 s |
 //! | a container's removal; its output draining after exit | `REMOVAL_WAIT`, `DRAIN_AFTER_OUTPUT` in `runners/local_container/mod.rs` | 30 s; 5 s |
+//! | a local process's output draining into its log after it ended | `DRAIN_AFTER_EXIT` in `runners/local_process/output.rs` | 5 s |
 //! | a dead agent's leftovers being cleaned up | `CLEAN_UP_WAIT` in `agent/reclaim.rs` | 30 s |
 //! | a stopped run between SIGTERM and SIGKILL | `stopped_run_timeout` of the config | 60 s |
 //! | running jobs on shutdown | `shutdown_grace_seconds` of the config | 30 s |

@@ -327,6 +327,7 @@ impl JobRun<'_> {
             env_remove: ctx.secret_env_vars.clone(),
             workdir: None,
             log_path: self.output_log(),
+            log_limit: ctx.log_limit,
             resource_args: spec.resource_args(),
             stop_grace: ctx.stop_grace,
         };

@@ -152,6 +152,9 @@ pub struct RunRequest {
     pub workdir: Option<PathBuf>,
     /// The run's output log.
     pub log_path: PathBuf,
+    /// The most the output log may hold, in bytes (`max_log_mb`); a runner
+    /// copies the run's output through a [`CappedLog`](crate::capped_log::CappedLog).
+    pub log_limit: u64,
     /// The spec's `resource_args[resource]`; `Null` when absent. Already
     /// accepted by [`Runner::check_args`].
     pub resource_args: Value,

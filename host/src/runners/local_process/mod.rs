@@ -2,8 +2,8 @@
 //! this machine, in its own process group, with the W&B environment.
 //!
 //! The process gets the agent's environment minus the variables that back
-//! secrets, plus the run's variables. Its stdout and stderr go to the run's
-//! `output.log`. If the agent dies, the kernel kills the run with it
+//! secrets, plus the run's variables. Its stdout and stderr go through one
+//! pipe into the run's `output.log`, capped at `max_log_mb` ([`output`]). If the agent dies, the kernel kills the run with it
 //! (`PR_SET_PDEATHSIG`), and the agent that reclaims the job kills any of
 //! the process group that is left (the run handle is the group's id), so no
 //! run goes on unaccounted for.
@@ -18,12 +18,14 @@
 //!
 //! | part | module |
 //! |---|---|
-//! | the process's life: spawn, log, wait, stop, clean up | this one |
+//! | the process's life: spawn, wait, stop, clean up | this one |
+//! | its output into the capped log | [`output`] |
 //! | what a queue's jobs may do: run at all, as which user | [`policy`] |
 //! | looking that user up | [`user`] |
 //! | what the child gives up before `exec`: capabilities, credentials | [`confine`] |
 
 mod confine;
+pub mod output;
 pub mod policy;
 pub mod user;
 
@@ -132,14 +134,17 @@ async fn run(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let log = std::fs::File::create(&request.log_path)
-        .with_context(|| format!("creating run log {}", request.log_path.display()))?;
+    let (output, writer) = output::start(&request.log_path, request.log_limit)?;
     let mut command = Command::new(program);
     command
         .args(args)
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+        .stdout(
+            writer
+                .try_clone()
+                .context("sharing the run's output pipe")?,
+        )
+        .stderr(writer)
         .process_group(0)
         .kill_on_drop(true);
     for var in &request.env_remove {
@@ -191,8 +196,23 @@ async fn run(
                 .unwrap_or_default()
         )
     })?;
+    // The command holds the agent's copies of the pipe's write end: the
+    // copy of the output ends only once they are closed too.
+    drop(command);
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     started(pid);
+    let outcome = wait_or_stop(&mut child, pid, request, &mut control).await;
+    output.drained().await;
+    outcome
+}
+
+/// Waits for the run to end, or stops it when `control` says so.
+async fn wait_or_stop(
+    child: &mut tokio::process::Child,
+    pid: i32,
+    request: &RunRequest,
+    control: &mut watch::Receiver<Control>,
+) -> anyhow::Result<RunOutcome> {
     loop {
         // The run's own end first: a run that exited just as a stop or a
         // hand-back came ended as it ended, and is recorded so.
@@ -219,7 +239,7 @@ async fn run(
                     // It ended by itself meanwhile: report how.
                     continue;
                 }
-                stop_group(pid, &mut child, request.stop_grace).await;
+                stop_group(pid, child, request.stop_grace).await;
                 return Ok(RunOutcome::Stopped);
             }
         }
