@@ -132,6 +132,18 @@ pub enum CallError {
         /// The trap and the end of the plugin's stderr.
         detail: String,
     },
+    /// The host could not reserve the address space an instance of the
+    /// plugin needs (the agent's `ulimit -v` is too low): none of the
+    /// plugin's code ran.
+    #[error("{}", address_space_message(plugin, *reserve_bytes, *limit_bytes))]
+    AddressSpace {
+        /// `name version` of the plugin.
+        plugin: String,
+        /// The reservation that failed.
+        reserve_bytes: u64,
+        /// The agent's address-space limit (`RLIMIT_AS`), `None` when unlimited.
+        limit_bytes: Option<u64>,
+    },
     /// The host could not set up the call (a granted directory is missing...).
     #[error("plugin {plugin} could not be called: {detail}")]
     Setup {
@@ -280,6 +292,13 @@ impl LoadedPlugin {
                 memory_mb: self.limits.memory_mb,
             };
         }
+        if let Some(reserve_bytes) = failed_reservation(&error) {
+            return CallError::AddressSpace {
+                plugin,
+                reserve_bytes,
+                limit_bytes: address_space_limit(),
+            };
+        }
         let mut detail = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
             None => without_core_dump(&error),
@@ -319,6 +338,52 @@ impl LoadedPlugin {
             error,
         })
     }
+}
+
+/// The size of the address-space reservation whose failure `error` is, if
+/// it is one: wasmtime reserves each instance's memory (and, without the
+/// instance pool, each call's) with one `mmap`, and says "mmap failed to
+/// reserve 0x... bytes" when the kernel refuses it.
+fn failed_reservation(error: &wasmtime::Error) -> Option<u64> {
+    const SAID: &str = "failed to reserve 0x";
+    error.chain().find_map(|cause| {
+        let text = cause.to_string();
+        let hex = &text[text.find(SAID)? + SAID.len()..];
+        let end = hex
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(hex.len());
+        u64::from_str_radix(&hex[..end], 16).ok()
+    })
+}
+
+/// The agent's address-space limit (`RLIMIT_AS`, what `ulimit -v` sets) in
+/// bytes; `None` when unlimited or unknown.
+fn address_space_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into the struct it is given.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) };
+    (read == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// What [`CallError::AddressSpace`] says: what failed, why, and what to do.
+fn address_space_message(plugin: &str, reserve_bytes: u64, limit_bytes: Option<u64>) -> String {
+    let mib = |bytes: u64| bytes.div_ceil(1 << 20);
+    let why = match limit_bytes {
+        Some(limit) => format!(
+            "the agent's address-space limit (`ulimit -v`) is {} MiB, and each plugin instance reserves {} MiB up front (its memory and guard regions, whatever its memory cap): raise the limit (`ulimit -v unlimited`, or the service's `LimitAS=`)",
+            mib(limit),
+            mib(reserve_bytes)
+        ),
+        None => "the agent has no address-space limit, so the system refused the mapping: check `vm.overcommit_memory` and `vm.max_map_count`"
+            .to_string(),
+    };
+    format!(
+        "could not reserve {} MiB of address space for plugin {plugin}, so it did not run: {why}",
+        mib(reserve_bytes)
+    )
 }
 
 /// `error` and its causes, as `{error:#}` shows them, less the core dump
@@ -574,6 +639,23 @@ fn scrubbed_and_cut(state: &PluginState, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_reservation_is_told_from_a_crash() {
+        let error = wasmtime::Error::msg("Cannot allocate memory (os error 12)")
+            .context("mmap failed to reserve 0x104000000 bytes");
+        assert_eq!(failed_reservation(&error), Some(0x104000000));
+        let trap = wasmtime::Error::msg("wasm trap: unreachable");
+        assert_eq!(failed_reservation(&trap), None);
+        let said = address_space_message("local 0.1.0", 0x104000000, Some(2 << 30));
+        assert!(
+            said.starts_with("could not reserve 4160 MiB of address space for plugin local 0.1.0")
+                && said.contains("`ulimit -v`) is 2048 MiB"),
+            "{said}"
+        );
+        let said = address_space_message("local 0.1.0", 0x104000000, None);
+        assert!(said.contains("no address-space limit"), "{said}");
+    }
 
     #[test]
     fn a_host_error_reads_without_the_core_dump_the_engine_added() {
