@@ -490,16 +490,20 @@ fn syntax_errors_say_what_to_fix_and_where() {
 // Issue 11, class 7: `config check` checks what `run` checks, loading (not
 // running) every plugin the config names, and lists every problem at once.
 
-/// `plugins inspect --json`'s sha256 of `file`.
-fn sha256_of(file: &std::path::Path) -> String {
-    let out = Scratch::new().run(&["plugins", "inspect", "--json", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plugins: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    plugins[0]["sha256"].as_str().unwrap().to_string()
+/// The one `error:` line of a failed check's `out`, asserting there is one.
+fn one_problem_in(out: &std::process::Output) -> String {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0].to_string()
+}
+
+/// The one problem `config check` finds in `yaml`.
+fn the_one_problem(yaml: &str) -> String {
+    let scratch = Scratch::new();
+    let path = scratch.write_config(yaml);
+    one_problem_in(&scratch.run(&["config", "check", path.to_str().unwrap()]))
 }
 
 /// Asserts exactly one of `errors` contains every one of `words`.
@@ -599,65 +603,47 @@ fn every_problem_is_listed_at_once_with_its_key() {
     // An entry that configures a bundled plugin is no problem.
     assert!(!stderr.contains("`plugins.docker`"), "{stderr}");
     // `run` refuses the same config.
-    let out = scratch.run(&[
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    assert!(!out.status.success());
+    assert!(!scratch.run_once(&path).status.success());
 }
 
 #[test]
 fn a_plugin_of_another_kind_is_refused_for_its_block() {
-    let (ok, _, stderr) = check(&format!(
+    let problem = the_one_problem(&format!(
         "builder:\n  type: mine\nplugins:\n  mine:\n    path: {}\n",
         common::bundle_dir().join("registry-oci.wasm").display()
     ));
-    assert!(!ok);
-    let errors = error_lines(&stderr);
-    assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
-        errors[0].contains(":2:9: `builder.type` names plugin `mine`")
-            && errors[0].contains("a registry plugin; the builder must be a builder plugin"),
-        "{stderr}"
+        problem.contains(":2:9: `builder.type` names plugin `mine`")
+            && problem.contains("a registry plugin; the builder must be a builder plugin"),
+        "{problem}"
     );
 }
 
 #[test]
 fn a_sha256_pin_is_checked_against_the_plugin_the_config_loads() {
-    let noop = common::bundle_dir().join("builder-noop.wasm");
-    let (ok, _, stderr) = check(&format!(
-        "builder:\n  type: noop\nplugins:\n  noop:\n    sha256: {}\n",
-        "0".repeat(64)
-    ));
-    assert!(!ok);
-    let errors = error_lines(&stderr);
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let pinned =
+        |sha256: &str| format!("builder:\n  type: noop\nplugins:\n  noop:\n    sha256: {sha256}\n");
+    let problem = the_one_problem(&pinned(&"0".repeat(64)));
     assert!(
-        errors[0].contains(":2:9: `builder.type` cannot be loaded: plugin `noop`")
-            && errors[0].contains("sha256 mismatch"),
-        "{stderr}"
+        problem.contains(":2:9: `builder.type` cannot be loaded: plugin `noop`")
+            && problem.contains("sha256 mismatch"),
+        "{problem}"
     );
     // The right pin passes.
-    let (ok, _, stderr) = check(&format!(
-        "builder:\n  type: noop\nplugins:\n  noop:\n    sha256: {}\n",
-        sha256_of(&noop)
-    ));
+    let noop = common::bundle_dir().join("builder-noop.wasm");
+    let (ok, _, stderr) = check(&pinned(&common::sha256_of(&noop)));
     assert!(ok, "{stderr}");
 }
 
 #[test]
 fn an_entry_without_a_path_names_what_it_would_need() {
-    let (ok, _, stderr) =
-        check("builder:\n  type: kaniko\nplugins:\n  kaniko:\n    grants: { env: [HOME] }\n");
-    assert!(!ok);
-    let errors = error_lines(&stderr);
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let problem = the_one_problem(
+        "builder:\n  type: kaniko\nplugins:\n  kaniko:\n    grants: { env: [HOME] }\n",
+    );
     assert!(
-        errors[0].contains(":2:9: `builder.type` `kaniko`: no bundled builder plugin")
-            && errors[0].contains("its `plugins:` entry has no `path`"),
-        "{stderr}"
+        problem.contains(":2:9: `builder.type` `kaniko`: no bundled builder plugin")
+            && problem.contains("its `plugins:` entry has no `path`"),
+        "{problem}"
     );
 }
 
@@ -671,29 +657,23 @@ fn a_plugin_dir_that_is_not_a_directory_is_named() {
         .env("LAUNCH_AGENT_PLUGIN_DIR", "/no/such/plugin/dir")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors = error_lines(&stderr);
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let problem = one_problem_in(&out);
     assert!(
-        errors[0].contains("`plugin_dir` `/no/such/plugin/dir`: not a directory"),
-        "{stderr}"
+        problem.contains("`plugin_dir` `/no/such/plugin/dir`: not a directory"),
+        "{problem}"
     );
 }
 
 #[test]
 fn a_long_unknown_type_is_cut_in_its_error() {
-    let (ok, _, stderr) = check(&format!(
+    let problem = the_one_problem(&format!(
         "environment:\n  type: \"{}\\nERROR forged\"\n",
         "e".repeat(100_000)
     ));
-    assert!(!ok);
-    let errors = error_lines(&stderr);
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].len() < 2000, "{} bytes", errors[0].len());
+    assert!(problem.len() < 2000, "{} bytes", problem.len());
     assert!(
-        errors[0].contains("`environment.type` `eee") && errors[0].contains("(bundled: "),
-        "{stderr}"
+        problem.contains("`environment.type` `eee") && problem.contains("(bundled: "),
+        "{problem}"
     );
 }
 
@@ -709,11 +689,7 @@ fn a_check_writes_nothing_and_leaves_no_state_dir() {
         .env("TMPDIR", &tmp)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert!(!scratch.state_dir().exists());
     assert_eq!(
         std::fs::read_dir(&tmp).unwrap().count(),

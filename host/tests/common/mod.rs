@@ -85,15 +85,20 @@ impl Scratch {
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run launch-agent")
     }
-    /// Runs `launch-agent run --config CONFIG --exit-when-idle` to the end;
-    /// asserts it exits 0 and returns its log (stderr).
-    pub fn run_until_idle(&self, config: &Path) -> String {
-        let out = self.run(&[
+    /// Runs `launch-agent run --config CONFIG --exit-when-idle` to the end,
+    /// however it ends.
+    pub fn run_once(&self, config: &Path) -> Output {
+        self.run(&[
             "run",
             "--config",
             config.to_str().unwrap(),
             "--exit-when-idle",
-        ]);
+        ])
+    }
+    /// Runs `launch-agent run --config CONFIG --exit-when-idle` to the end;
+    /// asserts it exits 0 and returns its log (stderr).
+    pub fn run_until_idle(&self, config: &Path) -> String {
+        let out = self.run_once(config);
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "agent failed: {log}");
         log
@@ -167,6 +172,23 @@ fn uuid_like() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     )
+}
+
+/// Asserts a command exited 0, showing its stderr when it did not.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The sha256 of the file at `path`, in hex.
+pub fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(
+        std::fs::read(path).expect("read file"),
+    ))
 }
 
 /// A local-process spec running `sh -c script`.
