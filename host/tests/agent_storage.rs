@@ -51,15 +51,12 @@ impl Tmpfs {
     }
 
     fn remount(&self, options: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::assert_success(
+            &Command::new("mount")
+                .args(["-o", &format!("remount,{options}")])
+                .arg(&self.0)
+                .output()
+                .unwrap(),
         );
     }
 }
@@ -73,13 +70,7 @@ impl Drop for Tmpfs {
 /// Starts `run --config CONFIG --exit-when-idle`, its log going to `log`.
 fn spawn_logged(agent: &Scratch, config: &Path, log: &Path) -> Child {
     agent
-        .cmd()
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--exit-when-idle",
-        ])
+        .run_cmd(config)
         .stderr(std::fs::File::create(log).unwrap())
         .stdout(Stdio::null())
         .spawn()
@@ -236,14 +227,7 @@ fn a_state_dir_whose_runs_dir_is_a_file_stops_the_agent_instead_of_failing_jobs(
         &shell_job(&format!("rm -rf {0}; echo not a dir > {0}", runs.display())),
     );
     let victim = agent.submit("default", &shell_job("true"));
-    let out = agent.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{log}");
+    let log = agent.run_refused(&config);
     assert!(
         log.contains(&runs.display().to_string()) && log.contains("not a directory"),
         "{log}"
@@ -254,13 +238,7 @@ fn a_state_dir_whose_runs_dir_is_a_file_stops_the_agent_instead_of_failing_jobs(
     assert_eq!(item["attempts"], 0, "{item:#}");
 
     // Damaged before the agent starts: it stops at once, failing nothing.
-    let out = agent.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    assert!(!out.status.success());
+    agent.run_refused(&config);
     assert_eq!(agent.item(&victim)["state"], "queued");
 
     std::fs::remove_file(&runs).unwrap();
@@ -280,14 +258,14 @@ fn an_empty_queue_database_is_refused_not_taken_for_a_new_queue() {
         &["queue", "list"][..],
         &["submit", "--queue", "default", spec.to_str().unwrap()][..],
     ] {
-        let out = agent
-            .cmd()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?}: {stderr}");
+        let stderr = common::refused(
+            &agent
+                .cmd()
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        );
         assert!(
             stderr.contains("0 bytes") && stderr.contains("queue.sqlite3"),
             "{args:?}: {stderr}"
@@ -295,14 +273,7 @@ fn an_empty_queue_database_is_refused_not_taken_for_a_new_queue() {
     }
     assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left as it was");
     let config = agent.write_config("queues: [default]\n");
-    let out = agent.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("0 bytes"));
+    assert!(agent.run_refused(&config).contains("0 bytes"));
 
     // Moved aside, a new queue starts.
     std::fs::rename(&db, agent.path().join("old.sqlite3")).unwrap();
@@ -336,24 +307,10 @@ fn a_read_only_state_dir_can_still_be_listed_and_says_why_it_cannot_be_written()
     assert!(stderr.contains("cannot be written"), "{stderr}");
 
     let spec = agent.write("spec.json", &shell_job("true").to_string());
-    let out = agent.run(&["submit", "--queue", "default", spec.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Read-only"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = agent.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Read-only"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr =
+        common::refused(&agent.run(&["submit", "--queue", "default", spec.to_str().unwrap()]));
+    assert!(stderr.contains("Read-only"), "{stderr}");
+    let stderr = agent.run_refused(&config);
+    assert!(stderr.contains("Read-only"), "{stderr}");
     tmpfs.remount("rw");
 }

@@ -5,7 +5,6 @@
 
 mod common;
 use common::Scratch;
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -57,11 +56,7 @@ fn runs_the_examples_with_no_plugin_dir(bin: &Path) {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let plugins: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plugins.len(), 2, "{plugins:#?}");
     for p in &plugins {
@@ -157,10 +152,6 @@ fn cargo_install_gives_an_agent_that_runs_the_examples_by_itself() {
     runs_the_examples_with_no_plugin_dir(&installed);
 }
 
-fn sha256_of(path: &Path) -> String {
-    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-}
-
 #[test]
 fn a_plugin_dir_overrides_the_embedded_bundle_one_plugin_at_a_time() {
     let agent = Scratch::new();
@@ -187,11 +178,7 @@ fn a_plugin_dir_overrides_the_embedded_bundle_one_plugin_at_a_time() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let plugins: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let by_name = |name: &str| {
         plugins
@@ -203,7 +190,7 @@ fn a_plugin_dir_overrides_the_embedded_bundle_one_plugin_at_a_time() {
     let noop = by_name("noop");
     assert_eq!(noop["origin"], "plugin-dir");
     assert_eq!(noop["path"], replacement.to_str().unwrap());
-    assert_eq!(noop["sha256"], sha256_of(&replacement));
+    assert_eq!(noop["sha256"], common::sha256_of(&replacement));
     assert_ne!(
         noop["plugin_name"], "builder-noop",
         "the file in the dir, not the embedded one"
@@ -215,13 +202,16 @@ fn a_plugin_dir_overrides_the_embedded_bundle_one_plugin_at_a_time() {
     assert_eq!(local["plugin_name"], "environment-local");
     assert_eq!(
         local["sha256"],
-        sha256_of(&common::bundle_dir().join("environment-local.wasm")),
+        common::sha256_of(&common::bundle_dir().join("environment-local.wasm")),
         "the embedded bundle is the one scripts/build-plugins.sh builds"
     );
 
     let mine = by_name("mine");
     assert_eq!(mine["origin"], "path");
-    assert_eq!(mine["sha256"], sha256_of(&agent.path().join("mine.wasm")));
+    assert_eq!(
+        mine["sha256"],
+        common::sha256_of(&agent.path().join("mine.wasm"))
+    );
 
     // The table says the same.
     let out = agent
@@ -254,8 +244,7 @@ fn a_plugin_dir_that_does_not_exist_is_an_error_naming_it() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = common::refused(&out);
     assert!(
         stderr.contains(missing.to_str().unwrap()) && stderr.contains("not a directory"),
         "{stderr}"
@@ -275,8 +264,7 @@ fn a_sha256_pin_is_checked_against_the_embedded_plugin() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = common::refused(&out);
     assert!(
         stderr.contains("embedded builder-noop.wasm") && stderr.contains("sha256 mismatch"),
         "{stderr}"

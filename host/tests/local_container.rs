@@ -698,6 +698,15 @@ fn agent_with_grant(grant: &Path) -> (common::Scratch, std::path::PathBuf) {
     (agent, config)
 }
 
+/// Submits to queue `default` a container job with `resource_args` that
+/// echoes `marker`; its id.
+fn submit_echo(agent: &common::Scratch, resource_args: Value, marker: &str) -> String {
+    agent.submit(
+        "default",
+        &container_spec(resource_args, &format!("echo {marker}")),
+    )
+}
+
 fn container_spec(resource_args: Value, script: &str) -> Value {
     json!({
         "resource": "local-container",
@@ -731,12 +740,7 @@ fn the_agent_fails_a_job_asking_for_the_host_at_stage_agent_and_runs_the_granted
         (json!({"privileged": true}), "not allowed"),
     ]
     .into_iter()
-    .map(|(args, says)| {
-        (
-            agent.submit("default", &container_spec(args, &format!("echo {marker}"))),
-            says,
-        )
-    })
+    .map(|(args, says)| (submit_echo(&agent, args, marker), says))
     .collect();
     let granted = agent.submit(
         "trusted",
@@ -755,22 +759,14 @@ fn the_agent_fails_a_job_asking_for_the_host_at_stage_agent_and_runs_the_granted
         assert_eq!(item["stage"], "agent", "{item:#}");
         let message = item["message"].as_str().unwrap();
         assert!(message.contains(says), "{message}");
-        let output = agent.state_dir().join("runs").join(&id).join("output.log");
         assert!(
-            std::fs::read_to_string(&output).map_or(true, |o| !o.contains(marker)),
+            !agent.run_file(&id, "output.log").contains(marker),
             "{id} ran"
         );
     }
     let item = agent.item(&granted);
     assert_eq!(item["state"], "finished", "{item:#}\n{log}");
-    let output = std::fs::read_to_string(
-        agent
-            .state_dir()
-            .join("runs")
-            .join(&granted)
-            .join("output.log"),
-    )
-    .unwrap();
+    let output = agent.run_file(&granted, "output.log");
     assert!(output.contains("granted content"), "{output}");
     // local-process is off for every queue: the trusted queue's grant is for containers only.
     let item = agent.item(&process);
@@ -790,14 +786,7 @@ fn an_agent_whose_grant_does_not_exist_does_not_start() {
     let config = agent.write_config(
         "queues: [default]\nrunners:\n  local-container:\n    volumes: [/no/such/grant]\n",
     );
-    let out = agent.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--exit-when-idle",
-    ]);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{log}");
+    let log = agent.run_refused(&config);
     assert!(log.contains("`runners.local-container.volumes`"), "{log}");
     assert!(log.contains("/no/such/grant does not exist"), "{log}");
 }
@@ -824,12 +813,7 @@ fn a_wandb_config_without_runners_refuses_host_paths_and_host_namespaces() {
         ),
     ]
     .into_iter()
-    .map(|(args, says)| {
-        (
-            agent.submit("default", &container_spec(args, &format!("echo {marker}"))),
-            says,
-        )
-    })
+    .map(|(args, says)| (submit_echo(&agent, args, marker), says))
     .collect();
     let plain = agent.submit(
         "default",

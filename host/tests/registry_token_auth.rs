@@ -27,6 +27,50 @@ impl Drop for Killed {
     }
 }
 
+/// The base image tagged as an image to push; the tag is removed when
+/// dropped.
+struct Tagged(String);
+impl Tagged {
+    fn new(image: &str) -> Self {
+        assert!(
+            Command::new("docker")
+                .args(["tag", &services().base_image, image])
+                .status()
+                .unwrap()
+                .success()
+        );
+        Tagged(image.to_string())
+    }
+}
+impl Drop for Tagged {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Whether `image` is in its registry, asked by the OCI capability with
+/// `password` for [`USER`] (anonymously without one); an error is the
+/// capability's refusal.
+async fn manifest_exists(
+    image: &str,
+    password: Option<&str>,
+) -> Result<bool, launch_agent::capabilities::oci::OciFailure> {
+    launch_agent::capabilities::oci::manifest_exists(
+        &launch_agent::capabilities::oci::RegistryClients::default(),
+        &local(),
+        "test",
+        image,
+        password.map(|_| USER),
+        password,
+        true,
+    )
+    .await
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -138,43 +182,17 @@ async fn bearer_token_auth_works_for_lookups_and_pushes_and_refuses_a_wrong_pass
     let dir = tempfile::tempdir().unwrap();
     let (registry, _servers) = token_registry(dir.path());
     let image = format!("{registry}/token-test:v1");
-    use launch_agent::capabilities::oci::{RegistryClients, manifest_exists};
-    let clients = RegistryClients::default();
 
     // Absent before the push; the token dance itself must work for that.
-    assert!(
-        !manifest_exists(
-            &clients,
-            &local(),
-            "test",
-            &image,
-            Some(USER),
-            Some(PASSWORD),
-            true
-        )
+    assert!(!manifest_exists(&image, Some(PASSWORD)).await.unwrap());
+    let refused = manifest_exists(&image, Some("wrong-password-1"))
         .await
-        .unwrap()
-    );
-    let refused = manifest_exists(
-        &clients,
-        &local(),
-        "test",
-        &image,
-        Some(USER),
-        Some("wrong-password-1"),
-        true,
-    )
-    .await
-    .unwrap_err();
+        .unwrap_err();
     assert!(refused.unauthorized, "{refused}");
     assert!(!refused.to_string().contains("wrong-password-1"));
 
     let docker = launch_agent::clients::docker::connect().await.unwrap();
-    let tagged = Command::new("docker")
-        .args(["tag", &services().base_image, &image])
-        .status()
-        .unwrap();
-    assert!(tagged.success());
+    let _tagged = Tagged::new(&image);
     let lines = std::sync::Mutex::new(Vec::<String>::new());
     let log = |line: &str| lines.lock().unwrap().push(line.to_string());
     let wrong = launch_agent::capabilities::docker::push_image(
@@ -189,29 +207,13 @@ async fn bearer_token_auth_works_for_lookups_and_pushes_and_refuses_a_wrong_pass
     launch_agent::capabilities::docker::push_image(&docker, &image, Some((USER, PASSWORD)), &log)
         .await
         .expect("push with a bearer token");
-    assert!(
-        manifest_exists(
-            &clients,
-            &local(),
-            "test",
-            &image,
-            Some(USER),
-            Some(PASSWORD),
-            true
-        )
-        .await
-        .unwrap()
-    );
+    assert!(manifest_exists(&image, Some(PASSWORD)).await.unwrap());
     for line in lines.lock().unwrap().iter() {
         assert!(
             !line.contains(PASSWORD) && !line.contains("wrong-password-2"),
             "{line}"
         );
     }
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", &image])
-        .stdout(Stdio::null())
-        .status();
 }
 
 #[tokio::test]
@@ -244,33 +246,13 @@ async fn an_anonymous_registry_needs_no_credentials() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let image = format!("127.0.0.1:{port}/anonymous-test:v1");
-    use launch_agent::capabilities::oci::{RegistryClients, manifest_exists};
-    let clients = RegistryClients::default();
-    assert!(
-        !manifest_exists(&clients, &local(), "test", &image, None, None, true)
-            .await
-            .unwrap()
-    );
+    assert!(!manifest_exists(&image, None).await.unwrap());
     let docker = launch_agent::clients::docker::connect().await.unwrap();
-    assert!(
-        Command::new("docker")
-            .args(["tag", &services().base_image, &image])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let _tagged = Tagged::new(&image);
     launch_agent::capabilities::docker::push_image(&docker, &image, None, &|_: &str| {})
         .await
         .expect("anonymous push");
-    assert!(
-        manifest_exists(&clients, &local(), "test", &image, None, None, true)
-            .await
-            .unwrap()
-    );
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", &image])
-        .stdout(Stdio::null())
-        .status();
+    assert!(manifest_exists(&image, None).await.unwrap());
 }
 
 // ---------------------------------------------------------------------------
@@ -572,29 +554,6 @@ async fn push_with_handle(
 }
 
 /// Tags the base image as `image` (removed when the guard drops).
-struct Tagged(String);
-impl Tagged {
-    fn new(image: &str) -> Self {
-        assert!(
-            Command::new("docker")
-                .args(["tag", &services().base_image, image])
-                .status()
-                .unwrap()
-                .success()
-        );
-        Tagged(image.to_string())
-    }
-}
-impl Drop for Tagged {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_push_sends_no_credential_to_a_token_realm_not_granted() {
     let dir = tempfile::tempdir().unwrap();
@@ -641,20 +600,7 @@ async fn a_handed_credential_pushes_only_to_the_registry_and_repository_it_was_i
     let _tagged = Tagged::new(&image);
     let said = push_with_handle(&plugin, &image, &repository, PASSWORD).await;
     assert!(said.ends_with(&format!("push {image}: ok")), "{said}");
-    use launch_agent::capabilities::oci::{RegistryClients, manifest_exists};
-    assert!(
-        manifest_exists(
-            &RegistryClients::default(),
-            &local(),
-            "test",
-            &image,
-            Some(USER),
-            Some(PASSWORD),
-            true
-        )
-        .await
-        .unwrap()
-    );
+    assert!(manifest_exists(&image, Some(PASSWORD)).await.unwrap());
     // A wrong password is refused by the realm, before the engine.
     let said = push_with_handle(&plugin, &image, &repository, "wrong-Pa55").await;
     assert!(said.contains("unauthorized=true"), "{said}");

@@ -9,7 +9,7 @@ mod common;
 use common::wandb_fake::FakeWandbServer;
 use launch_agent::queue::wandb::cadence::{self, Pace};
 use launch_agent::queue::wandb::{WandbBackend, WandbSettings};
-use launch_agent::queue::{ItemState, QueueBackend, Stage};
+use launch_agent::queue::{ItemState, QueueBackend, QueueItem, Stage};
 use launch_agent::wandb::{ApiKey, RetryPolicy};
 use serde_json::{Value, json};
 
@@ -37,37 +37,7 @@ impl Fake {
 
     /// Pushes `spec` to `queue` of [`ENTITY`]; the item id.
     fn push(&self, queue: &str, spec: &Value) -> String {
-        let answer = self.control(
-            "POST",
-            &format!("/_fake/queues/{ENTITY}/{queue}/items"),
-            &spec.to_string(),
-        );
-        answer["runQueueItemId"].as_str().unwrap().to_string()
-    }
-
-    /// The variables of every event of `operation`.
-    fn variables(&self, operation: &str) -> Vec<Value> {
-        self.events()
-            .into_iter()
-            .filter(|e| e["operation"] == operation)
-            .map(|e| e["variables"].clone())
-            .collect()
-    }
-
-    fn state(&self) -> Value {
-        self.control("GET", "/_fake/state", "")
-    }
-
-    fn item_state(&self, id: &str) -> String {
-        let state = self.state();
-        let item = state["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["id"] == id)
-            .unwrap_or_else(|| panic!("no item {id} in {state}"))
-            .clone();
-        item["state"].as_str().unwrap().to_string()
+        self.0.push(ENTITY, queue, spec)
     }
 }
 
@@ -99,6 +69,15 @@ fn queues() -> Vec<String> {
     vec!["default".to_string()]
 }
 
+/// Claims the next item of queue `default` for agent `me`, with a minute's
+/// lease.
+async fn claim(backend: &WandbBackend) -> Option<QueueItem> {
+    backend
+        .claim_next(&queues(), "me", Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
 /// An id made safe for a URL path segment.
 fn path_segment(id: &str) -> String {
     id.replace('/', "%2F")
@@ -118,11 +97,7 @@ async fn connect_claim_and_fail_send_the_w_and_b_operations_in_order() {
     assert_eq!(backend.entity(), ENTITY);
     let pushed = fake.push("default", &spec());
 
-    let item = backend
-        .claim_next(&queues(), "me", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .expect("an item");
+    let item = claim(&backend).await.expect("an item");
     assert_eq!(item.id, pushed);
     assert_eq!(item.queue, "default");
     assert_eq!(item.state, ItemState::Claimed);
@@ -140,13 +115,7 @@ async fn connect_claim_and_fail_send_the_w_and_b_operations_in_order() {
     assert!(backend.run_name(&item.id).is_none());
 
     // An empty queue: nothing, and no error.
-    assert!(
-        backend
-            .claim_next(&queues(), "me", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim(&backend).await.is_none());
 
     assert_eq!(
         fake.operations(),
@@ -202,11 +171,7 @@ async fn run_spec_as_an_object_and_bad_specs_are_failed_and_skipped() {
     let bad = fake.push("default", &json!("\"plain text\""));
     let good = fake.push("default", &spec());
 
-    let item = backend
-        .claim_next(&queues(), "me", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .expect("the good item");
+    let item = claim(&backend).await.expect("the good item");
     assert_eq!(item.id, good);
     assert_eq!(item.spec["project"], "proj");
     assert_eq!(fake.item_state(&bad), "FAILED");
@@ -226,13 +191,7 @@ async fn a_string_run_spec_that_is_not_an_object_is_failed() {
     let fake = Fake::start(&[]);
     let backend = connect(&fake).await;
     let bad = fake.push("default", &json!([1, 2]));
-    assert!(
-        backend
-            .claim_next(&queues(), "me", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim(&backend).await.is_none());
     assert_eq!(fake.item_state(&bad), "FAILED");
 }
 
@@ -328,13 +287,7 @@ async fn a_missing_queue_is_named_with_its_entity() {
 async fn a_finished_job_whose_run_never_reached_w_and_b_gets_a_warning_not_a_failure() {
     let fake = Fake::start(&[]);
     let backend = connect(&fake).await;
-    let claim = || async {
-        backend
-            .claim_next(&queues(), "me", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .expect("an item")
-    };
+    let claim = || async { claim(&backend).await.expect("an item") };
     let silent = fake.push("default", &spec());
     let item = claim().await;
     backend.finish(&item.id, "me", Some(0)).await.unwrap();
@@ -384,10 +337,8 @@ async fn a_project_with_no_queue_gets_its_default_queue_as_w_and_b_does() {
     assert_eq!(created[0]["access"], "PROJECT");
     // The new queue is served.
     let pushed = fake.push("default", &spec());
-    let item = backend
-        .claim_next(&queues(), "me", Duration::from_secs(60))
+    let item = claim(&backend)
         .await
-        .unwrap()
         .expect("the item pushed to the new queue");
     assert_eq!(item.id, pushed);
 
@@ -421,17 +372,11 @@ async fn dropped_connections_are_retried_and_nothing_is_lost() {
     fake.control("POST", "/_fake/drop-connections?seconds=2", "");
 
     let started = Instant::now();
-    let a = backend
-        .claim_next(&queues(), "me", Duration::from_secs(60))
+    let a = claim(&backend)
         .await
-        .unwrap()
         .expect("the first item, after retries");
     assert!(started.elapsed() >= Duration::from_millis(1500));
-    let b = backend
-        .claim_next(&queues(), "me", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .expect("the second item");
+    let b = claim(&backend).await.expect("the second item");
     assert_eq!(
         (a.id.as_str(), b.id.as_str()),
         (first.as_str(), second.as_str())
@@ -483,11 +428,7 @@ async fn stop_polling_stop_requests_heartbeats_and_close() {
     assert_eq!(agent_status(), "POLLING");
 
     fake.push("default", &spec());
-    let item = backend
-        .claim_next(&queues(), "me", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let item = claim(&backend).await.unwrap();
     backend
         .renew_leases("me", Duration::from_secs(60))
         .await
@@ -558,13 +499,7 @@ async fn the_agent_s_pace_asks_the_server_only_when_due_and_heartbeats_ride_alon
     let agent = backend.launch_agent_id().to_string();
     let before = fake.events().len();
     // The first look at the queue: one request, a pop with a heartbeat.
-    assert!(
-        backend
-            .claim_next(&queues(), "me", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim(&backend).await.is_none());
     let events = fake.events();
     let sent: Vec<&Value> = events[before..].iter().collect();
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -580,13 +515,7 @@ async fn the_agent_s_pace_asks_the_server_only_when_due_and_heartbeats_ride_alon
     );
     // Asked again at once: nothing is due, nothing is sent.
     let before = fake.events().len();
-    assert!(
-        backend
-            .claim_next(&queues(), "me", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim(&backend).await.is_none());
     assert!(!backend.should_stop().await);
     assert!(!backend.should_stop().await);
     backend
@@ -607,13 +536,7 @@ async fn the_agent_s_pace_asks_the_server_only_when_due_and_heartbeats_ride_alon
     fake.push("default", &spec());
     tokio::time::sleep(cadence::ACTIVE_POLL).await;
     for _ in 0..2 {
-        assert!(
-            backend
-                .claim_next(&queues(), "me", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(claim(&backend).await.is_some());
     }
 }
 

@@ -85,15 +85,33 @@ impl Scratch {
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run launch-agent")
     }
-    /// Runs `launch-agent run --config CONFIG --exit-when-idle` to the end,
-    /// however it ends.
-    pub fn run_once(&self, config: &Path) -> Output {
-        self.run(&[
+    /// The command `launch-agent run --config CONFIG --exit-when-idle`, to
+    /// add flags, variables or a log file to.
+    pub fn run_cmd(&self, config: &Path) -> Command {
+        let mut cmd = self.cmd();
+        cmd.args([
             "run",
             "--config",
             config.to_str().unwrap(),
             "--exit-when-idle",
-        ])
+        ]);
+        cmd
+    }
+    /// Runs `launch-agent run --config CONFIG --exit-when-idle` to the end,
+    /// however it ends.
+    pub fn run_once(&self, config: &Path) -> Output {
+        self.run_cmd(config).output().expect("run launch-agent")
+    }
+    /// Runs `launch-agent run --config CONFIG --exit-when-idle`; asserts it
+    /// fails and returns its log (stderr).
+    pub fn run_refused(&self, config: &Path) -> String {
+        refused(&self.run_once(config))
+    }
+    /// The text of file `name` (`output.log`, `agent.log`) of item `id`'s
+    /// run dir; empty when there is none (yet).
+    pub fn run_file(&self, id: &str, name: &str) -> String {
+        std::fs::read_to_string(self.state_dir().join("runs").join(id).join(name))
+            .unwrap_or_default()
     }
     /// Runs `launch-agent run --config CONFIG --exit-when-idle` to the end;
     /// asserts it exits 0 and returns its log (stderr).
@@ -181,6 +199,13 @@ pub fn assert_success(out: &Output) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Asserts a command failed; returns its stderr.
+pub fn refused(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "it succeeded: {stderr}");
+    stderr
 }
 
 /// The sha256 of the file at `path`, in hex.

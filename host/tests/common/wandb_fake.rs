@@ -163,6 +163,44 @@ impl FakeWandbServer {
         operations
     }
 
+    /// Pushes `spec` to queue `entity/queue`, as the UI or `wandb launch`
+    /// would; the item id.
+    pub fn push(&self, entity: &str, queue: &str, spec: &Value) -> String {
+        let answer = self.control(
+            "POST",
+            &format!("/_fake/queues/{entity}/{queue}/items"),
+            &spec.to_string(),
+        );
+        answer["runQueueItemId"].as_str().unwrap().to_string()
+    }
+
+    /// The variables of every request of GraphQL `operation`, in order.
+    pub fn variables(&self, operation: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["operation"] == operation)
+            .map(|e| e["variables"].clone())
+            .collect()
+    }
+
+    /// What the server holds: queues, items, runs, agents.
+    pub fn state(&self) -> Value {
+        self.control("GET", "/_fake/state", "")
+    }
+
+    /// The state of item `id` (`PENDING`, `CLAIMED`, `FAILED`, ...).
+    pub fn item_state(&self, id: &str) -> String {
+        let state = self.state();
+        let item = state["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("no item {id} in {state}"))
+            .clone();
+        item["state"].as_str().unwrap().to_string()
+    }
+
     /// The settings of a [`WandbBackend`] client of this server, for
     /// `entity`'s queue `default`, with `api_key` and `retry`.
     ///
