@@ -6,11 +6,6 @@ mod common;
 use common::Scratch;
 use std::time::{Duration, Instant};
 
-/// The run's `output.log`, as far as it exists yet.
-fn output_log(agent: &Scratch, id: &str) -> Vec<u8> {
-    std::fs::read(agent.state_dir().join("runs").join(id).join("output.log")).unwrap_or_default()
-}
-
 #[test]
 fn output_far_past_the_cap_leaves_a_log_of_the_cap_and_the_exit_code() {
     let agent = Scratch::new();
@@ -26,13 +21,13 @@ fn output_far_past_the_cap_leaves_a_log_of_the_cap_and_the_exit_code() {
     let item = agent.item(&id);
     assert_eq!(item["state"], "failed", "{item:#}");
     assert_eq!(item["exit_code"], 3, "{item:#}");
-    let log = output_log(&agent, &id);
+    let log = agent.run_file(&id, "output.log");
     let cap = 1 << 20;
     assert!(
-        log[..cap].iter().all(|b| *b == b'o'),
+        log.len() > cap && log[..cap].bytes().all(|b| b == b'o'),
         "the first MiB is the run's"
     );
-    let rest = String::from_utf8_lossy(&log[cap..]);
+    let rest = &log[cap..];
     assert!(
         rest.starts_with(
             "\n[launch-agent] this log was cut here: it reached its limit of 1048576 bytes"
@@ -53,7 +48,7 @@ fn stdout_and_stderr_keep_the_order_they_were_written_in() {
     );
     agent.run_until_idle(&config);
     assert_eq!(agent.item(&id)["state"], "finished");
-    let log = String::from_utf8(output_log(&agent, &id)).unwrap();
+    let log = agent.run_file(&id, "output.log");
     let expected: String = (1..=10).map(|i| format!("out{i}\nerr{i}\n")).collect();
     assert_eq!(log, expected);
 }
@@ -72,7 +67,7 @@ fn a_process_left_holding_the_output_does_not_hold_the_outcome_back() {
     let took = started.elapsed();
     assert_eq!(agent.item(&id)["state"], "finished");
     assert!(took < Duration::from_secs(40), "took {took:?}");
-    let log = String::from_utf8(output_log(&agent, &id)).unwrap();
+    let log = agent.run_file(&id, "output.log");
     assert_eq!(log, "before\nafter\n");
 }
 
@@ -88,7 +83,7 @@ fn a_stopped_run_keeps_what_it_wrote_on_its_way_out() {
     );
     let mut child = agent.spawn_agent(&config, &[]);
     agent.wait_for_item(&id, Duration::from_secs(60), |item| {
-        item["state"] == "running" && output_log(&agent, &id).starts_with(b"started\n")
+        item["state"] == "running" && agent.run_file(&id, "output.log").starts_with("started\n")
     });
     common::assert_success(&agent.run(&["queue", "stop", &id]));
     agent.wait_for_item(&id, Duration::from_secs(60), |item| {
@@ -97,7 +92,7 @@ fn a_stopped_run_keeps_what_it_wrote_on_its_way_out() {
     // SAFETY: kill(2) on the agent we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
-    let log = String::from_utf8(output_log(&agent, &id)).unwrap();
+    let log = agent.run_file(&id, "output.log");
     // (The shell may also say its `sleep` was terminated.)
     assert!(
         log.starts_with("started\n") && log.ends_with("stopping\n"),
