@@ -292,7 +292,10 @@ impl LoadedPlugin {
                 memory_mb: self.limits.memory_mb,
             };
         }
-        if let Some(reserve_bytes) = failed_reservation(&error) {
+        // Not a trap: the instance was never made, so no code of it ran.
+        if error.downcast_ref::<Trap>().is_none()
+            && let Some(reserve_bytes) = failed_reservation(&error)
+        {
             return CallError::AddressSpace {
                 plugin,
                 reserve_bytes,
