@@ -697,3 +697,38 @@ fn a_check_writes_nothing_and_leaves_no_state_dir() {
         "its throwaway cache is gone"
     );
 }
+
+#[test]
+fn a_plugin_path_to_a_fifo_or_a_device_is_refused_without_hanging() {
+    let scratch = Scratch::new();
+    let fifo = scratch.path().join("plugin.wasm");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let path = scratch.write_config(&format!(
+        "plugins:\n  fifo:\n    path: {}\n  zero:\n    path: /dev/zero\n",
+        fifo.display()
+    ));
+    let started = std::time::Instant::now();
+    let out = scratch.run(&["config", "check", path.to_str().unwrap()]);
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 2, "{stderr}");
+    one_error_with(
+        &errors,
+        &["`plugins.fifo.path`", "not a regular file (a FIFO)"],
+    );
+    one_error_with(
+        &errors,
+        &[
+            "`plugins.zero.path`",
+            "not a regular file (a character device)",
+        ],
+    );
+}
