@@ -17,7 +17,6 @@
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
@@ -37,6 +36,8 @@ pub enum CacheOutcome {
     Hit,
     /// Compiled now (and written to the cache).
     Compiled,
+    /// A bundled plugin's code, precompiled when the agent was built.
+    Precompiled,
 }
 
 impl CompiledCache {
@@ -44,14 +45,18 @@ impl CompiledCache {
     pub fn open(dir: &Path, engine: &Engine) -> anyhow::Result<Self> {
         create_private_dir(dir)?;
         let key = load_or_create_key(&dir.join("cache.key"))?;
-        let mut hasher = Sha256Hasher(Sha256::new());
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let engine_hash = hex::encode(&hasher.0.finalize()[..8]);
+        let engine_hash = super::wasm_engine::compatibility_hash(engine);
         Ok(CompiledCache {
             dir: dir.to_path_buf(),
             key,
             engine_hash,
         })
+    }
+
+    /// The compatibility hash of the engine the cache serves (see
+    /// [`super::wasm_engine::compatibility_hash`]).
+    pub fn engine_hash(&self) -> &str {
+        &self.engine_hash
     }
 
     /// Returns the compiled component for `wasm` (whose sha256 is `digest`),
@@ -154,19 +159,6 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<[u8; 32]> {
         .with_context(|| format!("creating cache key {}", path.display()))?;
     file.write_all(&key)?;
     Ok(key)
-}
-
-/// Feeds a `Hash` value into sha256, so the key is stable across processes
-/// (std's `DefaultHasher` is not guaranteed to be).
-struct Sha256Hasher(Sha256);
-
-impl Hasher for Sha256Hasher {
-    fn finish(&self) -> u64 {
-        0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
 }
 
 /// The lowercase hex sha256 of `bytes`.

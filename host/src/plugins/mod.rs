@@ -220,10 +220,10 @@ impl PluginHost {
         plugin.description.description = info.description;
         tracing::debug!(
             plugin = name,
-            cache = if outcome == CacheOutcome::Hit {
-                "hit"
-            } else {
-                "compiled"
+            code = match outcome {
+                CacheOutcome::Hit => "cache hit",
+                CacheOutcome::Compiled => "compiled",
+                CacheOutcome::Precompiled => "precompiled at build time",
             },
             "plugin loaded"
         );
@@ -284,10 +284,19 @@ impl PluginHost {
             return Err(fail(reason.into()));
         }
         let engine = &self.engine.engine;
-        let (component, outcome) = self
-            .cache
-            .load_or_compile(engine, &wasm, &sha256)
-            .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?;
+        let precompiled = match source {
+            PluginSource::Embedded(plugin) => {
+                plugin.precompiled_for(engine, self.cache.engine_hash())
+            }
+            PluginSource::File { .. } => None,
+        };
+        let (component, outcome) = match precompiled {
+            Some(component) => (component, CacheOutcome::Precompiled),
+            None => self
+                .cache
+                .load_or_compile(engine, &wasm, &sha256)
+                .map_err(|e| fail(format!("not a valid WebAssembly component: {e:#}")))?,
+        };
         let contract = contract::inspect(engine, &component).map_err(fail)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             fail(format!(
