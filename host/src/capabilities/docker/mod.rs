@@ -7,7 +7,11 @@
 //! [`context`]); a build may tag, and `image-exists` look up, only the
 //! repositories of the planned image and the destination (set for the
 //! builder's build call, [`CapabilityState::build_repositories`]: no other
-//! job's image can be overwritten or probed); pushes go only to registries in `grants.hosts` (the rule is
+//! job's image can be overwritten or probed); the images and URLs a build's
+//! Dockerfile makes the engine fetch (`FROM`, `COPY --from`, `# syntax=`,
+//! `ADD <url>`, found by [`dockerfile`]) must be the job's own, from a
+//! granted registry, or an image the engine already has (the rule is
+//! [`build_fetches`]), checked before the engine sees the build; pushes go only to registries in `grants.hosts` (the rule is
 //! [`GrantPolicy::push_registry`](crate::capabilities::policy::GrantPolicy::push_registry)); the password of a push comes from a
 //! secret handle and never appears in a message or log line. A registry
 //! credential handed to the builder is used only for the registry and
@@ -28,7 +32,9 @@
 //!
 //! [`clients::docker::connect`]: crate::clients::docker::connect
 
+pub mod build_fetches;
 pub mod context;
+pub mod dockerfile;
 pub mod engine;
 pub mod reference;
 
@@ -45,6 +51,8 @@ use crate::capabilities::registry_auth::{Authorization, EgressError, authorize};
 use crate::capabilities::secrets::SecretHandle;
 use crate::capabilities::state::CapabilityState;
 use bollard::Docker;
+use build_fetches::Verdict;
+use dockerfile::Fetch;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -93,6 +101,39 @@ impl CapabilityState {
             sink.warning(&message);
         }
         denied(operation, message)
+    }
+
+    /// Checks what the build's Dockerfile makes the engine fetch against
+    /// [`build_fetches`]'s rule; returns the images allowed only if the
+    /// engine has them (with the platform asked for). A refusal names the
+    /// line, the instruction and the image or URL.
+    fn check_fetches(&self, spec: &BuildSpec) -> Result<Vec<(Fetch, String)>, DockerError> {
+        const OP: &str = "build";
+        let fetches = dockerfile::fetches(&spec.dockerfile, &spec.build_args).map_err(|why| {
+            self.out_of_scope(OP, format!("its Dockerfile cannot be checked: {why}"))
+        })?;
+        let mut local_only = Vec::new();
+        for fetch in fetches {
+            match build_fetches::judge(
+                &fetch,
+                spec.platform.as_deref(),
+                &self.policy,
+                &self.build_repositories,
+            ) {
+                Ok(Verdict::Allowed) => {}
+                Ok(Verdict::IfLocal { platform }) => local_only.push((fetch, platform)),
+                Err(why) => {
+                    return Err(self.out_of_scope(
+                        OP,
+                        format!(
+                            "line {}: {} {}: {why}",
+                            fetch.line, fetch.instruction, fetch.target
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(local_only)
     }
 
     /// Where the engine's lines of `operation` go.
@@ -184,6 +225,46 @@ async fn push_token(
     .into())
 }
 
+/// Checks that the engine has `fetch`'s image (a Docker Hub image the
+/// plugin is not granted) for `platform`, so the build uses it without a
+/// pull: `Err(Ok(why))` is a refusal (the caller names the line), and
+/// `Err(Err(e))` an engine failure.
+async fn check_local_image(
+    docker: &Docker,
+    fetch: &Fetch,
+    platform: &str,
+) -> Result<(), Result<String, DockerError>> {
+    const OP: &str = "build";
+    match docker.inspect_image(&fetch.target).await {
+        Ok(image) => {
+            let field = |f: &Option<String>| f.clone().unwrap_or_default();
+            if build_fetches::platform_matches(
+                platform,
+                &field(&image.os),
+                &field(&image.architecture),
+                &field(&image.variant),
+            ) {
+                return Ok(());
+            }
+            Err(Ok(format!(
+                "the engine's copy is {}/{}, not {platform}, and Docker Hub is not granted (add https://registry-1.docker.io to grants.hosts)",
+                field(&image.os),
+                field(&image.architecture)
+            )))
+        }
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Err(Ok(
+            "Docker Hub is not granted (add https://registry-1.docker.io to grants.hosts) and the engine has no copy of it".to_string(),
+        )),
+        Err(e) => Err(Err(EngineError::new(
+            OP,
+            format!("looking up {}: {e}", fetch.target),
+        )
+        .into())),
+    }
+}
+
 /// Connects to the engine for one call.
 async fn connect(operation: &str) -> Result<Docker, DockerError> {
     crate::clients::docker::connect()
@@ -202,10 +283,27 @@ impl Host for CapabilityState {
                 return Ok(Err(self.out_of_scope(OP, why)));
             }
         }
+        let local_only = match self.check_fetches(&spec) {
+            Ok(local_only) => local_only,
+            Err(e) => return Ok(Err(e)),
+        };
         let docker = match connect(OP).await {
             Ok(docker) => docker,
             Err(e) => return Ok(Err(e)),
         };
+        for (fetch, platform) in &local_only {
+            match check_local_image(&docker, fetch, platform).await {
+                Ok(()) => {}
+                Err(Ok(why)) => {
+                    let why = format!(
+                        "line {}: {} {}: {why}",
+                        fetch.line, fetch.instruction, fetch.target
+                    );
+                    return Ok(Err(self.out_of_scope(OP, why)));
+                }
+                Err(Err(e)) => return Ok(Err(e)),
+            }
+        }
         let log = self.docker_log(OP);
         let source = self.job_source.clone();
         Ok(engine::build_image(

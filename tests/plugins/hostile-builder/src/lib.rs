@@ -11,6 +11,7 @@
 //! | `tag-poison` | `tag` | builds the plan's Dockerfile tagged with the planned image and `tag` (another job's image) | Ok, or Err `tag-poison: <docker error>` |
 //! | `build-network` | | builds the plan's Dockerfile (the test's, e.g. `RUN ls /sys/class/net`) tagged with the planned image | Ok, or Err `build-network: <docker error>` |
 //! | `probe` | `image` | asks `image-exists` about `image` | Err `probe: <answer or docker error>` |
+//! | `dockerfile` | `dockerfile`, `args` (an object), `platform` | builds `dockerfile` (base images, `COPY --from`, `ADD <url>`, `# syntax=` of its choosing) with those build arguments, tagged with the planned image | Ok, or Err `dockerfile: <docker error>` |
 
 use launch_plugin_sdk::builder::docker;
 use launch_plugin_sdk::builder::{BuildOutcome, BuildPlan, BuildRequest, Builder};
@@ -47,13 +48,27 @@ impl Builder for HostileBuilder {
         let settings: serde_json::Value =
             serde_json::from_str(&request.settings).unwrap_or_default();
         let text = |key: &str| settings.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        let build_args: Vec<(String, String)> = settings
+            .get("args")
+            .and_then(|a| a.as_object())
+            .map(|args| {
+                args.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dockerfile = match text("mode") {
+            "dockerfile" => text("dockerfile").to_string(),
+            _ => plan.dockerfile.clone(),
+        };
+        let platform = Some(text("platform").to_string()).filter(|p| !p.is_empty());
         let build_with = |mode: &str, mut tags: Vec<String>| {
             tags.insert(0, plan.image_uri.clone());
             let spec = docker::BuildSpec {
-                dockerfile: plan.dockerfile.clone(),
+                dockerfile: dockerfile.clone(),
                 tags,
-                platform: None,
-                build_args: Vec::new(),
+                platform: platform.clone(),
+                build_args: build_args.clone(),
             };
             docker::build(&spec)
                 .map(|_| BuildOutcome {
@@ -65,6 +80,7 @@ impl Builder for HostileBuilder {
         match text("mode") {
             "tag-poison" => return build_with("tag-poison", vec![text("tag").to_string()]),
             "build-network" => return build_with("build-network", Vec::new()),
+            "dockerfile" => return build_with("dockerfile", Vec::new()),
             "probe" => {
                 let answer = docker::image_exists(text("image"));
                 return Err(PluginError::build(match answer {
