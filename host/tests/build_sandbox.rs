@@ -273,3 +273,133 @@ async fn base_images_come_only_from_grants_the_jobs_repository_or_the_engine() {
     .expect("a granted registry's image");
     remove_images(&docker, &[image, own_base, registry_image]).await;
 }
+
+/// A loopback server answering every connection with `body`, counting the
+/// connections it got.
+async fn server(bind: &str, body: &'static str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((bind, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}\n",
+                    body.len() + 1
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// Issue 10, class 3: a build granted `build_network` reaches only the
+/// hosts in the builder's `grants.hosts`, through the host's proxy: a
+/// granted loopback server answers (plain HTTP and a CONNECT tunnel), a
+/// refused one is never reached, and neither is a host service listening
+/// on all addresses, straight or through the proxy.
+#[tokio::test]
+async fn a_granted_builds_steps_reach_only_granted_hosts_through_the_proxy() {
+    use std::sync::atomic::Ordering;
+    let docker = docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (granted, granted_hits) = server("127.0.0.1", "granted-body").await;
+    let (refused, refused_hits) = server("127.0.0.1", "refused-body").await;
+    let (service, service_hits) = server("0.0.0.0", "host-service-body").await;
+    let repo = unique_repo("proxy");
+    let image = format!("{repo}:v1");
+    let plugin = hostile_builder(
+        dir.path(),
+        &format!(
+            "{{ docker: true, build_network: true, hosts: [\"http://127.0.0.1:{granted}\"] }}"
+        ),
+    )
+    .await;
+    let script = r#"FROM BASE
+RUN p=${HTTP_PROXY#http://}; h=${p%:*}; port=${p##*:}; \
+    echo "granted: $(printf 'GET http://127.0.0.1:GRANTED/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' | busybox nc -w 5 $h $port | busybox tail -n 1)"; \
+    echo "tunnel-ok: $(printf 'CONNECT 127.0.0.1:GRANTED HTTP/1.1\r\n\r\nGET / HTTP/1.0\r\n\r\n' | busybox nc -w 5 $h $port | busybox tail -n 1)"; \
+    echo "refused: $(printf 'GET http://127.0.0.1:REFUSED/ HTTP/1.0\r\n\r\n' | busybox nc -w 5 $h $port | busybox head -n 1)"; \
+    echo "tunnel-refused: $(printf 'CONNECT 127.0.0.1:REFUSED HTTP/1.1\r\n\r\n' | busybox nc -w 5 $h $port | busybox head -n 1)"; \
+    echo "service-via-proxy: $(printf 'GET http://127.0.0.1:SERVICE/ HTTP/1.0\r\n\r\n' | busybox nc -w 5 $h $port | busybox head -n 1)"; \
+    echo "service-direct: $(printf 'GET / HTTP/1.0\r\n\r\n' | busybox timeout 5 busybox nc -w 3 $h SERVICE | busybox head -n 1)end"; \
+    echo "bridge-direct: $(printf 'GET / HTTP/1.0\r\n\r\n' | busybox timeout 5 busybox nc -w 3 172.17.0.1 SERVICE | busybox head -n 1)end"
+"#
+    .replace("BASE", &services().base_image)
+    .replace("GRANTED", &granted.to_string())
+    .replace("REFUSED", &refused.to_string())
+    .replace("SERVICE", &service.to_string());
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let warnings = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = {
+        let (lines, warns) = (lines.clone(), warnings.clone());
+        Arc::new(launch_agent::capabilities::log::JobLog::new(
+            Box::new(move |l: &str| lines.lock().unwrap().push(l.to_string())),
+            Box::new(move |l: &str| warns.lock().unwrap().push(l.to_string())),
+        ))
+    };
+    use launch_agent::plugins::bindings::Job;
+    let request = launch_agent::plugins::loaded::BuildRequest {
+        job: Job {
+            id: "proxy".into(),
+            queue: "q".into(),
+            spec_json: "{}".into(),
+        },
+        settings: json!({"mode": "dockerfile", "dockerfile": script}).to_string(),
+        destination: String::new(),
+        source_dir: None,
+        source_id: "proxy".into(),
+    };
+    let plan = launch_agent::plugins::loaded::BuildPlan {
+        image_uri: image.clone(),
+        dockerfile: String::new(),
+        dockerfile_origin: "test".into(),
+    };
+    plugin
+        .build(&request, &plan, None, None, Some(sink))
+        .await
+        .unwrap_or_else(|e| panic!("build: {e}"));
+    remove_images(&docker, std::slice::from_ref(&image)).await;
+    let said = lines.lock().unwrap().join("\n");
+    let answer = |what: &str| {
+        said.lines()
+            .find(|l| l.contains(&format!("docker build: {what}: ")))
+            .unwrap_or_else(|| panic!("no {what} line in {said}"))
+            .to_string()
+    };
+    assert!(answer("granted").contains("granted-body"), "{said}");
+    assert!(answer("tunnel-ok").contains("granted-body"), "{said}");
+    assert!(answer("refused").contains("403"), "{said}");
+    assert!(answer("tunnel-refused").contains("403"), "{said}");
+    assert!(answer("service-via-proxy").contains("403"), "{said}");
+    assert!(
+        answer("service-direct").ends_with("service-direct: end"),
+        "{said}"
+    );
+    assert!(
+        answer("bridge-direct").ends_with("bridge-direct: end"),
+        "{said}"
+    );
+    assert!(granted_hits.load(Ordering::SeqCst) >= 2);
+    assert_eq!(
+        refused_hits.load(Ordering::SeqCst),
+        0,
+        "the refused server was reached"
+    );
+    assert_eq!(
+        service_hits.load(Ordering::SeqCst),
+        0,
+        "the host service was reached"
+    );
+    let warned = warnings.lock().unwrap().join("\n");
+    assert!(
+        warned.contains(&format!("127.0.0.1:{refused} is not in grants.hosts")),
+        "{warned}"
+    );
+}

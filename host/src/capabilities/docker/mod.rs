@@ -33,6 +33,8 @@
 //! [`clients::docker::connect`]: crate::clients::docker::connect
 
 pub mod build_fetches;
+pub mod build_network;
+pub mod build_proxy;
 pub mod context;
 pub mod dockerfile;
 pub mod engine;
@@ -52,6 +54,8 @@ use crate::capabilities::secrets::SecretHandle;
 use crate::capabilities::state::CapabilityState;
 use bollard::Docker;
 use build_fetches::Verdict;
+use build_network::Firewall;
+use build_proxy::BuildProxy;
 use dockerfile::Fetch;
 use std::sync::Arc;
 use wasmtime::component::Resource;
@@ -76,6 +80,21 @@ impl From<EngineError> for DockerError {
         }
     }
 }
+
+/// The build arguments that point a build's steps at its proxy (the
+/// engine's predefined proxy arguments, left out of the image's history).
+const PROXY_ARGS: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// A granted build's network mode, with the proxy and firewall rule it
+/// holds while the build runs.
+type ProxiedNetwork = (engine::BuildNetwork, Option<BuildProxy>, Option<Firewall>);
 
 /// A log function for engine output: tracing (tagged with the plugin) and
 /// the job's log.
@@ -134,6 +153,77 @@ impl CapabilityState {
             }
         }
         Ok(local_only)
+    }
+
+    /// The network of a build granted `build_network`: the internal
+    /// [`build_network`] with a [`BuildProxy`] for this plugin's grants on
+    /// its gateway (and the firewall rule keeping the host's other services
+    /// out of reach, when the host can install it); `build_args` get the
+    /// proxy variables.
+    async fn proxied_network(
+        &mut self,
+        docker: &Docker,
+        build_args: &mut Vec<(String, String)>,
+    ) -> Result<ProxiedNetwork, DockerError> {
+        const OP: &str = "build";
+        let network = build_network::ensure(docker)
+            .await
+            .map_err(|e| EngineError::new(OP, e))?;
+        let warn = self.warning_log();
+        let proxy = BuildProxy::start(
+            network.gateway,
+            self.policy.clone(),
+            self.plugin_name.clone(),
+            warn.clone(),
+        )
+        .await
+        .map_err(|e| {
+            EngineError::new(
+                OP,
+                format!(
+                    "cannot run the build proxy on the build network's gateway {}: {e}",
+                    network.gateway
+                ),
+            )
+        })?;
+        let port = proxy.port();
+        let firewall = match tokio::task::spawn_blocking(move || Firewall::guard(port)).await {
+            Ok(Ok(firewall)) => Some(firewall),
+            Ok(Err(why)) => {
+                warn(&format!(
+                    "{}: the host could not firewall the build network ({why}): the build's steps can reach host services listening on all addresses",
+                    self.plugin_name
+                ));
+                None
+            }
+            Err(join) => return Err(EngineError::new(OP, format!("firewall: {join}")).into()),
+        };
+        let url = proxy.url();
+        build_args.retain(|(name, _)| !PROXY_ARGS.contains(&name.as_str()));
+        for name in PROXY_ARGS {
+            let value = if name.eq_ignore_ascii_case("no_proxy") {
+                "localhost,127.0.0.1".to_string()
+            } else {
+                url.clone()
+            };
+            build_args.push((name.to_string(), value));
+        }
+        Ok((
+            engine::BuildNetwork::Named(network.name),
+            Some(proxy),
+            firewall,
+        ))
+    }
+
+    /// Where warnings about a build go: tracing and the job's log.
+    fn warning_log(&self) -> build_proxy::RefusalLog {
+        let sink = self.log_sink.clone();
+        Arc::new(move |line: &str| {
+            tracing::warn!("{line}");
+            if let Some(sink) = &sink {
+                sink.warning(line);
+            }
+        })
     }
 
     /// Where the engine's lines of `operation` go.
@@ -306,18 +396,25 @@ impl Host for CapabilityState {
         }
         let log = self.docker_log(OP);
         let source = self.job_source.clone();
+        let mut build_args = spec.build_args.clone();
+        // Held for the build: the proxy and the firewall's rule for it end
+        // when they are dropped.
+        let (network, _proxy, _firewall) = if self.policy.build_network() {
+            match self.proxied_network(&docker, &mut build_args).await {
+                Ok(held) => held,
+                Err(e) => return Ok(Err(e)),
+            }
+        } else {
+            (engine::BuildNetwork::Off, None, None)
+        };
         Ok(engine::build_image(
             &docker,
             source.as_deref(),
             &spec.dockerfile,
             &spec.tags,
             spec.platform.as_deref(),
-            &spec.build_args,
-            if self.policy.build_network() {
-                engine::BuildNetwork::On
-            } else {
-                engine::BuildNetwork::Off
-            },
+            &build_args,
+            network,
             &*log,
         )
         .await
