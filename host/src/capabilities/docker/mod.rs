@@ -35,6 +35,7 @@
 pub mod build_fetches;
 pub mod build_network;
 pub mod build_proxy;
+pub mod caps;
 pub mod context;
 pub mod dockerfile;
 pub mod engine;
@@ -120,6 +121,31 @@ impl CapabilityState {
             sink.warning(&message);
         }
         denied(operation, message)
+    }
+
+    /// Checks a build against the per-call caps of [`caps`]: builds, tags,
+    /// build arguments.
+    fn within_build_caps(&self, spec: &BuildSpec) -> Result<(), String> {
+        if self.docker_use.builds >= caps::MAX_BUILDS {
+            return Err(caps::past("docker build", caps::MAX_BUILDS));
+        }
+        if spec.tags.len() > caps::MAX_TAGS {
+            return Err(format!(
+                "{} tags: at most {} per build",
+                spec.tags.len(),
+                caps::MAX_TAGS
+            ));
+        }
+        let arg_bytes: usize = spec.build_args.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if spec.build_args.len() > caps::MAX_BUILD_ARGS || arg_bytes > caps::MAX_BUILD_ARG_BYTES {
+            return Err(format!(
+                "{} build arguments of {arg_bytes} bytes: at most {} of {} bytes per build",
+                spec.build_args.len(),
+                caps::MAX_BUILD_ARGS,
+                caps::MAX_BUILD_ARG_BYTES
+            ));
+        }
+        Ok(())
     }
 
     /// Checks what the build's Dockerfile makes the engine fetch against
@@ -231,11 +257,17 @@ impl CapabilityState {
         let plugin = self.plugin_name.clone();
         let sink = self.log_sink.clone();
         let redactor = self.redactor().clone();
+        let output = self.docker_use.output.clone();
         Arc::new(move |line: &str| {
-            let shown = redactor.scrub(line);
+            let line = match output.admit(line.len()) {
+                caps::OutputVerdict::Write => line.to_string(),
+                caps::OutputVerdict::Notice(notice) => notice,
+                caps::OutputVerdict::Drop => return,
+            };
+            let shown = redactor.scrub(&line);
             tracing::info!(plugin = %plugin, "docker {operation}: {shown}");
             if let Some(sink) = &sink {
-                sink.said(false, &format!("[{plugin}] docker {operation}: "), line);
+                sink.said(false, &format!("[{plugin}] docker {operation}: "), &line);
             }
         })
     }
@@ -368,6 +400,10 @@ impl Host for CapabilityState {
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
         }
+        if let Err(why) = self.within_build_caps(&spec) {
+            return Ok(Err(self.out_of_scope(OP, why)));
+        }
+        self.docker_use.builds += 1;
         for tag in &spec.tags {
             if let Err(why) = reference::within(tag, &self.build_repositories) {
                 return Ok(Err(self.out_of_scope(OP, why)));
@@ -431,6 +467,12 @@ impl Host for CapabilityState {
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
         }
+        if self.docker_use.pushes >= caps::MAX_PUSHES {
+            return Ok(Err(
+                self.out_of_scope(OP, caps::past("docker push", caps::MAX_PUSHES))
+            ));
+        }
+        self.docker_use.pushes += 1;
         let reference = match ImageRef::parse(&image) {
             Ok(reference) => reference,
             Err(e) => return Ok(Err(EngineError::new(OP, e).into())),
@@ -491,6 +533,12 @@ impl Host for CapabilityState {
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
         }
+        if self.docker_use.lookups >= caps::MAX_LOOKUPS {
+            return Ok(Err(
+                self.out_of_scope(OP, caps::past("image-exists", caps::MAX_LOOKUPS))
+            ));
+        }
+        self.docker_use.lookups += 1;
         if let Err(why) = reference::within(&image, &self.build_repositories) {
             return Ok(Err(self.out_of_scope(OP, why)));
         }
