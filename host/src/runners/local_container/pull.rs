@@ -28,7 +28,7 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt as _;
 
 /// Uses the image when the engine has it; pulls it otherwise.
-pub(super) async fn ensure_image(
+pub async fn ensure_image(
     docker: &Docker,
     image: &str,
     pull_login: impl AsyncFnOnce() -> anyhow::Result<Option<RegistryLogin>>,
