@@ -48,6 +48,8 @@ pub struct NetworkReady {
     pub name: String,
     /// The host's address on it.
     pub gateway: IpAddr,
+    /// Its IPv4 subnet: the addresses of the build's steps.
+    pub subnet: super::build_proxy::Subnet,
 }
 
 /// The build network, created if it does not exist; an existing network of
@@ -105,17 +107,25 @@ pub async fn ensure(docker: &Docker) -> Result<NetworkReady, String> {
             "network {NETWORK} exists but is not internal, so build steps on it could reach any host: remove it (`docker network rm {NETWORK}`) and the agent creates it as it should be"
         ));
     }
-    let gateway = network
+    let (gateway, subnet) = network
         .ipam
         .and_then(|ipam| ipam.config)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|config| config.gateway)
-        .find_map(|gateway| gateway.parse::<IpAddr>().ok().filter(IpAddr::is_ipv4))
-        .ok_or_else(|| format!("the build network {NETWORK} has no IPv4 gateway"))?;
+        .find_map(|config| {
+            let gateway = config
+                .gateway?
+                .parse::<IpAddr>()
+                .ok()
+                .filter(IpAddr::is_ipv4)?;
+            let subnet = super::build_proxy::Subnet::parse(&config.subnet?).ok()?;
+            Some((gateway, subnet))
+        })
+        .ok_or_else(|| format!("the build network {NETWORK} has no IPv4 gateway and subnet"))?;
     Ok(NetworkReady {
         name: NETWORK.to_string(),
         gateway,
+        subnet,
     })
 }
 

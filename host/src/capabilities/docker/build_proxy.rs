@@ -15,8 +15,10 @@
 //! oversized head) is answered `403`/`400` with the reason, and logged as a
 //! warning naming the plugin. The proxy resolves names itself, as the
 //! plugin's own `wasi:http` requests do; loopback is reached only when a
-//! grant names it. At most [`MAX_CONNECTIONS`] connections are open at
-//! once; a request head must arrive within [`HEAD_TIMEOUT`].
+//! grant names it. Only the build network's own addresses are served (a
+//! job's container on another network is closed on). At most
+//! [`MAX_CONNECTIONS`] connections are open at once; a request head must
+//! arrive within [`HEAD_TIMEOUT`].
 
 use crate::capabilities::policy::GrantPolicy;
 use std::net::{IpAddr, SocketAddr};
@@ -54,6 +56,7 @@ impl BuildProxy {
     /// `policy`; refusals go to `log`.
     pub async fn start(
         bind: IpAddr,
+        clients: Subnet,
         policy: Arc<GrantPolicy>,
         plugin: Arc<str>,
         log: RefusalLog,
@@ -67,13 +70,18 @@ impl BuildProxy {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let (stream, _) = match listener.accept().await {
+                let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(_) => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
+                // Only the build network's containers: a job's container on
+                // another network must not borrow the builder's grants.
+                if !clients.contains(peer.ip()) {
+                    continue;
+                }
                 let (policy, plugin, log) = (policy.clone(), plugin.clone(), log.clone());
                 connections.spawn(async move {
                     serve(stream, &policy, &plugin, &*log).await;
@@ -99,6 +107,40 @@ impl BuildProxy {
 impl Drop for BuildProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// An IPv4 subnet (`a.b.c.d/len`): the addresses a proxy serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    network: u32,
+    mask: u32,
+}
+
+impl Subnet {
+    /// Parses `a.b.c.d/len`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not an IPv4 subnet (a.b.c.d/len)");
+        let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+        let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let len: u32 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(bad)?;
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        Ok(Subnet {
+            network: u32::from(addr) & mask,
+            mask,
+        })
+    }
+
+    /// Whether `ip` lies in it.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4,
+                None => return false,
+            },
+        };
+        u32::from(ip) & self.mask == self.network
     }
 }
 
@@ -305,6 +347,17 @@ async fn answer(client: &mut TcpStream, status: u16, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subnets_hold_their_addresses() {
+        let s = Subnet::parse("172.21.0.0/16").unwrap();
+        assert!(s.contains("172.21.3.4".parse().unwrap()));
+        assert!(!s.contains("172.17.0.2".parse().unwrap()));
+        assert!(s.contains("::ffff:172.21.0.9".parse().unwrap()));
+        assert!(!s.contains("::1".parse().unwrap()));
+        assert!(Subnet::parse("172.21.0.0").is_err());
+        assert!(Subnet::parse("172.21.0.0/33").is_err());
+    }
 
     #[test]
     fn only_granted_hosts_pass() {

@@ -198,6 +198,7 @@ impl CapabilityState {
         let warn = self.warning_log();
         let proxy = BuildProxy::start(
             network.gateway,
+            network.subnet,
             self.policy.clone(),
             self.plugin_name.clone(),
             warn.clone(),
