@@ -165,7 +165,15 @@ fn the_bundled_docker_builder_gets_the_engine_the_registry_host_and_a_build_size
     );
     assert_eq!(
         docker["hosts"],
-        serde_json::json!(["https://127.0.0.1:5000", "http://127.0.0.1:5000"])
+        serde_json::json!([
+            "https://127.0.0.1:5000",
+            "http://127.0.0.1:5000",
+            "https://pypi.org:443",
+            "https://files.pythonhosted.org:443",
+            "https://registry-1.docker.io:443",
+            "https://auth.docker.io:443"
+        ]),
+        "the registry's, and what its generated Dockerfiles fetch (PyPI, Docker Hub)"
     );
     let oci = plugins
         .iter()

@@ -605,3 +605,66 @@ async fn a_handed_credential_pushes_only_to_the_registry_and_repository_it_was_i
     let said = push_with_handle(&plugin, &image, &repository, "wrong-Pa55").await;
     assert!(said.contains("unauthorized=true"), "{said}");
 }
+
+/// A run's pull from a registry that uses tokens: the host exchanges the
+/// login at the realm, the engine pulls with a pull-scoped token (the
+/// local-container runner's `ensure_image`), and a wrong password fails
+/// without appearing in the error.
+#[tokio::test]
+async fn a_run_time_pull_from_a_token_registry_hands_the_engine_a_token() {
+    use launch_agent::runners::RegistryLogin;
+    use launch_agent::runners::local_container::pull::{engine_credentials, ensure_image};
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _servers) = token_registry(dir.path());
+    let image = format!("{registry}/token-pull:v1");
+    let docker = launch_agent::clients::docker::connect().await.unwrap();
+    let tagged = Command::new("docker")
+        .args(["tag", &services().base_image, &image])
+        .status()
+        .unwrap();
+    assert!(tagged.success());
+    launch_agent::capabilities::docker::push_image(
+        &docker,
+        &image,
+        Some((USER, PASSWORD)),
+        &|_| {},
+    )
+    .await
+    .expect("push the image to pull");
+    let removed = Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(removed.success());
+
+    let login = |password: &str| RegistryLogin {
+        username: USER.into(),
+        password: password.into(),
+    };
+    let client = launch_agent::capabilities::oci::RegistryClients::default()
+        .client()
+        .unwrap();
+    let credentials = engine_credentials(&image, &login(PASSWORD), &client)
+        .await
+        .expect("a token for the pull");
+    assert!(credentials.registrytoken.is_some());
+    assert_eq!(credentials.password, None, "the engine gets no password");
+
+    let wrong = ensure_image(&docker, &image, async || Ok(Some(login("wrong-pull-pw"))))
+        .await
+        .expect_err("a wrong password is refused");
+    let wrong = format!("{wrong:#}");
+    assert!(
+        wrong.contains("refused the credentials") && !wrong.contains("wrong-pull-pw"),
+        "{wrong}"
+    );
+    ensure_image(&docker, &image, async || Ok(Some(login(PASSWORD))))
+        .await
+        .expect("the pull with a token");
+    assert!(docker.inspect_image(&image).await.is_ok(), "pulled");
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .stdout(Stdio::null())
+        .status();
+}

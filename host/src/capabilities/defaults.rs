@@ -4,14 +4,17 @@
 //!
 //! | bundled plugin | grants it gets |
 //! |---|---|
-//! | `builder-docker` | `docker: true`, `build_network: true` (W&B's Dockerfiles `pip install`); `hosts`: the configured registry's |
+//! | `builder-docker` | `docker: true`, `build_network: true` (W&B's Dockerfiles `pip install`); `hosts`: the configured registry's, Docker Hub's (its generated Dockerfiles are `FROM python:...`) and PyPI's ([`BUILD_HOSTS`]) |
 //! | `registry-oci` | `hosts`: the configured registry's |
 //! | the others | none |
 //!
 //! "The configured registry's" host comes from `registry.uri` and
 //! `builder.destination`: `https://HOST:PORT` (port 443 unless given), and
 //! `http://HOST:PORT` (port 80 unless given) too for a registry on this
-//! machine (`localhost`, `127.0.0.1`, `[::1]`).
+//! machine (`localhost`, `127.0.0.1`, `[::1]`). A registry on Docker Hub
+//! (`docker.io/...`, `index.docker.io/...`, `registry-1.docker.io/...`, or
+//! no registry part at all, `user/app`) is [`DOCKER_HUB`]: the registry
+//! and its token realm, without which no credential is sent.
 
 use crate::config::{Grants, LaunchConfig};
 use http::uri::Authority;
@@ -28,12 +31,33 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
             // requirements: the bundled builder's steps need the network.
             grants.build_network = true;
             grants.hosts = registry_host_grants(config);
+            for host in BUILD_HOSTS.iter().chain(DOCKER_HUB.iter()) {
+                if !grants.hosts.iter().any(|h| h.value == *host) {
+                    grants.hosts.push(Spanned::new(
+                        host.to_string(),
+                        Location::UNKNOWN,
+                        Location::UNKNOWN,
+                    ));
+                }
+            }
         }
         "registry-oci" => grants.hosts = registry_host_grants(config),
         _ => {}
     }
     grants
 }
+
+/// Docker Hub as grants: its registry, and its token realm (a push or a
+/// lookup with credentials exchanges them there first; without the realm
+/// granted the host sends them nowhere).
+pub const DOCKER_HUB: [&str; 2] = [
+    "https://registry-1.docker.io:443",
+    "https://auth.docker.io:443",
+];
+
+/// What the bundled docker builder's generated Dockerfiles' steps reach
+/// through the build proxy: PyPI's index and its files (`pip install`).
+pub const BUILD_HOSTS: [&str; 2] = ["https://pypi.org:443", "https://files.pythonhosted.org:443"];
 
 /// `grants` with `defaults` added: a flag set in either, each host, env
 /// var, secret and dir of either, once.
@@ -77,8 +101,19 @@ pub fn registry_host_patterns(config: &LaunchConfig) -> Vec<String> {
         let rest = uri
             .trim_start_matches("https://")
             .trim_start_matches("http://");
-        let registry = rest.split('/').next().unwrap_or("");
+        let mut components = rest.split('/');
+        let registry = components.next().unwrap_or("");
         if registry.is_empty() {
+            continue;
+        }
+        // Docker's rule: the first component is a registry only when it
+        // has a `.` or a `:` or is `localhost`, and there is more after it.
+        let names_registry = components.next().is_some()
+            && (registry.contains('.') || registry.contains(':') || registry == "localhost");
+        let on_hub =
+            !names_registry || crate::capabilities::policy::DOCKER_HUB_HOSTS.contains(&registry);
+        if on_hub {
+            patterns.extend(DOCKER_HUB.iter().map(|p| p.to_string()));
             continue;
         }
         let authority = match registry.parse::<Authority>() {
@@ -103,7 +138,8 @@ pub fn registry_host_patterns(config: &LaunchConfig) -> Vec<String> {
             patterns.push(format!("http://{host}:{}", port.unwrap_or(80)));
         }
     }
-    patterns.dedup();
+    let mut seen = std::collections::HashSet::new();
+    patterns.retain(|p| seen.insert(p.clone()));
     patterns
 }
 
@@ -158,11 +194,50 @@ mod tests {
     }
 
     #[test]
+    fn a_docker_hub_registry_grants_its_token_realm() {
+        for uri in [
+            "docker.io/team/app",
+            "index.docker.io/team/app",
+            "registry-1.docker.io/team/app",
+            "https://registry-1.docker.io/team/app",
+            "team/app",
+            "app",
+        ] {
+            let c = config(&format!("registry: {{ type: oci, uri: \"{uri}\" }}\n"));
+            assert_eq!(registry_host_patterns(&c), DOCKER_HUB, "{uri}");
+            let grants = for_bundled("registry-oci", &c);
+            let policy = GrantPolicy::compile(&grants, &Default::default()).unwrap();
+            assert!(policy.push_registry(None).is_ok(), "{uri}");
+            let realm: http::Uri = "https://auth.docker.io/token?scope=x".parse().unwrap();
+            assert!(policy.http(&realm).is_ok(), "{uri}: the realm is granted");
+            let other: http::Uri = "https://auth.example.com/token".parse().unwrap();
+            assert!(policy.http(&other).is_err(), "{uri}");
+        }
+        // A registry that merely mentions docker.io is not Docker Hub.
+        let c = config("registry: { type: oci, uri: \"docker.io.example.com/app\" }\n");
+        assert_eq!(
+            registry_host_patterns(&c),
+            ["https://docker.io.example.com:443"]
+        );
+    }
+
+    #[test]
     fn bundled_defaults_are_only_what_the_job_needs_and_compile() {
         let c = config("registry: { type: oci, uri: \"127.0.0.1:5000/launch\" }\n");
         let docker = for_bundled("builder-docker", &c);
         assert!(docker.docker && docker.build_network);
-        assert_eq!(docker.hosts.len(), 2);
+        let hosts: Vec<&str> = docker.hosts.iter().map(|h| h.value.as_str()).collect();
+        assert_eq!(
+            hosts,
+            [
+                "https://127.0.0.1:5000",
+                "http://127.0.0.1:5000",
+                "https://pypi.org:443",
+                "https://files.pythonhosted.org:443",
+                "https://registry-1.docker.io:443",
+                "https://auth.docker.io:443"
+            ]
+        );
         let oci = for_bundled("registry-oci", &c);
         assert!(!oci.docker);
         assert_eq!(oci.hosts.len(), 2);
@@ -191,7 +266,11 @@ mod tests {
             [
                 "https://127.0.0.1:5000",
                 "https://example.com",
-                "http://127.0.0.1:5000"
+                "http://127.0.0.1:5000",
+                "https://pypi.org:443",
+                "https://files.pythonhosted.org:443",
+                "https://registry-1.docker.io:443",
+                "https://auth.docker.io:443"
             ]
         );
         assert!(grants.docker);

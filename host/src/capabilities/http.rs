@@ -154,13 +154,31 @@ pub fn has_userinfo(uri: &http::Uri) -> bool {
     uri.authority().is_some_and(|a| a.as_str().contains('@'))
 }
 
+/// The most outgoing requests one call may have in flight at once
+/// (`handle` does not wait: without a cap a plugin could open connections
+/// in a loop until the host runs out).
+pub const MAX_HTTP_IN_FLIGHT: usize = 64;
+
 /// `wasi:http` hooks that refuse requests the plugin's policy does not
-/// allow ([`GrantPolicy::http`]).
+/// allow ([`GrantPolicy::http`]), and requests past
+/// [`MAX_HTTP_IN_FLIGHT`].
 pub struct GrantedHttpHooks {
     /// The plugin's grants.
     pub policy: Arc<GrantPolicy>,
     /// The plugin's name, for the log and the refusal.
     pub plugin: Arc<str>,
+    /// Requests of this call in flight (sent and not yet done, response
+    /// body included).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One request in flight, counted until dropped.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl WasiHttpHooks for GrantedHttpHooks {
@@ -175,9 +193,26 @@ impl WasiHttpHooks for GrantedHttpHooks {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         _ = fut;
+        let open = self
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let guard = InFlight(self.in_flight.clone());
+        if open >= MAX_HTTP_IN_FLIGHT {
+            tracing::warn!(
+                plugin = %self.plugin,
+                "refused an outbound HTTP request: {MAX_HTTP_IN_FLIGHT} are in flight already (the per-call cap)"
+            );
+            drop(guard);
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let io = async move {
+                let done = io.await;
+                drop(guard);
+                done
+            };
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

@@ -10,14 +10,15 @@
 //!
 //! | capability | WIT / WASI interface | grant | check | a refused call returns |
 //! |---|---|---|---|---|
-//! | logging | `launch:plugin/log` | always (tagged with the plugin's name), within the per-call caps of [`call_caps`] | — | — |
+//! | logging | `launch:plugin/log` | always (tagged with the plugin's name), within the per-call caps of [`call_caps`] (and of [`docker::caps`] for the engine's output) | — | — |
 //! | secrets | `launch:plugin/secrets.open` | `grants.secrets` | `policy.secret(name)` | `secret-error::not-granted` |
 //! | outbound HTTP | `wasi:http/outgoing-handler` | `grants.hosts` | `policy.http(uri)` | `error-code::HTTP-request-denied` |
 //! | environment variables | `wasi:cli/environment` | `grants.env` | the WASI context holds only these | the variable is absent |
 //! | directories | `wasi:filesystem` | `grants.dirs` | the WASI context preopens only these (read-only unless `write: true`) | the path does not exist |
 //! | sockets | `wasi:sockets` | never | the WASI context allows none | a socket error |
 //! | Docker engine | `launch:plugin/docker` (build, push, inspect) | `grants.docker` | `policy.docker()` | `docker-error` with `denied: true` |
-//! | Docker build network | `launch:plugin/docker.build` (its steps) | `grants.build_network` | `policy.build_network()` | the build runs with network mode `none` |
+//! | Docker build network | `launch:plugin/docker.build` (its steps) | `grants.build_network`, then `grants.hosts` per connection | `policy.build_network()`; `policy.http(uri)` in [`docker::build_proxy`] | the build runs with network mode `none`; a step's refused connection gets `403` |
+//! | Docker base images and `ADD` URLs | `launch:plugin/docker.build` (its Dockerfile) | `grants.hosts` (the registry, the URL), the job's own repository, or an engine's Hub-shaped image | [`docker::build_fetches::judge`] | `docker-error` with `denied: true` naming the line |
 //! | Docker tags and lookups | `launch:plugin/docker.build`, `.image-exists` | the builder's `build` call (the planned image's and destination's repositories) | `docker::reference::within` | `docker-error` with `denied: true` |
 //! | Docker push targets | `launch:plugin/docker.push` | `grants.hosts` | `policy.push_registry(registry)` | `docker-error` with `denied: true` |
 //! | OCI registries | `launch:plugin/oci` (manifest lookups) | `grants.hosts` | `policy.registry(scheme, registry)` | `oci-error` with `denied: true` |

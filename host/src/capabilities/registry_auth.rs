@@ -296,11 +296,18 @@ pub async fn authorize(
         token: Option<String>,
         access_token: Option<String>,
     }
-    let token: Token = response.json().await.map_err(|e| {
+    let body = read_capped(response, MAX_TOKEN_RESPONSE)
+        .await
+        .map_err(|why| {
+            EgressError::Other(format!(
+                "token server {} of registry {registry} answered no token: {why}",
+                origin_of(&realm_url),
+            ))
+        })?;
+    let token: Token = serde_json::from_slice(&body).map_err(|e| {
         EgressError::Other(format!(
-            "token server {} of registry {registry} answered no token: {}",
+            "token server {} of registry {registry} answered no token: {e}",
             origin_of(&realm_url),
-            error_chain(&e)
         ))
     })?;
     match token.token.or(token.access_token) {
@@ -310,6 +317,22 @@ pub async fn authorize(
             origin_of(&realm_url)
         ))),
     }
+}
+
+/// The largest token response read (a registry token is a few KiB; a
+/// realm answering more is not read into the host's memory).
+pub const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
+
+/// The body of `response`, at most `cap` bytes; more is an error.
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > cap {
+            return Err(format!("the answer is over {cap} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The error and its sources, `: `-separated (reqwest's top-level message

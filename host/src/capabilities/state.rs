@@ -60,6 +60,9 @@ pub struct CapabilityState {
     /// What the call has minted and holds, against the caps of
     /// [`call_caps`](super::call_caps).
     pub secret_use: SecretUse,
+    /// What the call has asked of the Docker engine, against the caps of
+    /// [`docker::caps`](super::docker::caps).
+    pub docker_use: super::docker::caps::DockerUse,
     /// Set by a host function whose time is the plugin's own (`log`): the
     /// runtime's call hook reads and clears it when the function returns,
     /// and does not give that time back against the deadline.
@@ -87,6 +90,7 @@ impl CapabilityState {
             hooks: GrantedHttpHooks {
                 policy: policy.clone(),
                 plugin: plugin_name.clone(),
+                in_flight: Arc::default(),
             },
             plugin_name,
             policy,
@@ -99,6 +103,7 @@ impl CapabilityState {
             longest_secret: 0,
             log_use: LogUse::default(),
             secret_use: SecretUse::default(),
+            docker_use: Default::default(),
             charge_to_plugin: false,
             registry_clients,
             last_error_line: None,

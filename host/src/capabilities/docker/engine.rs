@@ -52,19 +52,22 @@ fn engine_message(e: &BollardError) -> String {
 }
 
 /// Whether a build's steps (`RUN`, `ADD <url>`) get the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BuildNetwork {
     /// Network mode `none`: no step reaches any host, loopback and the
     /// engine's bridge included.
     Off,
-    /// The engine's default network (`grants.build_network: true`).
+    /// The engine's default network: steps reach any host the engine can.
     On,
+    /// The named network (the capability's internal
+    /// [`build_network`](super::build_network), where only its proxy is
+    /// reachable).
+    Named(String),
 }
 
 /// Builds an image from `source` (none: an empty context) with the
 /// Dockerfile text `dockerfile`, tags it with each of `tags`, and returns its
-/// id (`sha256:...`); its steps get the network only when `network` is
-/// [`BuildNetwork::On`].
+/// id (`sha256:...`); its steps get the network `network` says.
 ///
 /// The context is a tar streamed to the engine as it is written (see
 /// [`context`](super::context) for what it holds). Each line of the build's
@@ -118,6 +121,7 @@ pub async fn build_image(
         networkmode: match network {
             BuildNetwork::Off => Some("none".to_string()),
             BuildNetwork::On => None,
+            BuildNetwork::Named(name) => Some(name),
         },
         ..Default::default()
     };

@@ -7,7 +7,11 @@
 //! [`context`]); a build may tag, and `image-exists` look up, only the
 //! repositories of the planned image and the destination (set for the
 //! builder's build call, [`CapabilityState::build_repositories`]: no other
-//! job's image can be overwritten or probed); pushes go only to registries in `grants.hosts` (the rule is
+//! job's image can be overwritten or probed); the images and URLs a build's
+//! Dockerfile makes the engine fetch (`FROM`, `COPY --from`, `# syntax=`,
+//! `ADD <url>`, found by [`dockerfile`]) must be the job's own, from a
+//! granted registry, or an image the engine already has (the rule is
+//! [`build_fetches`]), checked before the engine sees the build; pushes go only to registries in `grants.hosts` (the rule is
 //! [`GrantPolicy::push_registry`](crate::capabilities::policy::GrantPolicy::push_registry)); the password of a push comes from a
 //! secret handle and never appears in a message or log line. A registry
 //! credential handed to the builder is used only for the registry and
@@ -28,7 +32,12 @@
 //!
 //! [`clients::docker::connect`]: crate::clients::docker::connect
 
+pub mod build_fetches;
+pub mod build_network;
+pub mod build_proxy;
+pub mod caps;
 pub mod context;
+pub mod dockerfile;
 pub mod engine;
 pub mod reference;
 
@@ -45,6 +54,10 @@ use crate::capabilities::registry_auth::{Authorization, EgressError, authorize};
 use crate::capabilities::secrets::SecretHandle;
 use crate::capabilities::state::CapabilityState;
 use bollard::Docker;
+use build_fetches::Verdict;
+use build_network::Firewall;
+use build_proxy::BuildProxy;
+use dockerfile::Fetch;
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -68,6 +81,21 @@ impl From<EngineError> for DockerError {
         }
     }
 }
+
+/// The build arguments that point a build's steps at its proxy (the
+/// engine's predefined proxy arguments, left out of the image's history).
+const PROXY_ARGS: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// A granted build's network mode, with the proxy and firewall rule it
+/// holds while the build runs.
+type ProxiedNetwork = (engine::BuildNetwork, Option<BuildProxy>, Option<Firewall>);
 
 /// A log function for engine output: tracing (tagged with the plugin) and
 /// the job's log.
@@ -95,16 +123,152 @@ impl CapabilityState {
         denied(operation, message)
     }
 
+    /// Checks a build against the per-call caps of [`caps`]: builds, tags,
+    /// build arguments.
+    fn within_build_caps(&self, spec: &BuildSpec) -> Result<(), String> {
+        if self.docker_use.builds >= caps::MAX_BUILDS {
+            return Err(caps::past("docker build", caps::MAX_BUILDS));
+        }
+        if spec.tags.len() > caps::MAX_TAGS {
+            return Err(format!(
+                "{} tags: at most {} per build",
+                spec.tags.len(),
+                caps::MAX_TAGS
+            ));
+        }
+        let arg_bytes: usize = spec.build_args.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if spec.build_args.len() > caps::MAX_BUILD_ARGS || arg_bytes > caps::MAX_BUILD_ARG_BYTES {
+            return Err(format!(
+                "{} build arguments of {arg_bytes} bytes: at most {} of {} bytes per build",
+                spec.build_args.len(),
+                caps::MAX_BUILD_ARGS,
+                caps::MAX_BUILD_ARG_BYTES
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks what the build's Dockerfile makes the engine fetch against
+    /// [`build_fetches`]'s rule; returns the images allowed only if the
+    /// engine has them (with the platform asked for). A refusal names the
+    /// line, the instruction and the image or URL.
+    fn check_fetches(&self, spec: &BuildSpec) -> Result<Vec<(Fetch, String)>, DockerError> {
+        const OP: &str = "build";
+        let fetches = dockerfile::fetches(&spec.dockerfile, &spec.build_args).map_err(|why| {
+            self.out_of_scope(OP, format!("its Dockerfile cannot be checked: {why}"))
+        })?;
+        let mut local_only = Vec::new();
+        for fetch in fetches {
+            match build_fetches::judge(
+                &fetch,
+                spec.platform.as_deref(),
+                &self.policy,
+                &self.build_repositories,
+            ) {
+                Ok(Verdict::Allowed) => {}
+                Ok(Verdict::IfLocal { platform }) => local_only.push((fetch, platform)),
+                Err(why) => {
+                    return Err(self.out_of_scope(
+                        OP,
+                        format!(
+                            "line {}: {} {}: {why}",
+                            fetch.line, fetch.instruction, fetch.target
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(local_only)
+    }
+
+    /// The network of a build granted `build_network`: the internal
+    /// [`build_network`] with a [`BuildProxy`] for this plugin's grants on
+    /// its gateway (and the firewall rule keeping the host's other services
+    /// out of reach, when the host can install it); `build_args` get the
+    /// proxy variables.
+    async fn proxied_network(
+        &mut self,
+        docker: &Docker,
+        build_args: &mut Vec<(String, String)>,
+    ) -> Result<ProxiedNetwork, DockerError> {
+        const OP: &str = "build";
+        let network = build_network::ensure(docker)
+            .await
+            .map_err(|e| EngineError::new(OP, e))?;
+        let warn = self.warning_log();
+        let proxy = BuildProxy::start(
+            network.gateway,
+            network.subnet,
+            self.policy.clone(),
+            self.plugin_name.clone(),
+            warn.clone(),
+        )
+        .await
+        .map_err(|e| {
+            EngineError::new(
+                OP,
+                format!(
+                    "cannot run the build proxy on the build network's gateway {}: {e}",
+                    network.gateway
+                ),
+            )
+        })?;
+        let port = proxy.port();
+        let firewall = match tokio::task::spawn_blocking(move || Firewall::guard(port)).await {
+            Ok(Ok(firewall)) => Some(firewall),
+            Ok(Err(why)) => {
+                warn(&format!(
+                    "{}: the host could not firewall the build network ({why}): the build's steps can reach host services listening on all addresses",
+                    self.plugin_name
+                ));
+                None
+            }
+            Err(join) => return Err(EngineError::new(OP, format!("firewall: {join}")).into()),
+        };
+        let url = proxy.url();
+        build_args.retain(|(name, _)| !PROXY_ARGS.contains(&name.as_str()));
+        for name in PROXY_ARGS {
+            let value = if name.eq_ignore_ascii_case("no_proxy") {
+                "localhost,127.0.0.1".to_string()
+            } else {
+                url.clone()
+            };
+            build_args.push((name.to_string(), value));
+        }
+        Ok((
+            engine::BuildNetwork::Named(network.name),
+            Some(proxy),
+            firewall,
+        ))
+    }
+
+    /// Where warnings about a build go: tracing and the job's log.
+    fn warning_log(&self) -> build_proxy::RefusalLog {
+        let sink = self.log_sink.clone();
+        Arc::new(move |line: &str| {
+            tracing::warn!("{line}");
+            if let Some(sink) = &sink {
+                sink.warning(line);
+            }
+        })
+    }
+
     /// Where the engine's lines of `operation` go.
     fn docker_log(&self, operation: &'static str) -> EngineLog {
         let plugin = self.plugin_name.clone();
         let sink = self.log_sink.clone();
         let redactor = self.redactor().clone();
+        let output = self.docker_use.output.clone();
         Arc::new(move |line: &str| {
-            let shown = redactor.scrub(line);
+            let line = match output.admit(line.len()) {
+                caps::OutputVerdict::Write => line.to_string(),
+                caps::OutputVerdict::Notice(notice) => notice,
+                caps::OutputVerdict::Drop => return,
+            };
+            let shown = redactor.scrub(&line);
             tracing::info!(plugin = %plugin, "docker {operation}: {shown}");
             if let Some(sink) = &sink {
-                sink.said(false, &format!("[{plugin}] docker {operation}: "), line);
+                sink.said(false, &format!("[{plugin}] docker {operation}: "), &line);
             }
         })
     }
@@ -184,6 +348,46 @@ async fn push_token(
     .into())
 }
 
+/// Checks that the engine has `fetch`'s image (a Docker Hub image the
+/// plugin is not granted) for `platform`, so the build uses it without a
+/// pull: `Err(Ok(why))` is a refusal (the caller names the line), and
+/// `Err(Err(e))` an engine failure.
+async fn check_local_image(
+    docker: &Docker,
+    fetch: &Fetch,
+    platform: &str,
+) -> Result<(), Result<String, DockerError>> {
+    const OP: &str = "build";
+    match docker.inspect_image(&fetch.target).await {
+        Ok(image) => {
+            let field = |f: &Option<String>| f.clone().unwrap_or_default();
+            if build_fetches::platform_matches(
+                platform,
+                &field(&image.os),
+                &field(&image.architecture),
+                &field(&image.variant),
+            ) {
+                return Ok(());
+            }
+            Err(Ok(format!(
+                "the engine's copy is {}/{}, not {platform}, and Docker Hub is not granted (add https://registry-1.docker.io to grants.hosts)",
+                field(&image.os),
+                field(&image.architecture)
+            )))
+        }
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Err(Ok(
+            "Docker Hub is not granted (add https://registry-1.docker.io to grants.hosts) and the engine has no copy of it".to_string(),
+        )),
+        Err(e) => Err(Err(EngineError::new(
+            OP,
+            format!("looking up {}: {e}", fetch.target),
+        )
+        .into())),
+    }
+}
+
 /// Connects to the engine for one call.
 async fn connect(operation: &str) -> Result<Docker, DockerError> {
     crate::clients::docker::connect()
@@ -197,29 +401,57 @@ impl Host for CapabilityState {
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
         }
+        if let Err(why) = self.within_build_caps(&spec) {
+            return Ok(Err(self.out_of_scope(OP, why)));
+        }
+        self.docker_use.builds += 1;
         for tag in &spec.tags {
             if let Err(why) = reference::within(tag, &self.build_repositories) {
                 return Ok(Err(self.out_of_scope(OP, why)));
             }
         }
+        let local_only = match self.check_fetches(&spec) {
+            Ok(local_only) => local_only,
+            Err(e) => return Ok(Err(e)),
+        };
         let docker = match connect(OP).await {
             Ok(docker) => docker,
             Err(e) => return Ok(Err(e)),
         };
+        for (fetch, platform) in &local_only {
+            match check_local_image(&docker, fetch, platform).await {
+                Ok(()) => {}
+                Err(Ok(why)) => {
+                    let why = format!(
+                        "line {}: {} {}: {why}",
+                        fetch.line, fetch.instruction, fetch.target
+                    );
+                    return Ok(Err(self.out_of_scope(OP, why)));
+                }
+                Err(Err(e)) => return Ok(Err(e)),
+            }
+        }
         let log = self.docker_log(OP);
         let source = self.job_source.clone();
+        let mut build_args = spec.build_args.clone();
+        // Held for the build: the proxy and the firewall's rule for it end
+        // when they are dropped.
+        let (network, _proxy, _firewall) = if self.policy.build_network() {
+            match self.proxied_network(&docker, &mut build_args).await {
+                Ok(held) => held,
+                Err(e) => return Ok(Err(e)),
+            }
+        } else {
+            (engine::BuildNetwork::Off, None, None)
+        };
         Ok(engine::build_image(
             &docker,
             source.as_deref(),
             &spec.dockerfile,
             &spec.tags,
             spec.platform.as_deref(),
-            &spec.build_args,
-            if self.policy.build_network() {
-                engine::BuildNetwork::On
-            } else {
-                engine::BuildNetwork::Off
-            },
+            &build_args,
+            network,
             &*log,
         )
         .await
@@ -236,6 +468,12 @@ impl Host for CapabilityState {
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
         }
+        if self.docker_use.pushes >= caps::MAX_PUSHES {
+            return Ok(Err(
+                self.out_of_scope(OP, caps::past("docker push", caps::MAX_PUSHES))
+            ));
+        }
+        self.docker_use.pushes += 1;
         let reference = match ImageRef::parse(&image) {
             Ok(reference) => reference,
             Err(e) => return Ok(Err(EngineError::new(OP, e).into())),
@@ -296,6 +534,12 @@ impl Host for CapabilityState {
         if let Err(e) = self.docker_granted(OP) {
             return Ok(Err(e));
         }
+        if self.docker_use.lookups >= caps::MAX_LOOKUPS {
+            return Ok(Err(
+                self.out_of_scope(OP, caps::past("image-exists", caps::MAX_LOOKUPS))
+            ));
+        }
+        self.docker_use.lookups += 1;
         if let Err(why) = reference::within(&image, &self.build_repositories) {
             return Ok(Err(self.out_of_scope(OP, why)));
         }

@@ -29,7 +29,7 @@
 //! command run.
 
 pub mod policy;
-mod pull;
+pub mod pull;
 pub mod resource_args;
 
 use super::policy::PerQueue;

@@ -11,6 +11,8 @@
 //! | `tag-poison` | `tag` | builds the plan's Dockerfile tagged with the planned image and `tag` (another job's image) | Ok, or Err `tag-poison: <docker error>` |
 //! | `build-network` | | builds the plan's Dockerfile (the test's, e.g. `RUN ls /sys/class/net`) tagged with the planned image | Ok, or Err `build-network: <docker error>` |
 //! | `probe` | `image` | asks `image-exists` about `image` | Err `probe: <answer or docker error>` |
+//! | `build-flood` | `count`, `tags` | builds the plan's Dockerfile `count` times, each tagged with the planned image and `tags` more tags in its repository | Err `build-flood: <n> built[, then: <docker error>]` |
+//! | `dockerfile` | `dockerfile`, `args` (an object), `platform` | builds `dockerfile` (base images, `COPY --from`, `ADD <url>`, `# syntax=` of its choosing) with those build arguments, tagged with the planned image | Ok, or Err `dockerfile: <docker error>` |
 
 use launch_plugin_sdk::builder::docker;
 use launch_plugin_sdk::builder::{BuildOutcome, BuildPlan, BuildRequest, Builder};
@@ -47,13 +49,27 @@ impl Builder for HostileBuilder {
         let settings: serde_json::Value =
             serde_json::from_str(&request.settings).unwrap_or_default();
         let text = |key: &str| settings.get(key).and_then(|v| v.as_str()).unwrap_or("");
+        let build_args: Vec<(String, String)> = settings
+            .get("args")
+            .and_then(|a| a.as_object())
+            .map(|args| {
+                args.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dockerfile = match text("mode") {
+            "dockerfile" => text("dockerfile").to_string(),
+            _ => plan.dockerfile.clone(),
+        };
+        let platform = Some(text("platform").to_string()).filter(|p| !p.is_empty());
         let build_with = |mode: &str, mut tags: Vec<String>| {
             tags.insert(0, plan.image_uri.clone());
             let spec = docker::BuildSpec {
-                dockerfile: plan.dockerfile.clone(),
+                dockerfile: dockerfile.clone(),
                 tags,
-                platform: None,
-                build_args: Vec::new(),
+                platform: platform.clone(),
+                build_args: build_args.clone(),
             };
             docker::build(&spec)
                 .map(|_| BuildOutcome {
@@ -65,6 +81,28 @@ impl Builder for HostileBuilder {
         match text("mode") {
             "tag-poison" => return build_with("tag-poison", vec![text("tag").to_string()]),
             "build-network" => return build_with("build-network", Vec::new()),
+            "dockerfile" => return build_with("dockerfile", Vec::new()),
+            "build-flood" => {
+                let number = |key: &str| settings.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+                let repository = plan
+                    .image_uri
+                    .rsplit_once(':')
+                    .map_or(plan.image_uri.as_str(), |(repo, _)| repo);
+                let tags: Vec<String> = (0..number("tags"))
+                    .map(|i| format!("{repository}:flood-{i}"))
+                    .collect();
+                let mut built = 0;
+                for _ in 0..number("count") {
+                    if let Err(e) = build_with("build-flood", tags.clone()) {
+                        return Err(PluginError::build(format!(
+                            "build-flood: {built} built, then: {}",
+                            e.message
+                        )));
+                    }
+                    built += 1;
+                }
+                return Err(PluginError::build(format!("build-flood: {built} built")));
+            }
             "probe" => {
                 let answer = docker::image_exists(text("image"));
                 return Err(PluginError::build(match answer {

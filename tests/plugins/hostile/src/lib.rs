@@ -28,6 +28,7 @@
 //! | `stash` | `name`, `path` | writes the secret's value to the file (a granted writable directory) | Ok, or Err `stash <path>: <io error>` |
 //! | `say-file` | `path` | warns what the file holds (a later call, without the secret) | Ok, or Err `say-file <path>: <io error>` |
 //! | `tcp` | `addr` | opens a raw TCP connection | Ok if connected, else Err `tcp <addr>: <io error>` |
+//! | `http-flood` | `url`, `count` | starts `count` GETs through `wasi:http` at once (none waited for until all are sent), then waits for each | Err `http-flood: <n> answered, <m> denied, <k> failed` |
 //! | `log-flood` | `level` (default `info`), `bytes` (per line, default 100) | logs lines forever | never returns (the deadline must stop it; the log caps keep the job's log small) |
 //! | `mint-flood` | `bytes` (per value, default 16) | mints distinct secrets forever | never returns (the mint caps must stop it) |
 //! | `huge-error` | `bytes` | fails with a message of that many bytes | Err (the host must cut it) |
@@ -107,6 +108,7 @@ fn attack(orders: &Map<String, Value>) -> Result<(), PluginError> {
         "stash" => stash(key(orders, "name")?, key(orders, "path")?),
         "say-file" => say_file(key(orders, "path")?),
         "http" => http(key(orders, "url")?),
+        "http-flood" => http_flood(key(orders, "url")?, number(orders, "count", 100)),
         "tcp" => tcp(key(orders, "addr")?),
         "log-flood" => log_flood(
             orders
@@ -379,9 +381,65 @@ fn http_get_status(_url: &str) -> Result<u16, String> {
     Err("this build of the plugin is lean: it imports no wasi:http".into())
 }
 
+/// A lean build has no `wasi:http`.
+#[cfg(not(target_os = "wasi"))]
+fn http_flood(_url: &str, _count: usize) -> Result<(), PluginError> {
+    Err(PluginError::agent(
+        "http-flood: this build of the plugin is lean: it imports no wasi:http",
+    ))
+}
+
+/// Starts `count` GETs of `url` before waiting for any, then waits for
+/// each: how many were answered, denied by the host, or failed otherwise.
+#[cfg(target_os = "wasi")]
+fn http_flood(url: &str, count: usize) -> Result<(), PluginError> {
+    use wasip2::http::types::ErrorCode;
+    let mut futures = Vec::new();
+    let (mut answered, mut denied, mut failed) = (0, 0, 0);
+    for _ in 0..count {
+        match start_get(url) {
+            Ok(future) => futures.push(future),
+            Err(_) => failed += 1,
+        }
+    }
+    for future in futures {
+        let response = loop {
+            match future.get() {
+                Some(result) => break result,
+                None => future.subscribe().block(),
+            }
+        };
+        match response {
+            Ok(Ok(_)) => answered += 1,
+            Ok(Err(ErrorCode::HttpRequestDenied)) => denied += 1,
+            _ => failed += 1,
+        }
+    }
+    Err(PluginError::agent(format!(
+        "http-flood: {answered} answered, {denied} denied, {failed} failed"
+    )))
+}
+
 /// The status of a GET of `url`, or why there is none.
 #[cfg(target_os = "wasi")]
 fn http_get_status(url: &str) -> Result<u16, String> {
+    let future = start_get(url)?;
+    let response = loop {
+        match future.get() {
+            Some(result) => break result,
+            None => future.subscribe().block(),
+        }
+    };
+    match response {
+        Ok(Ok(response)) => Ok(response.status()),
+        Ok(Err(code)) => Err(format!("{code:?}")),
+        Err(()) => Err("response already taken".into()),
+    }
+}
+
+/// Sends a GET of `url`, without waiting for its response.
+#[cfg(target_os = "wasi")]
+fn start_get(url: &str) -> Result<wasip2::http::types::FutureIncomingResponse, String> {
     use wasip2::http::outgoing_handler;
     use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
 
@@ -408,18 +466,7 @@ fn http_get_status(url: &str) -> Result<u16, String> {
     request
         .set_path_with_query(Some(path))
         .map_err(|()| "bad path")?;
-    let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
-    let response = loop {
-        match future.get() {
-            Some(result) => break result,
-            None => future.subscribe().block(),
-        }
-    };
-    match response {
-        Ok(Ok(response)) => Ok(response.status()),
-        Ok(Err(code)) => Err(format!("{code:?}")),
-        Err(()) => Err("response already taken".into()),
-    }
+    outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))
 }
 
 /// Opens a raw TCP connection to `addr`.
