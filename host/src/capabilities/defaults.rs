@@ -11,7 +11,10 @@
 //! "The configured registry's" host comes from `registry.uri` and
 //! `builder.destination`: `https://HOST:PORT` (port 443 unless given), and
 //! `http://HOST:PORT` (port 80 unless given) too for a registry on this
-//! machine (`localhost`, `127.0.0.1`, `[::1]`).
+//! machine (`localhost`, `127.0.0.1`, `[::1]`). For the docker builder the
+//! agent puts the repository the registry plugin gives (`repository-uri`,
+//! asked once at start-up) in place of `registry.uri` ([`push_host_grants`]),
+//! so that pushes follow a registry plugin that computes its repository.
 
 use crate::config::{Grants, LaunchConfig};
 use http::uri::Authority;
@@ -68,10 +71,29 @@ pub fn add(grants: &mut Grants, defaults: Grants) {
 /// `host[:port]` grants nothing (a warning says so): the plugin is then
 /// refused with a message naming the grant to add.
 pub fn registry_host_patterns(config: &LaunchConfig) -> Vec<String> {
-    let uris = [
+    host_patterns([
         config.registry.as_ref().and_then(|r| r.uri.clone()),
         config.builder.as_ref().and_then(|b| b.destination.clone()),
-    ];
+    ])
+}
+
+/// The bundled docker builder's host grants when the registry plugin gives
+/// `repository` (its `repository-uri`): that repository's registry, and
+/// `builder.destination`'s, instead of `registry.uri`'s (issue 15: push
+/// grants follow the registry, whatever key its repository came from).
+pub fn push_host_grants(config: &LaunchConfig, repository: &str) -> Vec<Spanned<String>> {
+    host_patterns([
+        Some(repository.to_string()),
+        config.builder.as_ref().and_then(|b| b.destination.clone()),
+    ])
+    .into_iter()
+    .map(|p| Spanned::new(p, Location::UNKNOWN, Location::UNKNOWN))
+    .collect()
+}
+
+/// The patterns of each registry URI of `uris` (see
+/// [`registry_host_patterns`]).
+fn host_patterns(uris: impl IntoIterator<Item = Option<String>>) -> Vec<String> {
     let mut patterns = Vec::new();
     for uri in uris.into_iter().flatten() {
         let rest = uri
