@@ -188,3 +188,76 @@ fn an_unknown_plugin_or_export_is_named() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("noop info: builder-noop "), "{stdout}");
 }
+
+/// A FAKE registry (standing for a registry's `/v2/` API) that answers
+/// every request with a 401 whose challenge names token realm `realm`; its
+/// port.
+fn challenging_registry(realm: String) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"launch-test\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn a_token_realm_not_granted_is_printed_as_a_refusal() {
+    // The realm: a listener that must never be contacted.
+    let realm = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    realm.set_nonblocking(true).unwrap();
+    let realm_port = realm.local_addr().unwrap().port();
+    let registry = challenging_registry(format!("http://127.0.0.1:{realm_port}/token"));
+    let agent = Scratch::new();
+    let config =
+        agent.write_config("secrets:\n  registry-password: { env: TEST_REGISTRY_PASSWORD }\n");
+    let settings = format!(
+        r#"{{"type":"oci","uri":"127.0.0.1:{registry}/app","username":"u","password-secret":"registry-password"}}"#
+    );
+    let host = format!("http://127.0.0.1:{registry}");
+    let image = format!("127.0.0.1:{registry}/app:v1");
+    let (out, stdout) = call(
+        &agent,
+        &[
+            "oci",
+            "image-exists",
+            "--arg",
+            &image,
+            "--settings",
+            &settings,
+            "-c",
+            config.to_str().unwrap(),
+            "--grant-host",
+            &host,
+            "--grant-secret",
+            "registry-password",
+        ],
+    );
+    assert!(!out.status.success(), "{stdout}");
+    let refusal = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("REFUSED"))
+        .unwrap_or_else(|| panic!("no refusal printed: {stdout}"));
+    assert!(
+        refusal.contains("grants.hosts would allow it")
+            && refusal.contains(&format!("token realm http://127.0.0.1:{realm_port}")),
+        "{refusal}"
+    );
+    assert!(
+        stdout.contains("opened secret \"registry-password\""),
+        "{stdout}"
+    );
+    assert!(
+        realm.accept().is_err(),
+        "the realm was contacted, though not granted"
+    );
+}

@@ -307,12 +307,20 @@ impl Host for CapabilityState {
             login.insecure,
         )
         .await;
-        self.record(|| HostCall::Asked {
-            what: format!("registry {scheme}://{registry} whether {reference} exists"),
-            answer: match &outcome {
-                Ok(true) => "it exists".to_string(),
-                Ok(false) => "it does not exist".to_string(),
-                Err(failure) => format!("failed: {}", failure.message),
+        self.record(|| match &outcome {
+            // A hop the grants refused (a token realm, a redirect): only
+            // `grants.hosts` refuses those.
+            Err(failure) if failure.denied => HostCall::Refused {
+                message: failure.message.clone(),
+                grant: "grants.hosts".to_string(),
+            },
+            _ => HostCall::Asked {
+                what: format!("registry {scheme}://{registry} whether {reference} exists"),
+                answer: match &outcome {
+                    Ok(true) => "it exists".to_string(),
+                    Ok(false) => "it does not exist".to_string(),
+                    Err(failure) => format!("failed: {}", failure.message),
+                },
             },
         });
         Ok(outcome.map_err(|failure| OciError {
