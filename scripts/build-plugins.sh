@@ -6,7 +6,7 @@
 #   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm,
 #                          environment-local.wasm, registry-oci.wasm
 #   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-lean.wasm,
-#                          hostile-builder.wasm, future-wit.wasm
+#                          hostile-builder.wasm, future-wit.wasm, registry-computed.wasm
 #
 # where $TARGET is $CARGO_TARGET_DIR, or `target` in the workspace root.
 # The agent does not need $TARGET/bundle: it embeds the same bundle
@@ -60,7 +60,7 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
         >&2
     # Lean test plugins: nothing of WASI.
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
-        -p hostile-plugin >&2
+        -p hostile-plugin -p registry-computed-plugin >&2
 )
 
 bundle="$target_dir/bundle"
@@ -86,5 +86,6 @@ copy "$wasi" hostile_plugin.wasm "$tests/hostile.wasm"
 copy "$lean" hostile_plugin.wasm "$tests/hostile-lean.wasm"
 copy "$wasi" hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"
 copy "$wasi" future_wit_plugin.wasm "$tests/future-wit.wasm"
+copy "$lean" registry_computed_plugin.wasm "$tests/registry-computed.wasm"
 
 echo "$bundle"

@@ -7,7 +7,7 @@
 
 use crate::agent::{self, JobContext};
 use crate::config::{LaunchConfig, PluginEntry};
-use crate::plugins::{PluginHost, catalog};
+use crate::plugins::{LoadedPlugin, PluginHost, PluginKind, catalog};
 use crate::queue::{self, BackendSettings};
 use crate::runners::Runners;
 use crate::runners::policy::Policies;
@@ -32,8 +32,19 @@ pub async fn load_plugins(
                 state.plugin_cache().display()
             )
         })?;
+    // The registry first: the bundled docker builder's push grant follows
+    // the repository it gives.
+    let mut refs = refs;
+    refs.sort_by_key(|r| r.expected_kind != Some(PluginKind::Registry));
+    let mut repository: Option<String> = None;
+    let builder_pushes = refs.iter().any(|r| is_bundled_docker_builder(config, r));
     for plugin_ref in refs {
-        let entry = entry_with_defaults(config, &plugin_ref);
+        let mut entry = entry_with_defaults(config, &plugin_ref);
+        if let Some(repository) = &repository
+            && is_bundled_docker_builder(config, &plugin_ref)
+        {
+            push_to(config, &plugin_ref.name, &mut entry, repository);
+        }
         let loaded = host
             .load_from(
                 &plugin_ref.name,
@@ -52,8 +63,70 @@ pub async fn load_plugins(
                 loaded.kind()
             );
         }
+        if builder_pushes && plugin_ref.expected_kind == Some(PluginKind::Registry) {
+            repository = registry_repository(config, &loaded).await;
+        }
     }
     Ok(host)
+}
+
+/// The repository the registry plugin gives (`repository-uri`), asked once
+/// here; `None`, with a warning, when it cannot say (the builder's push
+/// grant then comes from `registry.uri`, and each job asks again).
+async fn registry_repository(config: &LaunchConfig, registry: &LoadedPlugin) -> Option<String> {
+    let block = config
+        .registry
+        .as_ref()
+        .and_then(|b| serde_json::to_value(b).ok());
+    match registry
+        .repository_uri(&registry.settings_for(block), None)
+        .await
+    {
+        Ok(repository) => Some(repository),
+        Err(error) => {
+            tracing::warn!(
+                "{error}: the docker builder's push grant comes from `registry.uri` instead of the registry's repository"
+            );
+            None
+        }
+    }
+}
+
+/// Whether `plugin_ref` is the bundled docker builder, whose default
+/// grants include the registry's host.
+fn is_bundled_docker_builder(config: &LaunchConfig, plugin_ref: &catalog::PluginRef) -> bool {
+    plugin_ref.expected_kind == Some(PluginKind::Builder)
+        && catalog::BUNDLE.iter().any(|(kind, name, file)| {
+            *kind == PluginKind::Builder
+                && *name == plugin_ref.name
+                && *file == "builder-docker.wasm"
+        })
+        && config
+            .plugins
+            .get(&plugin_ref.name)
+            .is_none_or(|e| e.path.is_none())
+}
+
+/// Gives the bundled docker builder `entry` the hosts of `repository` (and
+/// `builder.destination`) in place of `registry.uri`'s, keeping the hosts
+/// its `plugins:` entry grants by hand.
+fn push_to(config: &LaunchConfig, name: &str, entry: &mut PluginEntry, repository: &str) {
+    let mut grants = crate::config::Grants {
+        hosts: config
+            .plugins
+            .get(name)
+            .map(|e| e.grants.hosts.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    crate::capabilities::defaults::add(
+        &mut grants,
+        crate::config::Grants {
+            hosts: crate::capabilities::defaults::push_host_grants(config, repository),
+            ..Default::default()
+        },
+    );
+    entry.grants.hosts = grants.hosts;
 }
 
 /// The largest memory cap of any plugin `config` loads, in MiB: what the

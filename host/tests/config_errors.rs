@@ -268,16 +268,14 @@ fn a_config_check_summary_stays_one_short_line() {
 }
 
 #[test]
-fn a_hundred_thousand_queue_names_are_checked_in_linear_time() {
+fn a_hundred_thousand_queue_names_are_checked() {
     let names: Vec<String> = (0..100_000).map(|i| format!("q{i}")).collect();
     let yaml = format!("queues: [{}]\nqueue: q5\n", names.join(", "));
-    let started = std::time::Instant::now();
+    // No clock here: tests assert behaviour, and how fast this is belongs
+    // in a benchmark (quadratic de-duplication once took 22 s for it).
     let (ok, stdout, stderr) = check(&yaml);
-    let took = started.elapsed();
     assert!(ok, "{stderr}");
     assert!(stdout.contains("and 99980 more"), "{stdout}");
-    // Quadratic de-duplication took 22 s for this in a release build.
-    assert!(took.as_secs() < 10, "took {took:?}");
 }
 
 // Issue 11, class 7: each class of parser error in our words, naming the

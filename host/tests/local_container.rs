@@ -38,6 +38,7 @@ fn shell_request(test: &str, dir: &Path, script: &str) -> ContainerRunRequest {
             ),
         ],
         log_path: dir.join("runs").join(test).join("output.log"),
+        log_limit: launch_agent::capped_log::DEFAULT_RUN_LOG_LIMIT,
         resource_args: Value::Null,
         stop_grace: std::time::Duration::from_secs(10),
     }

@@ -58,7 +58,8 @@ fn message(result: Result<(), CallError>) -> String {
 async fn an_infinite_loop_is_stopped_by_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = hostile(dir.path(), "    limits: { deadline_ms: 300 }\n").await;
-    let started = std::time::Instant::now();
+    // Ended by the deadline (not the wall-clock timeout, which would be a
+    // `Timeout`): the error says which, so no clock is read here.
     let result = verify(&plugin, json!({"mode": "spin"})).await;
     assert!(
         matches!(
@@ -74,7 +75,6 @@ async fn an_infinite_loop_is_stopped_by_its_deadline() {
         message(result).contains("hostile 0.1.0"),
         "the error names the plugin and version"
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // The plugin (and the runtime) still serve the next call.
     verify(&plugin, json!({"mode": "ok"}))
         .await
@@ -758,7 +758,6 @@ async fn a_log_flood_is_capped_and_its_time_counts_against_the_deadline() {
         )
         .await;
         let counted = Arc::new(Counted::default());
-        let started = std::time::Instant::now();
         let orders = json!({"mode": "log-flood", "level": level, "bytes": bytes});
         let result = plugin
             .verify_environment(&orders.to_string(), Some(counted.sink()))
@@ -766,12 +765,7 @@ async fn a_log_flood_is_capped_and_its_time_counts_against_the_deadline() {
         let case = format!("{file} {level} {bytes}");
         assert!(
             matches!(result, Err(CallError::Deadline { .. })),
-            "{case}: logging is the plugin's own time, so the deadline stops it: {result:?}"
-        );
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "{case}: {:?}",
-            started.elapsed()
+            "{case}: logging is the plugin's own time, so the deadline stops it (a hang would end at the 20 s timeout, as `Timeout`): {result:?}"
         );
         let lines = counted.get(&counted.lines);
         assert!(lines <= MAX_LOG_LINES + 2, "{case}: {lines} lines");
@@ -796,20 +790,16 @@ async fn a_mint_flood_stops_at_the_cap_naming_it() {
             "    limits: { deadline_ms: 5000, timeout_ms: 20000 }\n",
         )
         .await;
-        let started = std::time::Instant::now();
         let result = verify(&plugin, json!({"mode": "mint-flood", "bytes": bytes})).await;
         let case = format!("{file} {bytes}");
+        // Stopped by the mint cap, a trap: not by the 5 s deadline
+        // (`Deadline`) nor, had it hung, by the 20 s timeout (`Timeout`).
         assert!(
             matches!(result, Err(CallError::Trap { .. })),
             "{case}: {result:?}"
         );
         let text = message(result);
         assert!(text.contains("minted more than"), "{case}: {text}");
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(3),
-            "{case}: {:?}",
-            started.elapsed()
-        );
         verify(&plugin, json!({"mode": "ok"}))
             .await
             .expect("next call works");

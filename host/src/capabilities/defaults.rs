@@ -15,6 +15,10 @@
 //! (`docker.io/...`, `index.docker.io/...`, `registry-1.docker.io/...`, or
 //! no registry part at all, `user/app`) is [`DOCKER_HUB`]: the registry
 //! and its token realm, without which no credential is sent.
+//! For the docker builder the
+//! agent puts the repository the registry plugin gives (`repository-uri`,
+//! asked once at start-up) in place of `registry.uri` ([`push_host_grants`]),
+//! so that pushes follow a registry plugin that computes its repository.
 
 use crate::config::{Grants, LaunchConfig};
 use http::uri::Authority;
@@ -30,21 +34,28 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
             // W&B's generated Dockerfiles `pip install` the job's
             // requirements: the bundled builder's steps need the network.
             grants.build_network = true;
-            grants.hosts = registry_host_grants(config);
-            for host in BUILD_HOSTS.iter().chain(DOCKER_HUB.iter()) {
-                if !grants.hosts.iter().any(|h| h.value == *host) {
-                    grants.hosts.push(Spanned::new(
-                        host.to_string(),
-                        Location::UNKNOWN,
-                        Location::UNKNOWN,
-                    ));
-                }
-            }
+            grants.hosts = with_build_hosts(registry_host_grants(config));
         }
         "registry-oci" => grants.hosts = registry_host_grants(config),
         _ => {}
     }
     grants
+}
+
+/// The docker builder's hosts: `registry` (where it pushes), plus what its
+/// generated Dockerfiles reach ([`BUILD_HOSTS`]) and Docker Hub, where their
+/// base images come from.
+fn with_build_hosts(mut hosts: Vec<Spanned<String>>) -> Vec<Spanned<String>> {
+    for host in BUILD_HOSTS.iter().chain(DOCKER_HUB.iter()) {
+        if !hosts.iter().any(|h| h.value == *host) {
+            hosts.push(Spanned::new(
+                host.to_string(),
+                Location::UNKNOWN,
+                Location::UNKNOWN,
+            ));
+        }
+    }
+    hosts
 }
 
 /// Docker Hub as grants: its registry, and its token realm (a push or a
@@ -92,10 +103,32 @@ pub fn add(grants: &mut Grants, defaults: Grants) {
 /// `host[:port]` grants nothing (a warning says so): the plugin is then
 /// refused with a message naming the grant to add.
 pub fn registry_host_patterns(config: &LaunchConfig) -> Vec<String> {
-    let uris = [
+    host_patterns([
         config.registry.as_ref().and_then(|r| r.uri.clone()),
         config.builder.as_ref().and_then(|b| b.destination.clone()),
-    ];
+    ])
+}
+
+/// The bundled docker builder's host grants when the registry plugin gives
+/// `repository` (its `repository-uri`): that repository's registry, and
+/// `builder.destination`'s, instead of `registry.uri`'s, with its build
+/// hosts as [`for_bundled`] gives them (issue 15: push
+/// grants follow the registry, whatever key its repository came from).
+pub fn push_host_grants(config: &LaunchConfig, repository: &str) -> Vec<Spanned<String>> {
+    with_build_hosts(
+        host_patterns([
+            Some(repository.to_string()),
+            config.builder.as_ref().and_then(|b| b.destination.clone()),
+        ])
+        .into_iter()
+        .map(|p| Spanned::new(p, Location::UNKNOWN, Location::UNKNOWN))
+        .collect(),
+    )
+}
+
+/// The patterns of each registry URI of `uris` (see
+/// [`registry_host_patterns`]).
+fn host_patterns(uris: impl IntoIterator<Item = Option<String>>) -> Vec<String> {
     let mut patterns = Vec::new();
     for uri in uris.into_iter().flatten() {
         let rest = uri

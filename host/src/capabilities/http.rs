@@ -17,6 +17,7 @@
 //! pattern.
 
 use super::policy::GrantPolicy;
+use super::state::{HostCall, HostCallRecord};
 use std::sync::Arc;
 use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
@@ -170,6 +171,9 @@ pub struct GrantedHttpHooks {
     /// Requests of this call in flight (sent and not yet done, response
     /// body included).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where the call's host calls are recorded, when they are (see
+    /// [`HostCallRecord`]).
+    pub host_calls: Option<HostCallRecord>,
 }
 
 /// One request in flight, counted until dropped.
@@ -189,7 +193,13 @@ impl WasiHttpHooks for GrantedHttpHooks {
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         if let Err(refusal) = self.policy.http(request.uri()) {
-            refusal.report(&self.plugin);
+            let message = refusal.report(&self.plugin);
+            if let Some(record) = &self.host_calls {
+                record.push(HostCall::Refused {
+                    message,
+                    grant: refusal.grant().to_string(),
+                });
+            }
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         _ = fut;
@@ -205,9 +215,30 @@ impl WasiHttpHooks for GrantedHttpHooks {
             drop(guard);
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        // What is recorded leaves the query out (it may carry signatures or
+        // tokens), as refusals do.
+        let asked = self.host_calls.clone().map(|record| {
+            let uri = request.uri();
+            let shown = format!(
+                "HTTP {} {}://{}{}",
+                request.method(),
+                uri.scheme_str().unwrap_or("http"),
+                uri.authority().map(|a| a.as_str()).unwrap_or(""),
+                uri.path()
+            );
+            (record, shown)
+        });
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let sent = wasmtime_wasi_http::default_send_request(request, options).await;
+            if let Some((record, what)) = asked {
+                let answer = match &sent {
+                    Ok((response, _)) => format!("status {}", response.status()),
+                    Err(error) => format!("failed: {error}"),
+                };
+                record.push(HostCall::Asked { what, answer });
+            }
+            let (response, io) = sent?;
             let io = async move {
                 let done = io.await;
                 drop(guard);

@@ -31,8 +31,12 @@
 //! [`GrantPolicy`](policy::GrantPolicy) (compiled in
 //! [`GrantPolicy::compile`](policy::GrantPolicy::compile)) plus its check, a
 //! method returning a [`Refusal`](policy::Refusal); the capability's host
-//! functions call it first and turn the refusal into their "denied" error;
-//! a row above, and a test that the plugin is refused without the grant.
+//! functions call it first and turn the refusal into their "denied" error
+//! with [`CapabilityState::refused`](state::CapabilityState::refused) (which
+//! logs it and, for `plugins call`, records it with the grant that would
+//! allow it; what was asked and answered is recorded with
+//! [`CapabilityState::record`](state::CapabilityState::record)); a row
+//! above, and a test that the plugin is refused without the grant.
 //!
 //! The capabilities sit below the plugin runtime: the host traits they
 //! implement are generated here ([`bindings`]), for the call state they

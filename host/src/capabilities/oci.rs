@@ -24,7 +24,7 @@ use super::policy::GrantPolicy;
 use super::registry_auth::{self, Authorization, EgressError, error_chain};
 use crate::capabilities::bindings::launch::plugin::oci::{Host, OciError, OciLogin};
 use crate::capabilities::secrets::SecretHandle;
-use crate::capabilities::state::CapabilityState;
+use crate::capabilities::state::{CapabilityState, HostCall};
 use oci_client::Reference;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -282,7 +282,7 @@ impl Host for CapabilityState {
         };
         if let Err(refusal) = self.policy.registry(scheme, &registry) {
             return Ok(Err(OciError {
-                message: refusal.report(&self.plugin_name),
+                message: self.refused(&refusal),
                 unauthorized: false,
                 denied: true,
             }));
@@ -291,7 +291,7 @@ impl Host for CapabilityState {
             Ok(password) => password,
             Err(refusal) => {
                 return Ok(Err(OciError {
-                    message: refusal.report(&self.plugin_name),
+                    message: self.refused(&refusal),
                     unauthorized: false,
                     denied: true,
                 }));
@@ -307,6 +307,22 @@ impl Host for CapabilityState {
             login.insecure,
         )
         .await;
+        self.record(|| match &outcome {
+            // A hop the grants refused (a token realm, a redirect): only
+            // `grants.hosts` refuses those.
+            Err(failure) if failure.denied => HostCall::Refused {
+                message: failure.message.clone(),
+                grant: "grants.hosts".to_string(),
+            },
+            _ => HostCall::Asked {
+                what: format!("registry {scheme}://{registry} whether {reference} exists"),
+                answer: match &outcome {
+                    Ok(true) => "it exists".to_string(),
+                    Ok(false) => "it does not exist".to_string(),
+                    Err(failure) => format!("failed: {}", failure.message),
+                },
+            },
+        });
         Ok(outcome.map_err(|failure| OciError {
             message: failure.message,
             unauthorized: failure.unauthorized,

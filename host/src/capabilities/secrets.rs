@@ -244,9 +244,7 @@ impl Host for CapabilityState {
         let source = match self.policy.secret(&name) {
             Ok(source) => source,
             Err(refusal) => {
-                return Ok(Err(SecretError::NotGranted(
-                    refusal.report(&self.plugin_name),
-                )));
+                return Ok(Err(SecretError::NotGranted(self.refused(&refusal))));
             }
         };
         let value = match source.read() {
@@ -262,6 +260,7 @@ impl Host for CapabilityState {
                 ))));
             }
         };
+        self.record(|| crate::capabilities::state::HostCall::SecretOpened { name: name.clone() });
         let handle = self.hold_secret(SecretHandle {
             name,
             value,

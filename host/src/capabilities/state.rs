@@ -2,16 +2,22 @@
 //! WASI and HTTP contexts, its resources (secret handles), and where its
 //! log lines go. The runtime's Store data wraps it (with the call's limits)
 //! and hands it to every host function; a Store lives for exactly one call.
+//!
+//! A call may also keep a [`HostCallRecord`]: every host call the plugin
+//! made (hosts asked and the answer, secrets opened, refusals with the
+//! grant that would allow them), written where each capability checks its
+//! grant. `launch-agent plugins call` prints it; the agent keeps none.
 
 use super::call_caps::{LogUse, SecretUse};
 use super::http::GrantedHttpHooks;
 use super::log::LogSink;
 use super::oci::RegistryClients;
 use super::policy::GrantPolicy;
+use super::policy::Refusal;
 use crate::redact::Redactor;
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -72,6 +78,66 @@ pub struct CapabilityState {
     /// The last line the plugin logged at level `error` in this call, shown
     /// if the call traps and left neither a panic record nor stderr.
     pub last_error_line: Option<String>,
+    /// Where this call's host calls are recorded, when someone asked
+    /// (`plugins call`); `None` for the agent's calls.
+    pub host_calls: Option<HostCallRecord>,
+}
+
+/// One host call a plugin made, as [`HostCallRecord`] keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum HostCall {
+    /// The host asked something for the plugin (a registry, an HTTP
+    /// destination, the Docker engine), and what came back.
+    Asked {
+        /// What was asked, and of whom (`registry http://127.0.0.1:5000: manifest of app:v1`).
+        what: String,
+        /// The answer (`exists`, `absent`, an error).
+        answer: String,
+    },
+    /// A secret the plugin opened, by name (never its value).
+    SecretOpened {
+        /// The secret's name.
+        name: String,
+    },
+    /// A call the plugin's grants refused.
+    Refused {
+        /// The refusal, as the plugin was told it.
+        message: String,
+        /// The grant that would allow it (`grants.hosts`).
+        grant: String,
+    },
+}
+
+impl std::fmt::Display for HostCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostCall::Asked { what, answer } => write!(f, "asked {what}: {answer}"),
+            HostCall::SecretOpened { name } => write!(f, "opened secret {name:?}"),
+            HostCall::Refused { message, grant } => {
+                write!(f, "refused ({grant} would allow it): {message}")
+            }
+        }
+    }
+}
+
+/// The host calls of one plugin call, in the order they were made; shared
+/// by the call's state and the `wasi:http` hooks, and read after the call.
+#[derive(Clone, Debug, Default)]
+pub struct HostCallRecord(Arc<Mutex<Vec<HostCall>>>);
+
+impl HostCallRecord {
+    /// Adds `call`.
+    pub fn push(&self, call: HostCall) {
+        if let Ok(mut calls) = self.0.lock() {
+            calls.push(call);
+        }
+    }
+
+    /// The calls recorded so far.
+    pub fn calls(&self) -> Vec<HostCall> {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
 }
 
 impl CapabilityState {
@@ -91,6 +157,7 @@ impl CapabilityState {
                 policy: policy.clone(),
                 plugin: plugin_name.clone(),
                 in_flight: Arc::default(),
+                host_calls: None,
             },
             plugin_name,
             policy,
@@ -107,7 +174,33 @@ impl CapabilityState {
             charge_to_plugin: false,
             registry_clients,
             last_error_line: None,
+            host_calls: None,
         }
+    }
+
+    /// Records this call's host calls into `record` (the `wasi:http` hooks'
+    /// too).
+    pub fn record_into(&mut self, record: HostCallRecord) {
+        self.hooks.host_calls = Some(record.clone());
+        self.host_calls = Some(record);
+    }
+
+    /// Records `call` when this call is recorded.
+    pub fn record(&self, call: impl FnOnce() -> HostCall) {
+        if let Some(record) = &self.host_calls {
+            record.push(call());
+        }
+    }
+
+    /// Logs `refusal` (see [`Refusal::report`]), records it, and returns
+    /// the message the plugin gets.
+    pub fn refused(&self, refusal: &Refusal) -> String {
+        let message = refusal.report(&self.plugin_name);
+        self.record(|| HostCall::Refused {
+            message: message.clone(),
+            grant: refusal.grant().to_string(),
+        });
+        message
     }
 }
 

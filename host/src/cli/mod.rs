@@ -7,12 +7,14 @@
 //! | `queue list`, `queue stop` | [`queue`] |
 //! | `config check` | [`config`] |
 //! | `plugins list`, `plugins inspect` | [`plugins`] |
+//! | `plugins call` | [`plugins_call`] |
 //!
 //! This module parses the arguments, sets up logging and the async
 //! runtime, and hands each command to its module.
 
 mod config;
 mod plugins;
+mod plugins_call;
 mod queue;
 mod run;
 mod submit;

@@ -1,4 +1,5 @@
-//! `launch-agent plugins list` and `plugins inspect`.
+//! `launch-agent plugins list`, `plugins inspect` and `plugins call` (in
+//! [`super::plugins_call`]).
 
 use launch_agent::plugins::PluginHost;
 use launch_agent::startup;
@@ -20,6 +21,34 @@ pub(super) enum PluginsCommand {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Call one export of a plugin and print its answer and every host call it made.
+    Call {
+        /// The plugin: a `plugins:` entry with a `path`, or a bundled plugin (`oci`, `docker`, ...).
+        name: String,
+        /// The export, as the WIT names it: info, verify, repository-uri, image-exists, login.
+        export: String,
+        /// The settings (JSON); default: the config's block of the plugin's kind when it names it.
+        #[arg(long)]
+        settings: Option<String>,
+        /// An argument of the export after the settings (`image-exists` takes the image); repeatable.
+        #[arg(long = "arg")]
+        args: Vec<String>,
+        /// The config file (grants, secrets, `plugins:` entries).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// A dir whose plugin files override the default bundle's embedded ones.
+        #[arg(long, env = "LAUNCH_AGENT_PLUGIN_DIR")]
+        plugin_dir: Option<PathBuf>,
+        /// Grant an outbound destination (`scheme://host[:port]`) on top of the config's; repeatable.
+        #[arg(long = "grant-host")]
+        grant_hosts: Vec<String>,
+        /// Grant an environment variable on top of the config's; repeatable.
+        #[arg(long = "grant-env")]
+        grant_env: Vec<String>,
+        /// Grant a secret of the config's `secrets:` on top of the config's grants; repeatable.
+        #[arg(long = "grant-secret")]
+        grant_secrets: Vec<String>,
     },
     /// Load one component file and describe it.
     Inspect {
@@ -46,6 +75,30 @@ pub(super) async fn plugins(
             let state = StateDir::resolve(state_arg, Some(&config));
             let host = startup::load_plugins(&config, plugin_dir.as_deref(), &state).await?;
             print_plugins(&host, json)?;
+        }
+        PluginsCommand::Call {
+            name,
+            export,
+            settings,
+            args,
+            config,
+            plugin_dir,
+            grant_hosts,
+            grant_env,
+            grant_secrets,
+        } => {
+            let args = super::plugins_call::CallArgs {
+                name,
+                export,
+                settings,
+                args,
+                config,
+                plugin_dir,
+                grant_hosts,
+                grant_env,
+                grant_secrets,
+            };
+            return super::plugins_call::call(state_arg, args).await;
         }
         PluginsCommand::Inspect { file, json } => {
             let state = StateDir::resolve(state_arg, None);

@@ -176,12 +176,22 @@ pub struct LoadedPlugin {
     pub(crate) registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
     /// The engine's deadline clock, kept running while a call is in flight.
     pub(crate) clock: Arc<super::epoch::EpochClock>,
+    /// Where its calls' host calls are recorded, once asked for
+    /// ([`LoadedPlugin::record_host_calls`]).
+    pub(crate) host_calls: std::sync::OnceLock<crate::capabilities::state::HostCallRecord>,
 }
 
 impl LoadedPlugin {
     /// What the plugin may reach.
     pub fn policy(&self) -> &GrantPolicy {
         &self.policy
+    }
+
+    /// From now on, records the host calls of every call of this plugin
+    /// (hosts asked and the answer, secrets opened, refusals) into the
+    /// record returned: what `plugins call` prints.
+    pub fn record_host_calls(&self) -> crate::capabilities::state::HostCallRecord {
+        self.host_calls.get_or_init(Default::default).clone()
     }
 
     /// What `plugins list` shows.
@@ -240,6 +250,9 @@ impl LoadedPlugin {
         );
         caps.log_sink = log;
         caps.job_source = source.map(std::path::Path::to_path_buf);
+        if let Some(record) = self.host_calls.get() {
+            caps.record_into(record.clone());
+        }
         let state = PluginState {
             caps,
             limiter: MemoryCap {

@@ -365,6 +365,7 @@ impl PluginHost {
             label: Arc::from(name),
             registry_clients: self.registry_clients.clone(),
             clock: self.engine.clock.clone(),
+            host_calls: Default::default(),
         };
         Ok((plugin, outcome))
     }

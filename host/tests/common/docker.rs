@@ -103,3 +103,45 @@ pub async fn container_exists(docker: &Docker, name_or_id: &str) -> bool {
 pub fn unique_item_id(test: &str) -> String {
     format!("test-{test}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// Tags the base image as `<registry>/<repo>:<tag>` and pushes it to the
+/// test registry with its credentials; the image reference.
+pub async fn push_base_image(repo: &str, tag: &str) -> String {
+    use bollard::auth::DockerCredentials;
+    use bollard::query_parameters::{PushImageOptions, TagImageOptions};
+    use futures_util::StreamExt as _;
+    let services = services();
+    let docker = docker().await;
+    let name = format!("{}/{repo}", services.registry);
+    docker
+        .tag_image(
+            &services.base_image,
+            Some(TagImageOptions {
+                repo: Some(name.clone()),
+                tag: Some(tag.into()),
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("tagging {} as {name}:{tag}: {e}", services.base_image));
+    let credentials = DockerCredentials {
+        username: Some(services.registry_user.clone()),
+        password: Some(services.registry_password.clone()),
+        serveraddress: Some(services.registry.clone()),
+        ..Default::default()
+    };
+    let mut push = docker.push_image(
+        &name,
+        Some(PushImageOptions {
+            tag: Some(tag.into()),
+            ..Default::default()
+        }),
+        Some(credentials),
+    );
+    while let Some(step) = push.next().await {
+        let step = step.unwrap_or_else(|e| panic!("pushing {name}:{tag}: {e}"));
+        if let Some(detail) = step.error_detail {
+            panic!("pushing {name}:{tag}: {detail:?}");
+        }
+    }
+    format!("{name}:{tag}")
+}

@@ -109,7 +109,7 @@ impl CapabilityState {
     fn docker_granted(&self, operation: &str) -> Result<(), DockerError> {
         self.policy
             .docker()
-            .map_err(|refusal| denied(operation, refusal.report(&self.plugin_name)))
+            .map_err(|refusal| denied(operation, self.refused(&refusal)))
     }
 
     /// The refusal of an image outside the call's repositories, logged as
@@ -479,11 +479,11 @@ impl Host for CapabilityState {
             Err(e) => return Ok(Err(EngineError::new(OP, e).into())),
         };
         if let Err(refusal) = self.policy.push_registry(reference.registry.as_deref()) {
-            return Ok(Err(denied(OP, refusal.report(&self.plugin_name))));
+            return Ok(Err(denied(OP, self.refused(&refusal))));
         }
         let password = match self.secret_for(&password, &image)? {
             Ok(password) => password,
-            Err(refusal) => return Ok(Err(denied(OP, refusal.report(&self.plugin_name)))),
+            Err(refusal) => return Ok(Err(denied(OP, self.refused(&refusal)))),
         };
         let credentials = match (&username, &password) {
             (Some(user), Some(password)) => Some((user.as_str(), password.as_str())),

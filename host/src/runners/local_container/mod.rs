@@ -5,7 +5,9 @@
 //! What W&B's agent does with `docker run --rm -e ... IMAGE`, this does over
 //! the API: the container is named `launch-<item id>` and labelled
 //! `launch-agent.item=<item id>`; its stdout and stderr are streamed into the
-//! run's `output.log` as they arrive; exit code 0 ends the run `finished`,
+//! run's `output.log` as they arrive, capped at `max_log_mb` like every log
+//! of a run (the cut is said in the log, and the rest of the stream is read
+//! and dropped, so the container never blocks on it); exit code 0 ends the run `finished`,
 //! any other `failed` with that code. A stop request (or the agent's
 //! shutdown) stops the container (SIGTERM, then SIGKILL after
 //! `stopped_run_timeout`). The container is always removed at the end, after
@@ -34,6 +36,7 @@ pub mod resource_args;
 
 use super::policy::PerQueue;
 use super::{Control, RegistryLogin, RunHandle, RunHooks, RunOutcome, RunRequest, Runner};
+use crate::capped_log::{CappedLog, LogState};
 use crate::clients::Clients;
 use crate::clients::docker::DockerEngine;
 use anyhow::{Context as _, anyhow, bail};
@@ -49,10 +52,10 @@ use policy::ContainerPolicy;
 use resource_args::ResourceArgs;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 
 /// The `resource` it serves.
@@ -114,6 +117,7 @@ impl Runner for LocalContainer {
             command: request.command,
             env: request.env,
             log_path: request.log_path,
+            log_limit: request.log_limit,
             resource_args: request.resource_args,
             stop_grace: request.stop_grace,
         };
@@ -172,6 +176,9 @@ pub struct ContainerRunRequest {
     pub env: Vec<(String, String)>,
     /// The run's output log (stdout and stderr of the container).
     pub log_path: PathBuf,
+    /// The cap of `log_path` in bytes (`max_log_mb`): past it the log says
+    /// it was cut, and the rest of the output is dropped.
+    pub log_limit: u64,
     /// How long a stopped container gets between SIGTERM and SIGKILL
     /// (W&B's `stopped_run_timeout`).
     pub stop_grace: Duration,
@@ -206,7 +213,10 @@ pub async fn run(
     }
     let log = tokio::fs::File::create(&request.log_path)
         .await
-        .with_context(|| format!("creating run log {}", request.log_path.display()))?;
+        .with_context(|| format!("creating run log {}", request.log_path.display()))?
+        .into_std()
+        .await;
+    let log = CappedLog::new(log, &request.log_path, request.log_limit);
     // A pull can take minutes: a stop request ends the wait for it.
     tokio::select! {
         ready = pull::ensure_image(docker, &request.image, pull_login) => ready?,
@@ -281,7 +291,7 @@ async fn drive(
     docker: &Docker,
     id: &str,
     request: &ContainerRunRequest,
-    mut log: tokio::fs::File,
+    mut log: CappedLog<std::fs::File>,
     control: &mut watch::Receiver<Control>,
     started: impl FnOnce(&str),
 ) -> anyhow::Result<RunOutcome> {
@@ -307,13 +317,13 @@ async fn drive(
         .map_err(|e| anyhow!("starting container {id} (image {image}): {e}"))?;
     started(id);
 
-    let log_path = request.log_path.display().to_string();
     let container = id.to_string();
     let mut output = attach.output;
     // The output is copied by a task of its own, so that a stream that
-    // lingers after the exit cannot hold the outcome back.
+    // lingers after the exit cannot hold the outcome back. The log never
+    // fails a write (it cuts itself at its cap, or ends on a full disk), so
+    // the stream is always drained and the container never blocks on it.
     let copy = tokio::spawn(async move {
-        let mut write_failed = false;
         while let Some(chunk) = output.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk.into_bytes(),
@@ -322,14 +332,23 @@ async fn drive(
                     break;
                 }
             };
-            // A log that cannot be written is reported once, and the output
-            // still drained so the container never blocks on it.
-            if !write_failed && let Err(e) = write_chunk(&mut log, &chunk).await {
-                tracing::warn!("writing the run log {log_path}: {e}");
-                write_failed = true;
+            if log.state() != LogState::Open {
+                continue;
             }
+            log = match tokio::task::spawn_blocking(move || {
+                let _ = log.write_all(&chunk);
+                let _ = log.flush();
+                log
+            })
+            .await
+            {
+                Ok(log) => log,
+                Err(e) => {
+                    tracing::warn!("writing the output of container {container}: {e}");
+                    return;
+                }
+            };
         }
-        let _ = log.flush().await;
     });
     let options = WaitContainerOptionsBuilder::default()
         .condition("not-running")
@@ -380,11 +399,6 @@ async fn drive(
         );
     }
     Ok(outcome)
-}
-
-async fn write_chunk(log: &mut tokio::fs::File, chunk: &[u8]) -> std::io::Result<()> {
-    log.write_all(chunk).await?;
-    log.flush().await
 }
 
 /// The outcome of a container that exited with `code`.
@@ -614,6 +628,7 @@ mod tests {
             command: vec!["python".into(), "train.py".into()],
             env: vec![("WANDB_RUN_ID".into(), "r".into())],
             log_path: PathBuf::from("/tmp/x"),
+            log_limit: 1 << 20,
             resource_args: Value::Null,
             stop_grace: Duration::from_secs(10),
         };
