@@ -49,6 +49,12 @@ static PROBLEMS: OnceLock<Vec<String>> = OnceLock::new();
 /// `env`, and [`ALWAYS_SECRET`].
 pub fn secret_names(config: Option<&LaunchConfig>) -> Vec<String> {
     let mut names: Vec<String> = ALWAYS_SECRET.iter().map(|n| n.to_string()).collect();
+    // The PostgreSQL queue's URL holds its password.
+    if config.is_some_and(|c| {
+        c.queue_backend == crate::config::QueueBackend::Postgres && c.postgres.is_none()
+    }) {
+        names.push("DATABASE_URL".to_owned());
+    }
     for source in config.iter().flat_map(|c| c.secrets.values()) {
         if let SecretSource::Env(var) = source
             && !var.is_empty()
