@@ -16,15 +16,23 @@
 //!   whose reply was lost with its connection is held by no one who knows:
 //!   its lease runs out and it is taken back, instead of being renewed
 //!   forever.
+//! - **A server restart is no one's lease running out.** No holder could
+//!   renew while the server was down, so after it starts every holder gets
+//!   one whole lease to renew before its items can be taken back
+//!   (`pg_postmaster_start_time()` + the item's lease length): a restart
+//!   longer than a lease does not make live agents' jobs run twice.
 //! - **A server that cannot be reached is waited for.** A call whose
 //!   connection failed is tried again on a new one, with backoff, for up to
 //!   [`RECONNECT_PATIENCE`]; after that the error is transient
 //!   ([`QueueError::Remote`]) and the agent loop tries again later.
+//! - **Marking an item running twice is not an error when the second is a
+//!   retry** of a first whose reply was lost with its connection.
 //! - Rows are typed and checked by the server, so there is no quarantine of
 //!   unreadable rows.
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -319,6 +327,21 @@ impl Inner {
         })
     }
 
+    /// Whether item `id` is running, held by `agent`.
+    async fn is_running_for(&self, id: &str, agent: &str) -> Result<bool, QueueError> {
+        let op = format!("read item {id}");
+        let client = self.client(&op).await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM launch_agent_items
+                 WHERE id = $1 AND state = 'running' AND claimed_by = $2",
+                &[&id, &agent],
+            )
+            .await
+            .ctx(&self.store, &op)?;
+        Ok(row.is_some())
+    }
+
     /// Moves an item `agent` holds in one of `allowed` to a terminal state.
     #[allow(clippy::too_many_arguments)]
     async fn end(
@@ -535,6 +558,7 @@ impl QueueBackend for PostgresBackend {
         let sql = format!(
             "UPDATE launch_agent_items SET state = 'claimed', claimed_by = $2,
                  attempts = attempts + 1, lease_expires_at = now() + make_interval(secs => $3),
+                 lease_length = make_interval(secs => $3),
                  started_at = NULL, run_runner = NULL, run_handle = NULL, updated_at = now()
              WHERE seq = (SELECT seq FROM launch_agent_items
                           WHERE queue = $1 AND state = 'queued'
@@ -566,9 +590,12 @@ impl QueueBackend for PostgresBackend {
     async fn mark_running(&self, id: &str, agent_id: &str) -> Result<(), QueueError> {
         let op = format!("mark item {id} running");
         let (id, agent) = (id.to_owned(), agent_id.to_owned());
+        // Set once a try has run: later tries are retries.
+        let tried = Arc::new(AtomicBool::new(false));
         self.call(&op.clone(), move |inner| {
-            let (id, agent, op) = (id.clone(), agent.clone(), op.clone());
+            let (id, agent, op, tried) = (id.clone(), agent.clone(), op.clone(), tried.clone());
             async move {
+                let is_retry = tried.swap(true, Ordering::SeqCst);
                 let changed = inner
                     .execute(
                         &op,
@@ -579,6 +606,11 @@ impl QueueBackend for PostgresBackend {
                     )
                     .await?;
                 if changed == 1 {
+                    return Ok(());
+                }
+                // A retry whose first try committed but lost its reply
+                // (the connection dropped) finds its own change.
+                if is_retry && inner.is_running_for(&id, &agent).await? {
                     return Ok(());
                 }
                 Err(inner
@@ -636,7 +668,8 @@ impl QueueBackend for PostgresBackend {
                     .execute(
                         &op,
                         "UPDATE launch_agent_items
-                         SET lease_expires_at = now() + make_interval(secs => $2)
+                         SET lease_expires_at = now() + make_interval(secs => $2),
+                             lease_length = make_interval(secs => $2)
                          WHERE claimed_by = $1 AND state IN ('claimed', 'running')
                              AND id = ANY($3)",
                         &[&agent, &lease_seconds(lease), &ids],
@@ -884,6 +917,8 @@ async fn reclaim(inner: &Inner, max_attempts: i32) -> Result<Vec<Reclaimed>, Que
              FROM launch_agent_items
              WHERE state IN ('claimed', 'running')
                  AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                 AND (lease_length IS NULL
+                      OR pg_postmaster_start_time() + lease_length < now())
              ORDER BY seq FOR UPDATE SKIP LOCKED",
             &[],
         )

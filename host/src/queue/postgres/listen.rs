@@ -1,7 +1,7 @@
 //! Waking idle agents with `LISTEN`/`NOTIFY` instead of polling.
 //!
-//! A trigger announces every item that becomes `queued` on the channel
-//! [`CHANNEL`]; one connection per agent listens and wakes the agent loop.
+//! A trigger announces every item that becomes `queued` on its queue's
+//! channel (see [`CHANNEL_SQL`]); one connection per agent listens and wakes the agent loop.
 //! When the connection drops it is made again with backoff (100 ms
 //! doubling to 5 s), and the loop is woken once it is back: an item
 //! submitted meanwhile is not announced again, so the loop looks for itself.
@@ -15,7 +15,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::schema::CHANNEL;
+use super::schema::CHANNEL_SQL;
 use super::sql::StoreName;
 
 /// The first wait before connecting again.
@@ -79,8 +79,10 @@ where
     // The client lives to the end: the connection is listened on as long.
     let (client, mut connection) = config.connect(tls).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let statement = format!("LISTEN {CHANNEL}");
-    let listening = client.batch_execute(&statement);
+    let listening = async {
+        let channel: String = client.query_one(CHANNEL_SQL, &[]).await?.get(0);
+        client.batch_execute(&format!("LISTEN \"{channel}\"")).await
+    };
     tokio::pin!(listening);
     // Drive the connection while LISTEN runs.
     loop {

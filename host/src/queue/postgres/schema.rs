@@ -27,8 +27,9 @@ const LOCK_KEY: i64 = 0x6c61_756e_6368_0001; // "launch" + 1
 
 /// Version 1: items in submission order (`seq`), the indexes claims and
 /// renewals use, a trigger that keeps terminal items terminal, and one that
-/// wakes listening agents (`NOTIFY launch_agent_queue`) whenever an item
-/// becomes `queued`.
+/// wakes listening agents whenever an item becomes `queued`: a `NOTIFY` on
+/// the queue's channel, `launch_agent_` and 16 hex digits of its schema's
+/// md5 ([`CHANNEL_SQL`]), so queues in other schemas do not wake them.
 const V1: &str = r#"
 CREATE TABLE launch_agent_items (
     seq              bigserial   PRIMARY KEY,
@@ -47,6 +48,7 @@ CREATE TABLE launch_agent_items (
     finished_at      timestamptz,
     claimed_by       text,
     lease_expires_at timestamptz,
+    lease_length     interval,
     stop_requested   boolean     NOT NULL DEFAULT false,
     run_runner       text,
     run_handle       text
@@ -64,9 +66,12 @@ BEGIN
 END $$;
 CREATE TRIGGER launch_agent_items_terminal BEFORE UPDATE OF state ON launch_agent_items
     FOR EACH ROW EXECUTE FUNCTION launch_agent_items_stay_terminal();
+CREATE FUNCTION launch_agent_channel() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT 'launch_agent_' || left(md5(current_schema()), 16)
+$$;
 CREATE FUNCTION launch_agent_items_wake() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('launch_agent_queue', '');
+    PERFORM pg_notify(launch_agent_channel(), '');
     RETURN NULL;
 END $$;
 CREATE TRIGGER launch_agent_items_queued AFTER INSERT OR UPDATE OF state ON launch_agent_items
@@ -83,8 +88,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i32 = 1;
 
-/// The channel a new queued item is announced on.
-pub const CHANNEL: &str = "launch_agent_queue";
+/// The query that names the channel a new queued item of this connection's
+/// queue is announced on.
+pub const CHANNEL_SQL: &str = "SELECT 'launch_agent_' || left(md5(current_schema()), 16)";
 
 const CREATE_LOG: &str = "CREATE TABLE IF NOT EXISTS launch_agent_migrations (
     version    integer     PRIMARY KEY,

@@ -40,6 +40,22 @@ impl<T> SqlContext<T> for Result<T, deadpool_postgres::PoolError> {
     }
 }
 
+/// An error and its causes, as one line ("error connecting to server:
+/// Connection refused (os error 111)").
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(inner) = source {
+            write!(f, ": {inner}")?;
+            source = inner.source();
+        }
+        Ok(())
+    }
+}
+
 /// A server that does not answer (or cannot take us now): transient.
 fn unreachable_server(store: &StoreName, op: &str, why: &dyn fmt::Display) -> QueueError {
     QueueError::Remote(format!(
@@ -49,10 +65,17 @@ fn unreachable_server(store: &StoreName, op: &str, why: &dyn fmt::Display) -> Qu
 
 fn from_driver(error: tokio_postgres::Error, store: &StoreName, op: &str) -> QueueError {
     if is_connection_problem(&error) {
-        return unreachable_server(store, op, &error);
+        return unreachable_server(store, op, &Chain(&error));
     }
     let code = error.code().cloned();
-    let source: crate::queue::SourceError = Box::new(error);
+    // The server's own message ("ERROR: ..."), not the driver's "db error".
+    let source: crate::queue::SourceError = if error.as_db_error().is_some() {
+        error
+            .into_source()
+            .unwrap_or_else(|| "the server refused the request".into())
+    } else {
+        Chain(&error).to_string().into()
+    };
     let (store, op) = (store.to_string(), op.to_owned());
     match code {
         Some(c) if c == SqlState::DISK_FULL || c == SqlState::OUT_OF_MEMORY => {
