@@ -12,12 +12,15 @@
 #   - in a fresh data dir under a throwaway dir, listening on 127.0.0.1 only
 #     (no Unix socket outside that dir), password auth (scram-sha-256) for the
 #     role `launch` with a fresh random password each start;
+#   - with TLS offered (not required) by a server certificate for localhost
+#     and 127.0.0.1, signed by a throwaway CA made with openssl at each start;
 #   - writes KEY=VALUE lines to $LAUNCH_AGENT_POSTGRES_ENV (default
 #     ${TMPDIR:-/tmp}/launch-agent-postgres.env) that the tests read:
 #       LAUNCH_AGENT_TEST_POSTGRES_URL=postgres://launch:PASSWORD@127.0.0.1:PORT/launch?sslmode=disable
 #       LAUNCH_AGENT_POSTGRES_PID (the postmaster)
 #       LAUNCH_AGENT_POSTGRES_DIR (data dir, log)
 #       LAUNCH_AGENT_POSTGRES_BIN, LAUNCH_AGENT_POSTGRES_OS_USER (for restarts in tests)
+#       LAUNCH_AGENT_POSTGRES_CA (the CA certificate, PEM, for sslmode=verify-*)
 #
 # Both commands are idempotent: `start` with the server still up changes
 # nothing, `stop` with nothing started does nothing. Progress goes to stderr.
@@ -89,6 +92,28 @@ ensure_os_user() {
   fi
 }
 
+# A throwaway CA and a server certificate for localhost and 127.0.0.1 in DIR.
+make_certificates() {
+  local tls="$1"
+  command -v openssl >/dev/null || {
+    [ "$(id -u)" = 0 ] || die "openssl is missing (needs root to install)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl >&2
+  }
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=launch-agent test CA" \
+      -keyout ca.key -out ca.crt
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 \
+      -extfile server.ext -out server.crt
+    rm -f ca.key server.csr server.ext ca.srl
+  ) >"$tls/openssl.log" 2>&1 || { cat "$tls/openssl.log" >&2; die "cannot make the TLS certificates"; }
+  chmod 0600 "$tls/server.key"
+  if [ "$(id -u)" = 0 ]; then chown "$OS_USER" "$tls/server.key" "$tls/server.crt"; fi
+}
+
 start() {
   local pid
   pid="$(env_value LAUNCH_AGENT_POSTGRES_PID)"
@@ -114,10 +139,11 @@ start() {
     --auth-host=scram-sha-256 --auth-local=scram-sha-256 -E UTF8 --locale=C.UTF-8 \
     >"$dir/initdb.log" 2>&1 || { tail -n 20 "$dir/initdb.log" >&2; die "initdb failed"; }
   rm -f "$pwfile"
+  make_certificates "$dir/tls"
   port="$(free_port)"
   log "starting postgres on 127.0.0.1:$port"
   as_user "$PG_BIN/pg_ctl" -D "$data" -l "$dir/log/postgres.log" -w -t "$READY_TIMEOUT" \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/socket -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/socket -c max_connections=200 -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key" \
     start >&2 || { tail -n 20 "$dir/log/postgres.log" >&2; die "postgres did not start"; }
   pid="$(head -n 1 "$data/postmaster.pid")"
   PGPASSWORD="$password" "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U "$DB_ROLE" -d postgres \
@@ -129,6 +155,7 @@ LAUNCH_AGENT_POSTGRES_PID=$pid
 LAUNCH_AGENT_POSTGRES_DIR=$dir
 LAUNCH_AGENT_POSTGRES_BIN=$PG_BIN
 LAUNCH_AGENT_POSTGRES_OS_USER=$OS_USER
+LAUNCH_AGENT_POSTGRES_CA=$dir/tls/ca.crt
 EOF
   log "ready (pid $pid): $ENV_FILE"
 }

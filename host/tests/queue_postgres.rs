@@ -256,3 +256,81 @@ fn the_cli_submits_lists_and_stops_through_a_postgres_config() {
     let embedded = scratch.run(&["queue", "list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&embedded.stdout).trim(), "[]");
 }
+
+/// Whether a connection of this test's queue (its schema in the URL) is
+/// encrypted, as the server sees it.
+async fn encrypted_sessions(url: &str, schema_url: &str) -> (i64, i64) {
+    let schema = schema_url
+        .rsplit_once("search_path%3D")
+        .map(|(_, s)| s.to_owned())
+        .unwrap();
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    // Sessions are told apart by the application name the test gives them.
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_is_honoured_as_libpq_does() {
+    let Some(env) = common::postgres::env() else {
+        return;
+    };
+    let Some(ca) = env.get("LAUNCH_AGENT_POSTGRES_CA").cloned() else {
+        panic!("the server's env file names no CA: restart scripts/services-postgres.sh");
+    };
+    let server = common::postgres::server_url().unwrap();
+    let schema_url = common::postgres::fresh_schema_url().await.unwrap();
+    let schema = schema_url
+        .rsplit_once("search_path%3D")
+        .unwrap()
+        .1
+        .to_owned();
+    let with_mode = |mode: &str| {
+        schema_url.replace("sslmode=disable", mode) + &format!("&application_name={schema}")
+    };
+
+    // `disable`: plain.
+    let plain = open(&with_mode("sslmode=disable")).await;
+    plain.list(None).await.unwrap();
+    assert_eq!(encrypted_sessions(&server, &schema_url).await, (0, 1));
+    drop(plain);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // `require`: encrypted, the certificate not checked.
+    let required = open(&with_mode("sslmode=require")).await;
+    required.list(None).await.unwrap();
+    assert_eq!(encrypted_sessions(&server, &schema_url).await, (1, 0));
+    drop(required);
+
+    // `verify-full` against the test CA: encrypted and checked.
+    let verified = open(&with_mode(&format!("sslmode=verify-full&sslrootcert={ca}"))).await;
+    verified.submit("q", json!({})).await.unwrap();
+    drop(verified);
+
+    // `verify-ca` and `verify-full` against roots that did not sign it: refused.
+    for mode in ["sslmode=verify-full", "sslmode=verify-ca"] {
+        let error =
+            launch_agent::queue::open(&BackendSettings::Postgres(settings(&with_mode(mode))))
+                .await
+                .err()
+                .expect("an unknown issuer is refused");
+        let text = error.to_string();
+        assert!(
+            text.contains("cert") || text.contains("issuer") || text.contains("root"),
+            "{mode}: {text}"
+        );
+    }
+}

@@ -108,12 +108,13 @@ pub fn is_connection_problem(error: &tokio_postgres::Error) -> bool {
                 || *code == SqlState::CANNOT_CONNECT_NOW
                 || *code == SqlState::TOO_MANY_CONNECTIONS
         }
-        // No SQLSTATE: an I/O error, a timeout, a TLS failure.
+        // No SQLSTATE: an I/O error or a timeout (worth retrying), or a
+        // TLS failure such as a certificate refused (not).
         None => {
             let mut source = std::error::Error::source(error);
             while let Some(inner) = source {
-                if inner.is::<std::io::Error>() {
-                    return true;
+                if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                    return !io.get_ref().is_some_and(|e| e.is::<rustls::Error>());
                 }
                 source = inner.source();
             }
