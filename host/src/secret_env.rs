@@ -242,4 +242,18 @@ mod tests {
         );
         assert_eq!(secret_names(None), ["WANDB_API_KEY"]);
     }
+
+    #[test]
+    fn database_url_is_a_secret_when_it_is_the_postgres_queues_url() {
+        let parse = |text: &str| LaunchConfig::parse(text, Path::new("c.yaml")).unwrap();
+        let from_env = parse("queue_backend: postgres\n");
+        assert!(secret_names(Some(&from_env)).contains(&"DATABASE_URL".to_owned()));
+        let from_secret = parse(
+            "queue_backend: postgres\npostgres: {url-secret: db}\nsecrets: {db: {env: QUEUE_DB}}\n",
+        );
+        let names = secret_names(Some(&from_secret));
+        assert!(names.contains(&"QUEUE_DB".to_owned()), "{names:?}");
+        assert!(!names.contains(&"DATABASE_URL".to_owned()), "{names:?}");
+        assert!(!secret_names(Some(&parse("queues: [a]\n"))).contains(&"DATABASE_URL".to_owned()));
+    }
 }
