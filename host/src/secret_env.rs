@@ -49,6 +49,12 @@ static PROBLEMS: OnceLock<Vec<String>> = OnceLock::new();
 /// `env`, and [`ALWAYS_SECRET`].
 pub fn secret_names(config: Option<&LaunchConfig>) -> Vec<String> {
     let mut names: Vec<String> = ALWAYS_SECRET.iter().map(|n| n.to_string()).collect();
+    // The PostgreSQL queue's URL holds its password.
+    if config.is_some_and(|c| {
+        c.queue_backend == crate::config::QueueBackend::Postgres && c.postgres.is_none()
+    }) {
+        names.push("DATABASE_URL".to_owned());
+    }
     for source in config.iter().flat_map(|c| c.secrets.values()) {
         if let SecretSource::Env(var) = source
             && !var.is_empty()
@@ -235,5 +241,19 @@ mod tests {
             ["WANDB_API_KEY", "REGISTRY_PASSWORD"]
         );
         assert_eq!(secret_names(None), ["WANDB_API_KEY"]);
+    }
+
+    #[test]
+    fn database_url_is_a_secret_when_it_is_the_postgres_queues_url() {
+        let parse = |text: &str| LaunchConfig::parse(text, Path::new("c.yaml")).unwrap();
+        let from_env = parse("queue_backend: postgres\n");
+        assert!(secret_names(Some(&from_env)).contains(&"DATABASE_URL".to_owned()));
+        let from_secret = parse(
+            "queue_backend: postgres\npostgres: {url-secret: db}\nsecrets: {db: {env: QUEUE_DB}}\n",
+        );
+        let names = secret_names(Some(&from_secret));
+        assert!(names.contains(&"QUEUE_DB".to_owned()), "{names:?}");
+        assert!(!names.contains(&"DATABASE_URL".to_owned()), "{names:?}");
+        assert!(!secret_names(Some(&parse("queues: [a]\n"))).contains(&"DATABASE_URL".to_owned()));
     }
 }

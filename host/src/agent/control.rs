@@ -134,6 +134,7 @@ impl Loop {
                 None
             }
         };
+        self.ctx.queue.wake_on_new_work(notify.clone());
         tracing::info!(agent = %self.ctx.agent_id, queues = ?self.queues, max_jobs = ?self.options.max_jobs, "agent polling");
         loop {
             if self.signals() > 0 {

@@ -2,7 +2,8 @@
 //! `max_jobs` jobs at once, report every outcome, and shut down cleanly.
 //!
 //! - **No fixed polling.** The loop sleeps until a submit wakes it (a Unix
-//!   socket in the state dir), a job ends, or
+//!   socket in the state dir, or the queue's own wake-up: PostgreSQL's
+//!   `LISTEN`), a job ends, or
 //!   [`IDLE_RECHECK`](crate::timeouts::IDLE_RECHECK) passes.
 //! - **The loop never waits on a job.** Claiming, lease renewal, stop
 //!   requests, recording outcomes and signals run on a thread of their own

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `run` | [`run`]: serve the queues |
 //! | `submit` | [`submit`]: put a launch spec on a queue |
-//! | `queue list`, `queue stop` | [`queue`] |
+//! | `queue list`, `queue stop`, `queue migrate` | [`queue`] |
 //! | `config check` | [`config`] |
 //! | `plugins list`, `plugins inspect` | [`plugins`] |
 //! | `plugins call` | [`plugins_call`] |

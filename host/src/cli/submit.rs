@@ -2,9 +2,8 @@
 
 use anyhow::Context as _;
 use launch_agent::agent;
-use launch_agent::queue::{self, BackendSettings};
+use launch_agent::queue;
 use launch_agent::spec;
-use launch_agent::state_dir::StateDir;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,6 +15,9 @@ pub(super) struct SubmitArgs {
     queue: String,
     /// The launch spec file, or - for standard input.
     spec: PathBuf,
+    /// The config whose `queue_backend` to submit to (default: the embedded queue).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
 }
 
 /// Reads, checks and queues the spec; prints the new item's id.
@@ -59,8 +61,8 @@ pub(super) async fn submit(
         value["uri"] = serde_json::Value::String(resolved.display().to_string());
     }
     spec::LaunchSpec::from_value(value.clone())?;
-    let state = StateDir::resolve(state_arg, None);
-    let id = queue::open(&BackendSettings::embedded(state.root()))
+    let (settings, state) = super::queue::settings(state_arg, args.config.as_deref())?;
+    let id = queue::open(&settings)
         .await?
         .submit(&args.queue, value)
         .await?;

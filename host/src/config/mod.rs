@@ -19,7 +19,8 @@
 //! | `registry` | block | `type: ecr\|gcr\|acr\|oci\|<plugin>`, `uri`, `repository`, `image-name`, `region`, `project` |
 //! | `builder` | block | `type: docker\|kaniko\|noop\|<plugin>` and the W&B builder keys |
 //! | `state_dir` | path | where the embedded queue and run logs live |
-//! | `queue_backend` | `embedded` (default) or `wandb` | which queues to serve: the embedded queue, or a W&B server's launch queues |
+//! | `queue_backend` | `embedded` (default), `wandb` or `postgres` | which queues to serve: the embedded queue, a W&B server's launch queues, or a PostgreSQL database's |
+//! | `postgres` | block | `url-secret: NAME`: the secret holding the PostgreSQL queue's URL (else `DATABASE_URL`) |
 //! | `plugin_dir` | path | a dir of `.wasm` files that override the default bundle's embedded ones |
 //! | `plugins` | map | plugins by name: file, digest, grants, limits, settings |
 //! | `secrets` | map | named secrets and where their values come from |
@@ -87,6 +88,19 @@ pub enum QueueBackend {
     /// Launch queues on a W&B server (`WANDB_BASE_URL`, `WANDB_API_KEY` or
     /// `~/.netrc`), as `wandb launch-agent` serves them.
     Wandb,
+    /// A queue in a PostgreSQL database, shared by agents on many machines
+    /// (the `postgres:` block or `DATABASE_URL` says where).
+    Postgres,
+}
+
+/// The `postgres:` block: where the PostgreSQL queue is.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// The name of the secret (under `secrets:`) whose value is the
+    /// connection URL; the URL itself never goes in the file.
+    #[serde(rename = "url-secret")]
+    pub url_secret: String,
 }
 
 /// The parsed `launch-config.yaml`.
@@ -132,6 +146,9 @@ pub struct LaunchConfig {
     /// The queue backend.
     #[serde(default)]
     pub queue_backend: QueueBackend,
+    /// The `postgres:` block (with `queue_backend: postgres`).
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
     /// A dir of `.wasm` files that override the default bundle's embedded ones.
     #[serde(default)]
     pub plugin_dir: Option<PathBuf>,
@@ -232,6 +249,25 @@ impl LaunchConfig {
             source.validate(file, name)?;
         }
         self.runners.validate(file)?;
+        if let Some(postgres) = &self.postgres {
+            if self.queue_backend != QueueBackend::Postgres {
+                return Err(ConfigError::invalid(
+                    file,
+                    "postgres",
+                    "is only read with `queue_backend: postgres`",
+                ));
+            }
+            if !self.secrets.contains_key(&postgres.url_secret) {
+                return Err(ConfigError::invalid(
+                    file,
+                    "postgres.url-secret",
+                    format!(
+                        "names secret {:?}, which `secrets:` does not define",
+                        for_log(&postgres.url_secret)
+                    ),
+                ));
+            }
+        }
         if self.max_attempts == 0 {
             return Err(ConfigError::invalid(
                 file,

@@ -4,6 +4,7 @@
 //! | backend | new work noticed | leases | stop requests | submit, list, stop |
 //! |---|---|---|---|---|
 //! | [embedded](super::embedded) (SQLite in the state dir) | at once (a submit wakes the agent) | the queue's own, renewed by the agent | `launch-agent queue stop` | `launch-agent submit`, `queue list`, `queue stop` |
+//! | [PostgreSQL](super::postgres) | at once (`LISTEN`/`NOTIFY`), a slow timer as fallback | the queue's own, renewed by the agent; freed only by expiry | `launch-agent queue stop` | `launch-agent submit`, `queue list`, `queue stop` (with `--config`) |
 //! | [W&B server](super::wandb) | by polling, backing off when idle | the server's (an un-acked item returns) | the server's `RunStoppedStatus` | refused, naming W&B's way (`wandb launch`, the W&B UI) |
 
 use super::{ItemState, QueueError, QueueItem, Reclaimed, RunHandle, Stage};
@@ -80,6 +81,13 @@ pub trait QueueBackend: Send + Sync {
     /// How long to wait before polling again after `empty_polls` polls in a
     /// row found nothing (a wake-up cuts the wait short where supported).
     fn idle_wait(&self, empty_polls: u32) -> Duration;
+    /// Hands the backend the agent loop's wake-up: a backend that learns of
+    /// new work by itself (PostgreSQL's `LISTEN`) wakes the loop through it
+    /// instead of leaving it to [`idle_wait`](Self::idle_wait). Others
+    /// ignore it.
+    fn wake_on_new_work(&self, waker: Arc<tokio::sync::Notify>) {
+        let _ = waker;
+    }
     /// Reports a warning about a running job (W&B shows it on the queue
     /// item); backends without such a field keep it in the job's log only.
     async fn warn(&self, id: &str, stage: Stage, message: &str) -> Result<(), QueueError> {

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`backend`] | the [`QueueBackend`] trait |
 //! | [`embedded`] | the default backend: SQLite (`queue.sqlite3`) in the state dir, shared by the agent and the CLI |
+//! | [`postgres`] | a PostgreSQL database shared by agents on many machines |
 //! | [`wandb`] | a W&B server's launch queues, served as `wandb launch-agent` does |
 //! | `open.rs` | [`BackendSettings`] (from the config) and [`open`] |
 //! | `item.rs` | what a queue holds: [`QueueItem`], [`ItemState`], [`Stage`] |
@@ -27,6 +28,7 @@ pub mod embedded;
 mod error;
 mod item;
 mod open;
+pub mod postgres;
 mod table;
 pub mod wandb;
 

@@ -6,11 +6,13 @@
 //! |---|---|---|
 //! | `embedded` (default) | [`EmbeddedBackend`] | the state dir |
 //! | `wandb` | [`WandbBackend`] | [`WandbSettings`]: `WANDB_BASE_URL`, `WANDB_API_KEY` or `~/.netrc`, the entity and queues |
+//! | `postgres` | [`PostgresBackend`] | [`PostgresSettings`]: the URL, from the secret `postgres.url-secret` names or `DATABASE_URL` |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::embedded::{EmbeddedBackend, EmbeddedQueue};
+use super::postgres::{PostgresBackend, PostgresSettings, UrlSource};
 use super::wandb::{WandbBackend, WandbSettings};
 use super::{QueueBackend, QueueError};
 use crate::config::{self, LaunchConfig};
@@ -26,6 +28,8 @@ pub enum BackendSettings {
     },
     /// The launch queues of a W&B server.
     Wandb(Box<WandbSettings>),
+    /// A queue in a PostgreSQL database.
+    Postgres(PostgresSettings),
 }
 
 impl BackendSettings {
@@ -57,6 +61,24 @@ impl BackendSettings {
                 });
                 BackendSettings::Wandb(Box::new(settings))
             }
+            config::QueueBackend::Postgres => {
+                let url = match &config.postgres {
+                    Some(block) => match config.secrets.get(&block.url_secret) {
+                        Some(source) => UrlSource::Secret {
+                            name: block.url_secret.clone(),
+                            source: source.clone(),
+                        },
+                        // The config's validation refuses this; say so at
+                        // open if it got here anyway.
+                        None => UrlSource::Secret {
+                            name: block.url_secret.clone(),
+                            source: config::SecretSource::Env(String::new()),
+                        },
+                    },
+                    None => UrlSource::DatabaseUrl,
+                };
+                BackendSettings::Postgres(PostgresSettings { url })
+            }
         }
     }
 
@@ -65,6 +87,7 @@ impl BackendSettings {
         match self {
             BackendSettings::Embedded { .. } => "embedded",
             BackendSettings::Wandb(_) => "wandb",
+            BackendSettings::Postgres(_) => "postgres",
         }
     }
 
@@ -72,7 +95,7 @@ impl BackendSettings {
     /// job-artifact source fetches with the same server and key).
     pub fn wandb_api(&self) -> Option<&ApiSettings> {
         match self {
-            BackendSettings::Embedded { .. } => None,
+            BackendSettings::Embedded { .. } | BackendSettings::Postgres(_) => None,
             BackendSettings::Wandb(settings) => Some(&settings.api),
         }
     }
@@ -93,6 +116,7 @@ pub async fn open(settings: &BackendSettings) -> Result<Arc<dyn QueueBackend>, Q
         BackendSettings::Wandb(settings) => {
             Arc::new(WandbBackend::connect(settings.as_ref().clone()).await?)
         }
+        BackendSettings::Postgres(settings) => Arc::new(PostgresBackend::connect(settings).await?),
     })
 }
 
@@ -112,7 +136,7 @@ pub async fn open_for_reading(
                     .map_err(|join| QueueError::Interrupted(join.to_string()))??;
             Ok(Arc::new(EmbeddedBackend::new(Arc::new(queue))))
         }
-        BackendSettings::Wandb(_) => open(settings).await,
+        BackendSettings::Wandb(_) | BackendSettings::Postgres(_) => open(settings).await,
     }
 }
 
@@ -150,6 +174,50 @@ mod tests {
         assert_eq!(
             settings.agent_config["queues"],
             serde_json::json!(["gpu", "cpu"])
+        );
+
+        let postgres = BackendSettings::from_config(
+            &config(
+                "queue_backend: postgres\npostgres: {url-secret: db}\nsecrets: {db: {env: QUEUE_DB}}\n",
+            ),
+            state,
+        );
+        assert_eq!(postgres.name(), "postgres");
+        let BackendSettings::Postgres(settings) = &postgres else {
+            panic!("{postgres:?}");
+        };
+        assert!(
+            matches!(&settings.url, UrlSource::Secret { name, .. } if name == "db"),
+            "{settings:?}"
+        );
+        let from_env = BackendSettings::from_config(&config("queue_backend: postgres\n"), state);
+        assert!(
+            matches!(&from_env, BackendSettings::Postgres(s) if matches!(s.url, UrlSource::DatabaseUrl)),
+            "{from_env:?}"
+        );
+    }
+
+    #[test]
+    fn a_postgres_block_needs_its_secret_and_the_postgres_backend() {
+        let unknown = LaunchConfig::parse(
+            "queue_backend: postgres\npostgres: {url-secret: nope}\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unknown.contains("postgres.url-secret") && unknown.contains("nope"),
+            "{unknown}"
+        );
+        let wrong_backend = LaunchConfig::parse(
+            "postgres: {url-secret: db}\nsecrets: {db: {env: X}}\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            wrong_backend.contains("queue_backend: postgres"),
+            "{wrong_backend}"
         );
     }
 }

@@ -20,4 +20,5 @@ mod sqlite;
 
 pub use backend::EmbeddedBackend;
 pub use schema::SCHEMA_VERSION;
+pub(crate) use sqlite::validate_queue_name;
 pub use sqlite::{BUSY_TIMEOUT, DB_FILE_NAME, EmbeddedQueue};

@@ -1224,7 +1224,7 @@ fn uri_path(path: &Path) -> String {
 }
 
 /// Refuses queue names that would be confusing in a table or a shell.
-fn validate_queue_name(name: &str) -> Result<(), QueueError> {
+pub(crate) fn validate_queue_name(name: &str) -> Result<(), QueueError> {
     let reason = if name.trim().is_empty() {
         "it must not be empty"
     } else if name.trim() != name {
