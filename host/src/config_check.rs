@@ -12,7 +12,8 @@
 //! | each block's plugin is of the block's kind | [`crate::startup::load_plugins`] | the `type`, the kind found |
 //! | each `plugins:` entry configures something: it has a `path` or names a bundled plugin | (`run` ignores such an entry) | `plugins.<name>` |
 //!
-//! Left to `run`: what runs a plugin's code (its `info`, the environment's
+//! Left to `run` (and `plugins pull`): pulling `oci` plugins and checking
+//! their digests and signatures. Left to `run`: what runs a plugin's code (its `info`, the environment's
 //! `verify`) or reaches the queue (the database, W&B credentials). The
 //! compiled code goes to a throwaway cache, so a check changes nothing on
 //! disk.
@@ -79,6 +80,11 @@ fn load_each(config: &LaunchConfig, file: &Path, refs: &[PluginRef]) -> Vec<Conf
     };
     let mut problems = Vec::new();
     for plugin_ref in refs {
+        // Pulled (digests, signature) and checked at start-up, or now by
+        // `plugins pull`: a check does not reach registries.
+        if let catalog::PluginSource::Oci { .. } = plugin_ref.source {
+            continue;
+        }
         let key = key_of(plugin_ref);
         let entry = entry_with_defaults(config, plugin_ref);
         match host.check_from(

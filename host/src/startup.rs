@@ -38,7 +38,11 @@ pub async fn load_plugins(
     refs.sort_by_key(|r| r.expected_kind != Some(PluginKind::Registry));
     let mut repository: Option<String> = None;
     let builder_pushes = refs.iter().any(|r| is_bundled_docker_builder(config, r));
-    for plugin_ref in refs {
+    let oci_cache = crate::plugins::oci_source::OciCache::new(state.oci_plugins());
+    for mut plugin_ref in refs {
+        if let catalog::PluginSource::Oci { .. } = plugin_ref.source {
+            plugin_ref.source = pull(config, &plugin_ref.name, &oci_cache, false).await?;
+        }
         let mut entry = entry_with_defaults(config, &plugin_ref);
         if let Some(repository) = &repository
             && is_bundled_docker_builder(config, &plugin_ref)
@@ -104,7 +108,7 @@ fn is_bundled_docker_builder(config: &LaunchConfig, plugin_ref: &catalog::Plugin
         && config
             .plugins
             .get(&plugin_ref.name)
-            .is_none_or(|e| e.path.is_none())
+            .is_none_or(|e| e.path.is_none() && e.oci.is_none())
 }
 
 /// Gives the bundled docker builder `entry` the hosts of `repository` (and
@@ -129,6 +133,31 @@ fn push_to(config: &LaunchConfig, name: &str, entry: &mut PluginEntry, repositor
     entry.grants.hosts = grants.hosts;
 }
 
+/// Pulls plugin `name`'s `oci` reference (or finds it in `cache`), checked
+/// and, when its entry says so, its signature verified; `update` resolves a
+/// tag again.
+pub async fn pull(
+    config: &LaunchConfig,
+    name: &str,
+    cache: &crate::plugins::oci_source::OciCache,
+    update: bool,
+) -> anyhow::Result<catalog::PluginSource> {
+    let Some(entry) = config.plugins.get(name) else {
+        anyhow::bail!("plugin `{name}` has no `plugins:` entry");
+    };
+    let pulled = crate::plugins::oci_source::fetch(name, entry, &config.secrets, cache, update)
+        .await
+        .map_err(|e| anyhow::anyhow!("plugin `{name}`: {e}"))?;
+    tracing::info!(
+        plugin = name,
+        reference = %pulled.reference,
+        digest = %pulled.manifest_digest,
+        signed_by = ?pulled.verified_by,
+        "plugin pulled"
+    );
+    Ok(catalog::PluginSource::Pulled(pulled))
+}
+
 /// The largest memory cap of any plugin `config` loads, in MiB: what the
 /// plugin engine's instance slots must hold.
 pub fn max_plugin_memory_mb(config: &LaunchConfig) -> u64 {
@@ -146,13 +175,13 @@ pub fn max_plugin_memory_mb(config: &LaunchConfig) -> u64 {
 pub fn entry_with_defaults(config: &LaunchConfig, plugin_ref: &catalog::PluginRef) -> PluginEntry {
     let configured = config.plugins.get(&plugin_ref.name);
     let mut entry = PluginEntry {
-        path: None,
         sha256: configured.and_then(|e| e.sha256.clone()),
         grants: configured.map(|e| e.grants.clone()).unwrap_or_default(),
         limits: configured.map(|e| e.limits.clone()).unwrap_or_default(),
         config: configured.and_then(|e| e.config.clone()),
+        ..Default::default()
     };
-    let uses_bundle = configured.is_none_or(|e| e.path.is_none());
+    let uses_bundle = configured.is_none_or(|e| e.path.is_none() && e.oci.is_none());
     if let (Some(kind), true) = (plugin_ref.expected_kind, uses_bundle) {
         if entry.limits.timeout_ms == crate::config::Limits::default().timeout_ms
             && let Some(timeout_ms) = catalog::default_timeout_ms(kind, &plugin_ref.name)

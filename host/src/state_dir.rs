@@ -90,6 +90,11 @@ impl StateDir {
     pub fn plugin_cache(&self) -> PathBuf {
         self.root.join("cache").join("plugins")
     }
+    /// Plugins pulled from OCI registries, by digest
+    /// ([`crate::plugins::oci_source`]).
+    pub fn oci_plugins(&self) -> PathBuf {
+        self.root.join("plugins").join("oci")
+    }
     /// The agents' wake-up sockets.
     pub fn wake_dir(&self) -> PathBuf {
         self.root.join("wake")

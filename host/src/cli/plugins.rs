@@ -1,5 +1,9 @@
-//! `launch-agent plugins list`, `plugins inspect` and `plugins call` (in
-//! [`super::plugins_call`]).
+//! `launch-agent plugins list`, `plugins inspect`, `plugins call` (in
+//! [`super::plugins_call`]), and (in [`oci`](self::oci)) `plugins push` and
+//! `plugins pull`.
+
+#[path = "plugins_oci.rs"]
+mod oci;
 
 use launch_agent::plugins::PluginHost;
 use launch_agent::startup;
@@ -58,6 +62,12 @@ pub(super) enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a component to an OCI registry (as a Wasm component
+    /// artifact), optionally with a cosign signature.
+    Push(oci::PushArgs),
+    /// Pull (and check) the config's `oci` plugins now; `--update` follows
+    /// their tags to what the registry holds today.
+    Pull(oci::PullArgs),
 }
 
 /// Runs one `plugins` subcommand.
@@ -100,6 +110,8 @@ pub(super) async fn plugins(
             };
             return super::plugins_call::call(state_arg, args).await;
         }
+        PluginsCommand::Push(args) => return oci::push(args).await,
+        PluginsCommand::Pull(args) => return oci::pull(state_arg, args).await,
         PluginsCommand::Inspect { file, json } => {
             let state = StateDir::resolve(state_arg, None);
             let mut host = PluginHost::new(

@@ -65,7 +65,8 @@ mod tests;
 pub use blocks::{BuilderConfig, EnvironmentConfig, RegistryConfig};
 pub use error::ConfigError;
 pub use plugins::{
-    DirGrant, Grants, Limits, PluginEntry, SecretSource, parse_sha256 as plugins_sha,
+    DirGrant, Grants, Limits, OciPull, PluginEntry, SecretSource, SignaturePolicy,
+    parse_sha256 as plugins_sha,
 };
 
 use crate::input;

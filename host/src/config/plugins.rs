@@ -32,6 +32,10 @@ pub const MAX_MEMORY_MB: u64 = 4096;
 ///     grants: { hosts: ["https://registry.example.com"], env: [HOME] }
 ///     limits: { deadline_ms: 60000, timeout_ms: 600000, memory_mb: 256 }
 ///     config: { any: value }
+///   vendor-registry:              # pulled from an OCI registry instead of a file
+///     oci: registry.example.com/plugins/vendor-registry:1.4.0   # or ...@sha256:<digest>
+///     pull: { username: bot, password-secret: plugins-password }
+///     verify: { key: /etc/launch-agent/cosign.pub }   # refuse it unless signed by this key
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +43,17 @@ pub struct PluginEntry {
     /// The component file (`.wasm`). Omitted: the bundled plugin of this name.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// The component as an OCI artifact, `REGISTRY/REPOSITORY:TAG` or
+    /// `REGISTRY/REPOSITORY@sha256:DIGEST`, instead of a `path`
+    /// ([`crate::plugins::oci_source`]).
+    #[serde(default)]
+    pub oci: Option<Spanned<String>>,
+    /// How to pull `oci`: credentials and plain HTTP.
+    #[serde(default)]
+    pub pull: Option<OciPull>,
+    /// A signature the component must carry before it is loaded.
+    #[serde(default)]
+    pub verify: Option<SignaturePolicy>,
     /// The expected sha256 of the file, hex (an optional `sha256:` prefix).
     #[serde(default)]
     pub sha256: Option<Spanned<String>>,
@@ -51,6 +66,31 @@ pub struct PluginEntry {
     /// Plugin settings, merged into the block settings it is called with.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
+}
+
+/// How the agent pulls a plugin's `oci` reference.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OciPull {
+    /// The registry user; without one the pull is anonymous.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The secret (of the `secrets:` map) holding the password or token.
+    #[serde(default)]
+    pub password_secret: Option<String>,
+    /// Plain HTTP instead of HTTPS (a registry on this machine or a test
+    /// network; never over the internet).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// The signature a plugin must carry: a cosign signature (simple-signing
+/// payload over the component artifact's manifest digest) by this key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturePolicy {
+    /// The public key, a PEM file (`cosign.pub`: ECDSA P-256).
+    pub key: PathBuf,
 }
 
 /// What a plugin may reach. Everything not listed is refused.
@@ -221,6 +261,60 @@ impl PluginEntry {
         secrets: &BTreeMap<String, SecretSource>,
     ) -> Result<(), ConfigError> {
         let key = |k: &str| format!("plugins.{name}.{k}");
+        if let Some(reference) = &self.oci {
+            if self.path.is_some() {
+                return Err(ConfigError::at(
+                    file,
+                    &key("oci"),
+                    &reference.referenced,
+                    "a plugin comes from a `path` or an `oci` reference, not both",
+                ));
+            }
+            crate::plugins::oci_source::parse_reference(&reference.value).map_err(|reason| {
+                ConfigError::at(file, &key("oci"), &reference.referenced, reason)
+            })?;
+        } else if self.pull.is_some() {
+            return Err(ConfigError::invalid(
+                file,
+                &key("pull"),
+                "only applies to a plugin with an `oci` reference",
+            ));
+        }
+        if let Some(pull) = &self.pull {
+            if let Some(secret) = &pull.password_secret
+                && !secrets.contains_key(secret)
+            {
+                return Err(ConfigError::invalid(
+                    file,
+                    &key("pull.password-secret"),
+                    format!("names secret {secret:?}, which the `secrets:` map does not define"),
+                ));
+            }
+            if pull.password_secret.is_some() && pull.username.is_none() {
+                return Err(ConfigError::invalid(
+                    file,
+                    &key("pull.username"),
+                    "is needed with `password-secret`",
+                ));
+            }
+        }
+        if let Some(verify) = &self.verify {
+            if self.oci.is_none() {
+                return Err(ConfigError::invalid(
+                    file,
+                    &key("verify"),
+                    "only applies to a plugin with an `oci` reference (signatures live in its registry); \
+                     pin a file with `sha256` instead",
+                ));
+            }
+            if verify.key.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(
+                    file,
+                    &key("verify.key"),
+                    "needs the path of a public key (PEM)",
+                ));
+            }
+        }
         if let Some(digest) = &self.sha256
             && parse_sha256(&digest.value).is_none()
         {

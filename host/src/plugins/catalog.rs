@@ -55,6 +55,9 @@ pub enum PluginOrigin {
     /// A file named by path: a `plugins:` entry's `path`, or the file
     /// `plugins inspect` was given.
     Path,
+    /// An artifact in an OCI registry: a `plugins:` entry's `oci`
+    /// ([`super::oci_source`]).
+    Oci,
 }
 
 impl std::fmt::Display for PluginOrigin {
@@ -63,6 +66,7 @@ impl std::fmt::Display for PluginOrigin {
             PluginOrigin::Embedded => "embedded in the agent",
             PluginOrigin::PluginDir => "plugin dir",
             PluginOrigin::Path => "path",
+            PluginOrigin::Oci => "oci",
         })
     }
 }
@@ -79,6 +83,14 @@ pub enum PluginSource {
         /// [`PluginOrigin::PluginDir`] or [`PluginOrigin::Path`].
         origin: PluginOrigin,
     },
+    /// A `plugins:` entry's `oci` reference, not pulled yet: start-up pulls
+    /// it ([`super::oci_source::fetch`]) into a [`PluginSource::Pulled`].
+    Oci {
+        /// The reference as the config writes it.
+        reference: String,
+    },
+    /// An `oci` reference pulled and checked: its component in the cache.
+    Pulled(super::oci_source::Pulled),
 }
 
 impl PluginSource {
@@ -87,6 +99,7 @@ impl PluginSource {
         match self {
             PluginSource::Embedded(_) => PluginOrigin::Embedded,
             PluginSource::File { origin, .. } => *origin,
+            PluginSource::Oci { .. } | PluginSource::Pulled(_) => PluginOrigin::Oci,
         }
     }
 
@@ -95,6 +108,10 @@ impl PluginSource {
         match self {
             PluginSource::Embedded(plugin) => PathBuf::from(plugin.file),
             PluginSource::File { path, .. } => path.clone(),
+            PluginSource::Oci { reference } => PathBuf::from(reference),
+            PluginSource::Pulled(pulled) => {
+                PathBuf::from(format!("{}@{}", pulled.reference, pulled.manifest_digest))
+            }
         }
     }
 }
@@ -105,6 +122,10 @@ impl std::fmt::Display for PluginSource {
         match self {
             PluginSource::Embedded(plugin) => write!(f, "embedded {}", plugin.file),
             PluginSource::File { path, .. } => write!(f, "{}", path.display()),
+            PluginSource::Oci { reference } => write!(f, "oci {reference}"),
+            PluginSource::Pulled(pulled) => {
+                write!(f, "oci {} ({})", pulled.reference, pulled.manifest_digest)
+            }
         }
     }
 }
@@ -176,7 +197,7 @@ pub fn resolve(config: &LaunchConfig, dir: Option<&Path>) -> Result<Vec<PluginRe
 }
 
 /// A key of the config that names no plugin this agent can load: a block
-/// `type` that is neither bundled nor a `plugins:` entry with a `path`, or
+/// `type` that is neither bundled nor a `plugins:` entry with a `path` or `oci`, or
 /// a plugin dir that is not a directory.
 #[derive(Clone, Debug)]
 pub struct Unresolved {
@@ -197,7 +218,7 @@ impl std::fmt::Display for Unresolved {
 }
 
 /// What [`resolve`] finds, every problem at once: the plugins that resolve
-/// (the block types, then every `plugins:` entry with a `path`) and each
+/// (the block types, then every `plugins:` entry with a `path` or `oci`) and each
 /// key that names nothing loadable. With a plugin dir that is not a
 /// directory, the embedded bundle stands in for it.
 pub fn resolve_each(
@@ -234,18 +255,26 @@ pub fn resolve_each(
         }
     }
     for (name, entry) in &config.plugins {
-        if let Some(path) = &entry.path
-            && !refs.iter().any(|r| &r.name == name)
-        {
-            refs.push(PluginRef {
-                name: name.clone(),
-                source: PluginSource::File {
-                    path: config.resolve_path(path),
-                    origin: PluginOrigin::Path,
-                },
-                expected_kind: None,
-            });
+        if refs.iter().any(|r| &r.name == name) {
+            continue;
         }
+        let source = if let Some(path) = &entry.path {
+            PluginSource::File {
+                path: config.resolve_path(path),
+                origin: PluginOrigin::Path,
+            }
+        } else if let Some(reference) = &entry.oci {
+            PluginSource::Oci {
+                reference: reference.value.clone(),
+            }
+        } else {
+            continue;
+        };
+        refs.push(PluginRef {
+            name: name.clone(),
+            source,
+            expected_kind: None,
+        });
     }
     (refs, problems)
 }
@@ -266,6 +295,15 @@ fn source_of(
             origin: PluginOrigin::Path,
         });
     }
+    if let Some(PluginEntry {
+        oci: Some(reference),
+        ..
+    }) = entry
+    {
+        return Ok(PluginSource::Oci {
+            reference: reference.value.clone(),
+        });
+    }
     let Some((_, _, file)) = BUNDLE.iter().find(|(k, n, _)| *k == kind && *n == name) else {
         let known: Vec<&str> = BUNDLE
             .iter()
@@ -274,7 +312,7 @@ fn source_of(
             .collect();
         let entry = match entry {
             Some(_) => {
-                "its `plugins:` entry has no `path` (an entry without one only configures the bundled plugin of its name)"
+                "its `plugins:` entry has no `path` or `oci` (an entry without either only configures the bundled plugin of its name)"
             }
             None => "and no `plugins:` entry of this name gives a `path`",
         };

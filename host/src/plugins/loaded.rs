@@ -76,6 +76,9 @@ pub struct PluginDescription {
     pub path: PathBuf,
     /// Where the component came from: embedded, the plugin dir, or a path.
     pub origin: super::catalog::PluginOrigin,
+    /// The public key whose signature was verified before loading (an
+    /// `oci` plugin with `verify:`), if any.
+    pub signed_by: Option<PathBuf>,
     /// Granted hosts.
     pub hosts: Vec<String>,
     /// Granted env vars.

@@ -24,7 +24,9 @@ pub mod contract;
 pub mod epoch;
 pub mod exports;
 pub mod loaded;
+pub mod oci_source;
 pub mod panic_record;
+pub mod signature;
 pub mod state;
 pub mod wasm_engine;
 
@@ -265,10 +267,17 @@ impl PluginHost {
         // build computed: on a cache hit they are never read.
         let (wasm, sha256): (Cow<'static, [u8]>, String) = match source {
             PluginSource::Embedded(plugin) => (Cow::Borrowed(plugin.wasm), plugin.sha256.into()),
-            PluginSource::File { path, .. } => {
+            PluginSource::File { path, .. }
+            | PluginSource::Pulled(oci_source::Pulled { path, .. }) => {
                 let wasm = read_component_file(path).map_err(fail)?;
                 let sha256 = cache::sha256_hex(&wasm);
                 (Cow::Owned(wasm), sha256)
+            }
+            PluginSource::Oci { .. } => {
+                return Err(fail(
+                    "is pulled from its registry when the agent starts; it has not been pulled yet"
+                        .into(),
+                ));
             }
         };
         if let Some(pinned) = &entry.sha256 {
@@ -288,7 +297,7 @@ impl PluginHost {
             PluginSource::Embedded(plugin) => {
                 plugin.precompiled_for(engine, self.cache.engine_hash())
             }
-            PluginSource::File { .. } => None,
+            _ => None,
         };
         let (component, outcome) = match precompiled {
             Some(component) => (component, CacheOutcome::Precompiled),
@@ -340,6 +349,10 @@ impl PluginHost {
                 sha256,
                 path: source.path(),
                 origin: source.origin(),
+                signed_by: match source {
+                    PluginSource::Pulled(pulled) => pulled.verified_by.clone(),
+                    _ => None,
+                },
                 hosts: policy.hosts().to_vec(),
                 env: policy.env().to_vec(),
                 secrets: policy.secret_names().map(str::to_string).collect(),
