@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 /// `plugins push`'s arguments.
 #[derive(clap::Args)]
-pub(super) struct PushArgs {
+pub(crate) struct PushArgs {
     /// The component file (`.wasm`).
     file: PathBuf,
     /// Where to push it: `REGISTRY/REPOSITORY:TAG`.
@@ -39,7 +39,7 @@ pub(super) struct PushArgs {
 
 /// `plugins pull`'s arguments.
 #[derive(clap::Args)]
-pub(super) struct PullArgs {
+pub(crate) struct PullArgs {
     /// The config file.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
