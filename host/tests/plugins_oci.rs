@@ -113,21 +113,29 @@ fn config_for(scratch: &Scratch, reference: &str, extra: &str) -> PathBuf {
     ))
 }
 
+/// `plugins list --config CONFIG` on the embedded bundle (precompiled: the
+/// compiled-code cache then holds only what the pulled plugin put there).
 fn plugins_list(scratch: &Scratch, config: &Path) -> Output {
     scratch
         .cmd()
+        .env_remove("LAUNCH_AGENT_PLUGIN_DIR")
         .args(["plugins", "list", "--config"])
         .arg(config)
         .output()
         .unwrap()
 }
 
-/// The compiled-code cache's entries.
+/// The compiled-code cache's entries for the published component (its
+/// entries are named by the component's sha256).
 fn compiled_entries(scratch: &Scratch) -> usize {
+    let component = common::sha256_of(&component());
     std::fs::read_dir(scratch.state_dir().join("cache/plugins"))
         .map(|dir| {
             dir.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(&component) && name.ends_with(".cwasm")
+                })
                 .count()
         })
         .unwrap_or(0)
@@ -223,6 +231,7 @@ fn a_plugin_signed_by_the_configured_key_loads() {
     let (private, public) = key_pair(scratch.path(), "ours");
     let reference = format!("{}/plugins/noop:signed", registry.addr);
     push(&scratch, &reference, &["--sign", private.to_str().unwrap()]);
+    assert_eq!(compiled_entries(&scratch), 0);
     let config = config_for(
         &scratch,
         &reference,
@@ -235,6 +244,7 @@ fn a_plugin_signed_by_the_configured_key_loads() {
         stdout.contains(&format!("signature:   verified with {}", public.display())),
         "{stdout}"
     );
+    assert_eq!(compiled_entries(&scratch), 1, "compiled once verified");
 }
 
 #[test]

@@ -237,7 +237,7 @@ impl RegistryClients {
         if let Some(client) = self.client.get() {
             return Ok(client.clone());
         }
-        install_crypto_provider();
+        crate::clients::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
@@ -246,15 +246,6 @@ impl RegistryClients {
             .build()
             .map_err(|e| error_chain(&e))?;
         Ok(self.client.get_or_init(|| client).clone())
-    }
-}
-
-/// Makes `ring` the process's rustls provider (the one the rest of the host
-/// already links) unless one is installed; the registry client needs one.
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Another thread may win the race; either way one is installed.
-        _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

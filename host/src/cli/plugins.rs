@@ -152,6 +152,9 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
         println!("  origin:      {}", p.origin);
         println!("  file:        {}", p.path.display());
         println!("  sha256:      {}", p.sha256);
+        if let Some(key) = &p.signed_by {
+            println!("  signature:   verified with {}", key.display());
+        }
         let list = |v: &[String]| {
             if v.is_empty() {
                 "(none)".to_string()

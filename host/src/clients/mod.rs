@@ -7,10 +7,13 @@
 //! |---|---|---|---|
 //! | [`docker`] | the Docker Engine `DOCKER_HOST` names (unix socket default), API version negotiated | the `local-container` runner, the build step's "does the engine have it?", the `launch:plugin/docker` capability | [`Clients::docker`]: once, on first use; the capability connects per call with [`docker::connect`] |
 //!
+//! [`tls`] installs the process's rustls provider for the HTTP clients.
+//!
 //! A client that cannot connect is an error where it is used, never at
 //! start-up: an agent that only runs `local-process` jobs needs no engine.
 
 pub mod docker;
+pub mod tls;
 
 use std::sync::Arc;
 

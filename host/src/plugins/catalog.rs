@@ -109,9 +109,7 @@ impl PluginSource {
             PluginSource::Embedded(plugin) => PathBuf::from(plugin.file),
             PluginSource::File { path, .. } => path.clone(),
             PluginSource::Oci { reference } => PathBuf::from(reference),
-            PluginSource::Pulled(pulled) => {
-                PathBuf::from(format!("{}@{}", pulled.reference, pulled.manifest_digest))
-            }
+            PluginSource::Pulled(pulled) => PathBuf::from(&pulled.pinned),
         }
     }
 }
@@ -124,7 +122,7 @@ impl std::fmt::Display for PluginSource {
             PluginSource::File { path, .. } => write!(f, "{}", path.display()),
             PluginSource::Oci { reference } => write!(f, "oci {reference}"),
             PluginSource::Pulled(pulled) => {
-                write!(f, "oci {} ({})", pulled.reference, pulled.manifest_digest)
+                write!(f, "oci {} ({})", pulled.reference, pulled.pinned)
             }
         }
     }

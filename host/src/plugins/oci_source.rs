@@ -56,6 +56,8 @@ pub struct Pulled {
     pub reference: String,
     /// The artifact's manifest digest (`sha256:...`).
     pub manifest_digest: String,
+    /// The artifact by digest: `REGISTRY/REPOSITORY@sha256:...`.
+    pub pinned: String,
     /// Whether a signature was checked, and by which key.
     pub verified_by: Option<PathBuf>,
 }
@@ -221,6 +223,7 @@ impl RegistryAccess {
         } else {
             ClientProtocol::Https
         };
+        crate::clients::tls::install_crypto_provider();
         let client = Client::new(ClientConfig {
             protocol,
             ..Default::default()
@@ -292,16 +295,19 @@ pub async fn fetch(
         let layer = component_layer(&manifest_bytes, &by_digest)?;
         // 3. The signature, before anything of the component is kept.
         if let Some((key_path, key)) = &key {
-            let records = match cache.signatures(&manifest_digest) {
-                Some(records) if !records.is_empty() => records,
-                _ => fetch_signatures(access()?, &by_digest).await?,
-            };
-            signature::verify_any(&records, key, &manifest_digest).map_err(|why| {
+            let not_signed = |why: String| {
                 format!(
                     "{by_digest} is not signed by the key {}: {why}; refusing to load it",
                     key_path.display()
                 )
-            })?;
+            };
+            let records = match cache.signatures(&manifest_digest) {
+                Some(records) if !records.is_empty() => records,
+                _ => fetch_signatures(access()?, &by_digest)
+                    .await
+                    .map_err(not_signed)?,
+            };
+            signature::verify_any(&records, key, &manifest_digest).map_err(not_signed)?;
             cache.put_signatures(&manifest_digest, &records)?;
         }
         // 4. The component, checked against the layer's digest.
@@ -314,6 +320,7 @@ pub async fn fetch(
         };
         Ok(Pulled {
             path,
+            pinned: by_digest.whole(),
             reference: text.to_string(),
             manifest_digest,
             verified_by: key.as_ref().map(|(path, _)| path.clone()),
@@ -395,7 +402,20 @@ async fn pull_blob(
         .map_err(|e| format!("cannot pull the component of {reference}: {e}"))?;
     use futures_util::StreamExt as _;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("pulling the component of {reference}: {e}"))?;
+        let chunk = chunk.map_err(|e| {
+            let mismatch = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
+                .is_some_and(|d| matches!(d, oci_client::errors::DigestError::VerificationError { .. }));
+            if mismatch {
+                format!(
+                    "the component the registry sent for {reference} does not hash to {}: refusing it (tampered or corrupt): {e}",
+                    layer.digest
+                )
+            } else {
+                format!("pulling the component of {reference}: {e}")
+            }
+        })?;
         if (bytes.len() + chunk.len()) as u64 > MAX_COMPONENT_BYTES.min(layer.size.max(0) as u64) {
             return Err(format!(
                 "the registry sent more than the {} bytes the manifest of {reference} says: refusing it",
@@ -434,7 +454,7 @@ async fn fetch_signatures(
         .await
     {
         Ok(found) => found,
-        Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => {
+        Err(e) if is_not_found(&e) => {
             return Err(format!(
                 "it has no signature (no `{tag}` in its repository)"
             ));
@@ -466,6 +486,21 @@ async fn fetch_signatures(
         return Err(format!("its signature manifest `{tag}` holds no signature"));
     }
     Ok(records)
+}
+
+/// Whether the registry answered that the manifest does not exist.
+fn is_not_found(error: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError, OciErrorCode};
+    match error {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NotFound
+            )
+        }),
+        _ => false,
+    }
 }
 
 /// Pushes the component `wasm` to `reference` as a Wasm component artifact

@@ -157,7 +157,7 @@ impl Client {
         let key = settings
             .resolve_key(&host, url.port())
             .map_err(ApiError::Failed)?;
-        install_crypto_provider();
+        crate::clients::tls::install_crypto_provider();
         let timeout = settings.request_timeout;
         let http = reqwest::Client::builder()
             .user_agent(concat!("launch-agent/", env!("CARGO_PKG_VERSION")))
@@ -472,12 +472,4 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Installs rustls's `ring` provider, as for the OCI client.
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Another thread may win the race; either way one is installed.
-        _ = rustls::crypto::ring::default_provider().install_default();
-    }
 }
