@@ -69,6 +69,9 @@ pub struct CapabilityState {
     /// The last line the plugin logged at level `error` in this call, shown
     /// if the call traps and left neither a panic record nor stderr.
     pub last_error_line: Option<String>,
+    /// The secrets this plugin keeps between its calls (`secrets.keep`);
+    /// empty, and shared with no one, unless the runtime sets the plugin's.
+    pub kept: Arc<super::kept::KeptSecrets>,
 }
 
 impl CapabilityState {
@@ -87,6 +90,7 @@ impl CapabilityState {
             hooks: GrantedHttpHooks {
                 policy: policy.clone(),
                 plugin: plugin_name.clone(),
+                authorizer: None,
             },
             plugin_name,
             policy,
@@ -102,6 +106,7 @@ impl CapabilityState {
             charge_to_plugin: false,
             registry_clients,
             last_error_line: None,
+            kept: Arc::default(),
         }
     }
 }
