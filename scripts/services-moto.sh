@@ -20,6 +20,8 @@
 #     ${TMPDIR:-/tmp}/launch-agent-moto.env):
 #       LAUNCH_AGENT_MOTO_URL=http://127.0.0.1:PORT
 #       LAUNCH_AGENT_MOTO_ACCESS_KEY_ID, LAUNCH_AGENT_MOTO_SECRET_ACCESS_KEY
+#       LAUNCH_AGENT_MOTO_SESSION_KEY_ID, _SESSION_SECRET, _SESSION_TOKEN
+#         (temporary credentials of role launch-role, as IMDS or STS hand out)
 #       LAUNCH_AGENT_MOTO_ACCOUNT=123456789012, LAUNCH_AGENT_MOTO_REGION=us-east-1
 #       LAUNCH_AGENT_ECR_REGISTRY=127.0.0.1:PORT (the registry behind the token)
 #       LAUNCH_AGENT_MOTO_ECR_TOKEN_COUNT (a file: one line per GetAuthorizationToken)
@@ -75,7 +77,7 @@ already_up() {
   [ -f "$ENV_FILE" ] || return 1
   pid_is "$(env_value LAUNCH_AGENT_MOTO_PID)" tests/moto/server.py || return 1
   pid_is "$(env_value LAUNCH_AGENT_ECR_REGISTRY_PID)" docker-registry || return 1
-  [ -n "$(env_value LAUNCH_AGENT_MOTO_SECRET_ACCESS_KEY)" ] || return 1
+  [ -n "$(env_value LAUNCH_AGENT_MOTO_SESSION_TOKEN)" ] || return 1
   [ "$(status_of "http://$(env_value LAUNCH_AGENT_ECR_REGISTRY)/v2/")" = 401 ] || return 1
 }
 
@@ -119,7 +121,8 @@ start() {
   local keys
   keys="$("$VENV/bin/python" "$root/tests/moto/setup.py" "http://127.0.0.1:$moto_port")" ||
     die "setting moto up failed"
-  local key_id="${keys%% *}" secret="${keys#* }"
+  local key_id secret session_id session_secret session_token
+  read -r key_id secret session_id session_secret session_token <<<"$keys"
 
   registry_port="$(free_port)"
   htpasswd -Bbc "$dir/htpasswd" AWS "$ACCOUNT-auth-token" 2>/dev/null
@@ -159,6 +162,9 @@ LAUNCH_AGENT_ECR_REGISTRY_PID=$registry_pid
 LAUNCH_AGENT_MOTO_URL=http://127.0.0.1:$moto_port
 LAUNCH_AGENT_MOTO_ACCESS_KEY_ID=$key_id
 LAUNCH_AGENT_MOTO_SECRET_ACCESS_KEY=$secret
+LAUNCH_AGENT_MOTO_SESSION_KEY_ID=$session_id
+LAUNCH_AGENT_MOTO_SESSION_SECRET=$session_secret
+LAUNCH_AGENT_MOTO_SESSION_TOKEN=$session_token
 LAUNCH_AGENT_MOTO_ACCOUNT=$ACCOUNT
 LAUNCH_AGENT_MOTO_REGION=$REGION
 LAUNCH_AGENT_ECR_REGISTRY=127.0.0.1:$registry_port

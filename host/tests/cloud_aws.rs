@@ -263,6 +263,123 @@ fn a_wrong_secret_fails_start_up_with_the_clouds_error_and_never_shows_it() {
     assert!(!log.contains(wrong), "{log}");
 }
 
+/// The start-up log of an agent with `environment: aws` and no registry,
+/// its AWS variables `aws`, `aws_config` under `plugins.aws`.
+fn start_up(agent: &Scratch, aws_config: &str, aws: &[(&str, &str)]) -> (bool, String) {
+    let m = moto();
+    let config = agent.write_config(&format!(
+        "queues: [default]\nenvironment:\n  type: aws\n  region: {}\nplugins:\n  aws:\n{aws_config}",
+        m.region
+    ));
+    let out = run_agent(agent, &config, aws);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_shared_credentials_file_is_a_source() {
+    let _turn = turn();
+    let m = moto();
+    let agent = Scratch::new();
+    std::fs::create_dir_all(agent.path().join(".aws")).unwrap();
+    std::fs::write(
+        agent.path().join(".aws/credentials"),
+        format!(
+            "[default]\naws_access_key_id = wrong\n[launch]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            m.access_key_id, m.secret_access_key
+        ),
+    )
+    .unwrap();
+    let (ok, log) = start_up(
+        &agent,
+        &format!("    config: {{ endpoint-url: \"{}\" }}\n", m.url),
+        &[("AWS_PROFILE", "launch")],
+    );
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("credentials from shared file") && log.contains("[launch]"),
+        "{log}"
+    );
+    assert!(!log.contains(&m.secret_access_key));
+}
+
+/// A fake of EC2's instance metadata service (IMDSv2, what
+/// `http://169.254.169.254` answers on an instance with a role): a session
+/// token for `PUT /latest/api/token`, then, with that token only, the
+/// role's name and its temporary credentials (moto's, so STS takes them).
+fn fake_imds() -> u16 {
+    use std::io::{Read, Write};
+    let m = moto().clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = vec![0u8; 8192];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let lower = head.to_lowercase();
+            let with_token = lower.contains("x-aws-ec2-metadata-token: imds-session-token");
+            let (status, body) = if head.starts_with("PUT /latest/api/token")
+                && lower.contains("x-aws-ec2-metadata-token-ttl-seconds:")
+            {
+                ("200 OK", "imds-session-token".to_string())
+            } else if !with_token {
+                ("401 Unauthorized", String::new())
+            } else if head
+                .starts_with("GET /latest/meta-data/iam/security-credentials/launch-role ")
+            {
+                (
+                    "200 OK",
+                    format!(
+                        r#"{{"Code":"Success","Type":"AWS-HMAC","AccessKeyId":"{}","SecretAccessKey":"{}","Token":"{}","Expiration":"2099-01-01T00:00:00Z"}}"#,
+                        m.session.0, m.session.1, m.session.2
+                    ),
+                )
+            } else if head.starts_with("GET /latest/meta-data/iam/security-credentials/ ") {
+                ("200 OK", "launch-role".to_string())
+            } else {
+                ("404 Not Found", String::new())
+            };
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn imdsv2_is_a_source_when_nothing_else_is_set_up() {
+    let _turn = turn();
+    let m = moto();
+    let agent = Scratch::new();
+    let port = fake_imds();
+    let (ok, log) = start_up(
+        &agent,
+        &format!(
+            "    config: {{ endpoint-url: \"{}\", imds-endpoint: \"http://127.0.0.1:{port}\" }}\n",
+            m.url
+        ),
+        &[],
+    );
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("credentials from IMDSv2 (instance role launch-role)"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&m.session.1) && !log.contains(&m.session.2),
+        "{log}"
+    );
+}
+
 /// A third-party registry (the ECR component loaded by path, so it gets
 /// no default grants) with `grants_yaml`.
 fn third_party(grants_yaml: &str) -> String {

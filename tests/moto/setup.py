@@ -1,7 +1,10 @@
 """Sets up the moto stand-in for the tests (run by scripts/services-moto.sh
 while authentication is still off): an IAM user `launch` allowed everything,
-its access key (printed as `ACCESS_KEY_ID SECRET_ACCESS_KEY`), and the ECR
-repository `launch`. Then turns SigV4 checking on: from here every request
+its access key, a role `launch-role` allowed everything and temporary
+credentials for it (STS AssumeRole: what an instance role or web identity
+hands out), and the ECR repository
+`launch`; prints `ACCESS_KEY_ID SECRET_ACCESS_KEY SESSION_KEY_ID
+SESSION_SECRET SESSION_TOKEN`. Then turns SigV4 checking on: from here every request
 must be signed with a key moto knows (a wrong secret gets 403
 SignatureDoesNotMatch, an unknown key 403 InvalidClientTokenId).
 
@@ -29,8 +32,38 @@ iam.put_user_policy(
 )
 key = iam.create_access_key(UserName="launch")["AccessKey"]
 session.client("ecr", endpoint_url=endpoint).create_repository(repositoryName="launch")
+user = boto3.session.Session(
+    aws_access_key_id=key["AccessKeyId"],
+    aws_secret_access_key=key["SecretAccessKey"],
+    region_name="us-east-1",
+)
+role = iam.create_role(
+    RoleName="launch-role",
+    AssumeRolePolicyDocument=json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+        }
+    ),
+)["Role"]
+iam.put_role_policy(
+    RoleName="launch-role",
+    PolicyName="everything",
+    PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    ),
+)
+temporary = user.client("sts", endpoint_url=endpoint).assume_role(
+    RoleArn=role["Arn"], RoleSessionName="launch-agent-test"
+)["Credentials"]
 request = urllib.request.Request(
     f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
 )
 urllib.request.urlopen(request).read()
-print(key["AccessKeyId"], key["SecretAccessKey"])
+print(
+    key["AccessKeyId"],
+    key["SecretAccessKey"],
+    temporary["AccessKeyId"],
+    temporary["SecretAccessKey"],
+    temporary["SessionToken"],
+)

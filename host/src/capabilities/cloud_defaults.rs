@@ -5,7 +5,7 @@
 //!
 //! | bundled plugin | `hosts` | `environment_auth` (`auth: environment`) | `env` | `dirs` |
 //! |---|---|---|---|---|
-//! | `environment-aws` | `https://sts.REGION.amazonaws.com`; IMDS (`http://169.254.169.254`) only when no other source is set up (no `AWS_ACCESS_KEY_ID`, `AWS_WEB_IDENTITY_TOKEN_FILE` or shared file); the `endpoint-url` of its `config:` | — | [`AWS_ENV`] | the shared credentials/config files' dir(s) and the web identity token's, when they exist |
+//! | `environment-aws` | `https://sts.REGION.amazonaws.com`; IMDS (`http://169.254.169.254`, or the `imds-endpoint` of its `config:`) only when no other source is set up (no `AWS_ACCESS_KEY_ID`, `AWS_WEB_IDENTITY_TOKEN_FILE` or shared file); the `endpoint-url` of its `config:` | — | [`AWS_ENV`] | the shared credentials/config files' dir(s) and the web identity token's, when they exist |
 //! | `registry-ecr` | the registry's host (`registry.uri`) and its `registry-address` | `https://api.ecr.REGION.amazonaws.com` (REGION from `registry.uri`) and the `endpoint-url` of its `config:` | — | — |
 //!
 //! The region is the `environment:` block's `region`, else `AWS_REGION`,
@@ -145,7 +145,11 @@ fn aws_environment(
     let imds_off =
         text("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if !other_source && !imds_off {
-        hosts.push(AWS_IMDS.to_string());
+        // The configured metadata service (`imds-endpoint`), else AWS's.
+        let imds = plugin_setting(config, "aws", "imds-endpoint")
+            .and_then(|u| origin_of(&u))
+            .unwrap_or_else(|| AWS_IMDS.to_string());
+        hosts.push(imds);
     }
     Grants {
         hosts: spanned(hosts),

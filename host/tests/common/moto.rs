@@ -16,6 +16,9 @@ pub struct Moto {
     pub access_key_id: String,
     /// Its secret.
     pub secret_access_key: String,
+    /// Temporary credentials of role `launch-role` (STS `AssumeRole`):
+    /// key id, secret, session token.
+    pub session: (String, String, String),
     /// The account (`123456789012`).
     pub account: String,
     /// The region (`us-east-1`).
@@ -73,6 +76,11 @@ pub fn moto() -> &'static Moto {
             url: get("LAUNCH_AGENT_MOTO_URL"),
             access_key_id: get("LAUNCH_AGENT_MOTO_ACCESS_KEY_ID"),
             secret_access_key: get("LAUNCH_AGENT_MOTO_SECRET_ACCESS_KEY"),
+            session: (
+                get("LAUNCH_AGENT_MOTO_SESSION_KEY_ID"),
+                get("LAUNCH_AGENT_MOTO_SESSION_SECRET"),
+                get("LAUNCH_AGENT_MOTO_SESSION_TOKEN"),
+            ),
             account: get("LAUNCH_AGENT_MOTO_ACCOUNT"),
             region: get("LAUNCH_AGENT_MOTO_REGION"),
             ecr_registry: get("LAUNCH_AGENT_ECR_REGISTRY"),
