@@ -78,7 +78,10 @@ async fn lookups(calls: usize) -> (Duration, Duration, bool) {
         "",
     )
     .await;
-    host.lend_environment(&aws, r#"{"type":"aws","region":"us-east-1"}"#.into());
+    let aws_settings = aws.settings_for(Some(
+        serde_json::json!({"type": "aws", "region": "us-east-1"}),
+    ));
+    host.lend_environment(&aws, aws_settings);
     let registry = &m.ecr_registry;
     let ecr = load(
         &mut host,
@@ -97,8 +100,12 @@ async fn lookups(calls: usize) -> (Duration, Duration, bool) {
     )
     .await;
     let (image, exists) = some_image(registry);
-    let ecr_settings = format!(r#"{{"type":"ecr","uri":"{}"}}"#, m.ecr_uri());
-    let oci_settings = format!(r#"{{"type":"oci","uri":"{registry}/launch"}}"#);
+    // As the agent calls them: the `registry:` block with the entry's `config:`.
+    let ecr_settings =
+        ecr.settings_for(Some(serde_json::json!({"type": "ecr", "uri": m.ecr_uri()})));
+    let oci_settings = oci.settings_for(Some(
+        serde_json::json!({"type": "oci", "uri": format!("{registry}/launch")}),
+    ));
     // Warm: the first ECR lookup fetches (and keeps) the token.
     ecr.image_exists(&ecr_settings, &image, None)
         .await

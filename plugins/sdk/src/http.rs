@@ -123,15 +123,22 @@ pub fn send(
             url_shown = shown(url)
         )
     })?;
-    {
-        let stream = outgoing.write().map_err(|()| "cannot write the body")?;
+    // A request the host refuses closes the body stream: the response's
+    // error (`HttpRequestDenied`) says why, so a write error is only
+    // reported when the response has none.
+    let mut written = Ok(());
+    if let Ok(stream) = outgoing.write() {
         for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| format!("writing the body: {e:?}"))?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                written = Err(format!("writing the body: {e:?}"));
+                break;
+            }
         }
     }
-    OutgoingBody::finish(outgoing, None).map_err(|e| format!("finishing the body: {e:?}"))?;
+    if written.is_ok() {
+        written =
+            OutgoingBody::finish(outgoing, None).map_err(|e| format!("finishing the body: {e:?}"));
+    }
     let response = loop {
         match future.get() {
             Some(result) => break result,
@@ -141,6 +148,7 @@ pub fn send(
     let response = response
         .map_err(|()| "the response was taken".to_string())?
         .map_err(|e| format!("{} failed: {e:?}", shown(url)))?;
+    written?;
     let status = response.status();
     let headers = response
         .headers()
