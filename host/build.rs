@@ -8,7 +8,7 @@
 //! | target | plugins | why |
 //! |---|---|---|
 //! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci | lean: no WASI imports, cheaper calls |
-//! | `wasm32-wasip2` | builder-docker | reads the build context's files |
+//! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr | read files, environment variables, or make `wasi:http` requests |
 //!
 //! The nested cargo
 //!
@@ -80,6 +80,16 @@ const BUNDLE: &[BundlePlugin] = &[
         target: LEAN,
         file: "registry-oci.wasm",
     },
+    BundlePlugin {
+        package: "environment-aws",
+        target: WASI,
+        file: "environment-aws.wasm",
+    },
+    BundlePlugin {
+        package: "registry-ecr",
+        target: WASI,
+        file: "registry-ecr.wasm",
+    },
 ];
 
 /// What the bundle is built from, relative to the workspace root: a change
@@ -89,6 +99,8 @@ const INPUTS: &[&str] = &[
     "plugins/builder-docker",
     "plugins/environment-local",
     "plugins/registry-oci",
+    "plugins/environment-aws",
+    "plugins/registry-ecr",
     "plugins/sdk",
     "wit",
     "host/src/plugins/engine_config.rs",

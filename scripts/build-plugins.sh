@@ -50,13 +50,14 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
         -p builder-noop -p environment-local -p registry-oci >&2
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
-        -p builder-docker >&2
+        -p builder-docker -p environment-aws -p registry-ecr >&2
     # Test plugins that use files, environment variables or wasi:http.
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
         -p launch-plugin-sdk \
         -p hostile-plugin \
         -p hostile-builder-plugin \
         -p future-wit-plugin \
+        -p contract-v0-1-plugin \
         >&2
     # Lean test plugins: nothing of WASI.
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
@@ -82,10 +83,13 @@ copy "$lean" builder_noop.wasm "$bundle/builder-noop.wasm"
 copy "$wasi" builder_docker.wasm "$bundle/builder-docker.wasm"
 copy "$lean" environment_local.wasm "$bundle/environment-local.wasm"
 copy "$lean" registry_oci.wasm "$bundle/registry-oci.wasm"
+copy "$wasi" environment_aws.wasm "$bundle/environment-aws.wasm"
+copy "$wasi" registry_ecr.wasm "$bundle/registry-ecr.wasm"
 copy "$wasi" hostile_plugin.wasm "$tests/hostile.wasm"
 copy "$lean" hostile_plugin.wasm "$tests/hostile-lean.wasm"
 copy "$wasi" hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"
 copy "$wasi" future_wit_plugin.wasm "$tests/future-wit.wasm"
 copy "$lean" registry_computed_plugin.wasm "$tests/registry-computed.wasm"
+copy "$wasi" contract_v0_1_plugin.wasm "$tests/contract-v0-1.wasm"
 
 echo "$bundle"

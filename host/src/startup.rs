@@ -217,10 +217,18 @@ pub async fn prepare(
     )?;
     ctx.runners = Runners::with_policies(&ctx.clients, policies);
     let settings = ctx.environment.settings_for(ctx.environment_block.clone());
+    plugins.lend_environment(&ctx.environment, settings.clone());
     ctx.environment
         .verify_environment(&settings, None)
         .await
         .map_err(|e| anyhow::anyhow!("the environment is not usable: {e}"))?;
+    if let Some(registry) = ctx.registry.as_ref().filter(|r| r.can_verify_registry()) {
+        let settings = registry.settings_for(ctx.registry_block.clone());
+        registry
+            .verify_registry(&settings, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("the registry is not usable: {e}"))?;
+    }
     Ok(Arc::new(ctx))
 }
 

@@ -78,7 +78,7 @@ fn a_plugin_of_an_unsupported_contract_stops_the_agent_at_start_naming_both_vers
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("launch:plugin@0.2.0") && stderr.contains("launch:plugin@0.1.0"),
+        stderr.contains("launch:plugin@0.3.0") && stderr.contains("launch:plugin@0.2.0"),
         "{stderr}"
     );
 }

@@ -483,8 +483,8 @@ async fn a_plugin_built_for_another_contract_version_is_rejected_naming_both() {
         .err()
         .expect("rejected");
     let text = err.to_string();
+    assert!(text.contains("launch:plugin@0.3.0"), "{text}");
     assert!(text.contains("launch:plugin@0.2.0"), "{text}");
-    assert!(text.contains("launch:plugin@0.1.0"), "{text}");
     assert!(text.contains("future"), "{text}");
 }
 

@@ -44,7 +44,7 @@ fn plugins_list_shows_name_kind_versions_digest_and_grants() {
     assert_eq!(p["kind"], "environment");
     assert_eq!(p["plugin_name"], "hostile");
     assert_eq!(p["version"], "0.1.0");
-    assert_eq!(p["wit_version"], "0.1.0");
+    assert_eq!(p["wit_version"], "0.2.0");
     assert_eq!(p["sha256"], sha256_of(&hostile));
     assert_eq!(p["hosts"], serde_json::json!(["https://*.example.com"]));
     assert_eq!(p["env"], serde_json::json!(["HOME"]));
@@ -66,7 +66,7 @@ fn plugins_list_shows_name_kind_versions_digest_and_grants() {
     let table = agent.run(&["plugins", "list", "--config", config.to_str().unwrap()]);
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(
-        text.contains("hostile (environment plugin)") && text.contains("launch:plugin@0.1.0"),
+        text.contains("hostile (environment plugin)") && text.contains("launch:plugin@0.2.0"),
         "{text}"
     );
 }
@@ -90,7 +90,7 @@ fn plugins_inspect_describes_a_file_and_refuses_a_bad_one() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("launch:plugin@0.2.0") && stderr.contains("launch:plugin@0.1.0"),
+        stderr.contains("launch:plugin@0.3.0") && stderr.contains("launch:plugin@0.2.0"),
         "{stderr}"
     );
 

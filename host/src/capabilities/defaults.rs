@@ -37,7 +37,8 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
             grants.hosts = with_build_hosts(registry_host_grants(config));
         }
         "registry-oci" => grants.hosts = registry_host_grants(config),
-        _ => {}
+        // The cloud plugins' defaults are kept apart (issue 12).
+        other => grants = super::cloud_defaults::for_bundled(other, config),
     }
     grants
 }
@@ -78,6 +79,15 @@ pub fn add(grants: &mut Grants, defaults: Grants) {
     for host in defaults.hosts {
         if !grants.hosts.iter().any(|h| h.value == host.value) {
             grants.hosts.push(host);
+        }
+    }
+    for host in defaults.environment_auth {
+        if !grants
+            .environment_auth
+            .iter()
+            .any(|h| h.value == host.value)
+        {
+            grants.environment_auth.push(host);
         }
     }
     for name in defaults.env {

@@ -16,6 +16,7 @@
 //! plugin's [`GrantPolicy`] is compiled with it at load; no call parses a
 //! pattern.
 
+use super::environment_auth::{AuthRequest, EnvironmentAuthorizer, MAX_AUTHORIZED_BODY};
 use super::policy::GrantPolicy;
 use super::state::{HostCall, HostCallRecord};
 use std::sync::Arc;
@@ -162,7 +163,9 @@ pub const MAX_HTTP_IN_FLIGHT: usize = 64;
 
 /// `wasi:http` hooks that refuse requests the plugin's policy does not
 /// allow ([`GrantPolicy::http`]), and requests past
-/// [`MAX_HTTP_IN_FLIGHT`].
+/// [`MAX_HTTP_IN_FLIGHT`]; have the environment authorize those to origins
+/// its grant marks `auth: environment`
+/// ([`environment_auth`](super::environment_auth)).
 pub struct GrantedHttpHooks {
     /// The plugin's grants.
     pub policy: Arc<GrantPolicy>,
@@ -174,6 +177,10 @@ pub struct GrantedHttpHooks {
     /// Where the call's host calls are recorded, when they are (see
     /// [`HostCallRecord`]).
     pub host_calls: Option<HostCallRecord>,
+    /// The environment that authorizes requests to `environment_auth`
+    /// origins; none when the agent has none that can (those requests are
+    /// then refused).
+    pub authorizer: Option<Arc<dyn EnvironmentAuthorizer>>,
 }
 
 /// One request in flight, counted until dropped.
@@ -228,8 +235,28 @@ impl WasiHttpHooks for GrantedHttpHooks {
             );
             (record, shown)
         });
+        let authorize = if self.policy.environment_auth(request.uri()) {
+            match &self.authorizer {
+                Some(authorizer) => Some(authorizer.clone()),
+                None => {
+                    tracing::warn!(
+                        plugin = %self.plugin,
+                        uri = %shown_uri(request.uri()),
+                        "refused a request marked `auth: environment` (grants.environment_auth):                          the configured environment lends no credentials (it exports no                          `authorizer`)"
+                    );
+                    return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+                }
+            }
+        } else {
+            None
+        };
+        let plugin = self.plugin.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
+            let request = match authorize {
+                Some(authorizer) => authorized(request, &*authorizer, &plugin).await?,
+                None => request,
+            };
             let sent = wasmtime_wasi_http::default_send_request(request, options).await;
             if let Some((record, what)) = asked {
                 let answer = match &sent {
@@ -250,6 +277,94 @@ impl WasiHttpHooks for GrantedHttpHooks {
             ))
         })
     }
+}
+
+/// `scheme://host[:port]/path` of `uri`, its query left out (it may carry
+/// a signature).
+fn shown_uri(uri: &http::Uri) -> String {
+    format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("?"),
+        uri.authority().map(|a| a.as_str()).unwrap_or("?"),
+        uri.path()
+    )
+}
+
+/// `request` with the headers `authorizer` returns for it set; its body is
+/// buffered (at most [`MAX_AUTHORIZED_BODY`]) to hash it. A refusal is
+/// logged, naming the environment and its reason, and the request is not
+/// sent.
+async fn authorized(
+    request: http::Request<WasiBody>,
+    authorizer: &dyn EnvironmentAuthorizer,
+    plugin: &str,
+) -> Result<http::Request<WasiBody>, wasmtime_wasi_http::Error> {
+    use http_body_util::BodyExt;
+    use sha2::Digest;
+    let (mut parts, body) = request.into_parts();
+    let shown = shown_uri(&parts.uri);
+    let refused = |why: &str| {
+        tracing::warn!(
+            plugin,
+            uri = %shown,
+            environment = %authorizer.label(),
+            "refused a request marked `auth: environment`: {why}"
+        );
+        wasmtime_wasi_http::Error::HttpRequestDenied
+    };
+    let body = http_body_util::Limited::new(body, MAX_AUTHORIZED_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            refused(&format!(
+                "its body could not be read to be signed (at most {MAX_AUTHORIZED_BODY} bytes): {e}"
+            ))
+        })?
+        .to_bytes();
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if !parts.headers.contains_key(http::header::HOST)
+        && let Some(authority) = parts.uri.authority()
+    {
+        headers.push(("host".into(), authority.as_str().to_string()));
+        parts.headers.insert(
+            http::header::HOST,
+            http::HeaderValue::from_str(authority.as_str())
+                .map_err(|_| refused("its host is not a valid header"))?,
+        );
+    }
+    let request = AuthRequest {
+        method: parts.method.as_str().to_string(),
+        url: parts.uri.to_string(),
+        headers,
+        body_sha256: hex::encode(sha2::Sha256::digest(&body)),
+    };
+    let extra = authorizer
+        .authorize(plugin, request)
+        .await
+        .map_err(|why| refused(&why))?;
+    for (name, value) in extra {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            refused(&format!(
+                "the environment returned a bad header name {name:?}"
+            ))
+        })?;
+        let value = http::HeaderValue::from_str(&value)
+            .map_err(|_| refused(&format!("the environment returned a bad value for {name}")))?;
+        parts.headers.insert(name, value);
+    }
+    let body = http_body_util::Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(http::Request::from_parts(parts, body))
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //! |---|---|---|---|---|
 //! | logging | `launch:plugin/log` | always (tagged with the plugin's name), within the per-call caps of [`call_caps`] (and of [`docker::caps`] for the engine's output) | — | — |
 //! | secrets | `launch:plugin/secrets.open` | `grants.secrets` | `policy.secret(name)` | `secret-error::not-granted` |
+//! | kept secrets (0.2) | `launch:plugin/secrets.keep`, `.recall`, `.forget` | always: the plugin's own, in [`kept`] | — | — |
+//! | the environment's credentials (0.2) | `wasi:http` requests to a marked origin, authorized by the environment's `authorizer` | `grants.environment_auth` (`auth: environment`) | `policy.environment_auth(uri)` | sent without credentials (`hosts` only) or refused ([`environment_auth`]) |
 //! | outbound HTTP | `wasi:http/outgoing-handler` | `grants.hosts` | `policy.http(uri)` | `error-code::HTTP-request-denied` |
 //! | environment variables | `wasi:cli/environment` | `grants.env` | the WASI context holds only these | the variable is absent |
 //! | directories | `wasi:filesystem` | `grants.dirs` | the WASI context preopens only these (read-only unless `write: true`) | the path does not exist |
@@ -38,6 +40,10 @@
 //! [`CapabilityState::record`](state::CapabilityState::record)); a row
 //! above, and a test that the plugin is refused without the grant.
 //!
+//! Plugins of both contract versions are served: the 0.1 interfaces by an
+//! adapter onto the current ones ([`contract_v0_1`]), so each grant is
+//! checked in one place.
+//!
 //! The capabilities sit below the plugin runtime: the host traits they
 //! implement are generated here ([`bindings`]), for the call state they
 //! hold ([`state::CapabilityState`]), so nothing here imports `plugins`; the
@@ -45,9 +51,13 @@
 
 pub mod bindings;
 pub mod call_caps;
+pub mod cloud_defaults;
+pub mod contract_v0_1;
 pub mod defaults;
 pub mod docker;
+pub mod environment_auth;
 pub mod http;
+pub mod kept;
 pub mod log;
 pub mod oci;
 pub mod policy;

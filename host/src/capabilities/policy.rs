@@ -12,6 +12,7 @@
 //! | check | grant | used by |
 //! |---|---|---|
 //! | [`GrantPolicy::http`] | `grants.hosts` | `wasi:http/outgoing-handler` |
+//! | [`GrantPolicy::environment_auth`] | `grants.environment_auth` (`auth: environment`) | `wasi:http/outgoing-handler`: the environment authorizes the request ([`environment_auth`](super::environment_auth)) |
 //! | [`GrantPolicy::secret`] | `grants.secrets` | `launch:plugin/secrets.open` |
 //! | [`GrantPolicy::docker`] | `grants.docker` | every `launch:plugin/docker` function |
 //! | [`GrantPolicy::build_network`] | `grants.build_network` | `launch:plugin/docker.build` (network mode `none` without it) |
@@ -42,6 +43,13 @@ pub struct GrantPolicy {
     hosts: HostAllowList,
     /// `grants.hosts` as written, for `plugins list`.
     host_grants: Vec<String>,
+    /// `grants.environment_auth` (the grant `auth: environment`), parsed:
+    /// origins whose requests the environment authorizes before they leave
+    /// ([`environment_auth`](super::environment_auth)); requesting them is
+    /// allowed too.
+    environment_auth: HostAllowList,
+    /// `grants.environment_auth` as written, for `plugins list`.
+    environment_auth_grants: Vec<String>,
     /// `grants.env`: the agent's environment variables the plugin sees.
     env: Vec<String>,
     /// `grants.secrets`, each with where its value comes from, in the
@@ -245,6 +253,16 @@ impl GrantPolicy {
             grant: "grants.hosts",
             reason,
         })?;
+        let environment_auth_grants: Vec<String> = grants
+            .environment_auth
+            .iter()
+            .map(|h| h.value.clone())
+            .collect();
+        let environment_auth =
+            HostAllowList::new(&environment_auth_grants).map_err(|reason| GrantError {
+                grant: "grants.environment_auth",
+                reason,
+            })?;
         let secrets = grants
             .secrets
             .iter()
@@ -261,6 +279,8 @@ impl GrantPolicy {
         Ok(GrantPolicy {
             hosts,
             host_grants,
+            environment_auth,
+            environment_auth_grants,
             env: grants.env.clone(),
             secrets,
             dirs: grants.dirs.clone(),
@@ -303,10 +323,22 @@ impl GrantPolicy {
         if has_userinfo(uri) {
             return Err(Refusal::Userinfo { uri: shown });
         }
-        if self.hosts.allows_uri(uri) {
+        if self.hosts.allows_uri(uri) || self.environment_auth.allows_uri(uri) {
             return Ok(());
         }
         Err(Refusal::Http { uri: shown })
+    }
+
+    /// Whether a request to `uri` is to be authorized by the environment
+    /// before it leaves (`grants.environment_auth`, the grant `auth:
+    /// environment`).
+    pub fn environment_auth(&self, uri: &http::Uri) -> bool {
+        !has_userinfo(uri) && self.environment_auth.allows_uri(uri)
+    }
+
+    /// `grants.environment_auth` as written.
+    pub fn environment_auth_hosts(&self) -> &[String] {
+        &self.environment_auth_grants
     }
 
     /// Where the value of secret `name` comes from, if it is granted.
@@ -424,6 +456,38 @@ mod tests {
 
     fn policy(hosts: &[&str]) -> GrantPolicy {
         GrantPolicy::compile(&grants(hosts), &BTreeMap::new()).unwrap()
+    }
+
+    #[test]
+    fn only_hosts_marked_auth_environment_are_authorized_by_the_environment() {
+        let nowhere = serde_saphyr::Location::UNKNOWN;
+        let mut g = grants(&["https://registry.example.com"]);
+        g.environment_auth = vec![Spanned::new(
+            "https://api.ecr.us-east-1.amazonaws.com".to_string(),
+            nowhere,
+            nowhere,
+        )];
+        let policy = GrantPolicy::compile(&g, &BTreeMap::new()).unwrap();
+        let api: http::Uri = "https://api.ecr.us-east-1.amazonaws.com/".parse().unwrap();
+        let registry: http::Uri = "https://registry.example.com/v2/".parse().unwrap();
+        // A marked host may be requested, and is authorized.
+        assert!(policy.http(&api).is_ok() && policy.environment_auth(&api));
+        // A host granted plainly is not.
+        assert!(policy.http(&registry).is_ok() && !policy.environment_auth(&registry));
+        // Nor is anything with userinfo, nor another host.
+        let sneaky: http::Uri = "https://x@api.ecr.us-east-1.amazonaws.com/"
+            .parse()
+            .unwrap();
+        assert!(!policy.environment_auth(&sneaky) && policy.http(&sneaky).is_err());
+        let other: http::Uri = "https://api.ecr.eu-west-1.amazonaws.com/".parse().unwrap();
+        assert!(!policy.environment_auth(&other) && policy.http(&other).is_err());
+        assert_eq!(
+            policy.environment_auth_hosts(),
+            ["https://api.ecr.us-east-1.amazonaws.com"]
+        );
+        g.environment_auth[0].value = "api.ecr.amazonaws.com".into();
+        let err = GrantPolicy::compile(&g, &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.grant, "grants.environment_auth");
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! lines, errors, a panic message, stderr) is scrubbed of every secret value
 //! its Store held before the host records it.
 //!
+//! Since contract 0.2.0 a plugin may also keep a secret between its calls
+//! (`keep`, `recall`, `forget`: a token with a lifetime), in its own
+//! [`KeptSecrets`](super::kept::KeptSecrets), which no other plugin reaches.
+//!
 //! A call may mint at most [`MAX_MINTED`] values ([`MAX_MINTED_BYTES`] in
 //! all) and hold [`MAX_SECRET_HANDLES`] handles at once (see
 //! [`call_caps`](super::call_caps)).
@@ -292,6 +296,47 @@ impl Host for CapabilityState {
             revealable: true,
             bound_to: None,
         })
+    }
+
+    fn keep(
+        &mut self,
+        key: String,
+        value: Resource<SecretHandle>,
+        ttl_seconds: u64,
+    ) -> wasmtime::Result<Result<(), SecretError>> {
+        let secret = self.table.get(&value)?;
+        if !secret.revealable {
+            return Ok(Err(SecretError::Opaque(format!(
+                "secret {:?} was handed to plugin {} to pass on, not to keep",
+                secret.name, self.plugin_name
+            ))));
+        }
+        Ok(self
+            .kept
+            .keep(
+                &key,
+                &secret.name,
+                &secret.value,
+                std::time::Duration::from_secs(ttl_seconds),
+            )
+            .map_err(SecretError::Unavailable))
+    }
+
+    fn recall(&mut self, key: String) -> wasmtime::Result<Option<Resource<SecretHandle>>> {
+        let Some((name, value)) = self.kept.recall(&key) else {
+            return Ok(None);
+        };
+        Ok(Some(self.hold_secret(SecretHandle {
+            name,
+            value,
+            revealable: true,
+            bound_to: None,
+        })?))
+    }
+
+    fn forget(&mut self, key: String) -> wasmtime::Result<()> {
+        self.kept.forget(&key);
+        Ok(())
     }
 }
 

@@ -81,6 +81,9 @@ pub struct CapabilityState {
     /// Where this call's host calls are recorded, when someone asked
     /// (`plugins call`); `None` for the agent's calls.
     pub host_calls: Option<HostCallRecord>,
+    /// The secrets this plugin keeps between its calls (`secrets.keep`);
+    /// empty, and shared with no one, unless the runtime sets the plugin's.
+    pub kept: Arc<super::kept::KeptSecrets>,
 }
 
 /// One host call a plugin made, as [`HostCallRecord`] keeps it.
@@ -158,6 +161,7 @@ impl CapabilityState {
                 plugin: plugin_name.clone(),
                 in_flight: Arc::default(),
                 host_calls: None,
+                authorizer: None,
             },
             plugin_name,
             policy,
@@ -175,6 +179,7 @@ impl CapabilityState {
             registry_clients,
             last_error_line: None,
             host_calls: None,
+            kept: Arc::default(),
         }
     }
 

@@ -163,6 +163,9 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
             }
         };
         println!("  hosts:       {}", list(&p.hosts));
+        if !p.environment_auth.is_empty() {
+            println!("  auth: environment: {}", list(&p.environment_auth));
+        }
         println!("  env:         {}", list(&p.env));
         println!("  secrets:     {}", list(&p.secrets));
         println!("  dirs:        {}", list(&p.dirs));

@@ -104,6 +104,13 @@ pub struct Grants {
     /// [`HostPattern`](crate::capabilities::http::HostPattern)'s).
     #[serde(default)]
     pub hosts: Vec<Spanned<String>>,
+    /// The grant `auth: environment`: origins (patterns as in `hosts`, and
+    /// allowed as those are) whose requests the environment plugin
+    /// authorizes before they leave (a SigV4 signature, a bearer token), so
+    /// the plugin uses the cloud's credentials without holding them
+    /// (`capabilities/environment_auth.rs`).
+    #[serde(default)]
+    pub environment_auth: Vec<Spanned<String>>,
     /// Environment variables (of the agent) the plugin can read, by name.
     #[serde(default)]
     pub env: Vec<String>,
@@ -330,6 +337,16 @@ impl PluginEntry {
                 ConfigError::at(
                     file,
                     &key("grants.hosts"),
+                    &pattern.referenced,
+                    format!("{:?}: {reason}", pattern.value),
+                )
+            })?;
+        }
+        for pattern in &self.grants.environment_auth {
+            crate::capabilities::http::HostPattern::parse(&pattern.value).map_err(|reason| {
+                ConfigError::at(
+                    file,
+                    &key("grants.environment_auth"),
                     &pattern.referenced,
                     format!("{:?}: {reason}", pattern.value),
                 )

@@ -11,13 +11,16 @@
 //! | builder | `docker` | `builder-docker.wasm` |
 //! | registry | `oci` | `registry-oci.wasm` |
 //! | environment | `local` | `environment-local.wasm` |
+//! | environment | `aws` | `environment-aws.wasm` |
+//! | registry | `ecr` | `registry-ecr.wasm` |
 //!
 //! Bundled plugins get the grants their job needs and no more
 //! ([`default_grants`], listed in
 //! [`capabilities::defaults`](crate::capabilities::defaults)):
 //! `builder-docker` the Docker engine and the configured registry's host,
-//! `registry-oci` that host. A `plugins:` entry of the same name adds to
-//! them.
+//! `registry-oci` that host; the cloud plugins their cloud's hosts and
+//! credential chain ([`capabilities::cloud_defaults`](crate::capabilities::cloud_defaults)).
+//! A `plugins:` entry of the same name adds to them.
 //!
 //! Where a plugin's component comes from ([`PluginOrigin`]), first found:
 //!
@@ -42,6 +45,8 @@ pub const BUNDLE: &[(PluginKind, &str, &str)] = &[
     (PluginKind::Builder, "docker", "builder-docker.wasm"),
     (PluginKind::Registry, "oci", "registry-oci.wasm"),
     (PluginKind::Environment, "local", "environment-local.wasm"),
+    (PluginKind::Environment, "aws", "environment-aws.wasm"),
+    (PluginKind::Registry, "ecr", "registry-ecr.wasm"),
 ];
 
 /// Where a plugin's component came from, as `plugins list` shows it.
@@ -340,7 +345,7 @@ fn source_of(
 pub fn default_timeout_ms(kind: PluginKind, name: &str) -> Option<u64> {
     match (kind, name) {
         (PluginKind::Builder, "docker") => Some(3_600_000),
-        (PluginKind::Registry, "oci") => Some(120_000),
+        (PluginKind::Registry, "oci" | "ecr") => Some(120_000),
         _ => None,
     }
 }

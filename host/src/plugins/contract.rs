@@ -10,6 +10,7 @@
 //! | host contract | accepts plugins built against |
 //! |---|---|
 //! | 0.1.0 | 0.1.x |
+//! | 0.2.0 | 0.1.x (the frozen `wit/0.1/`, served by an adapter) and 0.2.x |
 
 use semver::{Version, VersionReq};
 use wasmtime::Engine;
@@ -18,9 +19,11 @@ use wasmtime::component::Component;
 /// The WIT package of the contract.
 pub const PACKAGE: &str = "launch:plugin";
 /// The contract version this host is built against.
-pub const HOST_VERSION: &str = "0.1.0";
-/// The contract versions this host accepts.
-pub const ACCEPTED: &str = "^0.1";
+pub const HOST_VERSION: &str = "0.2.0";
+/// The contract versions this host accepts, as a semver requirement.
+pub const ACCEPTED: &str = ">=0.1.0, <0.3.0";
+/// [`ACCEPTED`] as messages say it.
+pub const ACCEPTED_SHOWN: &str = "0.1.x or 0.2.x";
 
 /// The kind of a plugin: which world's interface it exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -96,13 +99,13 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ContractInfo, S
         };
         let Some((_, v)) = rest.split_once('@') else {
             return Err(format!(
-                "uses {name} without a version; this host accepts {PACKAGE}@{ACCEPTED} (it is {PACKAGE}@{HOST_VERSION})"
+                "uses {name} without a version; this host accepts {PACKAGE}@{ACCEPTED_SHOWN} (it is {PACKAGE}@{HOST_VERSION})"
             ));
         };
         let v = Version::parse(v).map_err(|e| format!("{name}: bad version: {e}"))?;
         if !accepted.matches(&v) {
             return Err(format!(
-                "was built against {PACKAGE}@{v}, but this host accepts {PACKAGE}@{ACCEPTED} (it is {PACKAGE}@{HOST_VERSION}); rebuild the plugin against {PACKAGE}@{HOST_VERSION}"
+                "was built against {PACKAGE}@{v}, but this host accepts {PACKAGE}@{ACCEPTED_SHOWN} (it is {PACKAGE}@{HOST_VERSION}); rebuild the plugin against {PACKAGE}@{HOST_VERSION}"
             ));
         }
         if version.as_ref().is_some_and(|known| *known != v) {

@@ -37,12 +37,16 @@ pub enum Export {
     RepositoryUri,
     /// `registry.image-exists`.
     ImageExists,
+    /// `authorizer.authorize` (0.2; environments that lend credentials).
+    Authorize,
+    /// `registry.verify` (0.2).
+    RegistryVerify,
 }
 
 impl Export {
     /// Every export, in declaration order (the index into [`Exports`]'
     /// table is the discriminant).
-    const ALL: [Export; 8] = [
+    const ALL: [Export; 10] = [
         Export::Info,
         Export::Verify,
         Export::RunEnv,
@@ -51,17 +55,20 @@ impl Export {
         Export::Login,
         Export::RepositoryUri,
         Export::ImageExists,
+        Export::Authorize,
+        Export::RegistryVerify,
     ];
 
     /// The kind of plugin that exports it; `None` for every kind.
     pub fn kind(self) -> Option<PluginKind> {
         match self {
             Export::Info => None,
-            Export::Verify | Export::RunEnv => Some(PluginKind::Environment),
+            Export::Verify | Export::RunEnv | Export::Authorize => Some(PluginKind::Environment),
             Export::Plan | Export::Build => Some(PluginKind::Builder),
-            Export::Login | Export::RepositoryUri | Export::ImageExists => {
-                Some(PluginKind::Registry)
-            }
+            Export::Login
+            | Export::RepositoryUri
+            | Export::ImageExists
+            | Export::RegistryVerify => Some(PluginKind::Registry),
         }
     }
 
@@ -76,6 +83,8 @@ impl Export {
             Export::Login => ("registry", "login"),
             Export::RepositoryUri => ("registry", "repository-uri"),
             Export::ImageExists => ("registry", "image-exists"),
+            Export::Authorize => ("authorizer", "authorize"),
+            Export::RegistryVerify => ("registry", "verify"),
         }
     }
 

@@ -81,6 +81,9 @@ pub struct PluginDescription {
     pub signed_by: Option<PathBuf>,
     /// Granted hosts.
     pub hosts: Vec<String>,
+    /// Hosts whose requests the environment authorizes (`auth:
+    /// environment`, `grants.environment_auth`).
+    pub environment_auth: Vec<String>,
     /// Granted env vars.
     pub env: Vec<String>,
     /// Granted secrets (names scrubbed).
@@ -182,6 +185,11 @@ pub struct LoadedPlugin {
     /// Where its calls' host calls are recorded, once asked for
     /// ([`LoadedPlugin::record_host_calls`]).
     pub(crate) host_calls: std::sync::OnceLock<crate::capabilities::state::HostCallRecord>,
+    /// The secrets this plugin keeps between calls (`secrets.keep`).
+    pub(crate) kept: Arc<crate::capabilities::kept::KeptSecrets>,
+    /// The environment that authorizes this plugin's requests marked
+    /// `auth: environment`.
+    pub(crate) authorizer: super::authorize::SharedAuthorizer,
 }
 
 impl LoadedPlugin {
@@ -256,6 +264,8 @@ impl LoadedPlugin {
         if let Some(record) = self.host_calls.get() {
             caps.record_into(record.clone());
         }
+        caps.kept = self.kept.clone();
+        caps.hooks.authorizer = self.authorizer.get();
         let state = PluginState {
             caps,
             limiter: MemoryCap {
@@ -483,6 +493,49 @@ impl LoadedPlugin {
     ) -> Result<(), CallError> {
         let result = self
             .call(Export::Verify, log, None, |_| Ok((settings,)), scrubbed)
+            .await?;
+        self.lift(result)
+    }
+
+    /// Calls `authorizer.authorize` (an environment that lends its
+    /// credentials): the headers to add to `request`.
+    pub async fn authorize(
+        &self,
+        settings: &str,
+        request: &super::bindings::HttpRequest,
+    ) -> Result<Vec<(String, String)>, CallError> {
+        let result = self
+            .call(
+                Export::Authorize,
+                None,
+                None,
+                |_| Ok((settings, request)),
+                scrubbed,
+            )
+            .await?;
+        self.lift(result)
+    }
+
+    /// Whether the plugin exports `registry.verify` (a 0.2 registry).
+    pub fn can_verify_registry(&self) -> bool {
+        self.exports.has(Export::RegistryVerify)
+    }
+
+    /// Calls `registry.verify` (a 0.2 registry; check
+    /// [`LoadedPlugin::can_verify_registry`] first).
+    pub async fn verify_registry(
+        &self,
+        settings: &str,
+        log: Option<LogSink>,
+    ) -> Result<(), CallError> {
+        let result = self
+            .call(
+                Export::RegistryVerify,
+                log,
+                None,
+                |_| Ok((settings,)),
+                scrubbed,
+            )
             .await?;
         self.lift(result)
     }

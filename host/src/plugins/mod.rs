@@ -16,6 +16,7 @@
 //!    memory cap ([`loaded`]). A trap is the plugin's failure, named with its
 //!    version; the agent goes on.
 
+pub mod authorize;
 pub mod bindings;
 pub mod bundle;
 pub mod cache;
@@ -150,6 +151,10 @@ pub struct PluginHost {
     linker: Linker<PluginState>,
     plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     registry_clients: Arc<crate::capabilities::oci::RegistryClients>,
+    /// The environment that authorizes requests marked `auth:
+    /// environment`, shared by every plugin loaded here (set once the
+    /// environment is known: [`PluginHost::lend_environment`]).
+    authorizer: authorize::SharedAuthorizer,
 }
 
 impl PluginHost {
@@ -165,12 +170,18 @@ impl PluginHost {
             &mut linker,
             |state: &mut PluginState| &mut state.caps,
         )?;
+        // The frozen 0.1 contract, served by the same capabilities.
+        bindings::imports::v0_1::HostImports::add_to_linker::<_, HasSelf<CapabilityState>>(
+            &mut linker,
+            |state: &mut PluginState| &mut state.caps,
+        )?;
         Ok(PluginHost {
             engine,
             cache,
             linker,
             plugins: BTreeMap::new(),
             registry_clients: Default::default(),
+            authorizer: Default::default(),
         })
     }
 
@@ -316,15 +327,21 @@ impl PluginHost {
         })?;
         // The generated bindings check that the plugin matches its world;
         // calls then go through `Exports`.
-        let matches_world = match contract.kind {
-            PluginKind::Builder => {
-                bindings::builder::BuilderPluginPre::new(instance_pre.clone()).map(drop)
+        let pre = instance_pre.clone();
+        let matches_world = match (contract.kind, contract.version.minor) {
+            (PluginKind::Builder, 1) => {
+                bindings::v0_1::builder::BuilderPluginPre::new(pre).map(drop)
             }
-            PluginKind::Registry => {
-                bindings::registry::RegistryPluginPre::new(instance_pre.clone()).map(drop)
+            (PluginKind::Registry, 1) => {
+                bindings::v0_1::registry::RegistryPluginPre::new(pre).map(drop)
             }
-            PluginKind::Environment => {
-                bindings::environment::EnvironmentPluginPre::new(instance_pre.clone()).map(drop)
+            (PluginKind::Environment, 1) => {
+                bindings::v0_1::environment::EnvironmentPluginPre::new(pre).map(drop)
+            }
+            (PluginKind::Builder, _) => bindings::builder::BuilderPluginPre::new(pre).map(drop),
+            (PluginKind::Registry, _) => bindings::registry::RegistryPluginPre::new(pre).map(drop),
+            (PluginKind::Environment, _) => {
+                bindings::environment::EnvironmentPluginPre::new(pre).map(drop)
             }
         };
         matches_world.map_err(|e| fail(format!("does not match its world: {e:#}")))?;
@@ -354,6 +371,7 @@ impl PluginHost {
                     _ => None,
                 },
                 hosts: policy.hosts().to_vec(),
+                environment_auth: policy.environment_auth_hosts().to_vec(),
                 env: policy.env().to_vec(),
                 secrets: policy.secret_names().map(str::to_string).collect(),
                 dirs: policy
@@ -379,8 +397,18 @@ impl PluginHost {
             registry_clients: self.registry_clients.clone(),
             clock: self.engine.clock.clone(),
             host_calls: Default::default(),
+            kept: Arc::default(),
+            authorizer: self.authorizer.clone(),
         };
         Ok((plugin, outcome))
+    }
+
+    /// Makes `environment` (called with `settings`) the one that authorizes
+    /// every loaded plugin's requests marked `auth: environment`, when it
+    /// exports `authorizer`; otherwise those requests are refused.
+    pub fn lend_environment(&self, environment: &Arc<LoadedPlugin>, settings: String) {
+        self.authorizer
+            .set(authorize::EnvironmentLender::new(environment, settings));
     }
 
     /// The loaded plugin called `name`.

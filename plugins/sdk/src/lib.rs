@@ -1,7 +1,7 @@
 //! Guest SDK for launch-agent plugins.
 //!
 //! A plugin is a WebAssembly component built for `wasm32-wasip2` against the
-//! `launch:plugin@0.1.0` WIT contract in the repository's `wit/` folder. This
+//! `launch:plugin@0.2.0` WIT contract in the repository's `wit/` folder. This
 //! crate holds the bindings for the contract's three plugin worlds and a few
 //! helpers, so a plugin crate is a `cdylib` that depends on this crate (and
 //! `serde` for its settings), implements two traits and calls one export
@@ -12,10 +12,13 @@
 //! | `builder-plugin` | [`Plugin`] + [`builder::Builder`] | [`export_builder!`] | [`builder::docker`] |
 //! | `registry-plugin` | [`Plugin`] + [`registry::Registry`] | [`export_registry!`] | [`registry::oci`] |
 //! | `environment-plugin` | [`Plugin`] + [`environment::Environment`] | [`export_environment!`] | — |
+//! | `authorizing-environment-plugin` (0.2) | the above + [`authorizer::Authorizer`] | [`export_authorizing_environment!`] | — |
 //!
 //! Every world also imports logging ([`info!`] and the other macros),
 //! and secrets: [`open`] a secret the config grants, [`mint`] one from a
-//! value the plugin obtained (a registry token), and read it with
+//! value the plugin obtained (a registry token), [`keep`] it in the host
+//! until shortly before it expires and [`recall`] it in a later call (0.2:
+//! every call gets a fresh instance), and read it with
 //! [`Secret::reveal`], which fails with [`SecretError::Opaque`] for a
 //! handle the host handed over only to be passed on (the registry password
 //! a builder receives).
@@ -119,8 +122,8 @@ pub mod common {
             package launch:sdk;
 
             world common {
-                include launch:plugin/plugin-imports@0.1.0;
-                export launch:plugin/plugin@0.1.0;
+                include launch:plugin/plugin-imports@0.2.0;
+                export launch:plugin/plugin@0.2.0;
             }
         ",
         path: "../../wit",
@@ -147,18 +150,18 @@ pub mod builder {
                 package launch:sdk;
 
                 world builder {
-                    include launch:plugin/plugin-imports@0.1.0;
-                    import launch:plugin/docker@0.1.0;
-                    export launch:plugin/builder@0.1.0;
+                    include launch:plugin/plugin-imports@0.2.0;
+                    import launch:plugin/docker@0.2.0;
+                    export launch:plugin/builder@0.2.0;
                 }
             ",
             path: "../../wit",
             world: "launch:sdk/builder",
             with: {
-                "launch:plugin/types@0.1.0": crate::common::launch::plugin::types,
-                "launch:plugin/log@0.1.0": crate::common::launch::plugin::log,
-                "launch:plugin/secrets@0.1.0": crate::common::launch::plugin::secrets,
-                "launch:plugin/docker@0.1.0": generate,
+                "launch:plugin/types@0.2.0": crate::common::launch::plugin::types,
+                "launch:plugin/log@0.2.0": crate::common::launch::plugin::log,
+                "launch:plugin/secrets@0.2.0": crate::common::launch::plugin::secrets,
+                "launch:plugin/docker@0.2.0": generate,
             },
             pub_export_macro: true,
             export_macro_name: "__export_builder",
@@ -201,18 +204,18 @@ pub mod registry {
                 package launch:sdk;
 
                 world registry {
-                    include launch:plugin/plugin-imports@0.1.0;
-                    import launch:plugin/oci@0.1.0;
-                    export launch:plugin/registry@0.1.0;
+                    include launch:plugin/plugin-imports@0.2.0;
+                    import launch:plugin/oci@0.2.0;
+                    export launch:plugin/registry@0.2.0;
                 }
             ",
             path: "../../wit",
             world: "launch:sdk/registry",
             with: {
-                "launch:plugin/types@0.1.0": crate::common::launch::plugin::types,
-                "launch:plugin/log@0.1.0": crate::common::launch::plugin::log,
-                "launch:plugin/secrets@0.1.0": crate::common::launch::plugin::secrets,
-                "launch:plugin/oci@0.1.0": generate,
+                "launch:plugin/types@0.2.0": crate::common::launch::plugin::types,
+                "launch:plugin/log@0.2.0": crate::common::launch::plugin::log,
+                "launch:plugin/secrets@0.2.0": crate::common::launch::plugin::secrets,
+                "launch:plugin/oci@0.2.0": generate,
             },
             pub_export_macro: true,
             export_macro_name: "__export_registry",
@@ -247,16 +250,16 @@ pub mod environment {
                 package launch:sdk;
 
                 world environment {
-                    include launch:plugin/plugin-imports@0.1.0;
-                    export launch:plugin/environment@0.1.0;
+                    include launch:plugin/plugin-imports@0.2.0;
+                    export launch:plugin/environment@0.2.0;
                 }
             ",
             path: "../../wit",
             world: "launch:sdk/environment",
             with: {
-                "launch:plugin/types@0.1.0": crate::common::launch::plugin::types,
-                "launch:plugin/log@0.1.0": crate::common::launch::plugin::log,
-                "launch:plugin/secrets@0.1.0": crate::common::launch::plugin::secrets,
+                "launch:plugin/types@0.2.0": crate::common::launch::plugin::types,
+                "launch:plugin/log@0.2.0": crate::common::launch::plugin::log,
+                "launch:plugin/secrets@0.2.0": crate::common::launch::plugin::secrets,
             },
             pub_export_macro: true,
             export_macro_name: "__export_environment",
@@ -266,6 +269,45 @@ pub mod environment {
     }
 
     pub use __bindings::exports::launch::plugin::environment::Guest as Environment;
+}
+
+/// The `authorizer` export (contract 0.2): an environment that lends its
+/// credentials to other plugins' requests (world
+/// `authorizing-environment-plugin`, the cloud environments).
+///
+/// Implement [`Plugin`], [`Environment`](crate::environment::Environment)
+/// and [`Authorizer`](crate::authorizer::Authorizer) and call
+/// [`export_authorizing_environment!`](crate::export_authorizing_environment).
+/// The host calls `authorize` for another plugin's request to a host its
+/// grant marks `auth: environment`, and adds the headers it returns.
+pub mod authorizer {
+    #[doc(hidden)]
+    #[allow(missing_docs)]
+    pub mod __bindings {
+        wit_bindgen::generate!({
+            inline: "
+                package launch:sdk;
+
+                world authorizer {
+                    include launch:plugin/plugin-imports@0.2.0;
+                    export launch:plugin/authorizer@0.2.0;
+                }
+            ",
+            path: "../../wit",
+            world: "launch:sdk/authorizer",
+            with: {
+                "launch:plugin/types@0.2.0": crate::common::launch::plugin::types,
+                "launch:plugin/log@0.2.0": crate::common::launch::plugin::log,
+                "launch:plugin/secrets@0.2.0": crate::common::launch::plugin::secrets,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_authorizer",
+            default_bindings_module: "launch_plugin_sdk::authorizer::__bindings",
+            runtime_path: "launch_plugin_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub use __bindings::exports::launch::plugin::authorizer::{Guest as Authorizer, HttpRequest};
 }
 
 /// Exports `$ty` as a builder plugin (world `builder-plugin`).
@@ -307,12 +349,30 @@ macro_rules! export_environment {
     };
 }
 
+/// Exports `$ty` as an environment that lends its credentials (world
+/// `authorizing-environment-plugin`, contract 0.2).
+///
+/// `$ty` must implement [`Plugin`], [`environment::Environment`] and
+/// [`authorizer::Authorizer`]. Call it once, at the top level of the plugin
+/// crate: `launch_plugin_sdk::export_authorizing_environment!(MyPlugin);`
+#[macro_export]
+macro_rules! export_authorizing_environment {
+    ($ty:ident) => {
+        $crate::common::__export_common!($ty with_types_in $crate::common);
+        $crate::environment::__bindings::__export_environment!($ty with_types_in $crate::environment::__bindings);
+        $crate::authorizer::__bindings::__export_authorizer!($ty with_types_in $crate::authorizer::__bindings);
+    };
+}
+
 pub use common::exports::launch::plugin::plugin::Guest as Plugin;
 pub use common::launch::plugin::log::Level;
-pub use common::launch::plugin::secrets::{self, Secret, SecretError, mint, open};
+pub use common::launch::plugin::secrets::{
+    self, Secret, SecretError, forget, keep, mint, open, recall,
+};
 pub use common::launch::plugin::types::{Job, PluginError, PluginInfo, Stage};
 
 mod errors;
+pub mod http;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod lean;
 mod logging;

@@ -1,12 +1,12 @@
 //! Writes the contract this plugin is built against into `$OUT_DIR/wit/`:
 //! the real one (`wit/` at the workspace root) with its version set to
-//! `0.2.0`, so the test plugin differs from a real plugin in nothing but
+//! `0.3.0`, so the test plugin differs from a real plugin in nothing but
 //! the version, and cannot drift from the contract.
 
 use std::path::{Path, PathBuf};
 
-const HOST_VERSION: &str = "launch:plugin@0.1.0";
-const FUTURE_VERSION: &str = "launch:plugin@0.2.0";
+const HOST_VERSION: &str = "launch:plugin@0.2.0";
+const FUTURE_VERSION: &str = "launch:plugin@0.3.0";
 
 fn main() {
     let manifest_dir =

@@ -1,4 +1,4 @@
-//! A builder plugin built against a future contract, `launch:plugin@0.2.0`
+//! A builder plugin built against a future contract, `launch:plugin@0.3.0`
 //! (the real WIT with only the version changed, written by `build.rs` into
 //! `$OUT_DIR/wit/`), so the host's tests can show it is refused with both
 //! versions named.
@@ -21,7 +21,7 @@ impl Plugin for FutureWit {
         PluginInfo {
             name: "future-wit".into(),
             version: "0.1.0".into(),
-            description: "Test plugin built against launch:plugin@0.2.0".into(),
+            description: "Test plugin built against launch:plugin@0.3.0".into(),
         }
     }
 }

@@ -1,0 +1,222 @@
+//! The cloud plugins' figures, printed as a table (needs the services of
+//! `scripts/services.sh start` and `scripts/services-moto.sh start`):
+//!
+//! - a cached-image job's registry lookup (`registry.image-exists`) by
+//!   registry-ecr (the token kept in the host after the first lookup; the
+//!   lookup a manifest HEAD with it) against the same lookup by
+//!   registry-oci (basic auth) on the same registry, p50 over the calls;
+//! - the agent's start-up to first poll with the `aws` environment (the
+//!   credential chain and STS `GetCallerIdentity`, moto standing in)
+//!   against the `local` environment, warm plugin cache.
+//!
+//! Run: `cargo bench -p launch-agent --bench clouds`.
+
+#[path = "../tests/common/moto.rs"]
+#[allow(dead_code)]
+mod moto_env;
+
+use launch_agent::config::LaunchConfig;
+use launch_agent::plugins::{LoadedPlugin, PluginHost};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench path");
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+async fn load(
+    host: &mut PluginHost,
+    name: &str,
+    file: &str,
+    entry: &str,
+    secrets: &str,
+) -> Arc<LoadedPlugin> {
+    let path = target_dir().join("bundle").join(format!("{file}.wasm"));
+    let yaml = format!(
+        "{secrets}plugins:\n  {name}:\n    path: {}\n{entry}",
+        path.display()
+    );
+    let config = LaunchConfig::parse(&yaml, Path::new("bench.yaml")).expect("config");
+    host.load(name, &path, &config.plugins[name], &config.secrets)
+        .await
+        .expect("load")
+}
+
+/// An image of the registry's `launch` repository: a tag the tests pushed,
+/// else one that is not there (the lookup costs the same).
+fn some_image(registry: &str) -> (String, bool) {
+    let out = Command::new("curl")
+        .args(["-s", "-u", "AWS:123456789012-auth-token"])
+        .arg(format!("http://{registry}/v2/launch/tags/list"))
+        .output()
+        .expect("curl");
+    let tags: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    match tags["tags"].get(0).and_then(|t| t.as_str()) {
+        Some(tag) => (format!("{registry}/launch:{tag}"), true),
+        None => (format!("{registry}/launch:not-there"), false),
+    }
+}
+
+async fn lookups(calls: usize) -> (Duration, Duration, bool) {
+    let m = moto_env::moto();
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", &m.access_key_id);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", &m.secret_access_key);
+        std::env::set_var("BENCH_ECR_PASSWORD", format!("{}-auth-token", m.account));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
+    let aws = load(
+        &mut host,
+        "aws",
+        "environment-aws",
+        &format!("    grants: {{ env: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY], hosts: [\"{}\"] }}\n    config: {{ endpoint-url: \"{}\" }}\n", m.url, m.url),
+        "",
+    )
+    .await;
+    let aws_settings = aws.settings_for(Some(
+        serde_json::json!({"type": "aws", "region": "us-east-1"}),
+    ));
+    host.lend_environment(&aws, aws_settings);
+    let registry = &m.ecr_registry;
+    let ecr = load(
+        &mut host,
+        "ecr",
+        "registry-ecr",
+        &format!("    grants: {{ hosts: [\"http://{registry}\"], environment_auth: [\"{}\"] }}\n    config: {{ endpoint-url: \"{}\", registry-address: \"{registry}\" }}\n", m.url, m.url),
+        "",
+    )
+    .await;
+    let oci = load(
+        &mut host,
+        "oci",
+        "registry-oci",
+        &format!("    grants: {{ hosts: [\"http://{registry}\"], secrets: [pw] }}\n    config: {{ username: AWS, password-secret: pw }}\n"),
+        "secrets:\n  pw: { env: BENCH_ECR_PASSWORD }\n",
+    )
+    .await;
+    let (image, exists) = some_image(registry);
+    // As the agent calls them: the `registry:` block with the entry's `config:`.
+    let ecr_settings =
+        ecr.settings_for(Some(serde_json::json!({"type": "ecr", "uri": m.ecr_uri()})));
+    let oci_settings = oci.settings_for(Some(
+        serde_json::json!({"type": "oci", "uri": format!("{registry}/launch")}),
+    ));
+    // Warm: the first ECR lookup fetches (and keeps) the token.
+    ecr.image_exists(&ecr_settings, &image, None)
+        .await
+        .expect("ecr lookup");
+    oci.image_exists(&oci_settings, &image, None)
+        .await
+        .expect("oci lookup");
+    let (mut e, mut o) = (Vec::new(), Vec::new());
+    for _ in 0..calls {
+        let t = Instant::now();
+        ecr.image_exists(&ecr_settings, &image, None).await.unwrap();
+        e.push(t.elapsed());
+        let t = Instant::now();
+        oci.image_exists(&oci_settings, &image, None).await.unwrap();
+        o.push(t.elapsed());
+    }
+    e.sort();
+    o.sort();
+    (e[e.len() / 2], o[o.len() / 2], exists)
+}
+
+/// Start-up to the "agent polling" line of `launch-agent run` with `config`.
+fn start_to_poll(state: &Path, config: &Path, aws: bool) -> Duration {
+    let m = moto_env::moto();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_launch-agent"));
+    cmd.args([
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+    ])
+    .env("LAUNCH_AGENT_STATE_DIR", state)
+    .env_remove("LAUNCH_AGENT_PLUGIN_DIR")
+    .env("HOME", state)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    if aws {
+        cmd.env("AWS_ACCESS_KEY_ID", &m.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &m.secret_access_key);
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn agent");
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut elapsed = None;
+    for line in lines {
+        if elapsed.is_none() && line.expect("agent output").contains("agent polling") {
+            elapsed = Some(start.elapsed());
+        }
+    }
+    child.wait().unwrap();
+    elapsed.expect("the agent never reached its first poll")
+}
+
+fn startups(runs: usize) -> (Duration, Duration) {
+    let m = moto_env::moto();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local.yaml");
+    std::fs::write(&local, "queues: [default]\nenvironment: { type: local }\n").unwrap();
+    let aws = dir.path().join("aws.yaml");
+    std::fs::write(
+        &aws,
+        format!(
+            "queues: [default]\nenvironment: {{ type: aws, region: us-east-1 }}\nplugins:\n  aws: {{ config: {{ endpoint-url: \"{}\" }} }}\n",
+            m.url
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    // Warm the compiled-plugin cache.
+    start_to_poll(&state, &local, false);
+    start_to_poll(&state, &aws, true);
+    let (mut l, mut a) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        l.push(start_to_poll(&state, &local, false));
+        a.push(start_to_poll(&state, &aws, true));
+    }
+    l.sort();
+    a.sort();
+    (l[l.len() / 2], a[a.len() / 2])
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let (calls, runs) = if full { (200, 9) } else { (5, 1) };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (ecr, oci, exists) = runtime.block_on(lookups(calls));
+    let (local, aws) = startups(runs);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    if !full {
+        println!("(smoke run: use `cargo bench` for the figures)");
+    }
+    println!("| measure | result | goal |");
+    println!("|---|---|---|");
+    println!(
+        "| `image-exists` of a {} image, registry-ecr (token kept, manifest HEAD), p50 of {calls} | {:.2} ms | |",
+        if exists { "cached" } else { "missing" },
+        ms(ecr)
+    );
+    println!(
+        "| the same lookup by registry-oci (basic auth), same registry, p50 of {calls} | {:.2} ms | |",
+        ms(oci)
+    );
+    println!(
+        "| start-up to first poll, `aws` environment (chain + STS on moto), p50 of {runs} | {:.0} ms | ≤ 2× local |",
+        ms(aws)
+    );
+    println!(
+        "| start-up to first poll, `local` environment, p50 of {runs} | {:.0} ms | |",
+        ms(local)
+    );
+}

@@ -1,0 +1,262 @@
+//! The grants the bundled cloud plugins get without asking: the hosts of
+//! their cloud's region, and the environment variables and files of their
+//! credential chain; nothing else. (Kept apart from [`super::defaults`],
+//! which calls [`for_bundled`] for every component it does not know.)
+//!
+//! | bundled plugin | `hosts` | `environment_auth` (`auth: environment`) | `env` | `dirs` |
+//! |---|---|---|---|---|
+//! | `environment-aws` | `https://sts.REGION.amazonaws.com`; IMDS (`http://169.254.169.254`, or the `imds-endpoint` of its `config:`) only when no other source is set up (no `AWS_ACCESS_KEY_ID`, `AWS_WEB_IDENTITY_TOKEN_FILE` or shared file); the `endpoint-url` of its `config:` | — | [`AWS_ENV`] | the shared credentials/config files' dir(s) and the web identity token's, when they exist |
+//! | `registry-ecr` | the registry's host (`registry.uri`) and its `registry-address` | `https://api.ecr.REGION.amazonaws.com` (REGION from `registry.uri`) and the `endpoint-url` of its `config:` | — | — |
+//!
+//! The region is the `environment:` block's `region`, else `AWS_REGION`,
+//! else `AWS_DEFAULT_REGION` (for the environment), and the one in
+//! `registry.uri` (for the registry). A `china` region (`cn-...`) uses
+//! `amazonaws.com.cn`. A `plugins:` entry of the plugin's name adds to
+//! these.
+
+use crate::config::{DirGrant, Grants, LaunchConfig};
+use serde_saphyr::{Location, Spanned};
+use std::path::PathBuf;
+
+/// The environment variables of the AWS credential chain (and the region).
+pub const AWS_ENV: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+    "HOME",
+];
+
+/// The instance metadata service (IMDSv2).
+pub const AWS_IMDS: &str = "http://169.254.169.254:80";
+
+/// The grants of bundled component `component` under `config`; none for a
+/// component that is not a bundled cloud plugin.
+pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
+    match component {
+        "environment-aws" => aws_environment(config, &|var| std::env::var_os(var)),
+        "registry-ecr" => ecr_registry(config),
+        _ => Grants::default(),
+    }
+}
+
+fn spanned(values: impl IntoIterator<Item = String>) -> Vec<Spanned<String>> {
+    let mut out: Vec<Spanned<String>> = Vec::new();
+    for v in values {
+        if !out.iter().any(|s| s.value == v) {
+            out.push(Spanned::new(v, Location::UNKNOWN, Location::UNKNOWN));
+        }
+    }
+    out
+}
+
+/// The `config:` key `key` of the `plugins:` entry `name`, as a string.
+fn plugin_setting(config: &LaunchConfig, name: &str, key: &str) -> Option<String> {
+    config
+        .plugins
+        .get(name)?
+        .config
+        .as_ref()?
+        .get(key)?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `scheme://host:port` of a URL (`endpoint-url`), for a grant; none when
+/// it is not one.
+fn origin_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let host = uri.host()?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "http" { 80 } else { 443 });
+    Some(format!("{scheme}://{host}:{port}"))
+}
+
+/// `amazonaws.com`, or `amazonaws.com.cn` for a China region.
+pub fn aws_domain(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    }
+}
+
+fn aws_environment(
+    config: &LaunchConfig,
+    var: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Grants {
+    let text = |name: &str| {
+        var(name)
+            .and_then(|v| v.into_string().ok())
+            .filter(|v| !v.is_empty())
+    };
+    let region = config
+        .environment
+        .as_ref()
+        .and_then(|e| e.region.clone())
+        .or_else(|| text("AWS_REGION"))
+        .or_else(|| text("AWS_DEFAULT_REGION"));
+    let mut hosts = Vec::new();
+    if let Some(region) = &region {
+        hosts.push(format!("https://sts.{region}.{}:443", aws_domain(region)));
+    }
+    if let Some(origin) = plugin_setting(config, "aws", "endpoint-url").and_then(|u| origin_of(&u))
+    {
+        hosts.push(origin);
+    }
+    let home = text("HOME").map(PathBuf::from);
+    let shared: Vec<PathBuf> = [
+        text("AWS_SHARED_CREDENTIALS_FILE")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials"))),
+        text("AWS_CONFIG_FILE")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws/config"))),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| p.is_file())
+    .collect();
+    let token_file = text("AWS_WEB_IDENTITY_TOKEN_FILE").map(PathBuf::from);
+    let mut dirs: Vec<DirGrant> = Vec::new();
+    for file in shared
+        .iter()
+        .chain(token_file.iter().filter(|p| p.is_file()))
+    {
+        if let Some(dir) = file.parent().filter(|d| d.is_absolute()) {
+            let dir = dir.to_path_buf();
+            if !dirs.iter().any(|d| d.host_path() == dir) {
+                dirs.push(DirGrant::Path(dir));
+            }
+        }
+    }
+    let other_source =
+        text("AWS_ACCESS_KEY_ID").is_some() || token_file.is_some() || !shared.is_empty();
+    let imds_off =
+        text("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !other_source && !imds_off {
+        // The configured metadata service (`imds-endpoint`), else AWS's.
+        let imds = plugin_setting(config, "aws", "imds-endpoint")
+            .and_then(|u| origin_of(&u))
+            .unwrap_or_else(|| AWS_IMDS.to_string());
+        hosts.push(imds);
+    }
+    Grants {
+        hosts: spanned(hosts),
+        env: AWS_ENV.iter().map(|v| v.to_string()).collect(),
+        dirs,
+        ..Grants::default()
+    }
+}
+
+/// The account, region and domain of an ECR `registry.uri`
+/// (`ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]/REPOSITORY`, a leading
+/// `https://` dropped), if it is one.
+pub fn ecr_registry_host(uri: &str) -> Option<(String, String, String)> {
+    let bare = uri.trim().trim_start_matches("https://");
+    let host = bare.split('/').next()?;
+    let mut labels = host.splitn(5, '.');
+    let account = labels.next()?;
+    let (dkr, ecr, region, domain) = (
+        labels.next()?,
+        labels.next()?,
+        labels.next()?,
+        labels.next()?,
+    );
+    (dkr == "dkr" && ecr == "ecr" && (domain == "amazonaws.com" || domain == "amazonaws.com.cn"))
+        .then(|| (account.to_string(), region.to_string(), domain.to_string()))
+}
+
+fn ecr_registry(config: &LaunchConfig) -> Grants {
+    let uri = config.registry.as_ref().and_then(|r| r.uri.clone());
+    let mut hosts = super::defaults::registry_host_patterns(config);
+    if let Some(address) = plugin_setting(config, "ecr", "registry-address") {
+        let local = address.starts_with("127.0.0.1") || address.starts_with("localhost");
+        hosts.push(format!("https://{address}"));
+        if local {
+            hosts.push(format!("http://{address}"));
+        }
+    }
+    let mut auth = Vec::new();
+    if let Some((_, region, domain)) = uri.as_deref().and_then(ecr_registry_host) {
+        auth.push(format!("https://api.ecr.{region}.{domain}:443"));
+    }
+    if let Some(origin) = plugin_setting(config, "ecr", "endpoint-url").and_then(|u| origin_of(&u))
+    {
+        auth.push(origin);
+    }
+    Grants {
+        hosts: spanned(hosts),
+        environment_auth: spanned(auth),
+        ..Grants::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(yaml: &str) -> LaunchConfig {
+        LaunchConfig::parse(yaml, Path::new("test.yaml")).unwrap()
+    }
+
+    fn values(list: &[Spanned<String>]) -> Vec<&str> {
+        list.iter().map(|s| s.value.as_str()).collect()
+    }
+
+    #[test]
+    fn aws_gets_its_regions_sts_and_imds_only_without_another_source() {
+        let c = config("environment: { type: aws, region: eu-west-1 }\n");
+        let none = |_: &str| None;
+        let grants = aws_environment(&c, &none);
+        assert_eq!(
+            values(&grants.hosts),
+            ["https://sts.eu-west-1.amazonaws.com:443", AWS_IMDS]
+        );
+        assert!(grants.env.contains(&"AWS_SECRET_ACCESS_KEY".to_string()));
+        assert!(grants.environment_auth.is_empty() && !grants.docker);
+        let keys = |v: &str| (v == "AWS_ACCESS_KEY_ID").then(|| "AKIA".into());
+        let grants = aws_environment(&c, &keys);
+        assert_eq!(
+            values(&grants.hosts),
+            ["https://sts.eu-west-1.amazonaws.com:443"]
+        );
+        let c = config("environment: { type: aws, region: cn-north-1 }\n");
+        assert_eq!(
+            values(&aws_environment(&c, &keys).hosts),
+            ["https://sts.cn-north-1.amazonaws.com.cn:443"]
+        );
+    }
+
+    #[test]
+    fn ecr_gets_its_registry_and_its_regions_api_marked_auth_environment() {
+        let c = config(
+            "registry: { type: ecr, uri: \"https://123456789012.dkr.ecr.us-east-2.amazonaws.com/launch\" }\n",
+        );
+        let grants = ecr_registry(&c);
+        assert_eq!(
+            values(&grants.hosts),
+            ["https://123456789012.dkr.ecr.us-east-2.amazonaws.com:443"]
+        );
+        assert_eq!(
+            values(&grants.environment_auth),
+            ["https://api.ecr.us-east-2.amazonaws.com:443"]
+        );
+        assert_eq!(
+            ecr_registry_host("1.dkr.ecr.cn-north-1.amazonaws.com.cn/x"),
+            Some(("1".into(), "cn-north-1".into(), "amazonaws.com.cn".into()))
+        );
+        assert_eq!(ecr_registry_host("registry.example.com/x"), None);
+    }
+}
