@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod kube;
 pub mod wandb_fake;
 
 use std::path::{Path, PathBuf};
