@@ -73,11 +73,33 @@ fn run_until_idle(agent: &Scratch, config: &Path) -> String {
     log
 }
 
-fn spawn_agent(agent: &Scratch, config: &Path) -> Child {
-    agent_cmd(agent, config, &[])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+/// An agent in the background, killed when dropped: a test that fails
+/// leaves no agent behind (holding the test's output open).
+struct Background(Child);
+
+impl Background {
+    /// SIGTERM; whether it then exited 0.
+    fn stop(mut self) -> bool {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap().success()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_agent(agent: &Scratch, config: &Path) -> Background {
+    Background(
+        agent_cmd(agent, config, &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn run_file(agent: &Scratch, id: &str, file: &str) -> String {
@@ -85,7 +107,7 @@ fn run_file(agent: &Scratch, id: &str, file: &str) -> String {
 }
 
 /// A spec running `sh -c script` in the base image on the fake cluster, in
-/// `namespace`, with `pod` merged into the pod spec's first container map.
+/// `namespace`, with `extra_pod` merged into the pod spec.
 fn shell_job(namespace: &str, script: &str, extra_pod: Value) -> Value {
     let mut pod = json!({
         "containers": [{"name": "main", "imagePullPolicy": "IfNotPresent"}]
@@ -286,7 +308,7 @@ fn queue_stop_deletes_the_job() {
         "default",
         &shell_job(&ns, "echo started; sleep 300", json!({})),
     );
-    let mut child = spawn_agent(&agent, &config);
+    let child = spawn_agent(&agent, &config);
     agent.wait_for_item(&id, Duration::from_secs(60), |i| i["state"] == "running");
     wait_until("the pod's output", Duration::from_secs(60), || {
         run_file(&agent, &id, "output.log").contains("started")
@@ -310,8 +332,7 @@ fn queue_stop_deletes_the_job() {
             .items
             .is_empty()
     );
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    assert!(child.stop(), "the agent did not stop cleanly");
     no_manifest_was_refused(&ns);
 }
 
@@ -332,8 +353,8 @@ fn sigkill_of_the_agent_mid_job_then_a_new_agent_ends_it_with_no_job_left() {
     });
     assert_eq!(running["run_handle"]["runner"], "kubernetes");
     assert_eq!(rt.block_on(jobs_of(&client, &ns, &id)).len(), 1);
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
 
     let log = run_until_idle(&agent, &config);
     assert!(log.contains("took back a job whose agent died"), "{log}");
@@ -364,7 +385,7 @@ fn an_unschedulable_pod_is_a_warning_within_seconds_then_fails_after_the_pending
             json!({"nodeSelector": {"pool": "gpu-that-nobody-has"}}),
         ),
     );
-    let mut child = spawn_agent(&agent, &config);
+    let child = spawn_agent(&agent, &config);
     // When the fake's scheduler says so...
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let mut reported = None;
@@ -408,8 +429,115 @@ fn an_unschedulable_pod_is_a_warning_within_seconds_then_fails_after_the_pending
         rt.block_on(jobs_of(&client, &ns, &id)).is_empty(),
         "the pending Job was left behind"
     );
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    assert!(child.stop(), "the agent did not stop cleanly");
+}
+
+#[test]
+fn a_run_survives_its_watch_expiring_410_and_sees_its_end() {
+    let agent = Scratch::new();
+    let rt = runtime();
+    let client = rt.block_on(client());
+    let ns = rt.block_on(namespace(&client, "gone"));
+    let config = config(&agent, "");
+    let id = agent.submit(
+        "default",
+        &shell_job(
+            &ns,
+            "echo started; sleep 4; echo after the expiry",
+            json!({}),
+        ),
+    );
+    let child = spawn_agent(&agent, &config);
+    wait_until("the pod's output", Duration::from_secs(60), || {
+        run_file(&agent, &id, "output.log").contains("started")
+    });
+    let watched_before = requests()
+        .iter()
+        .filter(|r| {
+            r["path"] == format!("/apis/batch/v1/namespaces/{ns}/jobs")
+                && r["query"]["watch"].is_null()
+        })
+        .count();
+    // Every resourceVersion so far expires and open watches end: the
+    // runner's resumed watch gets 410 Gone and must list again.
+    common::kube::hook("POST", "/fake/compact");
+    let item = agent.wait_for_item(&id, Duration::from_secs(60), |i| i["state"] == "finished");
+    assert_eq!(item["state"], "finished");
+    assert!(run_file(&agent, &id, "output.log").contains("after the expiry"));
+    let listed_after = requests()
+        .iter()
+        .filter(|r| {
+            r["path"] == format!("/apis/batch/v1/namespaces/{ns}/jobs")
+                && r["query"]["watch"].is_null()
+        })
+        .count();
+    assert!(
+        listed_after > watched_before,
+        "the watch was not listed again after 410"
+    );
+    assert!(child.stop(), "the agent did not stop cleanly");
+}
+
+#[test]
+fn a_preempted_pod_is_reported_as_a_preemption() {
+    let agent = Scratch::new();
+    let rt = runtime();
+    let client = rt.block_on(client());
+    let ns = rt.block_on(namespace(&client, "preempt"));
+    let config = config(&agent, "");
+    let id = agent.submit(
+        "default",
+        &shell_job(&ns, "echo started; sleep 300", json!({})),
+    );
+    let child = spawn_agent(&agent, &config);
+    wait_until("the pod's output", Duration::from_secs(60), || {
+        run_file(&agent, &id, "output.log").contains("started")
+    });
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = rt
+        .block_on(pods.list(&ListParams::default()))
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    common::kube::hook("POST", &format!("/fake/evict?namespace={ns}&name={pod}"));
+    let item = agent.wait_for_item(&id, Duration::from_secs(60), |i| i["state"] == "failed");
+    assert_eq!(item["stage"], "run");
+    let message = item["message"].as_str().unwrap();
+    assert!(
+        message.contains("preempted") && message.contains("PreemptionByScheduler"),
+        "{message}"
+    );
+    assert!(child.stop(), "the agent did not stop cleanly");
+}
+
+#[test]
+fn an_image_that_cannot_be_pulled_is_a_warning_naming_the_back_off() {
+    let agent = Scratch::new();
+    let rt = runtime();
+    let client = rt.block_on(client());
+    let ns = rt.block_on(namespace(&client, "pull"));
+    let config = config(&agent, "runners:\n  kubernetes: { pending_timeout: 6 }\n");
+    let mut spec = shell_job(&ns, "true", json!({}));
+    spec["docker"]["docker_image"] = json!("127.0.0.1:9/no-such-image:1");
+    let id = agent.submit("default", &spec);
+    let started = Instant::now();
+    run_until_idle(&agent, &config);
+    let log = run_file(&agent, &id, "agent.log");
+    assert!(log.contains("ErrImagePull"), "{log}");
+    let item = agent.item(&id);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert!(
+        item["message"]
+            .as_str()
+            .unwrap()
+            .contains("Pending for more than 6s"),
+        "{item:#}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(40));
+    assert!(rt.block_on(jobs_of(&client, &ns, &id)).is_empty());
 }
 
 #[test]

@@ -294,6 +294,7 @@ class Cluster:
         self.watch_epoch = 0
         self.requests = []
         self.kubelets = {}  # pod uid -> Kubelet
+        self.pod_ends = {}  # job uid -> {pod uid: phase}, as the kubelets report them
         self.instance = str(os.getpid())
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create("namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, internal=True)
@@ -629,6 +630,9 @@ class Cluster:
 
     def job_controller(self, namespace, name, uid):
         created = 0
+        # Pods that ended, by uid: a pod deleted after it ended still counts
+        # (the real controller tracks them with a finalizer).
+        ended = self.pod_ends.setdefault(uid, {})
         while True:
             with self.lock:
                 job = self.objects.get(("jobs", namespace, name))
@@ -639,9 +643,12 @@ class Cluster:
                 spec, st = job["spec"], job.get("status") or {}
                 pods = [o for (p, ns, _), o in self.objects.items() if p == "pods" and ns == namespace
                         and any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences", []))]
+                for p in pods:
+                    if p["status"].get("phase") in ("Succeeded", "Failed"):
+                        ended[p["metadata"]["uid"]] = p["status"]["phase"]
                 active = [p for p in pods if p["status"].get("phase") not in ("Succeeded", "Failed")]
-                succeeded = sum(1 for p in pods if p["status"].get("phase") == "Succeeded")
-                failed = sum(1 for p in pods if p["status"].get("phase") == "Failed")
+                succeeded = sum(1 for phase in ended.values() if phase == "Succeeded")
+                failed = sum(1 for phase in ended.values() if phase == "Failed")
                 finished = any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in st.get("conditions", []))
                 if finished:
                     break
@@ -1060,6 +1067,9 @@ class Kubelet:
             if message:
                 term["message"] = message
             s["phase"] = "Succeeded" if code == 0 and not self.terminating.is_set() else "Failed"
+            pod = self.pod()
+            for owner in (pod or {}).get("metadata", {}).get("ownerReferences", []):
+                self.cluster.pod_ends.setdefault(owner["uid"], {})[self.uid] = s["phase"]
             s["containerStatuses"] = [{"name": container["name"], "image": container["image"], "imageID": "",
                                        "containerID": term.get("containerID", ""), "ready": False, "restartCount": restarts,
                                        "started": False, "state": {"terminated": term}, "lastState": {}}]
@@ -1235,6 +1245,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(200, {"requests": len(cluster.requests), "resourceVersion": cluster.rv, "objects": len(cluster.objects)})
         if path == "/fake/compact" and method == "POST":
             with cluster.lock:
+                # Every version so far expires: a watch resumed from one gets
+                # 410 Gone; lists answer the new version, which is valid.
+                cluster.rv += 1
                 cluster.floor = cluster.rv
                 cluster.history = []
                 cluster.watch_epoch += 1

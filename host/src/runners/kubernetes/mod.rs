@@ -75,6 +75,8 @@ const NAME: &str = "kubernetes";
 const DRAIN_AFTER_END: Duration = Duration::from_secs(5);
 /// How long a stop waits for the deleted Job to go, past the pods' grace.
 const DELETION_WAIT: Duration = Duration::from_secs(30);
+/// How long a failed Job's pod events may lag behind the Job's.
+const SETTLE: Duration = Duration::from_secs(3);
 /// The grace period of pods a clean-up after a crash deletes.
 const CLEAN_UP_GRACE: u32 = 10;
 /// The field manager the agent writes as.
@@ -541,6 +543,14 @@ struct Follow<'a> {
     preempted: Option<String>,
 }
 
+/// Why following a Job stopped.
+enum Ended {
+    /// The Job says it ended.
+    Job(JobEnd),
+    /// The Job is gone (someone else deleted it).
+    Deleted(RunOutcome),
+}
+
 /// How a Job ended, by its conditions.
 enum JobEnd {
     Complete,
@@ -568,8 +578,14 @@ impl Follow<'_> {
                 biased;
                 event = events.recv() => match event {
                     Ok(event) => {
-                        if let Some(outcome) = self.on_event(event).await {
-                            return Ok(outcome);
+                        if let Some(outcome) = self.on_event(event) {
+                            return Ok(match outcome {
+                                Ended::Job(end) => {
+                                    self.settle(&mut events).await;
+                                    self.outcome(end).await
+                                }
+                                Ended::Deleted(outcome) => outcome,
+                            });
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -605,24 +621,41 @@ impl Follow<'_> {
     }
 
     /// Handles one watch event; `Some` when the run ended.
-    async fn on_event(&mut self, event: Event) -> Option<RunOutcome> {
+    fn on_event(&mut self, event: Event) -> Option<Ended> {
         match event {
-            Event::Job(job) if self.is_ours(&job.metadata) => {
-                let end = job_end(&job)?;
-                Some(self.outcome(end).await)
+            Event::Job(job) if self.is_ours(&job.metadata) => job_end(&job).map(Ended::Job),
+            Event::JobDeleted(job) if self.is_ours(&job.metadata) => {
+                Some(Ended::Deleted(RunOutcome::Failed {
+                    exit_code: None,
+                    message: format!(
+                        "Job {}/{} was deleted while it ran (not by this agent)",
+                        self.run.namespace, self.job
+                    ),
+                }))
             }
-            Event::JobDeleted(job) if self.is_ours(&job.metadata) => Some(RunOutcome::Failed {
-                exit_code: None,
-                message: format!(
-                    "Job {}/{} was deleted while it ran (not by this agent)",
-                    self.run.namespace, self.job
-                ),
-            }),
-            Event::Pod(pod) if self.owns(&pod) => {
+            // A deleted pod's last state is news too (its exit, a preemption).
+            Event::Pod(pod) | Event::PodDeleted(pod) if self.owns(&pod) => {
                 self.on_pod(&pod);
                 None
             }
             _ => None,
+        }
+    }
+
+    /// The Job's watch can be ahead of the pods': once the Job failed, the
+    /// pod events already on their way are read (a moment at most) so that
+    /// its exit code and a preemption are known.
+    async fn settle(&mut self, events: &mut broadcast::Receiver<Event>) {
+        let deadline = Instant::now() + SETTLE;
+        while self.exit.is_none() {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Ok(Event::Pod(pod) | Event::PodDeleted(pod))) if self.owns(&pod) => {
+                    self.on_pod(&pod)
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return,
+            }
         }
     }
 
@@ -681,23 +714,23 @@ impl Follow<'_> {
             Some("Succeeded") | Some("Failed") => {
                 self.pending_since = None;
                 self.stream_log(&name);
-                if let Some(exit) = self.terminated(pod) {
-                    self.exit = Some(exit);
-                }
-                if let Some(disruption) = status
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
-                {
-                    self.preempted = Some(format!(
-                        "{}: {}",
-                        disruption.reason.clone().unwrap_or_default(),
-                        disruption.message.clone().unwrap_or_default()
-                    ));
-                }
             }
             _ => {}
+        }
+        if let Some(exit) = self.terminated(pod) {
+            self.exit = Some(exit);
+        }
+        if let Some(disruption) = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+        {
+            self.preempted = Some(format!(
+                "{}: {}",
+                disruption.reason.clone().unwrap_or_default(),
+                disruption.message.clone().unwrap_or_default()
+            ));
         }
     }
 
