@@ -744,3 +744,73 @@ fn live_a_job_runs_on_a_real_cluster_when_one_is_configured() {
     );
     assert!(run_file(&agent, &id, "output.log").contains("hello from a real cluster"));
 }
+
+/// The README's benchmark (`cargo test -p launch-agent --test kubernetes
+/// -- --ignored bench --nocapture`): 20 jobs one after another on the fake
+/// cluster; queue pop to Job created, Job created to the agent seeing the
+/// pod running (p50, max), and the API requests per job.
+#[test]
+#[ignore = "a benchmark: run it with --ignored"]
+fn bench_twenty_jobs_on_the_fake_cluster() {
+    const JOBS: usize = 20;
+    let agent = Scratch::new();
+    let rt = runtime();
+    let client = rt.block_on(client());
+    let ns = rt.block_on(namespace(&client, "bench"));
+    let config = agent.write_config("queues: [default]\nmax_jobs: 1\n");
+    let ids: Vec<String> = (0..JOBS)
+        .map(|_| agent.submit("default", &shell_job(&ns, "echo hi", json!({}))))
+        .collect();
+    let started = Instant::now();
+    run_until_idle(&agent, &config);
+    let wall = started.elapsed();
+    let at = |log: &str, needle: &str| -> f64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {log}"));
+        let time = line.split_whitespace().next().unwrap();
+        let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+        parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+    };
+    let (mut to_created, mut to_running) = (Vec::new(), Vec::new());
+    for id in &ids {
+        assert_eq!(agent.item(id)["state"], "finished");
+        let log = run_file(&agent, id, "agent.log");
+        let (claimed, created, running) = (
+            at(&log, "job claimed from queue"),
+            at(&log, "run: created Job"),
+            at(&log, "running on node"),
+        );
+        to_created.push((created - claimed) * 1000.0);
+        to_running.push((running - created) * 1000.0);
+    }
+    let stats = |values: &mut Vec<f64>| {
+        values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (values[values.len() / 2], values[values.len() - 1])
+    };
+    let (created_p50, created_max) = stats(&mut to_created);
+    let (running_p50, running_max) = stats(&mut to_running);
+    let all: Vec<Value> = requests()
+        .into_iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("/namespaces/{ns}/"))
+        })
+        .collect();
+    let count = |pred: &dyn Fn(&Value) -> bool| all.iter().filter(|r| pred(r)).count();
+    let watches = count(&|r| r["query"]["watch"] == "true" || r["query"]["watch"] == "1");
+    let logs = count(&|r| r["path"].as_str().unwrap().ends_with("/log"));
+    let writes = count(&|r| r["method"] != "GET");
+    println!("{JOBS} jobs in {:.1}s", wall.as_secs_f64());
+    println!("queue pop -> Job created: p50 {created_p50:.0} ms, max {created_max:.0} ms");
+    println!("Job created -> pod running seen: p50 {running_p50:.0} ms, max {running_max:.0} ms");
+    println!(
+        "API requests: {} in all, {:.2} per job ({writes} writes, {logs} log streams, {watches} watch requests, {} lists/gets)",
+        all.len(),
+        all.len() as f64 / JOBS as f64,
+        all.len() - writes - logs - watches
+    );
+}

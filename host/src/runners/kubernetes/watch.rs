@@ -19,13 +19,16 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 /// How long the server keeps one watch request open (it then ends and is
 /// resumed from where it was).
 const WATCH_SECONDS: u32 = 60;
+/// How long a watch goes on after its last run ended, for the next one.
+const LINGER: Duration = Duration::from_secs(60);
 /// How many events a slow run may fall behind before it re-reads its state.
 const CHANNEL: usize = 1024;
 /// The first wait after a failed list or watch; doubled up to 30 s.
@@ -47,15 +50,25 @@ pub enum Event {
 /// A kubeconfig context (`None`: the inferred cluster) and a namespace.
 type Place = (Option<String>, String);
 
+/// The watches running, by place.
+type Running = Arc<Mutex<HashMap<Place, Entry>>>;
+
+/// One place's watches: their channel, and the flag that ends both.
+#[derive(Debug)]
+struct Entry {
+    sender: broadcast::Sender<Event>,
+    stop: Arc<AtomicBool>,
+}
+
 /// The shared watches, by (context, namespace).
 #[derive(Debug, Default)]
 pub struct Watches {
-    senders: Mutex<HashMap<Place, broadcast::Sender<Event>>>,
+    running: Running,
 }
 
 impl Watches {
     /// Listens to the agent's Jobs and pods in `namespace` of the cluster
-    /// of `context`, starting the two watches when nobody listens yet.
+    /// of `context`, starting the two watches when none run there.
     pub fn subscribe(
         &self,
         client: &Client,
@@ -63,32 +76,94 @@ impl Watches {
         namespace: &str,
     ) -> broadcast::Receiver<Event> {
         let key = (context.map(str::to_string), namespace.to_string());
-        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sender) = senders.get(&key)
-            && sender.receiver_count() > 0
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = running.get(&key)
+            && !entry.stop.load(Ordering::SeqCst)
         {
-            return sender.subscribe();
+            return entry.sender.subscribe();
         }
         let (sender, receiver) = broadcast::channel(CHANNEL);
-        senders.insert(key, sender.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        running.insert(
+            key.clone(),
+            Entry {
+                sender: sender.clone(),
+                stop: stop.clone(),
+            },
+        );
+        let life = |sender| Life {
+            running: self.running.clone(),
+            key: key.clone(),
+            sender,
+            stop: stop.clone(),
+            idle_since: None,
+        };
         let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         tokio::spawn(watch_kind(
             jobs,
-            sender.clone(),
+            life(sender.clone()),
             Event::Job,
             Event::JobDeleted,
         ));
-        tokio::spawn(watch_kind(pods, sender, Event::Pod, Event::PodDeleted));
+        tokio::spawn(watch_kind(
+            pods,
+            life(sender),
+            Event::Pod,
+            Event::PodDeleted,
+        ));
         receiver
     }
 }
 
+/// When a watch task ends: [`LINGER`] after its last listener left (so
+/// that runs one after another share one watch), together with its sibling.
+struct Life {
+    running: Running,
+    key: Place,
+    sender: broadcast::Sender<Event>,
+    stop: Arc<AtomicBool>,
+    idle_since: Option<Instant>,
+}
+
+impl Life {
+    fn send(&self, event: Event) {
+        // Nobody listening right now is fine: the watch lingers.
+        let _ = self.sender.send(event);
+    }
+
+    fn should_end(&mut self) -> bool {
+        if self.stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self.sender.receiver_count() > 0 {
+            self.idle_since = None;
+            return false;
+        }
+        if self.idle_since.get_or_insert_with(Instant::now).elapsed() < LINGER {
+            return false;
+        }
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if self.sender.receiver_count() > 0 {
+            self.idle_since = None;
+            return false;
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        if running
+            .get(&self.key)
+            .is_some_and(|entry| Arc::ptr_eq(&entry.stop, &self.stop))
+        {
+            running.remove(&self.key);
+        }
+        true
+    }
+}
+
 /// Lists, then watches `api`'s objects labelled [`ITEM_LABEL`] until
-/// nobody listens on `sender`.
+/// `life` says to end.
 async fn watch_kind<K>(
     api: Api<K>,
-    sender: broadcast::Sender<Event>,
+    mut life: Life,
     changed: fn(Arc<K>) -> Event,
     deleted: fn(Arc<K>) -> Event,
 ) where
@@ -96,7 +171,7 @@ async fn watch_kind<K>(
 {
     let mut retry = RETRY;
     'list: loop {
-        if sender.receiver_count() == 0 {
+        if life.should_end() {
             return;
         }
         let listed = match api.list(&ListParams::default().labels(ITEM_LABEL)).await {
@@ -110,10 +185,10 @@ async fn watch_kind<K>(
         };
         let mut version = listed.metadata.resource_version.clone().unwrap_or_default();
         for item in listed.items {
-            let _ = sender.send(changed(Arc::new(item)));
+            life.send(changed(Arc::new(item)));
         }
         loop {
-            if sender.receiver_count() == 0 {
+            if life.should_end() {
                 return;
             }
             let params = WatchParams::default()
@@ -144,18 +219,17 @@ async fn watch_kind<K>(
                     }
                 };
                 retry = RETRY;
-                let sent = match event {
+                match event {
                     WatchEvent::Added(object) | WatchEvent::Modified(object) => {
                         version = object.meta().resource_version.clone().unwrap_or(version);
-                        sender.send(changed(Arc::new(object)))
+                        life.send(changed(Arc::new(object)));
                     }
                     WatchEvent::Deleted(object) => {
                         version = object.meta().resource_version.clone().unwrap_or(version);
-                        sender.send(deleted(Arc::new(object)))
+                        life.send(deleted(Arc::new(object)));
                     }
                     WatchEvent::Bookmark(bookmark) => {
                         version = bookmark.metadata.resource_version;
-                        Ok(0)
                     }
                     WatchEvent::Error(status) if status.code == 410 => {
                         tracing::debug!(
@@ -174,9 +248,8 @@ async fn watch_kind<K>(
                         tokio::time::sleep(retry).await;
                         continue 'list;
                     }
-                };
-                if sent.is_err() {
-                    // Nobody listens any more.
+                }
+                if life.should_end() {
                     return;
                 }
             }
