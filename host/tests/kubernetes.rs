@@ -560,6 +560,32 @@ fn a_forbidden_field_fails_at_stage_agent_naming_its_path() {
 }
 
 #[test]
+fn the_kubeconfig_context_is_the_one_resource_args_names() {
+    let agent = Scratch::new();
+    let rt = runtime();
+    let client = rt.block_on(client());
+    let ns = rt.block_on(namespace(&client, "context"));
+    let config = config(&agent, "");
+    let mut named = shell_job(&ns, "echo in context", json!({}));
+    named["resource_args"]["kubernetes"]["context"] = json!("launch-agent-fake");
+    let mut unknown = shell_job(&ns, "true", json!({}));
+    unknown["resource_args"]["kubernetes"]["context"] = json!("no-such-context");
+    let named = agent.submit("default", &named);
+    let unknown = agent.submit("default", &unknown);
+    run_until_idle(&agent, &config);
+    let item = agent.item(&named);
+    assert_eq!(item["state"], "finished", "{item:#}");
+    assert!(run_file(&agent, &named, "output.log").contains("in context"));
+    let item = agent.item(&unknown);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    let message = item["message"].as_str().unwrap();
+    assert!(
+        message.contains("no context `no-such-context`") && message.contains("launch-agent-fake"),
+        "{message}"
+    );
+}
+
+#[test]
 fn the_operators_config_can_keep_a_queues_jobs_off_the_cluster() {
     let agent = Scratch::new();
     let config = config(&agent, "runners:\n  kubernetes: { enabled: false }\n");

@@ -362,7 +362,18 @@ impl KubeRun {
             }
             None => None,
         };
-        let pull_secret = match hooks.pull_credentials(image).await? {
+        // A node pulls the image itself: the registry's login goes with the
+        // pod when the agent's registry holds the image.
+        let login = match hooks.pull_credentials(image).await {
+            Ok(login) => login,
+            Err(error) => {
+                hooks.warning(&format!(
+                    "kubernetes: no registry login for {image} ({error:#}): the cluster pulls it anonymously"
+                ));
+                None
+            }
+        };
+        let pull_secret = match login {
             Some(login) => {
                 let name = manifest::pull_secret_name(item);
                 let config = docker_config(image, &login.username, &login.password);
