@@ -722,6 +722,56 @@ fn a_job_popped_from_the_wandb_server_runs_on_the_cluster() {
     no_manifest_was_refused(&ns);
 }
 
+#[test]
+fn a_pending_pod_is_a_warning_on_the_wandb_queue_item() {
+    use common::wandb_fake::FakeWandbServer;
+    let rt = runtime();
+    let api_key = "kubewarn0kubewarn1kubewarn2kubewarn3kubewarn4";
+    let wandb = FakeWandbServer::start(api_key, "team", &[]);
+    let agent = Scratch::new();
+    let client = rt.block_on(client());
+    let ns = rt.block_on(namespace(&client, "wandb-warn"));
+    let config = agent.write_config(
+        "queue_backend: wandb\nentity: team\nqueues: [default]\nrunners:\n  kubernetes: { pending_timeout: 4 }\n",
+    );
+    let spec = shell_job(&ns, "true", json!({"nodeSelector": {"pool": "none"}}));
+    wandb.control(
+        "POST",
+        "/_fake/queues/team/default/items",
+        &spec.to_string(),
+    );
+    let out = agent_cmd(&agent, &config, &["--exit-when-idle"])
+        .env("WANDB_BASE_URL", wandb.url())
+        .env("WANDB_API_KEY", api_key)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let warnings: Vec<Value> = wandb
+        .events()
+        .into_iter()
+        .filter(|e| e["operation"] == "updateRunQueueItemWarning")
+        .map(|e| e["variables"].clone())
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Unschedulable")
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}\n{log}");
+    assert_eq!(warnings[0]["stage"], "run");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("didn't match Pod's node affinity/selector"),
+        "{warnings:?}"
+    );
+    let ops = wandb.operations();
+    assert!(ops.iter().any(|op| op == "failRunQueueItem"), "{ops:?}");
+}
+
 /// Opt-in: runs a job on a real cluster when `LAUNCH_AGENT_LIVE_KUBECONFIG`
 /// names its kubeconfig (`LAUNCH_AGENT_LIVE_NAMESPACE`, default `default`;
 /// the image is `busybox:1.36` unless `LAUNCH_AGENT_LIVE_IMAGE` says).

@@ -35,6 +35,8 @@
 //!       - /data/datasets             # read-only, and what is below it
 //!       - { path: /scratch, write: true }
 //!     host_namespaces: [network]     # `network: host` (NCCL across machines)
+//!   kubernetes:
+//!     pending_timeout: 300           # a pod Pending for 5 minutes fails its job
 //!   queues:
 //!     trusted:                       # ...but jobs from queue `trusted` may, as user launch-jobs
 //!       local-process: { enabled: true, user: launch-jobs }
@@ -417,6 +419,9 @@ mod tests {
         assert_eq!(container.volumes.len(), 2);
         assert!(!container.volumes[0].writable() && container.volumes[1].writable());
         assert_eq!(container.host_namespaces, [HostNamespace::Network]);
+        let kubernetes = runners.kubernetes.as_ref().unwrap();
+        assert!(kubernetes.enabled);
+        assert_eq!(kubernetes.pending_timeout, 300);
         let trusted = runners.queues["trusted"].local_process.as_ref().unwrap();
         assert_eq!(trusted.user.as_ref().unwrap().value, "launch-jobs");
         assert!(
