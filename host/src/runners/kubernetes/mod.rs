@@ -23,8 +23,9 @@
 //! 5. on a stop (or the agent's shutdown) deletes the Job with foreground
 //!    propagation (its pods get `stopped_run_timeout` to stop), and waits
 //!    for it to go;
-//! 6. deletes its Secrets. A finished Job stays `ttlSecondsAfterFinished`
-//!    (60 s, as W&B) for `kubectl`, then the cluster removes it.
+//! 6. deletes its Secrets (and, when the agent drops the run, its Job). A
+//!    finished Job stays `ttlSecondsAfterFinished` (60 s, as W&B) for
+//!    `kubectl`, then the cluster removes it.
 //!
 //! After a crash, [`Runner::clean_up`] deletes the item's Jobs and Secrets
 //! (found by the handle, and by the label [`manifest::ITEM_LABEL`] in every
@@ -308,6 +309,13 @@ impl KubeRun {
             .watches
             .subscribe(&self.client, self.context.as_deref(), &self.namespace);
         let mut secrets = Vec::new();
+        // A run whose future is dropped (the agent gave up on it) leaves no
+        // Job or Secret behind.
+        let mut guard = CleanUpOnDrop {
+            client: self.client.clone(),
+            item_id: Some(request.item_id.clone()),
+            namespace: self.namespace.clone(),
+        };
         let outcome = self
             .create_and_follow(
                 request,
@@ -320,6 +328,7 @@ impl KubeRun {
                 &mut secrets,
             )
             .await;
+        guard.item_id = None;
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         for name in secrets {
             match api.delete(&name, &DeleteParams::default()).await {
@@ -505,6 +514,25 @@ impl KubeRun {
             "creating Secret {}/{name}: it exists and could not be replaced",
             self.namespace
         )
+    }
+}
+
+/// Deletes an item's Jobs and Secrets on drop unless `item_id` was taken.
+struct CleanUpOnDrop {
+    client: kube::Client,
+    item_id: Option<String>,
+    namespace: String,
+}
+
+impl Drop for CleanUpOnDrop {
+    fn drop(&mut self) {
+        let Some(item_id) = self.item_id.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (client, namespace) = (self.client.clone(), self.namespace.clone());
+            runtime.spawn(async move { clean_up(&client, &item_id, None, &namespace).await });
+        }
     }
 }
 
