@@ -1546,6 +1546,19 @@ def main():
             docker("rm", "-f", *found, check=False)
         os._exit(0)
 
+    def reap():
+        # A container whose pod is gone goes too, whatever raced its removal.
+        while True:
+            time.sleep(5)
+            listed = docker("ps", "-a", "--filter", f"label={INSTANCE_LABEL}={cluster.instance}",
+                            "--format", '{{.ID}} {{.Label "io.kubernetes.pod.uid"}}', check=False).stdout.split("\n")
+            with cluster.lock:
+                live = set(cluster.kubelets)
+            gone = [line.split()[0] for line in listed if line.strip() and (len(line.split()) < 2 or line.split()[1] not in live)]
+            if gone:
+                docker("rm", "-f", *gone, check=False)
+
+    threading.Thread(target=reap, daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"READY {server.server_address[1]}", flush=True)
