@@ -6,6 +6,7 @@
 //! | client | connects to | used by | connected |
 //! |---|---|---|---|
 //! | [`docker`] | the Docker Engine `DOCKER_HOST` names (unix socket default), API version negotiated | the `local-container` runner, the build step's "does the engine have it?", the `launch:plugin/docker` capability | [`Clients::docker`]: once, on first use; the capability connects per call with [`docker::connect`] |
+//! | [`kube`] | Kubernetes clusters, by kubeconfig context (`KUBECONFIG`, `~/.kube/config` or the in-cluster service account, as `kube::Config::infer`) | the `kubernetes` runner | [`Clients::kube`]: once per context, on first use |
 //!
 //! [`tls`] installs the process's rustls provider for the HTTP clients.
 //!
@@ -13,6 +14,7 @@
 //! start-up: an agent that only runs `local-process` jobs needs no engine.
 
 pub mod docker;
+pub mod kube;
 pub mod tls;
 
 use std::sync::Arc;
@@ -23,6 +25,8 @@ use std::sync::Arc;
 pub struct Clients {
     /// The Docker Engine, connected on first use.
     pub docker: Arc<docker::DockerEngine>,
+    /// Kubernetes clusters, configured on first use.
+    pub kube: Arc<kube::KubeClusters>,
 }
 
 impl Clients {

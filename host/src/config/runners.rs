@@ -20,7 +20,9 @@
 //! | `local-container.volumes` | `[]`: none | host paths jobs may bind-mount (what is below them too); read-only unless `write: true` |
 //! | `local-container.host_namespaces` | `[]`: none | which of this machine's namespaces a container may share: `network`, `ipc`, `pid`, `uts`, `userns`, `cgroupns` |
 //! | `local-container.gpus` | `true` | jobs may ask for GPUs (`resource_args.local-container.gpus`) |
-//! | `queues.<queue>.local-process`, `queues.<queue>.local-container` | the runner's block above | the same keys for jobs from that queue only: the queue's block replaces the runner's block for them (keys it leaves out take the defaults of this table, not the runner block's values) |
+//! | `kubernetes.enabled` | `true` | jobs may run as Jobs on the Kubernetes cluster the agent's kubeconfig (or in-cluster service account) reaches |
+//! | `kubernetes.pending_timeout` | `600` | seconds a job's pod may stay Pending (unschedulable, image pull back-off) before the job fails; the reason is a queue warning within seconds |
+//! | `queues.<queue>.local-process`, `queues.<queue>.local-container`, `queues.<queue>.kubernetes` | the runner's block above | the same keys for jobs from that queue only: the queue's block replaces the runner's block for them (keys it leaves out take the defaults of this table, not the runner block's values) |
 //!
 //! An example:
 //!
@@ -33,6 +35,8 @@
 //!       - /data/datasets             # read-only, and what is below it
 //!       - { path: /scratch, write: true }
 //!     host_namespaces: [network]     # `network: host` (NCCL across machines)
+//!   kubernetes:
+//!     pending_timeout: 300           # a pod Pending for 5 minutes fails its job
 //!   queues:
 //!     trusted:                       # ...but jobs from queue `trusted` may, as user launch-jobs
 //!       local-process: { enabled: true, user: launch-jobs }
@@ -60,6 +64,9 @@ pub struct RunnersConfig {
     /// The `local-container` runner, for every queue without its own block.
     #[serde(default, rename = "local-container")]
     pub local_container: Option<LocalContainerSettings>,
+    /// The `kubernetes` runner, for every queue without its own block.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesSettings>,
     /// Blocks for the jobs of one queue, by queue name.
     #[serde(default)]
     pub queues: BTreeMap<String, QueueRunners>,
@@ -75,6 +82,41 @@ pub struct QueueRunners {
     /// Replaces `runners.local-container` for this queue's jobs.
     #[serde(default, rename = "local-container")]
     pub local_container: Option<LocalContainerSettings>,
+    /// Replaces `runners.kubernetes` for this queue's jobs.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesSettings>,
+}
+
+/// What `kubernetes` jobs may do.
+///
+/// ```yaml
+/// kubernetes: { enabled: true, pending_timeout: 600 }
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSettings {
+    /// Whether jobs may run as Kubernetes Jobs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Seconds a job's pod may stay Pending before the job fails.
+    #[serde(default = "default_pending_timeout")]
+    pub pending_timeout: u64,
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        KubernetesSettings {
+            enabled: true,
+            pending_timeout: default_pending_timeout(),
+        }
+    }
+}
+
+/// `kubernetes.pending_timeout` when unset: ten minutes.
+pub const DEFAULT_PENDING_TIMEOUT: u64 = 600;
+
+fn default_pending_timeout() -> u64 {
+    DEFAULT_PENDING_TIMEOUT
 }
 
 /// What `local-process` jobs may do.
@@ -248,6 +290,14 @@ impl RunnersConfig {
                 ));
             }
         }
+        for (queue, blocks) in &self.queues {
+            if let Some(kubernetes) = &blocks.kubernetes {
+                check_pending_timeout(kubernetes, &format!("runners.queues.{queue}"), file)?;
+            }
+        }
+        if let Some(kubernetes) = &self.kubernetes {
+            check_pending_timeout(kubernetes, "runners", file)?;
+        }
         for (at, process, container) in blocks {
             if let Some(process) = process
                 && let Some(user) = &process.user
@@ -268,6 +318,22 @@ impl RunnersConfig {
         }
         Ok(())
     }
+}
+
+/// A pending timeout of 0 would fail every job before its pod is scheduled.
+fn check_pending_timeout(
+    settings: &KubernetesSettings,
+    at: &str,
+    file: &Path,
+) -> Result<(), ConfigError> {
+    if settings.pending_timeout == 0 {
+        return Err(ConfigError::invalid(
+            file,
+            &format!("{at}.kubernetes.pending_timeout"),
+            "must be at least 1 (seconds)",
+        ));
+    }
+    Ok(())
 }
 
 /// Absolute, plain (no `.` or `..`), written once, none inside a writable
@@ -353,6 +419,9 @@ mod tests {
         assert_eq!(container.volumes.len(), 2);
         assert!(!container.volumes[0].writable() && container.volumes[1].writable());
         assert_eq!(container.host_namespaces, [HostNamespace::Network]);
+        let kubernetes = runners.kubernetes.as_ref().unwrap();
+        assert!(kubernetes.enabled);
+        assert_eq!(kubernetes.pending_timeout, 300);
         let trusted = runners.queues["trusted"].local_process.as_ref().unwrap();
         assert_eq!(trusted.user.as_ref().unwrap().value, "launch-jobs");
         assert!(
@@ -403,7 +472,15 @@ mod tests {
                 "runners:\n  local-process:\n    user: ''\n",
                 "`runners.local-process.user` is empty",
             ),
-            ("runners:\n  kubernetes: {}\n", "kubernetes"),
+            ("runners:\n  sagemaker: {}\n", "sagemaker"),
+            (
+                "runners:\n  kubernetes: { pending_timeout: 0 }\n",
+                "`runners.kubernetes.pending_timeout` must be at least 1",
+            ),
+            (
+                "runners:\n  kubernetes: { hostNetwork: true }\n",
+                "hostNetwork",
+            ),
             (
                 "runners:\n  local-process:\n    privileged: true\n",
                 "privileged",

@@ -6,6 +6,7 @@
 //! |---|---|---|---|---|
 //! | `local-process` | [`local_process`]: a process group on this machine, in the job's code directory | no: it runs the job's code from disk | the process group id | the group, killed (the kernel already killed its leader with the agent) |
 //! | `local-container` | [`local_container`]: a container on the Docker Engine | yes: built when the job names none | the container id | the container `launch-<item id>`, removed |
+//! | `kubernetes` | [`kubernetes`]: a batch/v1 Job on the cluster of the kubeconfig (or in-cluster) | yes: built when the job names none | the context, namespace and Job name | the item's Jobs (foreground) and Secrets, deleted |
 //!
 //! The agent knows runners only through [`Runner`] and the [`Runners`]
 //! registry, built once at start-up:
@@ -33,15 +34,16 @@
 //! no host namespaces; `local-process` allowed, as in W&B, with a start-up
 //! warning ([`policy::Policies::warnings`]).
 //!
-//! **Adding a runner** (say `kubernetes`) is one new file in this folder,
-//! `kubernetes.rs`, with a type implementing [`Runner`], declared with
-//! `pub mod kubernetes;` below, plus one line in [`Runners::with_policies`],
+//! **Adding a runner** (say `sagemaker`) is one new file in this folder,
+//! `sagemaker.rs` (or a folder, as `kubernetes/`), with a type implementing [`Runner`], declared with
+//! `pub mod sagemaker;` below, plus one line in [`Runners::with_policies`],
 //! plus its row in the table above (a unit test checks that every
 //! registered runner has one); what its operator may allow or refuse per
 //! queue is a block in [`crate::config::runners`] compiled in [`policy`].
 //! Clients it needs (a cluster connection) go in [`crate::clients`], where
 //! they are connected once and shared. Nothing in the agent changes.
 
+pub mod kubernetes;
 pub mod local_container;
 pub mod local_process;
 pub mod policy;
@@ -214,6 +216,10 @@ impl Runners {
                     clients,
                     Arc::new(policies.container),
                 )),
+                Arc::new(kubernetes::Kubernetes::new(
+                    clients,
+                    Arc::new(policies.kubernetes),
+                )),
             ],
         }
     }
@@ -300,11 +306,11 @@ mod tests {
     #[test]
     fn an_unknown_resource_lists_the_runners_there_are() {
         let runners = Runners::new(&Clients::new());
-        let error = runners.get("kubernetes").err().unwrap();
+        let error = runners.get("sagemaker").err().unwrap();
         assert_eq!(
             error.to_string(),
-            "resource `kubernetes` is not supported by this agent yet; \
-             use `local-process` or `local-container`"
+            "resource `sagemaker` is not supported by this agent yet; \
+             use `local-process`, `local-container` or `kubernetes`"
         );
     }
 

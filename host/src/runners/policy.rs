@@ -10,12 +10,14 @@
 //! |---|---|---|
 //! | `runners.local-process` and each `runners.queues.<q>.local-process` | [`ProcessPolicy`] per queue | `local-process`: may the queue's jobs run, and as whom |
 //! | `runners.local-container` and each `runners.queues.<q>.local-container` | [`ContainerPolicy`] per queue | `local-container`: host paths, host namespaces, GPUs |
+//! | `runners.kubernetes` and each `runners.queues.<q>.kubernetes` | [`KubernetesPolicy`] per queue | `kubernetes`: may the queue's jobs run on the cluster, how long a pod may stay Pending |
 //!
 //! A job is checked against its queue's block when the config has one,
 //! else the runner's block, else the defaults (no host paths, no host
 //! namespaces; `local-process` allowed, as in W&B, with a start-up warning
 //! from [`Policies::warnings`]).
 
+use super::kubernetes::policy::KubernetesPolicy;
 use super::local_container::policy::ContainerPolicy;
 use super::local_process::policy::ProcessPolicy;
 use crate::config::runners::RunnersConfig;
@@ -74,6 +76,8 @@ pub struct Policies {
     pub process: PerQueue<ProcessPolicy>,
     /// `local-container`, per queue.
     pub container: PerQueue<ContainerPolicy>,
+    /// `kubernetes`, per queue.
+    pub kubernetes: PerQueue<KubernetesPolicy>,
 }
 
 impl Policies {
@@ -95,8 +99,21 @@ impl Policies {
                 )?,
                 queues: HashMap::new(),
             },
+            kubernetes: PerQueue {
+                every_queue: KubernetesPolicy::compile(
+                    config.kubernetes.as_ref(),
+                    Origin::EveryQueue,
+                ),
+                queues: HashMap::new(),
+            },
         };
         for (queue, blocks) in &config.queues {
+            if let Some(settings) = &blocks.kubernetes {
+                policies.kubernetes.queues.insert(
+                    queue.clone(),
+                    KubernetesPolicy::compile(Some(settings), Origin::Queue(queue.clone())),
+                );
+            }
             let origin = Origin::Queue(queue.clone());
             if let Some(settings) = &blocks.local_process {
                 policies.process.queues.insert(
@@ -139,6 +156,7 @@ impl Policies {
             .queues
             .keys()
             .chain(self.container.queues.keys())
+            .chain(self.kubernetes.queues.keys())
             .map(String::as_str)
             .filter(|q| !served.iter().any(|s| s == q))
             .collect();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod kube;
 pub mod moto;
 pub mod postgres;
 pub mod wandb_fake;
