@@ -73,6 +73,11 @@ impl Plugin for ComputedRegistry {
 }
 
 impl Registry for ComputedRegistry {
+    /// Its settings are checked when a job uses them.
+    fn verify(_settings: String) -> Result<(), PluginError> {
+        Ok(())
+    }
+
     fn repository_uri(settings: String) -> Result<String, PluginError> {
         Ok(Settings::parse(&settings)?.repository())
     }
