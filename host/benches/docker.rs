@@ -15,6 +15,9 @@
 
 #[path = "../tests/common/docker.rs"]
 #[allow(dead_code)]
+mod docker_env;
+#[path = "../tests/common/services_env.rs"]
+#[allow(dead_code)]
 mod services_env;
 
 use std::io::Write as _;
@@ -33,7 +36,7 @@ fn agent(state: &Path) -> Command {
         .env("LAUNCH_AGENT_PLUGIN_DIR", target_dir().join("bundle"))
         .env(
             "TEST_REGISTRY_PASSWORD",
-            &services_env::services().registry_password,
+            &docker_env::services().registry_password,
         )
         .env("LAUNCH_AGENT_LOG", "launch_agent=info");
     cmd
@@ -50,7 +53,7 @@ fn timestamp(line: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 /// to the agent asking the engine for the container (the agent's own share).
 /// `resource_args` is the spec's `resource_args["local-container"]` (JSON).
 fn pop_to_start(jobs: usize, resource_args: &str) -> (Vec<Duration>, Vec<Duration>) {
-    let s = services_env::services();
+    let s = docker_env::services();
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("state");
     let code = scratch.path().join("code");
@@ -155,7 +158,7 @@ fn pop_to_start(jobs: usize, resource_args: &str) -> (Vec<Duration>, Vec<Duratio
 fn api_start(n: usize) -> Vec<Duration> {
     use bollard::models::ContainerCreateBody;
     use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
-    let image = services_env::services().base_image.clone();
+    let image = docker_env::services().base_image.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let docker = launch_agent::clients::docker::connect().await.unwrap();
@@ -193,7 +196,7 @@ fn api_start(n: usize) -> Vec<Duration> {
 /// `docker create` + `docker start` of the base image by the CLI: the
 /// engine's own cost of starting a container, for comparison.
 fn cli_start(n: usize) -> Vec<Duration> {
-    let image = &services_env::services().base_image;
+    let image = &docker_env::services().base_image;
     let mut times = Vec::new();
     for i in 0..n {
         let name = format!("launch-bench-start-{}-{i}", std::process::id());
@@ -237,7 +240,7 @@ fn image_with_fresh_layer(tag: &str, mib: usize) {
         dir.path().join("Dockerfile"),
         format!(
             "FROM {}\nCOPY blob /blob\n",
-            services_env::services().base_image
+            docker_env::services().base_image
         ),
     )
     .unwrap();
@@ -251,7 +254,7 @@ fn image_with_fresh_layer(tag: &str, mib: usize) {
 }
 
 fn push_times(rounds: usize, mib: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let s = services_env::services();
+    let s = docker_env::services();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let docker = runtime
         .block_on(launch_agent::clients::docker::connect())

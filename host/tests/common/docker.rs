@@ -27,15 +27,7 @@ pub struct Services {
 
 /// The env file `scripts/services.sh` writes.
 pub fn env_file() -> PathBuf {
-    match std::env::var_os("LAUNCH_AGENT_SERVICES_ENV") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => {
-            let tmp = std::env::var_os("TMPDIR")
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(|| "/tmp".into());
-            PathBuf::from(tmp).join("launch-agent-services.env")
-        }
-    }
+    super::services_env::path("LAUNCH_AGENT_SERVICES_ENV", "launch-agent-services.env")
 }
 
 /// The services, read once; panics (with what to do) when they are not up.

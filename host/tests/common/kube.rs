@@ -27,15 +27,7 @@ pub struct FakeCluster {
 
 /// The env file the script writes.
 pub fn env_file() -> PathBuf {
-    match std::env::var_os("LAUNCH_AGENT_KUBE_ENV") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => {
-            let tmp = std::env::var_os("TMPDIR")
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(|| "/tmp".into());
-            PathBuf::from(tmp).join("launch-agent-kube.env")
-        }
-    }
+    super::services_env::path("LAUNCH_AGENT_KUBE_ENV", "launch-agent-kube.env")
 }
 
 /// The fake, read once; panics (with what to do) when it is not up.

@@ -6,6 +6,7 @@ pub mod docker;
 pub mod kube;
 pub mod moto;
 pub mod postgres;
+pub mod services_env;
 pub mod wandb_fake;
 
 use std::path::{Path, PathBuf};

@@ -51,12 +51,7 @@ impl Moto {
 pub fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| {
-        let path = std::env::var_os("LAUNCH_AGENT_MOTO_ENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("TMPDIR").unwrap_or_else(|| "/tmp".into()))
-                    .join("launch-agent-moto.env")
-            });
+        let path = super::services_env::path("LAUNCH_AGENT_MOTO_ENV", "launch-agent-moto.env");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
                 "cannot read {} ({e}): these tests need the AWS stand-ins; run \

@@ -9,27 +9,14 @@ use std::path::PathBuf;
 
 /// The env file `scripts/services-postgres.sh` writes.
 pub fn env_file() -> PathBuf {
-    match std::env::var_os("LAUNCH_AGENT_POSTGRES_ENV") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => {
-            let tmp = std::env::var_os("TMPDIR")
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(|| "/tmp".into());
-            PathBuf::from(tmp).join("launch-agent-postgres.env")
-        }
-    }
+    super::services_env::path("LAUNCH_AGENT_POSTGRES_ENV", "launch-agent-postgres.env")
 }
 
 /// The env file's values, or `None` (skip) when there is none outside CI.
 pub fn env() -> Option<HashMap<String, String>> {
     let path = env_file();
     match std::fs::read_to_string(&path) {
-        Ok(text) => Some(
-            text.lines()
-                .filter_map(|line| line.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        ),
+        Ok(text) => Some(super::services_env::parse(&text)),
         Err(error) => {
             let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
             assert!(
