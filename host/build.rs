@@ -8,7 +8,7 @@
 //! | target | plugins | why |
 //! |---|---|---|
 //! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci | lean: no WASI imports, cheaper calls |
-//! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr | read files, environment variables, or make `wasi:http` requests |
+//! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr, environment-gcp | read files, environment variables, or make `wasi:http` requests |
 //!
 //! The nested cargo
 //!
@@ -90,6 +90,11 @@ const BUNDLE: &[BundlePlugin] = &[
         target: WASI,
         file: "registry-ecr.wasm",
     },
+    BundlePlugin {
+        package: "environment-gcp",
+        target: WASI,
+        file: "environment-gcp.wasm",
+    },
 ];
 
 /// What the bundle is built from, relative to the workspace root: a change
@@ -101,6 +106,7 @@ const INPUTS: &[&str] = &[
     "plugins/registry-oci",
     "plugins/environment-aws",
     "plugins/registry-ecr",
+    "plugins/environment-gcp",
     "plugins/sdk",
     "wit",
     "host/src/plugins/engine_config.rs",

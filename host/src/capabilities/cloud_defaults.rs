@@ -7,6 +7,7 @@
 //! |---|---|---|---|---|
 //! | `environment-aws` | `https://sts.REGION.amazonaws.com`; IMDS (`http://169.254.169.254`, or the `imds-endpoint` of its `config:`) only when no other source is set up (no `AWS_ACCESS_KEY_ID`, `AWS_WEB_IDENTITY_TOKEN_FILE` or shared file); the `endpoint-url` of its `config:` | — | [`AWS_ENV`] | the shared credentials/config files' dir(s) and the web identity token's, when they exist |
 //! | `registry-ecr` | the registry's host (`registry.uri`) and its `registry-address` | `https://api.ecr.REGION.amazonaws.com` (REGION from `registry.uri`) and the `endpoint-url` of its `config:` | — | — |
+//! | `environment-gcp` | `https://oauth2.googleapis.com` (or the `token-uri` of its `config:`) when `GOOGLE_APPLICATION_CREDENTIALS` is set; else the metadata server (`http://169.254.169.254`, or the `metadata-endpoint` of its `config:`) | — | [`GCP_ENV`] | the key file's dir, when it exists |
 //!
 //! The region is the `environment:` block's `region`, else `AWS_REGION`,
 //! else `AWS_DEFAULT_REGION` (for the environment), and the one in
@@ -35,6 +36,16 @@ pub const AWS_ENV: &[&str] = &[
     "HOME",
 ];
 
+/// The environment variables of Google's application-default credentials
+/// (and the project).
+pub const GCP_ENV: &[&str] = &["GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"];
+
+/// Google's OAuth2 token endpoint.
+pub const GCP_TOKEN_ORIGIN: &str = "https://oauth2.googleapis.com:443";
+
+/// Google's metadata server (GCE, GKE workload identity).
+pub const GCP_METADATA: &str = "http://169.254.169.254:80";
+
 /// The instance metadata service (IMDSv2).
 pub const AWS_IMDS: &str = "http://169.254.169.254:80";
 
@@ -44,6 +55,7 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
     match component {
         "environment-aws" => aws_environment(config, &|var| std::env::var_os(var)),
         "registry-ecr" => ecr_registry(config),
+        "environment-gcp" => gcp_environment(config, &|var| std::env::var_os(var)),
         _ => Grants::default(),
     }
 }
@@ -159,6 +171,39 @@ fn aws_environment(
     }
 }
 
+fn gcp_environment(
+    config: &LaunchConfig,
+    var: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Grants {
+    let key_file = var("GOOGLE_APPLICATION_CREDENTIALS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let mut hosts = Vec::new();
+    let mut dirs = Vec::new();
+    if let Some(file) = &key_file {
+        hosts.push(
+            plugin_setting(config, "gcp", "token-uri")
+                .and_then(|u| origin_of(&u))
+                .unwrap_or_else(|| GCP_TOKEN_ORIGIN.to_string()),
+        );
+        if let Some(dir) = file.parent().filter(|d| d.is_absolute() && file.is_file()) {
+            dirs.push(DirGrant::Path(dir.to_path_buf()));
+        }
+    } else {
+        hosts.push(
+            plugin_setting(config, "gcp", "metadata-endpoint")
+                .and_then(|u| origin_of(&u))
+                .unwrap_or_else(|| GCP_METADATA.to_string()),
+        );
+    }
+    Grants {
+        hosts: spanned(hosts),
+        env: GCP_ENV.iter().map(|v| v.to_string()).collect(),
+        dirs,
+        ..Grants::default()
+    }
+}
+
 /// The account, region and domain of an ECR `registry.uri`
 /// (`ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]/REPOSITORY`, a leading
 /// `https://` dropped), if it is one.
@@ -237,6 +282,37 @@ mod tests {
             values(&aws_environment(&c, &keys).hosts),
             ["https://sts.cn-north-1.amazonaws.com.cn:443"]
         );
+    }
+
+    #[test]
+    fn gcp_gets_the_token_endpoint_with_a_key_file_else_the_metadata_server() {
+        let c = config("environment: { type: gcp, project: p }\n");
+        let none = |_: &str| None;
+        let grants = gcp_environment(&c, &none);
+        assert_eq!(values(&grants.hosts), [GCP_METADATA]);
+        assert!(grants.dirs.is_empty() && grants.environment_auth.is_empty());
+        let dir = std::env::temp_dir();
+        let key = dir.join("cloud-defaults-gcp-key.json");
+        std::fs::write(&key, "{}").unwrap();
+        let with_key =
+            |v: &str| (v == "GOOGLE_APPLICATION_CREDENTIALS").then(|| key.clone().into());
+        let grants = gcp_environment(&c, &with_key);
+        assert_eq!(values(&grants.hosts), [GCP_TOKEN_ORIGIN]);
+        assert_eq!(grants.dirs.len(), 1);
+        assert_eq!(grants.dirs[0].host_path(), dir.as_path());
+        assert!(
+            grants
+                .env
+                .contains(&"GOOGLE_APPLICATION_CREDENTIALS".to_string())
+        );
+        let c = config(
+            "environment: { type: gcp }\nplugins:\n  gcp:\n    config: { token-uri: \"http://127.0.0.1:9/token\" }\n",
+        );
+        assert_eq!(
+            values(&gcp_environment(&c, &with_key).hosts),
+            ["http://127.0.0.1:9"]
+        );
+        let _ = std::fs::remove_file(&key);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | environment | `local` | `environment-local.wasm` |
 //! | environment | `aws` | `environment-aws.wasm` |
 //! | registry | `ecr` | `registry-ecr.wasm` |
+//! | environment | `gcp` | `environment-gcp.wasm` |
 //!
 //! Bundled plugins get the grants their job needs and no more
 //! ([`default_grants`], listed in
@@ -47,6 +48,7 @@ pub const BUNDLE: &[(PluginKind, &str, &str)] = &[
     (PluginKind::Environment, "local", "environment-local.wasm"),
     (PluginKind::Environment, "aws", "environment-aws.wasm"),
     (PluginKind::Registry, "ecr", "registry-ecr.wasm"),
+    (PluginKind::Environment, "gcp", "environment-gcp.wasm"),
 ];
 
 /// Where a plugin's component came from, as `plugins list` shows it.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod gcp;
 pub mod kube;
 pub mod moto;
 pub mod postgres;
