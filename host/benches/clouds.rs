@@ -11,12 +11,12 @@
 //!
 //! Run: `cargo bench -p launch-agent --bench clouds`.
 
-#[path = "../tests/common/services_env.rs"]
-#[allow(dead_code)]
-mod services_env;
 #[path = "../tests/common/moto.rs"]
 #[allow(dead_code)]
 mod moto_env;
+#[path = "../tests/common/services_env.rs"]
+#[allow(dead_code)]
+mod services_env;
 
 use launch_agent::config::LaunchConfig;
 use launch_agent::plugins::{LoadedPlugin, PluginHost};

@@ -16,11 +16,11 @@
 //! or `cargo test -p launch-agent --bench queue_postgres -- --bench` for the
 //! dev profile; without `--bench` it is a quick smoke run.
 
+#[path = "../tests/common/postgres.rs"]
+mod postgres_env;
 #[path = "../tests/common/services_env.rs"]
 #[allow(dead_code)]
 mod services_env;
-#[path = "../tests/common/postgres.rs"]
-mod postgres_env;
 
 use launch_agent::queue::postgres::{PostgresSettings, UrlSource};
 use launch_agent::queue::{BackendSettings, QueueBackend};
