@@ -4,8 +4,18 @@
 //! `plugins/sdk/wit/` is a copy of `wit/*.wit` (the published contract)
 //! so that the SDK builds as a git or crates.io dependency;
 //! `scripts/sync-sdk-wit.sh` refreshes it.
+//!
+//! The build test copies `plugins/sdk` alone into a temp dir, runs
+//! `launch-agent plugins new` for each kind against that copy, builds the
+//! three crates (one shared target dir under the test target dir, kept
+//! between runs, so a rerun builds only the plugins; `--offline` with the
+//! workspace's `Cargo.lock`, whose crates a built workspace has fetched),
+//! loads each into the host, and runs a job in the environment plugin.
 
+mod common;
+use common::Scratch;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,5 +72,145 @@ fn the_sdk_manifest_inherits_nothing_from_the_workspace() {
     assert!(
         !lib.contains("../"),
         "plugins/sdk/src/lib.rs reads a path outside the crate"
+    );
+}
+
+/// Copies `from` (a directory) into `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `cargo build --release` in `dir`, into the shared plugin target dir,
+/// without the caller's build settings (a `RUSTFLAGS` would replace the
+/// crate's stack-size flag); the `.wasm` file it made.
+fn build_plugin(dir: &Path, crate_name: &str) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-authoring");
+    std::fs::copy(repo_root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .args(["build", "--release", "--offline", "--quiet"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target);
+    for (key, _) in std::env::vars() {
+        if key == "RUSTFLAGS"
+            || key == "CARGO_ENCODED_RUSTFLAGS"
+            || key.starts_with("CARGO_BUILD_")
+            || key.starts_with("CARGO_TARGET_") && key != "CARGO_TARGET_DIR"
+            || key.starts_with("CARGO_PROFILE_")
+        {
+            cargo.env_remove(key);
+        }
+    }
+    let out = cargo.output().expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{crate_name}.wasm"));
+    assert!(wasm.is_file(), "{} was not built", wasm.display());
+    wasm
+}
+
+#[test]
+fn plugins_new_builds_against_the_sdk_alone_loads_and_runs_a_job() {
+    let agent = Scratch::new();
+    // The SDK alone, out of the repository.
+    let sdk = agent.path().join("sdk-alone/launch-plugin-sdk");
+    copy_dir(&repo_root().join("plugins/sdk"), &sdk);
+
+    let mut built = Vec::new();
+    for kind in ["registry", "builder", "environment"] {
+        let name = format!("my-{kind}");
+        let dir = agent.path().join("plugins").join(&name);
+        let out = agent
+            .cmd()
+            .args(["plugins", "new", "--kind", kind, &name, "--dir"])
+            .arg(&dir)
+            .arg("--sdk")
+            .arg(&sdk)
+            .output()
+            .unwrap();
+        common::assert_success(&out);
+        let config = std::fs::read_to_string(dir.join(".cargo/config.toml")).unwrap();
+        assert!(config.contains("target = \"wasm32-wasip2\""), "{config}");
+        assert!(config.contains("-zstack-size=131072"), "{config}");
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        for needle in [
+            "cargo build --release",
+            "grants",
+            "plugins call",
+            "cargo test",
+        ] {
+            assert!(readme.contains(needle), "{needle} missing from {readme}");
+        }
+        assert!(!readme.contains("{{"), "a placeholder is left: {readme}");
+        let wasm = build_plugin(&dir, &format!("my_{kind}"));
+
+        // Loaded by the host as its kind, under its own name.
+        let out = agent
+            .cmd()
+            .args(["plugins", "inspect", "--json"])
+            .arg(&wasm)
+            .output()
+            .unwrap();
+        common::assert_success(&out);
+        let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(described[0]["kind"], kind, "{described:#}");
+        assert_eq!(described[0]["plugin_name"], name.as_str(), "{described:#}");
+        assert_eq!(described[0]["wit_version"], "0.2.0", "{described:#}");
+        built.push(wasm);
+    }
+
+    // A second `plugins new` into a non-empty dir is refused.
+    let out = agent
+        .cmd()
+        .args(["plugins", "new", "--kind", "builder", "my-builder", "--dir"])
+        .arg(agent.path().join("plugins/my-builder"))
+        .arg("--sdk")
+        .arg(&sdk)
+        .output()
+        .unwrap();
+    assert!(
+        common::refused(&out).contains("is not empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The environment plugin, as generated, in a job.
+    let config = agent.write_config(&format!(
+        "queues: [default]\nenvironment:\n  type: my-environment\n\
+         plugins:\n  my-environment:\n    path: {}\n    config: {{ region: eu-west-1 }}\n",
+        built[2].display()
+    ));
+    let out = agent
+        .cmd()
+        .args(["plugins", "call", "my-environment", "verify", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let id = agent.submit(
+        "default",
+        &common::shell_job("echo \"job=$MY_ENVIRONMENT_JOB region=$MY_ENVIRONMENT_REGION\""),
+    );
+    agent.run_until_idle(&config);
+    let item = agent.item(&id);
+    assert_eq!(item["state"], "finished", "{item:#}");
+    assert_eq!(
+        agent.run_file(&id, "output.log"),
+        format!("job={id} region=eu-west-1\n")
     );
 }

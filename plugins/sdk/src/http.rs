@@ -325,6 +325,10 @@ fn status_error(stage: Stage, what: &str, response: &Response) -> Option<PluginE
 
 /// Why an exchange failed, as [`Request`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(target_os = "wasi"),
+    allow(dead_code, reason = "only wasi:http fails in these ways")
+)]
 enum FailureKind {
     /// No answer in time: retryable.
     Timeout,
