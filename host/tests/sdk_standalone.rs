@@ -197,6 +197,13 @@ fn plugins_new_builds_against_the_sdk_alone_loads_and_runs_a_job() {
     ));
     let out = agent
         .cmd()
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let out = agent
+        .cmd()
         .args(["plugins", "call", "my-environment", "verify", "-c"])
         .arg(&config)
         .output()
