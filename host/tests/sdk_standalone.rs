@@ -221,3 +221,99 @@ fn plugins_new_builds_against_the_sdk_alone_loads_and_runs_a_job() {
         format!("job={id} region=eu-west-1\n")
     );
 }
+
+/// The registry template, as generated, asks the test registry of
+/// `scripts/services.sh` (basic auth, plain HTTP) through the SDK's
+/// `http` module: a pushed image exists, another tag does not, and
+/// without the `grants.hosts` entry the request is refused, naming it.
+#[tokio::test]
+async fn the_registry_template_asks_a_registry_over_http() {
+    use common::docker::{push_base_image, services};
+    let image = push_base_image("sdk-template", "v1").await;
+    let s = services();
+    let agent = Scratch::new();
+    let sdk = agent.path().join("sdk-alone/launch-plugin-sdk");
+    copy_dir(&repo_root().join("plugins/sdk"), &sdk);
+    let dir = agent.path().join("my-registry");
+    let out = agent
+        .cmd()
+        .args([
+            "plugins",
+            "new",
+            "--kind",
+            "registry",
+            "my-registry",
+            "--dir",
+        ])
+        .arg(&dir)
+        .arg("--sdk")
+        .arg(&sdk)
+        .output()
+        .unwrap();
+    common::assert_success(&out);
+    let wasm = build_plugin(&dir, "my_registry");
+
+    let config = |hosts: &str| {
+        agent.write_config(&format!(
+            "registry:\n  type: my-registry\n  uri: {registry}/sdk-template\n\
+             secrets:\n  registry-password: {{ env: TEST_REGISTRY_PASSWORD }}\n\
+             plugins:\n  my-registry:\n    path: {wasm}\n\
+             \x20   config: {{ username: {user}, password-secret: registry-password, insecure: true }}\n\
+             \x20   grants:\n      hosts: [{hosts}]\n      secrets: [registry-password]\n",
+            registry = s.registry,
+            wasm = wasm.display(),
+            user = s.registry_user,
+        ))
+    };
+    let call = |config: &Path, image: &str| {
+        let out = agent
+            .cmd()
+            .args([
+                "plugins",
+                "call",
+                "my-registry",
+                "image-exists",
+                "--arg",
+                image,
+                "-c",
+            ])
+            .arg(config)
+            .env("TEST_REGISTRY_PASSWORD", &s.registry_password)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), stdout)
+    };
+
+    let granted = config(&format!("\"http://{}\"", s.registry));
+    let (ok, stdout) = call(&granted, &image);
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("my-registry image-exists: {image} exists\n")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "HTTP HEAD http://{}/v2/sdk-template/manifests/v1",
+            s.registry
+        )),
+        "{stdout}"
+    );
+    let missing = image.replace(":v1", ":not-pushed");
+    let (ok, stdout) = call(&granted, &missing);
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains(&format!("{missing} does not exist")),
+        "{stdout}"
+    );
+
+    let ungranted = config("");
+    let (ok, stdout) = call(&ungranted, &image);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("my-registry image-exists failed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("grants.hosts"), "{stdout}");
+    assert!(!stdout.contains(&s.registry_password), "{stdout}");
+}
