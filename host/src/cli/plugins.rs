@@ -1,7 +1,10 @@
-//! `launch-agent plugins list`, `plugins inspect`, `plugins call` (in
+//! `launch-agent plugins list`, `plugins inspect`, `plugins new` (in
+//! [`new`](self::new)), `plugins call` (in
 //! [`super::plugins_call`]), and (in [`oci`](self::oci)) `plugins push` and
 //! `plugins pull`.
 
+#[path = "plugins_new.rs"]
+mod new;
 #[path = "plugins_oci.rs"]
 mod oci;
 
@@ -65,6 +68,8 @@ pub(super) enum PluginsCommand {
     /// Publish a component to an OCI registry (as a Wasm component
     /// artifact), optionally with a cosign signature.
     Push(oci::PushArgs),
+    /// Write a new plugin crate (registry, builder or environment) that builds as it is.
+    New(new::NewArgs),
     /// Pull (and check) the config's `oci` plugins now; `--update` follows
     /// their tags to what the registry holds today.
     Pull(oci::PullArgs),
@@ -110,6 +115,7 @@ pub(super) async fn plugins(
             };
             return super::plugins_call::call(state_arg, args).await;
         }
+        PluginsCommand::New(args) => return new::run(args),
         PluginsCommand::Push(args) => return oci::push(args).await,
         PluginsCommand::Pull(args) => return oci::pull(state_arg, args).await,
         PluginsCommand::Inspect { file, json } => {

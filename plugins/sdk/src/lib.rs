@@ -1,8 +1,9 @@
 //! Guest SDK for launch-agent plugins.
 //!
 //! A plugin is a WebAssembly component built for `wasm32-wasip2` against the
-//! `launch:plugin@0.2.0` WIT contract in the repository's `wit/` folder. This
-//! crate holds the bindings for the contract's three plugin worlds and a few
+//! `launch:plugin@0.2.0` WIT contract (the repository's `wit/`, of which
+//! this crate carries a copy in its own `wit/`, so that it builds on its
+//! own; see the crate's README). This crate holds the bindings for the contract's three plugin worlds and a few
 //! helpers, so a plugin crate is a `cdylib` that depends on this crate (and
 //! `serde` for its settings), implements two traits and calls one export
 //! macro:
@@ -126,7 +127,7 @@ pub mod common {
                 export launch:plugin/plugin@0.2.0;
             }
         ",
-        path: "../../wit",
+        path: "wit",
         world: "launch:sdk/common",
         generate_all,
         pub_export_macro: true,
@@ -155,7 +156,7 @@ pub mod builder {
                     export launch:plugin/builder@0.2.0;
                 }
             ",
-            path: "../../wit",
+            path: "wit",
             world: "launch:sdk/builder",
             with: {
                 "launch:plugin/types@0.2.0": crate::common::launch::plugin::types,
@@ -209,7 +210,7 @@ pub mod registry {
                     export launch:plugin/registry@0.2.0;
                 }
             ",
-            path: "../../wit",
+            path: "wit",
             world: "launch:sdk/registry",
             with: {
                 "launch:plugin/types@0.2.0": crate::common::launch::plugin::types,
@@ -254,7 +255,7 @@ pub mod environment {
                     export launch:plugin/environment@0.2.0;
                 }
             ",
-            path: "../../wit",
+            path: "wit",
             world: "launch:sdk/environment",
             with: {
                 "launch:plugin/types@0.2.0": crate::common::launch::plugin::types,
@@ -293,7 +294,7 @@ pub mod authorizer {
                     export launch:plugin/authorizer@0.2.0;
                 }
             ",
-            path: "../../wit",
+            path: "wit",
             world: "launch:sdk/authorizer",
             with: {
                 "launch:plugin/types@0.2.0": crate::common::launch::plugin::types,
