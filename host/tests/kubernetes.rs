@@ -585,6 +585,36 @@ fn the_kubeconfig_context_is_the_one_resource_args_names() {
     );
 }
 
+/// A pod's log is copied into `output.log` up to `max_log_mb`, the cut
+/// said in the log, as the other runners' logs are; the run still ends as
+/// its pod did.
+#[test]
+fn a_pods_log_is_capped_at_max_log_mb_and_the_cut_said() {
+    let agent = Scratch::new();
+    let rt = runtime();
+    let client = rt.block_on(client());
+    let ns = rt.block_on(namespace(&client, "logcap"));
+    let config = config(&agent, "max_log_mb: 1\n");
+    let id = agent.submit(
+        "default",
+        &shell_job(
+            &ns,
+            "yes 0123456789abcdef0123456789abcdef | head -c 3000000; echo; sleep 5; exit 3",
+            json!({}),
+        ),
+    );
+    run_until_idle(&agent, &config);
+    let item = agent.item(&id);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert_eq!(item["exit_code"], 3, "{item:#}");
+    let log = run_file(&agent, &id, "output.log");
+    let (kept, notice) = log
+        .split_once("\n[launch-agent] this log was cut here")
+        .unwrap_or_else(|| panic!("no cut notice in a log of {} bytes", log.len()));
+    assert_eq!(kept.len(), 1024 * 1024, "the log holds its cap");
+    assert!(notice.contains("1048576 bytes"), "{notice}");
+}
+
 #[test]
 fn the_operators_config_can_keep_a_queues_jobs_off_the_cluster() {
     let agent = Scratch::new();

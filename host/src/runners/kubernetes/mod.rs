@@ -48,6 +48,7 @@ pub mod watch;
 
 use super::policy::PerQueue;
 use super::{Control, RunHandle, RunHooks, RunOutcome, RunRequest, Runner};
+use crate::capped_log::CappedLog;
 use crate::clients::Clients;
 use crate::clients::kube::KubeClusters;
 use anyhow::{Context as _, anyhow, bail};
@@ -62,10 +63,13 @@ use policy::KubernetesPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt as _;
-use tokio::sync::{Mutex, broadcast, watch as control_watch};
+use tokio::sync::{broadcast, watch as control_watch};
+
+/// A run's output log, shared by the tasks that copy its pods' logs.
+type SharedLog = Arc<std::sync::Mutex<CappedLog<std::fs::File>>>;
 use tokio::time::Instant;
 use watch::{Event, Watches};
 
@@ -300,10 +304,11 @@ impl KubeRun {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let log = tokio::fs::File::create(&request.log_path)
-            .await
+        // Capped at `max_log_mb`, the cut said in the log, as the other
+        // runners' logs are.
+        let log = CappedLog::create(&request.log_path, request.log_limit)
             .with_context(|| format!("creating run log {}", request.log_path.display()))?;
-        let log = Arc::new(Mutex::new(log));
+        let log = Arc::new(std::sync::Mutex::new(log));
         // Listening before the Job exists: no event of it is missed.
         let events = self
             .watches
@@ -351,7 +356,7 @@ impl KubeRun {
         control: control_watch::Receiver<Control>,
         hooks: &dyn RunHooks,
         events: broadcast::Receiver<Event>,
-        log: Arc<Mutex<tokio::fs::File>>,
+        log: SharedLog,
         secrets: &mut Vec<String>,
     ) -> anyhow::Result<RunOutcome> {
         let item = &request.item_id;
@@ -439,7 +444,6 @@ impl KubeRun {
             item_label: label_value(item),
             hooks,
             log,
-            log_path: request.log_path.display().to_string(),
             first_container: job
                 .spec
                 .as_ref()
@@ -567,8 +571,7 @@ struct Follow<'a> {
     uid: String,
     item_label: String,
     hooks: &'a dyn RunHooks,
-    log: Arc<Mutex<tokio::fs::File>>,
-    log_path: String,
+    log: SharedLog,
     first_container: String,
     /// The Pending reasons already warned about (once each).
     warned: HashSet<String>,
@@ -793,7 +796,7 @@ impl Follow<'_> {
             return;
         }
         let pods: Api<Pod> = Api::namespaced(self.run.client.clone(), &self.run.namespace);
-        let (name, log, path) = (name.to_string(), self.log.clone(), self.log_path.clone());
+        let (name, log) = (name.to_string(), self.log.clone());
         let container = self.first_container.clone();
         self.log_tasks.push(tokio::spawn(async move {
             let params = LogParams {
@@ -815,7 +818,6 @@ impl Follow<'_> {
                 }
             };
             let mut buffer = vec![0u8; 16 * 1024];
-            let mut write_failed = false;
             loop {
                 let read = match stream.read(&mut buffer).await {
                     Ok(0) => break,
@@ -825,16 +827,11 @@ impl Follow<'_> {
                         break;
                     }
                 };
-                let mut file = log.lock().await;
-                if !write_failed
-                    && let Err(error) = async {
-                        file.write_all(&buffer[..read]).await?;
-                        file.flush().await
-                    }
-                    .await
-                {
-                    tracing::warn!("writing the run log {path}: {error}");
-                    write_failed = true;
+                // A capped log never fails a write: past its cap, or after
+                // a write error (said once in the agent's log), what comes
+                // is read and dropped.
+                if let Ok(mut file) = log.lock() {
+                    let _ = file.write_all(&buffer[..read]).and_then(|()| file.flush());
                 }
             }
         }));
