@@ -220,6 +220,62 @@ fn plugins_new_builds_against_the_sdk_alone_loads_and_runs_a_job() {
         agent.run_file(&id, "output.log"),
         format!("job={id} region=eu-west-1\n")
     );
+
+    // All three, as generated, in one job: the builder builds the job's
+    // code FROM the test base image and pushes it with the registry
+    // plugin's login; the registry plugin then says the image exists, so
+    // the same job submitted again skips its build.
+    let s = common::docker::services();
+    let registry_host = format!("\"http://{}\"", s.registry);
+    let config = agent.write_config(&format!(
+        "queues: [default]\nenvironment:\n  type: my-environment\n\
+         builder:\n  type: my-builder\nregistry:\n  type: my-registry\n  uri: {registry}/sdk-template-job\n\
+         secrets:\n  registry-password: {{ env: TEST_REGISTRY_PASSWORD }}\n\
+         plugins:\n  my-environment:\n    path: {env}\n    config: {{ region: eu-west-1 }}\n\
+         \x20 my-builder:\n    path: {builder}\n    config: {{ base: {base} }}\n\
+         \x20   grants: {{ docker: true, hosts: [{registry_host}] }}\n\
+         \x20 my-registry:\n    path: {reg}\n\
+         \x20   config: {{ username: {user}, password-secret: registry-password, insecure: true }}\n\
+         \x20   grants: {{ hosts: [{registry_host}], secrets: [registry-password] }}\n",
+        registry = s.registry,
+        env = built[2].display(),
+        builder = built[1].display(),
+        reg = built[0].display(),
+        base = s.base_image,
+        user = s.registry_user,
+    ));
+    let code = agent.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("hello.txt"), "hello from the generated plugins\n").unwrap();
+    let spec = serde_json::json!({
+        "resource": "local-container",
+        "project": "sdk-template",
+        "uri": code.display().to_string(),
+        "overrides": {"entry_point": ["sh", "-c", "cat /app/hello.txt"]},
+    });
+    let mut logs = Vec::new();
+    for _ in 0..2 {
+        let id = agent.submit("default", &spec);
+        let out = agent
+            .run_cmd(&config)
+            .env("TEST_REGISTRY_PASSWORD", &s.registry_password)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        let item = agent.item(&id);
+        let job_log = agent.run_file(&id, "agent.log");
+        assert_eq!(item["state"], "finished", "{item:#}\n{job_log}\n{log}");
+        assert_eq!(
+            agent.run_file(&id, "output.log"),
+            "hello from the generated plugins\n",
+            "{job_log}"
+        );
+        assert!(!job_log.contains(&s.registry_password), "{job_log}");
+        logs.push(job_log);
+    }
+    assert!(logs[0].contains("build: built"), "{}", logs[0]);
+    assert!(logs[1].contains("build: skipped"), "{}", logs[1]);
 }
 
 /// The registry template, as generated, asks the test registry of
