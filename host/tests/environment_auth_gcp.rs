@@ -7,51 +7,10 @@
 //! plugin's `http` mode (a GET through `wasi:http`).
 
 mod common;
+use common::auth_routing::{load, recording_server};
 use common::gcp::{TOKEN, fake, key_file, rsa_key};
-use launch_agent::config::LaunchConfig;
-use launch_agent::plugins::{LoadedPlugin, PluginHost};
+use launch_agent::plugins::PluginHost;
 use serde_json::json;
-use std::io::{Read, Write};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-/// A server on 127.0.0.1 answering 200 to everything and keeping each
-/// request's head (lowercased).
-fn recording_server() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let kept = heads.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = vec![0u8; 16384];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            kept.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&buf[..n]).to_lowercase());
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    (port, heads)
-}
-
-async fn load(
-    host: &mut PluginHost,
-    name: &str,
-    path: &Path,
-    entry_yaml: &str,
-) -> Arc<LoadedPlugin> {
-    let yaml = format!(
-        "plugins:\n  {name}:\n    path: {}\n{entry_yaml}",
-        path.display()
-    );
-    let config = LaunchConfig::parse(&yaml, Path::new("test.yaml")).expect("config");
-    host.load(name, path, &config.plugins[name], &config.secrets)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 #[tokio::test]
 async fn the_gcp_environment_adds_its_bearer_token_only_for_origins_it_accepts() {

@@ -2,6 +2,7 @@
 //! are, a scratch agent (state dir + config) and the CLI.
 #![allow(dead_code)]
 
+pub mod auth_routing;
 pub mod docker;
 pub mod gcp;
 pub mod kube;
