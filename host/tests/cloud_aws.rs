@@ -310,16 +310,14 @@ fn the_shared_credentials_file_is_a_source() {
 /// token for `PUT /latest/api/token`, then, with that token only, the
 /// role's name and its temporary credentials (moto's, so STS takes them).
 fn fake_imds() -> u16 {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let m = moto().clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut buf = vec![0u8; 8192];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let head = common::http_fake::read_request_text(&mut stream);
             let lower = head.to_lowercase();
             let with_token = lower.contains("x-aws-ec2-metadata-token: imds-session-token");
             let (status, body) = if head.starts_with("PUT /latest/api/token")

@@ -373,7 +373,7 @@ async fn a_secret_the_plugin_says_is_scrubbed_from_its_log_errors_and_panics() {
 
 /// A one-request-at-a-time HTTP server on 127.0.0.1 answering 200.
 fn http_server() -> (u16, std::thread::JoinHandle<()>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
@@ -381,8 +381,7 @@ fn http_server() -> (u16, std::thread::JoinHandle<()>) {
         // Serve a bounded number of connections, then stop.
         for stream in listener.incoming().take(4) {
             let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
+            common::http_fake::read_request(&mut stream);
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
@@ -625,15 +624,14 @@ fn slow_registry(delay: std::time::Duration) -> u16 {
 /// An HTTP server that answers every request with `response` after
 /// `delay`. Serves until the test ends.
 fn slow_server(delay: std::time::Duration, response: &'static [u8]) -> u16 {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
+                common::http_fake::read_request(&mut stream);
                 std::thread::sleep(delay);
                 let _ = stream.write_all(response);
             });

@@ -193,14 +193,13 @@ fn an_unknown_plugin_or_export_is_named() {
 /// every request with a 401 whose challenge names token realm `realm`; its
 /// port.
 fn challenging_registry(realm: String) -> u16 {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
+            common::http_fake::read_request(&mut stream);
             let _ = write!(
                 stream,
                 "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"launch-test\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"

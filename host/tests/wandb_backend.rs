@@ -2,7 +2,7 @@
 //! (`server.py`, standard library only), started per test on 127.0.0.1 and
 //! killed by its PID at the end.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -555,26 +555,7 @@ fn scripted_server(
             let Ok((mut stream, _)) = listener.accept() else {
                 return;
             };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = stream.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&request).to_lowercase();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if request.len() >= end + 4 + length {
-                        break;
-                    }
-                }
-            }
+            common::http_fake::read_request(&mut stream);
             seen.fetch_add(1, Ordering::SeqCst);
             _ = write!(
                 stream,

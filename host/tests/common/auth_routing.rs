@@ -3,7 +3,7 @@
 
 use launch_agent::config::LaunchConfig;
 use launch_agent::plugins::{LoadedPlugin, PluginHost};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -17,11 +17,8 @@ pub fn recording_server() -> (u16, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut buf = vec![0u8; 16384];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            kept.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+            let request = super::http_fake::read_request_text(&mut stream);
+            kept.lock().unwrap().push(request.to_lowercase());
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }

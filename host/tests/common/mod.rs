@@ -5,6 +5,7 @@
 pub mod auth_routing;
 pub mod docker;
 pub mod gcp;
+pub mod http_fake;
 pub mod kube;
 pub mod moto;
 pub mod postgres;
