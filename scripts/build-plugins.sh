@@ -50,7 +50,7 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
         -p builder-noop -p environment-local -p registry-oci >&2
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
-        -p builder-docker -p environment-aws -p registry-ecr -p environment-gcp >&2
+        -p builder-docker -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure >&2
     # Test plugins that use files, environment variables or wasi:http.
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
         -p launch-plugin-sdk \
@@ -86,6 +86,7 @@ copy "$lean" registry_oci.wasm "$bundle/registry-oci.wasm"
 copy "$wasi" environment_aws.wasm "$bundle/environment-aws.wasm"
 copy "$wasi" registry_ecr.wasm "$bundle/registry-ecr.wasm"
 copy "$wasi" environment_gcp.wasm "$bundle/environment-gcp.wasm"
+copy "$wasi" environment_azure.wasm "$bundle/environment-azure.wasm"
 copy "$wasi" hostile_plugin.wasm "$tests/hostile.wasm"
 copy "$lean" hostile_plugin.wasm "$tests/hostile-lean.wasm"
 copy "$wasi" hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"

@@ -8,6 +8,7 @@
 //! | `environment-aws` | `https://sts.REGION.amazonaws.com`; IMDS (`http://169.254.169.254`, or the `imds-endpoint` of its `config:`) only when no other source is set up (no `AWS_ACCESS_KEY_ID`, `AWS_WEB_IDENTITY_TOKEN_FILE` or shared file); the `endpoint-url` of its `config:` | — | [`AWS_ENV`] | the shared credentials/config files' dir(s) and the web identity token's, when they exist |
 //! | `registry-ecr` | the registry's host (`registry.uri`) and its `registry-address` | `https://api.ecr.REGION.amazonaws.com` (REGION from `registry.uri`) and the `endpoint-url` of its `config:` | — | — |
 //! | `environment-gcp` | `https://oauth2.googleapis.com` (or the `token-uri` of its `config:`) when `GOOGLE_APPLICATION_CREDENTIALS` is set; else the metadata server (`http://169.254.169.254`, or the `metadata-endpoint` of its `config:`) | — | [`GCP_ENV`] | the key file's dir, when it exists |
+//! | `environment-azure` | AAD's authority (the `authority-host` of its `config:`, else `AZURE_AUTHORITY_HOST`, else `https://login.microsoftonline.com`) when a client secret or workload identity is set up (`AZURE_TENANT_ID` and `AZURE_CLIENT_ID` with `AZURE_CLIENT_SECRET` or `AZURE_FEDERATED_TOKEN_FILE`); else IMDS (`http://169.254.169.254`, or the `imds-endpoint` of its `config:`) | — | [`AZURE_ENV`] | the federated token file's dir, when it exists |
 //!
 //! The region is the `environment:` block's `region`, else `AWS_REGION`,
 //! else `AWS_DEFAULT_REGION` (for the environment), and the one in
@@ -40,6 +41,22 @@ pub const AWS_ENV: &[&str] = &[
 /// (and the project).
 pub const GCP_ENV: &[&str] = &["GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"];
 
+/// The environment variables of the Azure SDKs' `DefaultAzureCredential`
+/// (the sources environment-azure takes).
+pub const AZURE_ENV: &[&str] = &[
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+];
+
+/// AAD's authority in Azure's public cloud.
+pub const AZURE_AUTHORITY: &str = "https://login.microsoftonline.com:443";
+
+/// Azure's instance metadata service (managed identity).
+pub const AZURE_IMDS: &str = "http://169.254.169.254:80";
+
 /// Google's OAuth2 token endpoint.
 pub const GCP_TOKEN_ORIGIN: &str = "https://oauth2.googleapis.com:443";
 
@@ -56,6 +73,7 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
         "environment-aws" => aws_environment(config, &|var| std::env::var_os(var)),
         "registry-ecr" => ecr_registry(config),
         "environment-gcp" => gcp_environment(config, &|var| std::env::var_os(var)),
+        "environment-azure" => azure_environment(config, &|var| std::env::var_os(var)),
         _ => Grants::default(),
     }
 }
@@ -204,6 +222,50 @@ fn gcp_environment(
     }
 }
 
+fn azure_environment(
+    config: &LaunchConfig,
+    var: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Grants {
+    let set = |name: &str| var(name).is_some_and(|v| !v.is_empty());
+    let token_file = var("AZURE_FEDERATED_TOKEN_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let app = set("AZURE_TENANT_ID") && set("AZURE_CLIENT_ID");
+    let secret = app && set("AZURE_CLIENT_SECRET");
+    let workload = app && token_file.is_some();
+    let mut hosts = Vec::new();
+    let mut dirs = Vec::new();
+    if secret || workload {
+        hosts.push(
+            plugin_setting(config, "azure", "authority-host")
+                .or_else(|| {
+                    var("AZURE_AUTHORITY_HOST")
+                        .and_then(|v| v.into_string().ok())
+                        .filter(|v| !v.is_empty())
+                })
+                .and_then(|u| origin_of(&u))
+                .unwrap_or_else(|| AZURE_AUTHORITY.to_string()),
+        );
+    } else {
+        hosts.push(
+            plugin_setting(config, "azure", "imds-endpoint")
+                .and_then(|u| origin_of(&u))
+                .unwrap_or_else(|| AZURE_IMDS.to_string()),
+        );
+    }
+    if let Some(file) = token_file.filter(|_| workload)
+        && let Some(dir) = file.parent().filter(|d| d.is_absolute() && file.is_file())
+    {
+        dirs.push(DirGrant::Path(dir.to_path_buf()));
+    }
+    Grants {
+        hosts: spanned(hosts),
+        env: AZURE_ENV.iter().map(|v| v.to_string()).collect(),
+        dirs,
+        ..Grants::default()
+    }
+}
+
 /// The account, region and domain of an ECR `registry.uri`
 /// (`ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]/REPOSITORY`, a leading
 /// `https://` dropped), if it is one.
@@ -313,6 +375,58 @@ mod tests {
             ["http://127.0.0.1:9"]
         );
         let _ = std::fs::remove_file(&key);
+    }
+
+    #[test]
+    fn azure_gets_the_authority_with_a_secret_or_federated_token_else_imds() {
+        let c = config("environment: { type: azure }\n");
+        let none = |_: &str| None;
+        let grants = azure_environment(&c, &none);
+        assert_eq!(values(&grants.hosts), [AZURE_IMDS]);
+        assert!(grants.dirs.is_empty() && grants.environment_auth.is_empty());
+        assert!(grants.env.contains(&"AZURE_CLIENT_SECRET".to_string()));
+        let secret = |v: &str| {
+            matches!(
+                v,
+                "AZURE_TENANT_ID" | "AZURE_CLIENT_ID" | "AZURE_CLIENT_SECRET"
+            )
+            .then(|| "x".into())
+        };
+        assert_eq!(
+            values(&azure_environment(&c, &secret).hosts),
+            [AZURE_AUTHORITY]
+        );
+        // A secret without its tenant is not a source: IMDS is.
+        let half = |v: &str| (v == "AZURE_CLIENT_SECRET").then(|| "x".into());
+        assert_eq!(values(&azure_environment(&c, &half).hosts), [AZURE_IMDS]);
+        let dir = std::env::temp_dir();
+        let file = dir.join("cloud-defaults-azure-token");
+        std::fs::write(&file, "jwt").unwrap();
+        let workload = |v: &str| match v {
+            "AZURE_TENANT_ID" | "AZURE_CLIENT_ID" => Some("x".into()),
+            "AZURE_FEDERATED_TOKEN_FILE" => Some(file.clone().into()),
+            "AZURE_AUTHORITY_HOST" => Some("https://login.microsoftonline.us".into()),
+            _ => None,
+        };
+        let grants = azure_environment(&c, &workload);
+        assert_eq!(
+            values(&grants.hosts),
+            ["https://login.microsoftonline.us:443"]
+        );
+        assert_eq!(grants.dirs.len(), 1);
+        assert_eq!(grants.dirs[0].host_path(), dir.as_path());
+        let c = config(
+            "environment: { type: azure }\nplugins:\n  azure:\n    config: { authority-host: \"http://127.0.0.1:9\", imds-endpoint: \"http://127.0.0.1:8\" }\n",
+        );
+        assert_eq!(
+            values(&azure_environment(&c, &workload).hosts),
+            ["http://127.0.0.1:9"]
+        );
+        assert_eq!(
+            values(&azure_environment(&c, &none).hosts),
+            ["http://127.0.0.1:8"]
+        );
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

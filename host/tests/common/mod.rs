@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod auth_routing;
+pub mod azure;
 pub mod docker;
 pub mod gcp;
 pub mod http_fake;
