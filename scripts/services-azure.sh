@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The Azure stand-in that runs as a service, on 127.0.0.1:
+#
+#   scripts/services-azure.sh start   # Azurite's blob service, HTTPS, taking AAD bearer tokens
+#   scripts/services-azure.sh stop    # stops what `start` started, nothing else
+#
+# (AAD, IMDS and ACR's token server are a fake each test starts itself:
+# tests/azure_fake/server.py.)
+#
+# `start`:
+#   - Azurite (npm `azurite`, installed into ~/.cache/launch-agent-azurite when
+#     missing) with its blob service only, on a free port, in memory, over
+#     HTTPS with a certificate for 127.0.0.1 made here, and `--oauth basic`:
+#     it takes `Authorization: Bearer <AAD token>` (checking the token's
+#     audience `https://storage.azure.com`, issuer and expiry, as
+#     tests/azure_fake/server.py issues them), standing for
+#     https://ACCOUNT.blob.core.windows.net (account `devstoreaccount1`);
+#   - checks a bearer token is taken: creates the container `build-contexts`
+#     with one;
+#   - KEY=VALUE lines in $LAUNCH_AGENT_AZURE_ENV (default
+#     ${TMPDIR:-/tmp}/launch-agent-azure.env):
+#       LAUNCH_AGENT_AZURITE_BLOB_URL=https://127.0.0.1:PORT/devstoreaccount1
+#       LAUNCH_AGENT_AZURITE_CA (the certificate to trust)
+#       LAUNCH_AGENT_AZURITE_CONTAINER=build-contexts
+#       LAUNCH_AGENT_AZURE_DIR, LAUNCH_AGENT_AZURITE_PID
+#
+# Both commands are idempotent. Progress goes to stderr.
+set -euo pipefail
+
+ENV_FILE="${LAUNCH_AGENT_AZURE_ENV:-${TMPDIR:-/tmp}/launch-agent-azure.env}"
+PREFIX="${LAUNCH_AGENT_AZURITE_PREFIX:-$HOME/.cache/launch-agent-azurite}"
+ACCOUNT=devstoreaccount1
+CONTAINER=build-contexts
+READY_TIMEOUT=60
+
+log() { echo "services-azure: $*" >&2; }
+die() {
+  echo "services-azure: error: $*" >&2
+  exit 1
+}
+
+env_value() {
+  [ -f "$ENV_FILE" ] || return 0
+  sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1
+}
+
+pid_is() {
+  local pid="$1" name="$2"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
+    grep -qa -- "$name" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+stop_pid() {
+  local pid="$1" name="$2"
+  pid_is "$pid" "$name" || return 0
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  local i
+  for ((i = 0; i < 50; i++)); do
+    pid_is "$pid" "$name" || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# A token shaped as the fake AAD issues it for Azure Storage (Azurite's
+# `--oauth basic` checks its claims, not its signature).
+storage_token() {
+  python3 - <<'PY'
+import base64, json, secrets, time
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+now = int(time.time())
+tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+claims = {"aud": "https://storage.azure.com", "iss": f"https://sts.windows.net/{tenant}/",
+          "iat": now, "nbf": now, "exp": now + 600, "tid": tenant, "oid": "services-azure"}
+print(".".join([b(json.dumps({"typ": "JWT", "alg": "RS256"}).encode()),
+                b(json.dumps(claims).encode()), b(secrets.token_bytes(32))]))
+PY
+}
+
+# The HTTP status of `curl ARGS` against Azurite (000 when it does not answer).
+status_of() {
+  curl -s -o /dev/null -w '%{http_code}' --max-time 3 --cacert "$1" "${@:2}" || true
+}
+
+already_up() {
+  [ -f "$ENV_FILE" ] || return 1
+  pid_is "$(env_value LAUNCH_AGENT_AZURITE_PID)" azurite-blob || return 1
+  local code
+  code="$(status_of "$(env_value LAUNCH_AGENT_AZURITE_CA)" \
+    "$(env_value LAUNCH_AGENT_AZURITE_BLOB_URL)/$CONTAINER?restype=container" \
+    -H "Authorization: Bearer $(storage_token)" -H "x-ms-version: 2021-08-06")"
+  [ "$code" = 200 ]
+}
+
+install_azurite() {
+  [ -x "$PREFIX/node_modules/.bin/azurite-blob" ] && return
+  command -v npm >/dev/null 2>&1 || {
+    log "installing npm (Debian)"
+    apt-get install -y --no-install-recommends npm >&2 || die "npm is needed to install azurite"
+  }
+  log "installing azurite into $PREFIX"
+  mkdir -p "$PREFIX"
+  (cd "$PREFIX" && npm install --no-audit --no-fund azurite@3 >&2)
+}
+
+start() {
+  if already_up; then
+    log "already running (env: $ENV_FILE)"
+    return
+  fi
+  stop
+  install_azurite
+  local dir port
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/launch-agent-azure.XXXXXX")"
+  port="$(free_port)"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=127.0.0.1 \
+    -addext "subjectAltName=IP:127.0.0.1" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null ||
+    die "openssl could not make the certificate"
+  log "starting Azurite's blob service on https://127.0.0.1:$port (log: $dir/azurite.log)"
+  (
+    cd "$dir"
+    setsid "$PREFIX/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" \
+      --inMemoryPersistence --disableTelemetry --skipApiVersionCheck --loose \
+      --oauth basic --cert "$dir/cert.pem" --key "$dir/key.pem" \
+      </dev/null >"$dir/azurite.log" 2>&1 &
+    echo $! >"$dir/azurite.pid"
+  )
+  local pid i code url="https://127.0.0.1:$port/$ACCOUNT"
+  pid="$(cat "$dir/azurite.pid")"
+  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
+    code="$(status_of "$dir/cert.pem" "$url/$CONTAINER?restype=container" -X PUT \
+      -H "Authorization: Bearer $(storage_token)" -H "x-ms-version: 2021-08-06" -H "content-length: 0")"
+    [ "$code" = 201 ] && break
+    pid_is "$pid" azurite-blob || {
+      tail -n 20 "$dir/azurite.log" >&2
+      rm -rf "$dir"
+      die "azurite exited"
+    }
+    sleep 0.1
+  done
+  if [ "$code" != 201 ]; then
+    stop_pid "$pid" azurite-blob
+    rm -rf "$dir"
+    die "Azurite did not take a bearer token (last status $code)"
+  fi
+  local tmp="$ENV_FILE.tmp.$$"
+  cat >"$tmp" <<ENV
+LAUNCH_AGENT_AZURE_DIR=$dir
+LAUNCH_AGENT_AZURITE_PID=$pid
+LAUNCH_AGENT_AZURITE_BLOB_URL=$url
+LAUNCH_AGENT_AZURITE_CA=$dir/cert.pem
+LAUNCH_AGENT_AZURITE_CONTAINER=$CONTAINER
+ENV
+  mv "$tmp" "$ENV_FILE"
+  log "ready (env: $ENV_FILE)"
+}
+
+stop() {
+  [ -f "$ENV_FILE" ] || return 0
+  stop_pid "$(env_value LAUNCH_AGENT_AZURITE_PID)" azurite-blob
+  local dir
+  dir="$(env_value LAUNCH_AGENT_AZURE_DIR)"
+  case "$dir" in
+    */launch-agent-azure.*) rm -rf "$dir" ;;
+  esac
+  rm -f "$ENV_FILE"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) die "usage: $0 start|stop" ;;
+esac
