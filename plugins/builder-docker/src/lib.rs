@@ -23,6 +23,9 @@
 //! | no destination | a local-only build: repository `launch-agent/<project>` (else the `job`'s name, else `job`), not pushed |
 //! | image URI | `<repository>:<tag>` |
 //!
+//! These rules live in the `builder-common` crate, shared with
+//! `builder-kaniko`, so a job built by either builder is skipped by the other.
+//!
 //! The generated Dockerfile (rule 4), from the plugin config's `base-image`
 //! (default `python:3.11-slim`; set it to an image the engine already has
 //! where nothing can be pulled):
@@ -166,19 +169,7 @@ impl Builder for DockerBuilder {
 
 /// The request's launch spec as a JSON object.
 fn parse_spec(request: &BuildRequest) -> Result<Value, PluginError> {
-    let spec: Value = serde_json::from_str(&request.job.spec_json).map_err(|e| {
-        PluginError::build(format!(
-            "the launch spec of job {} is not JSON: {e}",
-            request.job.id
-        ))
-    })?;
-    if !spec.is_object() {
-        return Err(PluginError::build(format!(
-            "the launch spec of job {} is not a JSON object",
-            request.job.id
-        )));
-    }
-    Ok(spec)
+    builder_common::parse_spec(&request.job.id, &request.job.spec_json)
 }
 
 launch_plugin_sdk::export_builder!(DockerBuilder);
