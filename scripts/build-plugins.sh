@@ -6,7 +6,8 @@
 #   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm,
 #                          environment-local.wasm, registry-oci.wasm
 #   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-lean.wasm,
-#                          hostile-builder.wasm, future-wit.wasm, registry-computed.wasm
+#                          hostile-builder.wasm, future-wit.wasm, registry-computed.wasm,
+#                          contract-v0-1.wasm, kube-user.wasm
 #
 # where $TARGET is $CARGO_TARGET_DIR, or `target` in the workspace root.
 # The agent does not need $TARGET/bundle: it embeds the same bundle
@@ -58,6 +59,7 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
         -p hostile-builder-plugin \
         -p future-wit-plugin \
         -p contract-v0-1-plugin \
+        -p kube-user-plugin \
         >&2
     # Lean test plugins: nothing of WASI.
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
@@ -92,5 +94,6 @@ copy "$wasi" hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"
 copy "$wasi" future_wit_plugin.wasm "$tests/future-wit.wasm"
 copy "$lean" registry_computed_plugin.wasm "$tests/registry-computed.wasm"
 copy "$wasi" contract_v0_1_plugin.wasm "$tests/contract-v0-1.wasm"
+copy "$wasi" kube_user_plugin.wasm "$tests/kube-user.wasm"
 
 echo "$bundle"
