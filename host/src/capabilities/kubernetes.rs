@@ -514,17 +514,15 @@ impl CapabilityState {
         outcome: &Result<T, KubeError>,
         ok: impl Fn(&T) -> String,
     ) {
-        self.record(|| match outcome {
-            Err(error) if error.denied => HostCall::Refused {
-                message: error.message.clone(),
-                grant: "grants.kubernetes".to_string(),
-            },
-            _ => HostCall::Asked {
-                what: format!("kubernetes: {what}"),
-                answer: match outcome {
-                    Ok(value) => ok(value),
-                    Err(error) => format!("failed: {}", error.message),
-                },
+        // A refusal was recorded where it was made.
+        if outcome.as_ref().is_err_and(|e| e.denied) {
+            return;
+        }
+        self.record(|| HostCall::Asked {
+            what: format!("kubernetes: {what}"),
+            answer: match outcome {
+                Ok(value) => ok(value),
+                Err(error) => format!("failed: {}", error.message),
             },
         });
     }
@@ -548,6 +546,10 @@ impl CapabilityState {
             Err(error) => {
                 if error.denied {
                     tracing::warn!(plugin = %self.plugin_name, "kubernetes: refused a manifest: {}", error.message);
+                    self.record(|| HostCall::Refused {
+                        message: error.message.clone(),
+                        grant: "the host's rules for plugin manifests".to_string(),
+                    });
                 }
                 return Err(error);
             }
