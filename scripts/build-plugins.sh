@@ -7,6 +7,7 @@
 #                          environment-local.wasm, registry-oci.wasm
 #   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-lean.wasm,
 #                          hostile-builder.wasm, future-wit.wasm, registry-computed.wasm,
+#                          contract-v0-1.wasm, kube-user.wasm,
 #                          builder-kaniko.wasm (not in the default bundle yet: its `build`
 #                          needs the kubernetes and blob capabilities)
 #
@@ -61,6 +62,7 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
         -p future-wit-plugin \
         -p contract-v0-1-plugin \
         -p builder-kaniko \
+        -p kube-user-plugin \
         >&2
     # Lean test plugins: nothing of WASI.
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
@@ -97,5 +99,6 @@ copy "$wasi" future_wit_plugin.wasm "$tests/future-wit.wasm"
 copy "$lean" registry_computed_plugin.wasm "$tests/registry-computed.wasm"
 copy "$wasi" contract_v0_1_plugin.wasm "$tests/contract-v0-1.wasm"
 copy "$wasi" builder_kaniko.wasm "$tests/builder-kaniko.wasm"
+copy "$wasi" kube_user_plugin.wasm "$tests/kube-user.wasm"
 
 echo "$bundle"

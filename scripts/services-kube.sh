@@ -9,7 +9,8 @@
 # Needs the Docker engine of scripts/services.sh (started first). `start`:
 #   - a venv (~/.cache/launch-agent-kube-venv, override LAUNCH_AGENT_KUBE_VENV)
 #     with PyPI's kubernetes-validate and PyYAML (the fake validates every
-#     manifest it receives with kubernetes-validate --strict);
+#     manifest it receives with kubernetes-validate --strict, against Kubernetes
+#     1.30 and 1.33: KUBE_FAKE_SCHEMA_VERSIONS, comma-separated, overrides);
 #   - the fake on 127.0.0.1 and a free port, over TLS (a throwaway
 #     self-signed certificate from openssl), with a random bearer token;
 #   - a kubeconfig for it (context `launch-agent-fake`, namespace `default`);

@@ -13,7 +13,7 @@ Job's pod runs as a container on the local Docker engine (`DOCKER_HOST`, else th
 | storage | namespaces, nodes (one: `fake-node`), pods, secrets, configmaps, persistentvolumeclaims, serviceaccounts, events, jobs (batch/v1), deployments (apps/v1), roles and rolebindings (rbac/v1); deployments and RBAC objects are stored and served, not acted on (no ReplicaSets, no authorization: the token is the only check) | `uid`, `resourceVersion` (one counter), `generateName`, `creationTimestamp`; 404 NotFound, 409 AlreadyExists / Conflict, 422 Invalid, 400 BadRequest as `Status` objects with the real messages |
 | verbs | get, list (label and field selectors, `limit`/`continue`), create, update (resourceVersion conflicts), patch (merge, strategic-merge as merge, JSON patch, server-side apply as merge), delete (propagation Orphan/Background/Foreground, grace periods), deletecollection | server-side apply does no field ownership; strategic merge merges lists as a merge patch does (replaces them) |
 | watch | `?watch=true` from a `resourceVersion` (or the current state as ADDED first), label/field selectors, `allowWatchBookmarks` (a BOOKMARK every `KUBE_FAKE_BOOKMARK_SECONDS`, default 5), `timeoutSeconds`; an expired resourceVersion gets the real `ERROR` event with a 410 `Expired` Status | `POST /fake/compact` expires every resourceVersion so far and ends open watches (to test 410 handling) |
-| validation | every object created, replaced or applied is checked with `kubernetes_validate.validate(obj, KUBE_FAKE_SCHEMA_VERSION, strict=True)` (PyPI `kubernetes-validate`) plus the checks the server adds (a name, a Job's restartPolicy, a container's image); a failure is a 422 | stricter than the real server, which drops unknown fields with a warning unless `fieldValidation=Strict`: the tests want every manifest right |
+| validation | every object created, replaced or applied is checked with `kubernetes_validate.validate(obj, VERSION, strict=True)` (PyPI `kubernetes-validate`) for each VERSION of `KUBE_FAKE_SCHEMA_VERSIONS` (default `1.30.0,1.33.0`: the oldest and newest supported) plus the checks the server adds (a name, a Job's restartPolicy, a container's image); a failure is a 422 | stricter than the real server, which drops unknown fields with a warning unless `fieldValidation=Strict`: the tests want every manifest right |
 | Job controller | creates each Job's pods (owner references, `controller-uid`/`job-name` labels), counts succeeded/failed, `backoffLimit`, conditions `SuccessCriteriaMet`/`Complete` and `FailureTarget`/`Failed` (`BackoffLimitExceeded`), `ttlSecondsAfterFinished` | no indexed jobs, no pod failure policy, no `activeDeadlineSeconds` |
 | scheduler | binds a pod to `fake-node` when its `nodeSelector` matches the node's labels, else leaves it Pending with `PodScheduled=False`, reason `Unschedulable` and the real message | affinity and tolerations are not looked at |
 | kubelet | pulls the image by its `imagePullPolicy` (with the pod's `imagePullSecrets`), reporting `ErrImagePull` then `ImagePullBackOff`; env (values, `secretKeyRef`, `configMapKeyRef`, `fieldRef`, `envFrom`), volumes (secret, configMap, emptyDir, persistentVolumeClaim as host directories), `command`/`args`/`workingDir`; reports container states and pod phases, exit codes, OOM kills; stops containers on delete (SIGTERM, SIGKILL after the grace period); `pods/log` with `follow`, `tailLines`, `timestamps` | the first container of a pod only runs (init containers and sidecars are refused with a 422); resources are kept, not enforced |
@@ -54,7 +54,9 @@ try:
 except ImportError:  # pragma: no cover
     yaml = None
 
-SCHEMA_VERSION = os.environ.get("KUBE_FAKE_SCHEMA_VERSION", "1.33.0")
+# Every manifest is validated against each of these Kubernetes versions (the
+# oldest and the newest the agent supports), comma-separated.
+SCHEMA_VERSIONS = [v.strip() for v in os.environ.get("KUBE_FAKE_SCHEMA_VERSIONS", "1.30.0,1.33.0").split(",") if v.strip()]
 BOOKMARK_SECONDS = float(os.environ.get("KUBE_FAKE_BOOKMARK_SECONDS", "5"))
 NODE_NAME = "fake-node"
 NODE_LABELS = {
@@ -334,12 +336,13 @@ class Cluster:
         meta = obj.get("metadata") or {}
         name = meta.get("name") or meta.get("generateName") or ""
         causes = []
-        if kubernetes_validate is not None:
+        for version in SCHEMA_VERSIONS if kubernetes_validate is not None else []:
             try:
-                kubernetes_validate.validate(obj, SCHEMA_VERSION, strict=True)
+                kubernetes_validate.validate(obj, version, strict=True)
             except Exception as error:  # ValidationError, InvalidSchemaError, ...
                 path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in getattr(error, "path", []) or []).lstrip(".")
-                causes.append({"field": path or "<root>", "message": f"kubernetes-validate --strict: {getattr(error, 'message', str(error))}", "reason": "FieldValueInvalid"})
+                causes.append({"field": path or "<root>", "message": f"kubernetes-validate --strict (Kubernetes {version}): {getattr(error, 'message', str(error))}", "reason": "FieldValueInvalid"})
+                break
         if not meta.get("name") and not meta.get("generateName"):
             causes.append({"field": "metadata.name", "message": "Required value: name or generateName is required", "reason": "FieldValueRequired"})
         pod_spec, at = None, ""

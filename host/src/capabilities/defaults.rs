@@ -76,6 +76,9 @@ pub const BUILD_HOSTS: [&str; 2] = ["https://pypi.org:443", "https://files.pytho
 pub fn add(grants: &mut Grants, defaults: Grants) {
     grants.docker |= defaults.docker;
     grants.build_network |= defaults.build_network;
+    if grants.kubernetes.is_none() {
+        grants.kubernetes = defaults.kubernetes;
+    }
     for host in defaults.hosts {
         if !grants.hosts.iter().any(|h| h.value == host.value) {
             grants.hosts.push(host);

@@ -26,7 +26,7 @@
 //! | OCI registries | `launch:plugin/oci` (manifest lookups) | `grants.hosts` | `policy.registry(scheme, registry)` | `oci-error` with `denied: true` |
 //! | token realms and redirects of those requests | (the requests of `oci` and `docker.push`) | `grants.hosts` | `policy.http(url)` per hop ([`registry_auth`]) | `oci-error` / `docker-error` with `denied: true` |
 //! | a registry credential's use | `docker.push`, `oci` given a handed-on credential | bound to the `registry.uri` it was issued for | the handle's scope | `denied: true` |
-//! | Kubernetes | *next issue*: `launch:plugin/kubernetes` | *reserved*: `grants.namespaces` | *reserved*: `policy.namespace(ns)` | — |
+//! | Kubernetes (0.2) | `launch:plugin/kubernetes` (create a Job, ConfigMap or Secret; wait for a Job; its log; delete), in [`kubernetes`] | `grants.kubernetes.namespaces` | `policy.kubernetes(namespace)`; then the call's own objects only, and the runner's pod rules | `kube-error` with `denied: true` |
 //! | object storage | *next issue*: `launch:plugin/blob` | *reserved*: `grants.buckets` | *reserved*: `policy.bucket(url)` | — |
 //!
 //! Adding a capability's grant is one field in
@@ -58,6 +58,7 @@ pub mod docker;
 pub mod environment_auth;
 pub mod http;
 pub mod kept;
+pub mod kubernetes;
 pub mod log;
 pub mod oci;
 pub mod policy;

@@ -20,12 +20,13 @@
 //! | [`GrantPolicy::registry`] | `grants.hosts` | `launch:plugin/oci.manifest-exists` |
 //! | [`GrantPolicy::http`] again, for each redirect and token realm | `grants.hosts` | the requests `oci` and `docker.push` make ([`registry_auth`](super::registry_auth)) |
 //! | [`GrantPolicy::env`], [`GrantPolicy::dirs`] | `grants.env`, `grants.dirs` | the WASI context of each call, which holds nothing else |
+//! | [`GrantPolicy::kubernetes`] | `grants.kubernetes.namespaces` | every `launch:plugin/kubernetes` function |
 //!
 //! **Adding a capability's grant** is one field here, filled in
 //! [`GrantPolicy::compile`], plus its check method returning a [`Refusal`]
-//! variant; the host function calls the check first thing. Two are reserved
-//! for the next issues (see the comments on [`GrantPolicy`]): Kubernetes
-//! namespaces and object-store buckets.
+//! variant; the host function calls the check first thing. One is reserved
+//! for the next issue (see the comments on [`GrantPolicy`]): object-store
+//! buckets.
 
 use super::http::{HostAllowList, has_userinfo};
 use crate::config::{DirGrant, Grants, SecretSource};
@@ -61,11 +62,9 @@ pub struct GrantPolicy {
     docker: bool,
     /// `grants.build_network`: a Docker build's steps get the network.
     build_network: bool,
-    // Reserved for the Kubernetes capability (next issue):
-    // `namespaces: Vec<String>` from `grants.namespaces`, checked by
-    // `fn namespace(&self, ns) -> Result<(), Refusal>` first thing in each
-    // `launch:plugin/kubernetes` function, refused as `Refusal::Namespace`.
-    //
+    /// `grants.kubernetes.namespaces`: the namespaces the plugin may create
+    /// objects in (`launch:plugin/kubernetes`); empty: none.
+    kube_namespaces: Vec<String>,
     // Reserved for the blob capability (the issue after it):
     // `buckets: Vec<String>` from `grants.buckets`, checked by
     // `fn bucket(&self, url) -> Result<(), Refusal>` first thing in each
@@ -132,6 +131,15 @@ pub enum Refusal {
         /// `scheme://host[:port]` of the realm.
         realm: String,
     },
+    /// A Kubernetes namespace `grants.kubernetes.namespaces` does not list
+    /// (or any, without the grant).
+    KubeNamespace {
+        /// The namespace asked for; `None` when the plugin named none and
+        /// has no grant to take one from.
+        namespace: Option<String>,
+        /// The namespaces granted.
+        granted: Vec<String>,
+    },
     /// A credential used for a registry or repository other than the one it
     /// was issued for. No grant allows it.
     CredentialScope {
@@ -157,6 +165,7 @@ impl Refusal {
             Refusal::CredentialScope { .. } => "registry.uri",
             Refusal::Secret { .. } => "grants.secrets",
             Refusal::Docker => "grants.docker",
+            Refusal::KubeNamespace { .. } => "grants.kubernetes",
         }
     }
 
@@ -177,6 +186,21 @@ impl Refusal {
             }
             Refusal::Docker => {
                 format!("plugin {plugin} is not granted the Docker engine (grants.docker: true)")
+            }
+            Refusal::KubeNamespace { namespace, granted } => {
+                let asked = match namespace {
+                    Some(ns) => format!("Kubernetes namespace {ns:?} is"),
+                    None => "the Kubernetes cluster is".to_string(),
+                };
+                let has = if granted.is_empty() {
+                    "it has no grants.kubernetes".to_string()
+                } else {
+                    format!("its grants.kubernetes.namespaces are {granted:?}")
+                };
+                format!(
+                    "{asked} not granted to plugin {plugin} ({has}; add the namespace to \
+                     grants.kubernetes.namespaces)"
+                )
             }
             Refusal::PushRegistry { registry } => format!(
                 "plugin {plugin} may not push to registry {registry}: add https://{registry} \
@@ -218,6 +242,10 @@ impl Refusal {
             }
             Refusal::Secret { name } => format!("to open secret {name:?}"),
             Refusal::Docker => "Docker engine access".to_string(),
+            Refusal::KubeNamespace { namespace, .. } => match namespace {
+                Some(ns) => format!("Kubernetes namespace {ns:?}"),
+                None => "the Kubernetes cluster".to_string(),
+            },
             Refusal::PushRegistry { registry } => format!("a push to registry {registry}"),
             Refusal::Registry { origin } => format!("a request to registry {origin}"),
             Refusal::Redirect { from, to } => format!("a redirect from {from} to {to}"),
@@ -286,6 +314,11 @@ impl GrantPolicy {
             dirs: grants.dirs.clone(),
             docker: grants.docker,
             build_network: grants.build_network,
+            kube_namespaces: grants
+                .kubernetes
+                .as_ref()
+                .map(|k| k.namespaces.clone())
+                .unwrap_or_default(),
         })
     }
 
@@ -350,6 +383,26 @@ impl GrantPolicy {
             .ok_or_else(|| Refusal::Secret {
                 name: name.to_string(),
             })
+    }
+
+    /// Whether the plugin may reach Kubernetes namespace `namespace`
+    /// (`None`: whether it may reach the cluster at all, in its first
+    /// granted namespace, which is returned).
+    pub fn kubernetes(&self, namespace: Option<&str>) -> Result<String, Refusal> {
+        let refused = || Refusal::KubeNamespace {
+            namespace: namespace.map(str::to_string),
+            granted: self.kube_namespaces.clone(),
+        };
+        match namespace {
+            Some(ns) if self.kube_namespaces.iter().any(|g| g == ns) => Ok(ns.to_string()),
+            Some(_) => Err(refused()),
+            None => self.kube_namespaces.first().cloned().ok_or_else(refused),
+        }
+    }
+
+    /// `grants.kubernetes.namespaces`, in the order granted.
+    pub fn kubernetes_namespaces(&self) -> &[String] {
+        &self.kube_namespaces
     }
 
     /// Whether the plugin may use the host's Docker engine.

@@ -84,6 +84,9 @@ pub struct CapabilityState {
     /// The secrets this plugin keeps between its calls (`secrets.keep`);
     /// empty, and shared with no one, unless the runtime sets the plugin's.
     pub kept: Arc<super::kept::KeptSecrets>,
+    /// The call's Kubernetes state: the cluster, the job its objects are
+    /// labelled with, and what it created (deleted when the call ends).
+    pub kube: super::kubernetes::KubeCall,
 }
 
 /// One host call a plugin made, as [`HostCallRecord`] keeps it.
@@ -180,6 +183,7 @@ impl CapabilityState {
             last_error_line: None,
             host_calls: None,
             kept: Arc::default(),
+            kube: Default::default(),
         }
     }
 

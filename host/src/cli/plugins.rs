@@ -183,6 +183,7 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
                 _ => "(none)",
             }
         );
+        println!("  kubernetes:  {}", list(&p.kubernetes));
         println!(
             "  limits:      {} ms of its own running time per call, {} ms in all, {} MiB",
             p.deadline_ms, p.timeout_ms, p.memory_mb

@@ -129,6 +129,31 @@ pub struct Grants {
     /// `none`. Only with `docker: true`.
     #[serde(default)]
     pub build_network: bool,
+    /// The Kubernetes cluster (`launch:plugin/kubernetes`), by namespace:
+    /// the plugin may create Jobs, ConfigMaps and Secrets in these
+    /// namespaces only ([`KubernetesGrant`]).
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesGrant>,
+}
+
+/// The Kubernetes namespaces a plugin may use (`grants.kubernetes`). The
+/// cluster is the agent's (`KUBECONFIG`, `~/.kube/config` or its in-cluster
+/// service account); the plugin never sees its token. What it creates is
+/// labelled with the plugin and the job and deleted when its call ends
+/// (`capabilities/kubernetes`).
+///
+/// ```yaml
+/// plugins:
+///   kaniko:
+///     grants:
+///       kubernetes: { namespaces: [wandb] }   # the first is the default
+/// ```
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesGrant {
+    /// The namespaces, each a DNS-1123 label (`wandb`, `team-a`); a
+    /// manifest without a namespace goes in the first.
+    pub namespaces: Vec<String>,
 }
 
 /// A directory a plugin may see.
@@ -370,6 +395,28 @@ impl PluginEntry {
                 ));
             }
         }
+        if let Some(grant) = &self.grants.kubernetes {
+            if grant.namespaces.is_empty() {
+                return Err(ConfigError::invalid(
+                    file,
+                    &key("grants.kubernetes.namespaces"),
+                    "must list at least one namespace (e.g. `{namespaces: [wandb]}`); \
+                     leave `kubernetes` out to grant none",
+                ));
+            }
+            for namespace in &grant.namespaces {
+                if !is_dns_label(namespace) {
+                    return Err(ConfigError::invalid(
+                        file,
+                        &key("grants.kubernetes.namespaces"),
+                        format!(
+                            "{namespace:?} is not a namespace name: at most 63 lowercase \
+                             letters, digits and `-`, starting and ending with a letter or digit"
+                        ),
+                    ));
+                }
+            }
+        }
         if self.limits.deadline_ms == 0 {
             return Err(ConfigError::invalid(
                 file,
@@ -404,6 +451,18 @@ impl PluginEntry {
     }
 }
 
+/// Whether `name` is a DNS-1123 label, as a namespace's name must be.
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
 /// Parses a sha256 digest written as 64 hex digits, optionally `sha256:`-prefixed.
 pub fn parse_sha256(text: &str) -> Option<String> {
     let hex = text
@@ -417,6 +476,40 @@ pub fn parse_sha256(text: &str) -> Option<String> {
 mod tests {
     use crate::config::LaunchConfig;
     use std::path::Path;
+
+    #[test]
+    fn a_kubernetes_grant_takes_namespace_names() {
+        let config = |grant: &str| {
+            let yaml = format!(
+                "plugins:\n  mine:\n    path: x.wasm\n    grants:\n      kubernetes: {grant}\n"
+            );
+            LaunchConfig::parse(&yaml, Path::new("c.yaml")).map_err(|e| e.to_string())
+        };
+        let ok = config("{namespaces: [wandb, team-a]}").unwrap();
+        let grant = ok.plugins["mine"].grants.kubernetes.as_ref().unwrap();
+        assert_eq!(grant.namespaces, ["wandb", "team-a"]);
+        for (bad, said) in [
+            (
+                "{namespaces: [Team_A]}",
+                "\"Team_A\" is not a namespace name",
+            ),
+            ("{namespaces: []}", "must list at least one namespace"),
+        ] {
+            let error = config(bad).unwrap_err();
+            assert!(
+                error.contains("plugins.mine.grants.kubernetes") && error.contains(said),
+                "{bad}: {error}"
+            );
+        }
+        // Not the grant's shape: serde's error, naming the field.
+        for bad in ["{namespace: [wandb]}", "[wandb]"] {
+            let error = config(bad).unwrap_err();
+            assert!(
+                error.contains("namespace") || error.contains("kubernetes"),
+                "{bad}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn a_bad_host_pattern_is_reported_at_its_line_and_column() {

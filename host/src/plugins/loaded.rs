@@ -92,6 +92,8 @@ pub struct PluginDescription {
     pub dirs: Vec<String>,
     /// Whether the Docker engine is granted.
     pub docker: bool,
+    /// Granted Kubernetes namespaces (`grants.kubernetes.namespaces`).
+    pub kubernetes: Vec<String>,
     /// Whether its Docker builds' steps get the network (`grants.build_network`).
     pub build_network: bool,
     /// Deadline of one call (its own code's running time), ms.
@@ -190,6 +192,8 @@ pub struct LoadedPlugin {
     /// The environment that authorizes this plugin's requests marked
     /// `auth: environment`.
     pub(crate) authorizer: super::authorize::SharedAuthorizer,
+    /// The plugin host's Kubernetes cluster and watches.
+    pub(crate) kube: Arc<crate::capabilities::kubernetes::KubeAccess>,
 }
 
 impl LoadedPlugin {
@@ -266,6 +270,7 @@ impl LoadedPlugin {
         }
         caps.kept = self.kept.clone();
         caps.hooks.authorizer = self.authorizer.get();
+        caps.kube.access = self.kube.clone();
         let state = PluginState {
             caps,
             limiter: MemoryCap {
@@ -453,19 +458,22 @@ impl LoadedPlugin {
         let result = if self.exports.is_sync() {
             // No import can wait: the call is over when its own code is,
             // and the deadline bounds that.
-            call.await
+            Some(call.await)
         } else {
-            match tokio::time::timeout(self.wall_clock_limit(), call).await {
-                Ok(result) => result,
-                Err(_elapsed) => {
-                    return Err(CallError::Timeout {
-                        plugin: self.label.to_string(),
-                        timeout_ms: self.limits.timeout_ms,
-                    });
-                }
-            }
+            tokio::time::timeout(self.wall_clock_limit(), call)
+                .await
+                .ok()
         };
-        result.map_err(|error| self.classify(error, &stderr, &store))
+        // However the call ended, what it created on a cluster and left
+        // there goes now.
+        store.data_mut().caps.kube.clean_up().await;
+        match result {
+            Some(result) => result.map_err(|error| self.classify(error, &stderr, &store)),
+            None => Err(CallError::Timeout {
+                plugin: self.label.to_string(),
+                timeout_ms: self.limits.timeout_ms,
+            }),
+        }
     }
 
     /// Calls `plugin.info` (what `describe` returns, fresh from the plugin).
@@ -547,8 +555,12 @@ impl LoadedPlugin {
         job: &Job,
         log: Option<LogSink>,
     ) -> Result<Vec<(String, String)>, CallError> {
+        let params = |store: &mut Store<PluginState>| {
+            store.data_mut().caps.kube.item_id = Some(job.id.clone());
+            Ok((settings, job))
+        };
         let result = self
-            .call(Export::RunEnv, log, None, |_| Ok((settings, job)), scrubbed)
+            .call(Export::RunEnv, log, None, params, scrubbed)
             .await?;
         self.lift(result)
     }
@@ -560,8 +572,12 @@ impl LoadedPlugin {
         source: Option<&std::path::Path>,
         log: Option<LogSink>,
     ) -> Result<BuildPlan, CallError> {
+        let params = |store: &mut Store<PluginState>| {
+            store.data_mut().caps.kube.item_id = Some(request.job.id.clone());
+            Ok((request,))
+        };
         let result = self
-            .call(Export::Plan, log, source, |_| Ok((request,)), scrubbed)
+            .call(Export::Plan, log, source, params, scrubbed)
             .await?;
         self.lift(result)
     }
@@ -581,6 +597,7 @@ impl LoadedPlugin {
                 Some(c) => Some(store.data_mut().hold_secret(c.password.handed_on())?),
                 None => None,
             };
+            store.data_mut().caps.kube.item_id = Some(request.job.id.clone());
             store.data_mut().build_repositories =
                 crate::capabilities::docker::reference::repositories_of([
                     plan.image_uri.as_str(),

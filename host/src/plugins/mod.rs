@@ -155,6 +155,8 @@ pub struct PluginHost {
     /// environment`, shared by every plugin loaded here (set once the
     /// environment is known: [`PluginHost::lend_environment`]).
     authorizer: authorize::SharedAuthorizer,
+    /// The Kubernetes cluster and watches of every plugin loaded here.
+    kube: Arc<crate::capabilities::kubernetes::KubeAccess>,
 }
 
 impl PluginHost {
@@ -182,6 +184,7 @@ impl PluginHost {
             plugins: BTreeMap::new(),
             registry_clients: Default::default(),
             authorizer: Default::default(),
+            kube: Default::default(),
         })
     }
 
@@ -383,6 +386,7 @@ impl PluginHost {
                     })
                     .collect(),
                 docker: policy.docker_granted(),
+                kubernetes: policy.kubernetes_namespaces().to_vec(),
                 build_network: policy.build_network(),
                 deadline_ms: entry.limits.deadline_ms,
                 timeout_ms: entry.limits.timeout_ms,
@@ -399,6 +403,7 @@ impl PluginHost {
             host_calls: Default::default(),
             kept: Arc::default(),
             authorizer: self.authorizer.clone(),
+            kube: self.kube.clone(),
         };
         Ok((plugin, outcome))
     }

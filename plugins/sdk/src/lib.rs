@@ -14,6 +14,11 @@
 //! | `registry-plugin` | [`Plugin`] + [`registry::Registry`] | [`export_registry!`] | [`registry::oci`] |
 //! | `environment-plugin` | [`Plugin`] + [`environment::Environment`] | [`export_environment!`] | — |
 //! | `authorizing-environment-plugin` (0.2) | the above + [`authorizer::Authorizer`] | [`export_authorizing_environment!`] | — |
+//! | `cluster-builder-plugin` (0.2) | as `builder-plugin` | [`export_builder!`] | [`builder::docker`] and [`kubernetes`] |
+//!
+//! [`kubernetes`] (0.2) is the cluster, for a plugin that works there
+//! (granted by namespace, `grants.kubernetes`): any plugin that calls it
+//! imports it, and only then.
 //!
 //! Every world also imports logging ([`info!`] and the other macros),
 //! and secrets: [`open`] a secret the config grants, [`mint`] one from a
@@ -309,6 +314,44 @@ pub mod authorizer {
     }
 
     pub use __bindings::exports::launch::plugin::authorizer::{Guest as Authorizer, HttpRequest};
+}
+
+/// A Kubernetes cluster (`launch:plugin/kubernetes`, contract 0.2), for
+/// plugins that work there: a builder that builds on the cluster (world
+/// `cluster-builder-plugin`).
+///
+/// [`kubernetes::create`] makes a Job, ConfigMap or Secret from a JSON
+/// manifest in a namespace the plugin's `grants.kubernetes.namespaces`
+/// lists; [`kubernetes::wait_job`] follows a Job to its end (its pod's log
+/// into the job's log, the last lines returned); [`kubernetes::job_log`]
+/// reads its log; [`kubernetes::delete`] deletes what the call created.
+/// The host labels everything and deletes what the plugin left when the
+/// call ends; the plugin never sees the cluster's token. Without the grant
+/// every call fails with a [`kubernetes::KubeError`] whose `denied` is true.
+pub mod kubernetes {
+    #[doc(hidden)]
+    #[allow(missing_docs)]
+    pub mod __bindings {
+        wit_bindgen::generate!({
+            inline: "
+                package launch:sdk;
+
+                world kubernetes {
+                    import launch:plugin/kubernetes@0.2.0;
+                }
+            ",
+            path: "wit",
+            world: "launch:sdk/kubernetes",
+            with: {
+                "launch:plugin/kubernetes@0.2.0": generate,
+            },
+            runtime_path: "launch_plugin_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub use __bindings::launch::plugin::kubernetes::{
+        JobEnd, KubeError, ObjectRef, create, delete, job_log, wait_job,
+    };
 }
 
 /// Exports `$ty` as a builder plugin (world `builder-plugin`).

@@ -36,7 +36,7 @@ use k8s_openapi::api::batch::v1::Job;
 use serde_json::{Map, Value, json};
 
 /// The label every Job, pod and Secret of a run carries, with the item id.
-pub const ITEM_LABEL: &str = "launch-agent.item";
+pub use crate::clients::kube::{ITEM_LABEL, label_value};
 /// W&B's label for the run id.
 pub const RUN_ID_LABEL: &str = "wandb.ai/run-id";
 /// W&B's label for the agent.
@@ -46,37 +46,7 @@ pub const AGENT_LABEL_VALUE: &str = "launch-agent";
 /// The key of the API key in its Secret.
 pub const API_KEY_SECRET_KEY: &str = "WANDB_API_KEY";
 
-/// Pod-spec fields W&B refuses in user manifests: each hands the job the
-/// node or the cluster's identity. (`path` under the pod spec; `refused`
-/// says which values: any, or only `true`.)
-pub const FORBIDDEN: &[(&str, Forbidden)] = &[
-    ("hostNetwork", Forbidden::True),
-    ("hostPID", Forbidden::True),
-    ("hostIPC", Forbidden::True),
-    ("hostUsers", Forbidden::False),
-    ("serviceAccountName", Forbidden::Any),
-    ("serviceAccount", Forbidden::Any),
-    ("automountServiceAccountToken", Forbidden::True),
-    ("nodeName", Forbidden::Any),
-];
-
-/// Container fields refused (under `securityContext`).
-const FORBIDDEN_CONTAINER: &[(&str, Forbidden)] = &[
-    ("privileged", Forbidden::True),
-    ("allowPrivilegeEscalation", Forbidden::True),
-    ("procMount", Forbidden::Any),
-];
-
-/// Which values of a forbidden field are refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Forbidden {
-    /// Any value.
-    Any,
-    /// `true` only.
-    True,
-    /// `false` only.
-    False,
-}
+pub use crate::clients::kube::pod_rules::{FORBIDDEN, Forbidden};
 
 /// The values W&B's macros expand to.
 #[derive(Clone, Debug, Default)]
@@ -232,70 +202,11 @@ fn check_forbidden(job: &Value) -> anyhow::Result<()> {
     let Some(pod) = job.pointer("/spec/template/spec") else {
         return Ok(());
     };
-    let at = format!("{AT}.spec.template.spec");
-    let refused = |value: &Value, rule: Forbidden| match rule {
-        Forbidden::Any => !value.is_null(),
-        Forbidden::True => value == &Value::Bool(true),
-        Forbidden::False => value == &Value::Bool(false),
-    };
-    for (field, rule) in FORBIDDEN {
-        if let Some(value) = pod.get(*field)
-            && refused(value, *rule)
-        {
-            bail!(
-                "`{at}.{field}` is not allowed in a launch job ({value}): it hands the job the node or the cluster's identity"
-            );
-        }
-    }
-    for (i, volume) in pod
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if volume.get("hostPath").is_some() {
-            bail!(
-                "`{at}.volumes[{i}].hostPath` is not allowed in a launch job: it hands the job the node's files"
-            );
-        }
-    }
-    for list in ["containers", "initContainers", "ephemeralContainers"] {
-        for (i, container) in pod
-            .get(list)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let Some(security) = container.get("securityContext") else {
-                continue;
-            };
-            for (field, rule) in FORBIDDEN_CONTAINER {
-                if let Some(value) = security.get(*field)
-                    && refused(value, *rule)
-                {
-                    bail!(
-                        "`{at}.{list}[{i}].securityContext.{field}` is not allowed in a launch job ({value})"
-                    );
-                }
-            }
-            if let Some(add) = security.pointer("/capabilities/add")
-                && add.as_array().is_some_and(|a| !a.is_empty())
-            {
-                bail!(
-                    "`{at}.{list}[{i}].securityContext.capabilities.add` is not allowed in a launch job ({add})"
-                );
-            }
-        }
-    }
-    if let Some(value) = pod.pointer("/securityContext/runAsUser")
-        && value == &json!(0)
-        && pod.pointer("/securityContext/runAsNonRoot") == Some(&Value::Bool(true))
-    {
-        bail!("`{at}.securityContext` asks for user 0 and runAsNonRoot: pick one");
-    }
-    Ok(())
+    crate::clients::kube::pod_rules::check_pod_spec(
+        pod,
+        &format!("{AT}.spec.template.spec"),
+        "a launch job",
+    )
 }
 
 /// Refuses fields a batch/v1 Job does not have, naming the first one's path
@@ -304,30 +215,10 @@ fn check_known_fields(job: &Value) -> anyhow::Result<()> {
     let typed: Job = serde_json::from_value(job.clone())
         .map_err(|e| anyhow!("`{AT}` is not a valid batch/v1 Job: {e}"))?;
     let back = serde_json::to_value(&typed).context("serialising the Job")?;
-    if let Some(path) = first_unknown(job, &back, String::new()) {
+    if let Some(path) = crate::clients::kube::pod_rules::first_unknown(job, &back, String::new()) {
         bail!("`{AT}{path}` is not a field of a batch/v1 Job: remove it or check its spelling");
     }
     Ok(())
-}
-
-/// The path of the first field of `given` missing from `kept`.
-fn first_unknown(given: &Value, kept: &Value, at: String) -> Option<String> {
-    match (given, kept) {
-        (Value::Object(given), Value::Object(kept)) => given.iter().find_map(|(key, value)| {
-            let path = format!("{at}.{key}");
-            match kept.get(key) {
-                None if !value.is_null() => Some(path),
-                None => None,
-                Some(kept) => first_unknown(value, kept, path),
-            }
-        }),
-        (Value::Array(given), Value::Array(kept)) => given
-            .iter()
-            .zip(kept)
-            .enumerate()
-            .find_map(|(i, (g, k))| first_unknown(g, k, format!("{at}[{i}]"))),
-        _ => None,
-    }
 }
 
 /// What the runner fills into the Job besides the manifest.
@@ -484,25 +375,6 @@ fn merge_labels(labels: &mut Map<String, Value>, ours: &Value) {
             labels.insert(k.clone(), v.clone());
         }
     }
-}
-
-/// `text` as a label value: at most 63 characters of `[A-Za-z0-9._-]`,
-/// starting and ending with an alphanumeric one.
-pub fn label_value(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(63)
-        .collect();
-    cleaned
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
 }
 
 /// A DNS-1123 label made of `text`: lowercase alphanumerics and `-`.

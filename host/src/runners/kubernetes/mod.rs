@@ -35,7 +35,7 @@
 //! |---|---|
 //! | the run's life: secrets, create, follow, stop, clean up | this one |
 //! | the manifest: shapes, defaults, macros, refusals | [`manifest`] |
-//! | one watch on Jobs and one on pods per namespace, shared by every run | [`watch`] |
+//! | one watch on Jobs and one on pods per namespace, shared by every run (and the plugins' Kubernetes capability) | [`watch`] (in [`crate::clients::kube`], with the Job and pod status readers and the log follower both use) |
 //! | what the operator lets a queue's jobs do | [`policy`] |
 //!
 //! The cluster is [`crate::clients::kube`]'s: `KUBECONFIG` or
@@ -44,20 +44,23 @@
 
 pub mod manifest;
 pub mod policy;
-pub mod watch;
+
+/// The shared watches (in [`crate::clients::kube`], which the plugins'
+/// Kubernetes capability shares too).
+pub use crate::clients::kube::watch;
 
 use super::policy::PerQueue;
 use super::{Control, RunHandle, RunHooks, RunOutcome, RunRequest, Runner};
 use crate::capped_log::CappedLog;
 use crate::clients::Clients;
 use crate::clients::kube::KubeClusters;
+use crate::clients::kube::job_state::{JobEnd, api_error, job_end};
 use anyhow::{Context as _, anyhow, bail};
-use futures_util::AsyncReadExt as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use manifest::{Fill, ITEM_LABEL, KubeArgs, Macros, label_value};
 use policy::KubernetesPolicy;
 use serde::{Deserialize, Serialize};
@@ -554,16 +557,6 @@ fn docker_config(image: &str, username: &str, password: &str) -> String {
     .to_string()
 }
 
-/// A client error as one line: the server's message when it sent one.
-fn api_error(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => {
-            format!("{} ({} {})", status.message, status.code, status.reason)
-        }
-        other => other.to_string(),
-    }
-}
-
 /// Following one Job to its end.
 struct Follow<'a> {
     run: &'a KubeRun,
@@ -591,12 +584,6 @@ enum Ended {
     Job(JobEnd),
     /// The Job is gone (someone else deleted it).
     Deleted(RunOutcome),
-}
-
-/// How a Job ended, by its conditions.
-enum JobEnd {
-    Complete,
-    Failed(String),
 }
 
 impl Follow<'_> {
@@ -778,16 +765,8 @@ impl Follow<'_> {
 
     /// The exit code and reason of `pod`'s job container, when it ended.
     fn terminated(&self, pod: &Pod) -> Option<(i32, String)> {
-        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-        let status = statuses
-            .iter()
-            .find(|s| s.name == self.first_container)
-            .or_else(|| statuses.first())?;
-        let terminated = status.state.as_ref()?.terminated.as_ref()?;
-        Some((
-            terminated.exit_code,
-            terminated.reason.clone().unwrap_or_default(),
-        ))
+        crate::clients::kube::job_state::terminated(pod, &self.first_container)
+            .map(|t| (t.exit_code, t.reason))
     }
 
     /// Starts copying pod `name`'s log into `output.log` (once per pod).
@@ -799,41 +778,16 @@ impl Follow<'_> {
         let (name, log) = (name.to_string(), self.log.clone());
         let container = self.first_container.clone();
         self.log_tasks.push(tokio::spawn(async move {
-            let params = LogParams {
-                follow: true,
-                container: (!container.is_empty()).then_some(container),
-                ..LogParams::default()
-            };
-            // A container that is still being created has no log yet.
-            let mut stream = loop {
-                match pods.log_stream(&name, &params).await {
-                    Ok(stream) => break stream,
-                    Err(kube::Error::Api(status)) if status.code == 400 => {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                    }
-                    Err(error) => {
-                        tracing::warn!("kubernetes: reading the log of pod {name}: {error}");
-                        return;
-                    }
-                }
-            };
-            let mut buffer = vec![0u8; 16 * 1024];
-            loop {
-                let read = match stream.read(&mut buffer).await {
-                    Ok(0) => break,
-                    Ok(read) => read,
-                    Err(error) => {
-                        tracing::warn!("kubernetes: reading the log of pod {name}: {error}");
-                        break;
-                    }
-                };
+            let container = (!container.is_empty()).then_some(container);
+            crate::clients::kube::pod_log::follow(pods, &name, container, |chunk| {
                 // A capped log never fails a write: past its cap, or after
                 // a write error (said once in the agent's log), what comes
                 // is read and dropped.
                 if let Ok(mut file) = log.lock() {
-                    let _ = file.write_all(&buffer[..read]).and_then(|()| file.flush());
+                    let _ = file.write_all(chunk).and_then(|()| file.flush());
                 }
-            }
+            })
+            .await;
         }));
     }
 
@@ -957,28 +911,6 @@ impl Follow<'_> {
             ));
         }
     }
-}
-
-/// The Job's end, by its conditions.
-fn job_end(job: &Job) -> Option<JobEnd> {
-    let conditions = job.status.as_ref()?.conditions.as_ref()?;
-    for condition in conditions {
-        if condition.status != "True" {
-            continue;
-        }
-        match condition.type_.as_str() {
-            "Complete" => return Some(JobEnd::Complete),
-            "Failed" => {
-                return Some(JobEnd::Failed(format!(
-                    "{}: {}",
-                    condition.reason.clone().unwrap_or_default(),
-                    condition.message.clone().unwrap_or_default()
-                )));
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 /// Why a Pending pod does not run: the scheduler's `PodScheduled=False`

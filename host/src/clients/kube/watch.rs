@@ -10,7 +10,7 @@
 //! sent again, so a run that missed events sees the current state. A watch
 //! ends when no run listens any more.
 
-use super::manifest::ITEM_LABEL;
+use super::ITEM_LABEL;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;

@@ -1,6 +1,16 @@
 //! Kubernetes clusters: a [`kube::Client`] per kubeconfig context, made on
-//! first use and shared by every job (and, later, the plugins' Kubernetes
-//! capability), so that one agent holds one connection pool per cluster.
+//! first use and shared by every job, so that one agent holds one
+//! connection pool per cluster; and what the `kubernetes` runner and the
+//! plugins' Kubernetes capability
+//! ([`crate::capabilities::kubernetes`]) both need of a cluster:
+//!
+//! | part | module |
+//! |---|---|
+//! | the label the agent finds its objects by, [`ITEM_LABEL`], and [`label_value`] | this one |
+//! | one watch on labelled Jobs and one on their pods per namespace, shared | [`watch`] |
+//! | a Job's end and a pod's exit, read from their status; a client error as one line | [`job_state`] |
+//! | a pod's log, followed as it is written | [`pod_log`] |
+//! | the fields no pod of the agent may ask for | [`pod_rules`] |
 //!
 //! | context asked for | configuration |
 //! |---|---|
@@ -11,6 +21,11 @@
 //! at start-up: an agent that runs no `kubernetes` job needs no cluster. The
 //! cluster's credentials stay in the client: they never reach a job's spec,
 //! its log or a plugin.
+
+pub mod job_state;
+pub mod pod_log;
+pub mod pod_rules;
+pub mod watch;
 
 use anyhow::anyhow;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -100,4 +115,28 @@ pub async fn connect(context: Option<&str>) -> anyhow::Result<Cluster> {
         client,
         default_namespace,
     })
+}
+
+/// The label every Job, pod, Secret (and a plugin's ConfigMap) the agent
+/// creates carries, with the queue item id: how the shared watch, a
+/// clean-up after a crash and the tests find them.
+pub const ITEM_LABEL: &str = "launch-agent.item";
+
+/// `text` as a label value: at most 63 characters of `[A-Za-z0-9._-]`,
+/// starting and ending with an alphanumeric one.
+pub fn label_value(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
