@@ -14,6 +14,7 @@
 //! | environment | `aws` | `environment-aws.wasm` |
 //! | registry | `ecr` | `registry-ecr.wasm` |
 //! | environment | `gcp` | `environment-gcp.wasm` |
+//! | registry | `gcr` | `registry-gcr.wasm` |
 //!
 //! Bundled plugins get the grants their job needs and no more
 //! ([`default_grants`], listed in
@@ -49,6 +50,7 @@ pub const BUNDLE: &[(PluginKind, &str, &str)] = &[
     (PluginKind::Environment, "aws", "environment-aws.wasm"),
     (PluginKind::Registry, "ecr", "registry-ecr.wasm"),
     (PluginKind::Environment, "gcp", "environment-gcp.wasm"),
+    (PluginKind::Registry, "gcr", "registry-gcr.wasm"),
 ];
 
 /// Where a plugin's component came from, as `plugins list` shows it.
@@ -347,7 +349,7 @@ fn source_of(
 pub fn default_timeout_ms(kind: PluginKind, name: &str) -> Option<u64> {
     match (kind, name) {
         (PluginKind::Builder, "docker") => Some(3_600_000),
-        (PluginKind::Registry, "oci" | "ecr") => Some(120_000),
+        (PluginKind::Registry, "oci" | "ecr" | "gcr") => Some(120_000),
         _ => None,
     }
 }
