@@ -7,7 +7,7 @@
 //!
 //! | target | plugins | why |
 //! |---|---|---|
-//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci | lean: no WASI imports, cheaper calls |
+//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci, registry-gcr | lean: no WASI imports, cheaper calls |
 //! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr, environment-gcp, environment-azure | read files, environment variables, or make `wasi:http` requests |
 //!
 //! The nested cargo
@@ -100,6 +100,11 @@ const BUNDLE: &[BundlePlugin] = &[
         target: WASI,
         file: "environment-azure.wasm",
     },
+    BundlePlugin {
+        package: "registry-gcr",
+        target: LEAN,
+        file: "registry-gcr.wasm",
+    },
 ];
 
 /// What the bundle is built from, relative to the workspace root: a change
@@ -113,6 +118,7 @@ const INPUTS: &[&str] = &[
     "plugins/registry-ecr",
     "plugins/environment-gcp",
     "plugins/environment-azure",
+    "plugins/registry-gcr",
     "plugins/sdk",
     "wit",
     "host/src/plugins/engine_config.rs",

@@ -4,7 +4,8 @@
 # SDK's `lean` module):
 #
 #   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm,
-#                          environment-local.wasm, registry-oci.wasm
+#                          environment-local.wasm, registry-oci.wasm,
+#                          registry-gcr.wasm
 #   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-lean.wasm,
 #                          hostile-builder.wasm, future-wit.wasm, registry-computed.wasm,
 #                          contract-v0-1.wasm, kube-user.wasm,
@@ -51,7 +52,7 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
     cd "$root"
     # The default bundle, exactly as host/build.rs builds it.
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
-        -p builder-noop -p environment-local -p registry-oci >&2
+        -p builder-noop -p environment-local -p registry-oci -p registry-gcr >&2
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
         -p builder-docker -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure >&2
     # Test plugins that use files, environment variables or wasi:http.
@@ -88,6 +89,7 @@ copy "$lean" builder_noop.wasm "$bundle/builder-noop.wasm"
 copy "$wasi" builder_docker.wasm "$bundle/builder-docker.wasm"
 copy "$lean" environment_local.wasm "$bundle/environment-local.wasm"
 copy "$lean" registry_oci.wasm "$bundle/registry-oci.wasm"
+copy "$lean" registry_gcr.wasm "$bundle/registry-gcr.wasm"
 copy "$wasi" environment_aws.wasm "$bundle/environment-aws.wasm"
 copy "$wasi" registry_ecr.wasm "$bundle/registry-ecr.wasm"
 copy "$wasi" environment_gcp.wasm "$bundle/environment-gcp.wasm"

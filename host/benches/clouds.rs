@@ -5,12 +5,20 @@
 //!   registry-ecr (the token kept in the host after the first lookup; the
 //!   lookup a manifest HEAD with it) against the same lookup by
 //!   registry-oci (basic auth) on the same registry, p50 over the calls;
+//! - the same lookup by registry-gcr (the gcp environment's token lent as
+//!   an opaque handle, kept by the environment; the fake token endpoint of
+//!   `tests/gcp_fake` and a `docker-registry` taking only that token)
+//!   against registry-oci with the same user and token as a secret, side
+//!   by side on the same image;
 //! - the agent's start-up to first poll with the `aws` environment (the
 //!   credential chain and STS `GetCallerIdentity`, moto standing in)
 //!   against the `local` environment, warm plugin cache.
 //!
 //! Run: `cargo bench -p launch-agent --bench clouds`.
 
+#[path = "../tests/common/gcp.rs"]
+#[allow(dead_code)]
+mod gcp;
 #[path = "../tests/common/moto.rs"]
 #[allow(dead_code)]
 mod moto_env;
@@ -130,6 +138,168 @@ async fn lookups(calls: usize) -> (Duration, Duration, bool) {
     (e[e.len() / 2], o[o.len() / 2], exists)
 }
 
+/// Pushes a one-layer-less image (a config blob and its manifest) as
+/// `repository:cached` to the registry at `address` with `user`/`password`,
+/// through the distribution API, so the lookups find it.
+fn push_tiny_image(address: &str, repository: &str, user: &str, password: &str) -> String {
+    use sha2::Digest;
+    let auth = format!("{user}:{password}");
+    let curl = |args: &[&str], body: Option<&[u8]>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-f", "-u", &auth, "-D", "-", "-o", "/dev/null"])
+            .args(args);
+        if body.is_some() {
+            cmd.args(["--data-binary", "@-"]).stdin(Stdio::piped());
+        }
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("curl");
+        if let Some(body) = body {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(body).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "curl {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(config)));
+    let started = curl(
+        &[
+            "-X",
+            "POST",
+            &format!("http://{address}/v2/{repository}/blobs/uploads/"),
+        ],
+        None,
+    );
+    let location = started
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or_else(|| l.strip_prefix("location: "))
+        })
+        .expect("an upload location")
+        .trim()
+        .to_string();
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{address}{location}")
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    curl(
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            &format!("{location}{sep}digest={digest}"),
+        ],
+        Some(config),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
+        "layers": [],
+    })
+    .to_string();
+    curl(
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            &format!("http://{address}/v2/{repository}/manifests/cached"),
+        ],
+        Some(manifest.as_bytes()),
+    );
+    format!("{address}/{repository}:cached")
+}
+
+/// registry-gcr's and registry-oci's `image-exists` p50 on the same cached
+/// image of the Artifact Registry stand-in.
+async fn gcr_lookups(calls: usize) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = gcp::rsa_key(dir.path(), "trusted");
+    let fake = gcp::fake(dir.path());
+    let key = gcp::key_file(dir.path(), &fake, &pem);
+    let registry = gcp::artifact_registry(dir.path());
+    let address = registry.address.clone();
+    let image = push_tiny_image(
+        &address,
+        "fake-project/launch/app",
+        "oauth2accesstoken",
+        gcp::TOKEN,
+    );
+    unsafe {
+        std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &key);
+        std::env::set_var("BENCH_GAR_PASSWORD", gcp::TOKEN);
+    }
+    let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
+    let gcp_env = load(
+        &mut host,
+        "gcp",
+        "environment-gcp",
+        &format!(
+            "    grants: {{ env: [GOOGLE_APPLICATION_CREDENTIALS], hosts: [\"{url}\"], dirs: [\"{}\"] }}\n    config: {{ token-uri: \"{url}/token\", authorize-urls: [\"http://{address}\"] }}\n",
+            key.parent().unwrap().display(),
+            url = fake.url(),
+        ),
+        "",
+    )
+    .await;
+    let gcp_settings = gcp_env.settings_for(Some(
+        serde_json::json!({"type": "gcp", "region": "us-central1"}),
+    ));
+    host.lend_environment(&gcp_env, gcp_settings);
+    let gcr = load(
+        &mut host,
+        "gcr",
+        "registry-gcr",
+        &format!("    grants: {{ hosts: [\"http://{address}\"], environment_auth: [\"http://{address}\"] }}\n    config: {{ registry-address: \"{address}\" }}\n"),
+        "",
+    )
+    .await;
+    let oci = load(
+        &mut host,
+        "oci",
+        "registry-oci",
+        &format!("    grants: {{ hosts: [\"http://{address}\"], secrets: [pw] }}\n    config: {{ username: oauth2accesstoken, password-secret: pw }}\n"),
+        "secrets:\n  pw: { env: BENCH_GAR_PASSWORD }\n",
+    )
+    .await;
+    let gcr_settings = gcr.settings_for(Some(serde_json::json!({
+        "type": "gcr", "uri": "us-central1-docker.pkg.dev/fake-project/launch/app"
+    })));
+    let oci_settings = oci.settings_for(Some(serde_json::json!({
+        "type": "oci", "uri": format!("{address}/fake-project/launch/app")
+    })));
+    // Warm: the first lookup has the environment fetch (and keep) the token.
+    assert!(
+        gcr.image_exists(&gcr_settings, &image, None)
+            .await
+            .expect("gcr lookup")
+    );
+    assert!(
+        oci.image_exists(&oci_settings, &image, None)
+            .await
+            .expect("oci lookup")
+    );
+    let (mut g, mut o) = (Vec::new(), Vec::new());
+    for _ in 0..calls {
+        let t = Instant::now();
+        gcr.image_exists(&gcr_settings, &image, None).await.unwrap();
+        g.push(t.elapsed());
+        let t = Instant::now();
+        oci.image_exists(&oci_settings, &image, None).await.unwrap();
+        o.push(t.elapsed());
+    }
+    assert_eq!(fake.grants(), 1, "one token for every lookup");
+    g.sort();
+    o.sort();
+    (g[g.len() / 2], o[o.len() / 2])
+}
+
 /// Start-up to the "agent polling" line of `launch-agent run` with `config`.
 fn start_to_poll(state: &Path, config: &Path, aws: bool) -> Duration {
     let m = moto_env::moto();
@@ -198,6 +368,7 @@ fn main() {
     let (calls, runs) = if full { (200, 9) } else { (5, 1) };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (ecr, oci, exists) = runtime.block_on(lookups(calls));
+    let (gcr, gcr_oci) = runtime.block_on(gcr_lookups(calls));
     let (local, aws) = startups(runs);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     if !full {
@@ -213,6 +384,14 @@ fn main() {
     println!(
         "| the same lookup by registry-oci (basic auth), same registry, p50 of {calls} | {:.2} ms | |",
         ms(oci)
+    );
+    println!(
+        "| `image-exists` of a cached image, registry-gcr (the gcp environment's token lent, manifest HEAD), p50 of {calls} | {:.2} ms | |",
+        ms(gcr)
+    );
+    println!(
+        "| the same lookup by registry-oci (user oauth2accesstoken, the token as a secret), same registry, p50 of {calls} | {:.2} ms | |",
+        ms(gcr_oci)
     );
     println!(
         "| start-up to first poll, `aws` environment (chain + STS on moto), p50 of {runs} | {:.0} ms | ≤ 2× local |",

@@ -181,3 +181,232 @@ fn a_token_endpoint_that_is_not_granted_is_refused() {
     );
     assert_eq!(fake.grants(), 0);
 }
+
+/// The W&B-style config of `environment: gcp` and `registry: gcr`, the
+/// token endpoint and the registry pointed at the stand-ins. `registry_type`
+/// names the registry plugin; `plugins_extra` is added under `plugins:`.
+fn gcr_config(
+    agent: &Scratch,
+    fake: &Fake,
+    registry: &Registry,
+    registry_type: &str,
+    plugins_extra: &str,
+) -> std::path::PathBuf {
+    let address = &registry.address;
+    agent.write_config(&format!(
+        "queues: [default]\nmax_jobs: 1\nstopped_run_timeout: 5\n\
+         builder:\n  type: docker\n\
+         environment:\n  type: gcp\n  region: us-central1\n\
+         registry:\n  type: {registry_type}\n  uri: https://us-central1-docker.pkg.dev/fake-project/launch/app\n\
+         plugins:\n  gcp:\n    config: {{ token-uri: \"{url}/token\", authorize-urls: [\"http://{address}\"] }}\n\
+         \x20 gcr:\n    config: {{ registry-address: \"{address}\" }}\n\
+         \x20 docker:\n    grants: {{ hosts: [\"http://{address}\"] }}\n{plugins_extra}",
+        url = fake.url(),
+    ))
+}
+
+/// Runs the agent on `config` to idle with the service-account key `key`.
+fn run_gcr_agent(agent: &Scratch, config: &Path, key: &Path) -> Output {
+    let mut cmd = agent.run_cmd(config);
+    cmd.arg("-v")
+        .env_remove("GOOGLE_CLOUD_PROJECT")
+        .env("HOME", agent.path())
+        .env("GOOGLE_APPLICATION_CREDENTIALS", key);
+    cmd.output().unwrap()
+}
+
+/// A code directory whose image prints `marker` (unique per test, so its
+/// tag is too).
+fn code_dir(agent: &Scratch, marker: &str) -> std::path::PathBuf {
+    let dir = agent.path().join("code");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile.wandb"),
+        format!(
+            "FROM {}\nCOPY job.sh /job.sh\nENTRYPOINT [\"sh\", \"/job.sh\"]\n",
+            services().base_image
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("job.sh"),
+        format!("echo {marker} in $GOOGLE_CLOUD_REGION\n"),
+    )
+    .unwrap();
+    dir
+}
+
+fn code_job(dir: &Path) -> serde_json::Value {
+    json!({"resource": "local-container", "project": "gcp", "uri": dir.display().to_string()})
+}
+
+fn job_log(agent: &Scratch, id: &str) -> String {
+    std::fs::read_to_string(agent.state_dir().join("runs").join(id).join("agent.log"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_code_job_is_pushed_to_artifact_registry_with_the_lent_token_then_never_rebuilt() {
+    let agent = Scratch::new();
+    let pem = rsa_key(agent.path(), "trusted");
+    let fake = fake(agent.path());
+    let key = key_file(agent.path(), &fake, &pem);
+    let registry = artifact_registry(agent.path());
+    // The stand-in refuses anyone without the token.
+    assert_eq!(anonymous_status(&registry.address), 401);
+    let config = gcr_config(&agent, &fake, &registry, "gcr", "");
+    let marker = format!("hello-gcr-{}", std::process::id());
+    let dir = code_dir(&agent, &marker);
+    let ids: Vec<String> = (0..3)
+        .map(|_| agent.submit("default", &code_job(&dir)))
+        .collect();
+    let out = run_gcr_agent(&agent, &config, &key);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "registry-gcr: {} takes the environment's access token for fake-project/launch/app",
+            registry.address
+        )),
+        "{log}"
+    );
+    for id in &ids {
+        let item = agent.item(id);
+        assert_eq!(
+            item["state"],
+            "finished",
+            "{item:#}\n{}",
+            job_log(&agent, id)
+        );
+        let output =
+            std::fs::read_to_string(agent.state_dir().join("runs").join(id).join("output.log"))
+                .unwrap_or_default();
+        assert!(
+            output.contains(&format!("{marker} in us-central1")),
+            "{output}"
+        );
+    }
+    assert!(
+        job_log(&agent, &ids[0]).contains("build: built"),
+        "{}",
+        job_log(&agent, &ids[0])
+    );
+    for id in &ids[1..] {
+        let log = job_log(&agent, id);
+        assert!(
+            log.contains("build: skipped") && log.contains("already exists"),
+            "{log}"
+        );
+    }
+    // One token for start-up, three logins and three lookups.
+    assert_eq!(fake.grants(), 1, "{log}");
+
+    // No token or key anywhere the agent writes.
+    let mut everything = log.clone() + &String::from_utf8_lossy(&out.stdout);
+    everything.push_str(&String::from_utf8_lossy(
+        &agent.run(&["queue", "list", "--json"]).stdout,
+    ));
+    all_text(&agent.state_dir(), &mut everything);
+    assert!(!everything.contains(TOKEN), "the token leaked");
+    assert!(!everything.contains(pem_line(&pem)), "the key leaked");
+}
+
+/// A third-party registry (the gcr component loaded by path, so it gets no
+/// default grants) with `grants_yaml`.
+fn third_party(registry: &Registry, grants_yaml: &str) -> String {
+    format!(
+        "  their-gcr:\n    path: {}\n    config: {{ registry-address: \"{}\" }}\n    grants: {grants_yaml}\n",
+        common::bundle_dir().join("registry-gcr.wasm").display(),
+        registry.address
+    )
+}
+
+#[test]
+fn a_registry_plugin_without_the_auth_environment_grant_gets_no_token() {
+    let agent = Scratch::new();
+    let pem = rsa_key(agent.path(), "trusted");
+    let fake = fake(agent.path());
+    let key = key_file(agent.path(), &fake, &pem);
+    let registry = artifact_registry(agent.path());
+    // It may reach the registry (hosts) but the origin is not marked
+    // `auth: environment`: the host lends it nothing.
+    let extra = third_party(
+        &registry,
+        &format!("{{ hosts: [\"http://{}\"] }}", registry.address),
+    );
+    let config = gcr_config(&agent, &fake, &registry, "their-gcr", &extra);
+    let out = run_gcr_agent(&agent, &config, &key);
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!(
+            "may not have the environment's token for http://{}: its grants.environment_auth does not mark it",
+            registry.address
+        )) && log.contains("the registry is not usable"),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN), "{log}");
+}
+
+#[test]
+fn the_environment_lends_no_token_for_an_origin_that_is_not_googles() {
+    let agent = Scratch::new();
+    let pem = rsa_key(agent.path(), "trusted");
+    let fake = fake(agent.path());
+    let key = key_file(agent.path(), &fake, &pem);
+    let registry = artifact_registry(agent.path());
+    // Marked `auth: environment` by the operator, but the environment does
+    // not take the origin for Google's (no `authorize-urls` for it).
+    let address = &registry.address;
+    let config = agent.write_config(&format!(
+        "queues: [default]\nenvironment:\n  type: gcp\n  region: us-central1\n\
+         registry:\n  type: gcr\n  uri: us-central1-docker.pkg.dev/fake-project/launch/app\n\
+         plugins:\n  gcp:\n    config: {{ token-uri: \"{}/token\" }}\n\
+         \x20 gcr:\n    config: {{ registry-address: \"{address}\" }}\n",
+        fake.url()
+    ));
+    let out = run_gcr_agent(&agent, &config, &key);
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("refusing to lend a Google token for") && log.contains(address.as_str()),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN), "{log}");
+}
+
+#[test]
+fn plugins_list_shows_registry_gcrs_default_grants() {
+    let agent = Scratch::new();
+    let config = agent.write_config(
+        "environment: { type: gcp, region: europe-west4, project: p }\n\
+         registry: { type: gcr, uri: europe-west4-docker.pkg.dev/p/launch/app }\n",
+    );
+    let out = agent.run(&[
+        "plugins",
+        "list",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let gcr = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "gcr")
+        .unwrap_or_else(|| panic!("gcr not in {text}"));
+    assert_eq!(gcr["plugin_name"], "registry-gcr");
+    let origin = json!(["https://europe-west4-docker.pkg.dev:443"]);
+    assert_eq!(gcr["environment_auth"], origin, "{gcr}");
+    assert_eq!(gcr["hosts"], origin, "{gcr}");
+    assert!(
+        gcr["env"].as_array().unwrap().is_empty() && gcr["dirs"].as_array().unwrap().is_empty()
+    );
+}

@@ -77,6 +77,7 @@ async fn the_bundled_plugins_are_built_against_0_2() {
     for file in [
         "registry-oci",
         "registry-ecr",
+        "registry-gcr",
         "environment-aws",
         "environment-local",
     ] {

@@ -19,6 +19,7 @@ wasmtime::component::bindgen!({
         "launch:plugin/docker": async | trappable,
         "launch:plugin/oci": async | trappable,
         "launch:plugin/kubernetes": async | trappable,
+        "launch:plugin/lent": async | trappable,
         default: trappable,
     },
     with: {

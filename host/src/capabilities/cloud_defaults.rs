@@ -9,6 +9,7 @@
 //! | `registry-ecr` | the registry's host (`registry.uri`) and its `registry-address` | `https://api.ecr.REGION.amazonaws.com` (REGION from `registry.uri`) and the `endpoint-url` of its `config:` | — | — |
 //! | `environment-gcp` | `https://oauth2.googleapis.com` (or the `token-uri` of its `config:`) when `GOOGLE_APPLICATION_CREDENTIALS` is set; else the metadata server (`http://169.254.169.254`, or the `metadata-endpoint` of its `config:`) | — | [`GCP_ENV`] | the key file's dir, when it exists |
 //! | `environment-azure` | AAD's authority (the `authority-host` of its `config:`, else `AZURE_AUTHORITY_HOST`, else `https://login.microsoftonline.com`) when a client secret or workload identity is set up (`AZURE_TENANT_ID` and `AZURE_CLIENT_ID` with `AZURE_CLIENT_SECRET` or `AZURE_FEDERATED_TOKEN_FILE`); else IMDS (`http://169.254.169.254`, or the `imds-endpoint` of its `config:`) | — | [`AZURE_ENV`] | the federated token file's dir, when it exists |
+//! | `registry-gcr` | `https://REGION-docker.pkg.dev` (from `registry.uri`, else `registry.region`) and its `registry-address` | the same: the registry's origin is where the environment's token is lent for (`lent.bearer-token`) | — | — |
 //!
 //! The region is the `environment:` block's `region`, else `AWS_REGION`,
 //! else `AWS_DEFAULT_REGION` (for the environment), and the one in
@@ -74,6 +75,7 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
         "registry-ecr" => ecr_registry(config),
         "environment-gcp" => gcp_environment(config, &|var| std::env::var_os(var)),
         "environment-azure" => azure_environment(config, &|var| std::env::var_os(var)),
+        "registry-gcr" => gcr_registry(config),
         _ => Grants::default(),
     }
 }
@@ -309,6 +311,43 @@ fn ecr_registry(config: &LaunchConfig) -> Grants {
     }
 }
 
+/// The Artifact Registry host of the config's registry
+/// (`REGION-docker.pkg.dev`): `registry.uri`'s (a leading `https://`
+/// dropped), else the one of `registry.region`.
+pub fn gcr_registry_host(config: &LaunchConfig) -> Option<String> {
+    let registry = config.registry.as_ref()?;
+    match &registry.uri {
+        Some(uri) => uri
+            .trim()
+            .trim_start_matches("https://")
+            .split('/')
+            .next()
+            .filter(|host| host.ends_with("-docker.pkg.dev"))
+            .map(str::to_string),
+        None => registry
+            .region
+            .as_ref()
+            .map(|region| format!("{region}-docker.pkg.dev")),
+    }
+}
+
+fn gcr_registry(config: &LaunchConfig) -> Grants {
+    let mut origins = Vec::new();
+    if let Some(host) = gcr_registry_host(config) {
+        origins.push(format!("https://{host}:443"));
+    }
+    if let Some(address) = plugin_setting(config, "gcr", "registry-address") {
+        let local = address.starts_with("127.0.0.1") || address.starts_with("localhost");
+        let scheme = if local { "http" } else { "https" };
+        origins.push(format!("{scheme}://{address}"));
+    }
+    Grants {
+        hosts: spanned(origins.clone()),
+        environment_auth: spanned(origins),
+        ..Grants::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +466,30 @@ mod tests {
             ["http://127.0.0.1:8"]
         );
         let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
+    fn gcr_gets_its_regions_registry_marked_auth_environment() {
+        let c = config(
+            "registry: { type: gcr, uri: \"https://europe-west4-docker.pkg.dev/p/launch/app\" }\n",
+        );
+        let grants = gcr_registry(&c);
+        let expected = ["https://europe-west4-docker.pkg.dev:443"];
+        assert_eq!(values(&grants.hosts), expected);
+        assert_eq!(values(&grants.environment_auth), expected);
+        let c = config(
+            "registry: { type: gcr, repository: launch, image-name: app, region: us-east1, project: p }\n\
+             plugins:\n  gcr:\n    config: { registry-address: \"127.0.0.1:5000\" }\n",
+        );
+        assert_eq!(
+            values(&gcr_registry(&c).environment_auth),
+            [
+                "https://us-east1-docker.pkg.dev:443",
+                "http://127.0.0.1:5000"
+            ]
+        );
+        let c = config("registry: { type: gcr, uri: \"registry.example.com/a/b/c\" }\n");
+        assert!(gcr_registry(&c).environment_auth.is_empty());
     }
 
     #[test]

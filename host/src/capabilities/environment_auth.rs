@@ -19,6 +19,11 @@
 //! | neither | nothing (`HTTP-request-denied`) |
 //! | `environment_auth`, and the environment has no `authorizer` or refuses | nothing (`HTTP-request-denied`), with a warning naming the environment and why |
 //!
+//! The same grant lets a registry or builder plugin have the environment's
+//! bearer token for a marked origin as an opaque handle
+//! ([`lent`](super::lent), `EnvironmentAuthorizer::bearer_token`): the
+//! login of a registry whose password is that token (Artifact Registry).
+//!
 //! The capabilities sit below the plugin runtime, so the environment is
 //! reached through the [`EnvironmentAuthorizer`] trait, which the runtime
 //! implements for its loaded environment plugin.
@@ -47,6 +52,10 @@ pub struct AuthRequest {
 /// secret: the environment's error, scrubbed).
 pub type AuthResult = Result<Vec<(String, String)>, String>;
 
+/// What lending a bearer token returns: the token and how many seconds it
+/// stays good, or why not (never a secret).
+pub type LentResult = Result<(String, u64), String>;
+
 /// The environment plugin, as the capabilities reach it.
 pub trait EnvironmentAuthorizer: Send + Sync {
     /// `name version` of the environment, for messages.
@@ -58,4 +67,12 @@ pub trait EnvironmentAuthorizer: Send + Sync {
         requester: &str,
         request: AuthRequest,
     ) -> Pin<Box<dyn Future<Output = AuthResult> + Send>>;
+
+    /// The environment's bearer token for `url`'s origin, lent to the
+    /// plugin `requester` (`name version`).
+    fn bearer_token(
+        &self,
+        requester: &str,
+        url: String,
+    ) -> Pin<Box<dyn Future<Output = LentResult> + Send>>;
 }

@@ -14,6 +14,7 @@
 //! | secrets | `launch:plugin/secrets.open` | `grants.secrets` | `policy.secret(name)` | `secret-error::not-granted` |
 //! | kept secrets (0.2) | `launch:plugin/secrets.keep`, `.recall`, `.forget` | always: the plugin's own, in [`kept`] | — | — |
 //! | the environment's credentials (0.2) | `wasi:http` requests to a marked origin, authorized by the environment's `authorizer` | `grants.environment_auth` (`auth: environment`) | `policy.environment_auth(uri)` | sent without credentials (`hosts` only) or refused ([`environment_auth`]) |
+//! | the environment's token, lent (0.2) | `launch:plugin/lent.bearer-token` (registries, builders) | `grants.environment_auth` (`auth: environment`) | `policy.environment_auth(uri)` | `secret-error::not-granted` ([`lent`]); the handle granted is opaque, bound to the origin's registry |
 //! | outbound HTTP | `wasi:http/outgoing-handler` | `grants.hosts` | `policy.http(uri)` | `error-code::HTTP-request-denied` |
 //! | environment variables | `wasi:cli/environment` | `grants.env` | the WASI context holds only these | the variable is absent |
 //! | directories | `wasi:filesystem` | `grants.dirs` | the WASI context preopens only these (read-only unless `write: true`) | the path does not exist |
@@ -59,6 +60,7 @@ pub mod environment_auth;
 pub mod http;
 pub mod kept;
 pub mod kubernetes;
+pub mod lent;
 pub mod log;
 pub mod oci;
 pub mod policy;

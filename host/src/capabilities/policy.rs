@@ -140,6 +140,12 @@ pub enum Refusal {
         /// The namespaces granted.
         granted: Vec<String>,
     },
+    /// The environment's token asked (`lent.bearer-token`) for an origin
+    /// `grants.environment_auth` does not mark `auth: environment`.
+    EnvironmentAuth {
+        /// `scheme://host[:port]`.
+        origin: String,
+    },
     /// A credential used for a registry or repository other than the one it
     /// was issued for. No grant allows it.
     CredentialScope {
@@ -163,6 +169,7 @@ impl Refusal {
             | Refusal::Redirect { .. }
             | Refusal::TokenRealm { .. } => "grants.hosts",
             Refusal::CredentialScope { .. } => "registry.uri",
+            Refusal::EnvironmentAuth { .. } => "grants.environment_auth",
             Refusal::Secret { .. } => "grants.secrets",
             Refusal::Docker => "grants.docker",
             Refusal::KubeNamespace { .. } => "grants.kubernetes",
@@ -220,6 +227,11 @@ impl Refusal {
                  realm {realm}, which is not granted: nothing was sent there (add {realm:?} to \
                  its grants.hosts if it is the registry's token server)"
             ),
+            Refusal::EnvironmentAuth { origin } => format!(
+                "plugin {plugin} may not have the environment's token for {origin}: its \
+                 grants.environment_auth does not mark it `auth: environment` (add {origin:?} \
+                 there if the environment's credentials are meant for it)"
+            ),
             Refusal::CredentialScope {
                 secret,
                 bound_to,
@@ -251,6 +263,9 @@ impl Refusal {
             Refusal::Redirect { from, to } => format!("a redirect from {from} to {to}"),
             Refusal::TokenRealm { registry, realm } => {
                 format!("token realm {realm} of registry {registry}")
+            }
+            Refusal::EnvironmentAuth { origin } => {
+                format!("the environment's token for {origin}")
             }
             Refusal::CredentialScope {
                 secret,
@@ -728,6 +743,9 @@ mod tests {
                 secret: "s".into(),
                 bound_to: "r/a".into(),
                 target: "r/b".into(),
+            },
+            Refusal::EnvironmentAuth {
+                origin: "https://r".into(),
             },
         ];
         for refusal in refusals {

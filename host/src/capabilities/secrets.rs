@@ -42,8 +42,10 @@ pub struct CredentialScope {
     /// `host[:port]`, lowercase; `docker.io` for Docker Hub.
     registry: String,
     /// The repository prefix (`team/launch`); Docker Hub's official images
-    /// are under `library/`.
-    repository: String,
+    /// are under `library/`. `None`: every repository of the registry (a
+    /// token lent for the registry's origin, before a registry plugin's
+    /// login binds it to its repository).
+    repository: Option<String>,
 }
 
 impl CredentialScope {
@@ -57,8 +59,30 @@ impl CredentialScope {
         let (registry, repository) = Self::target(bare)?;
         Ok(CredentialScope {
             registry,
-            repository,
+            repository: Some(repository),
         })
+    }
+
+    /// The scope of every repository of the registry at `url`'s origin
+    /// (`scheme://host[:port]`): `host[:port]`, the port left out when it
+    /// is the scheme's default, as image references write it.
+    pub fn origin(url: &reqwest::Url) -> Result<Self, String> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("{:?} has no host", url.as_str()))?;
+        let registry = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        Ok(CredentialScope {
+            registry: registry.to_ascii_lowercase(),
+            repository: None,
+        })
+    }
+
+    /// The registry (`host[:port]`, lowercase).
+    pub fn registry(&self) -> &str {
+        &self.registry
     }
 
     /// The registry and repository of `image` (`[registry/]repository[:tag]`),
@@ -86,17 +110,23 @@ impl CredentialScope {
     /// Whether `registry`/`repository` (normalised by
     /// [`CredentialScope::target`]) is inside the scope.
     pub fn covers(&self, registry: &str, repository: &str) -> bool {
+        let Some(prefix) = &self.repository else {
+            return registry == self.registry;
+        };
         registry == self.registry
-            && (repository == self.repository
+            && (repository == prefix
                 || repository
-                    .strip_prefix(&self.repository)
+                    .strip_prefix(prefix.as_str())
                     .is_some_and(|rest| rest.starts_with('/')))
     }
 }
 
 impl std::fmt::Display for CredentialScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)
+        match &self.repository {
+            Some(repository) => write!(f, "{}/{repository}", self.registry),
+            None => write!(f, "{} (every repository)", self.registry),
+        }
     }
 }
 
@@ -116,12 +146,22 @@ impl SecretHandle {
         }
     }
 
-    /// This secret, bound to the registry it was issued for.
-    pub fn bound(self, scope: CredentialScope) -> Self {
-        SecretHandle {
+    /// This secret, bound to the registry it was issued for; refused (the
+    /// error says why) when it is already bound to another registry (a
+    /// token lent for one registry returned as the login of another).
+    pub fn bound(self, scope: CredentialScope) -> Result<Self, String> {
+        if let Some(lent) = &self.bound_to
+            && lent.registry != scope.registry
+        {
+            return Err(format!(
+                "its password {:?} was lent for registry {}, not for its repository {scope}",
+                self.name, lent.registry
+            ));
+        }
+        Ok(SecretHandle {
             bound_to: Some(scope),
             ..self
-        }
+        })
     }
 
     /// A copy to hand to another plugin, which may pass it on but not read

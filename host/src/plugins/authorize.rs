@@ -9,13 +9,19 @@
 //! hooks, which call [`EnvironmentLender::authorize`] for a request to an
 //! origin the plugin's grant marks.
 //!
+//! The same lender answers `lent.bearer-token` (a registry's login that is
+//! the environment's token) through `authorizer.bearer-token`, when the
+//! environment exports it.
+//!
 //! The environment never authorizes its own requests this way (that would
 //! recurse): it signs them itself.
 
 use super::bindings::HttpRequest;
 use super::exports::Export;
 use super::loaded::LoadedPlugin;
-use crate::capabilities::environment_auth::{AuthRequest, AuthResult, EnvironmentAuthorizer};
+use crate::capabilities::environment_auth::{
+    AuthRequest, AuthResult, EnvironmentAuthorizer, LentResult,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -89,6 +95,35 @@ impl EnvironmentAuthorizer for EnvironmentLender {
             environment
                 .authorize(&settings, &request)
                 .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn bearer_token(
+        &self,
+        requester: &str,
+        url: String,
+    ) -> Pin<Box<dyn Future<Output = LentResult> + Send>> {
+        let environment = self.environment.clone();
+        let settings = self.settings.clone();
+        let own = requester == environment.label();
+        let requester = requester.to_string();
+        Box::pin(async move {
+            if own {
+                return Err("the environment does not lend its token to itself".to_string());
+            }
+            if !environment.exports.has(Export::BearerToken) {
+                return Err(format!(
+                    "environment {} exports no `authorizer.bearer-token` (built before it was \
+                     added to contract 0.2)",
+                    environment.label()
+                ));
+            }
+            tracing::debug!(requester, environment = %environment.label(), "lending a bearer token");
+            environment
+                .bearer_token(&settings, &url)
+                .await
+                .map(|lent| (lent.value, lent.expires_in_seconds))
                 .map_err(|e| e.to_string())
         })
     }

@@ -26,6 +26,7 @@ pub mod builder {
             "launch:plugin/log": super::imports::launch::plugin::log,
             "launch:plugin/secrets": super::imports::launch::plugin::secrets,
             "launch:plugin/docker": super::imports::launch::plugin::docker,
+            "launch:plugin/lent": super::imports::launch::plugin::lent,
         },
     });
 }
@@ -42,6 +43,7 @@ pub mod registry {
             "launch:plugin/log": super::imports::launch::plugin::log,
             "launch:plugin/secrets": super::imports::launch::plugin::secrets,
             "launch:plugin/oci": super::imports::launch::plugin::oci,
+            "launch:plugin/lent": super::imports::launch::plugin::lent,
         },
     });
 }
@@ -130,5 +132,5 @@ pub mod v0_1 {
     }
 }
 
-pub use authorizing_environment::exports::launch::plugin::authorizer::HttpRequest;
+pub use authorizing_environment::exports::launch::plugin::authorizer::{HttpRequest, LentToken};
 pub use imports::launch::plugin::types::{Job, PluginError, PluginInfo, Stage};

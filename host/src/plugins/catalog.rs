@@ -15,6 +15,7 @@
 //! | registry | `ecr` | `registry-ecr.wasm` |
 //! | environment | `gcp` | `environment-gcp.wasm` |
 //! | environment | `azure` | `environment-azure.wasm` |
+//! | registry | `gcr` | `registry-gcr.wasm` |
 //!
 //! Bundled plugins get the grants their job needs and no more
 //! ([`default_grants`], listed in
@@ -51,6 +52,7 @@ pub const BUNDLE: &[(PluginKind, &str, &str)] = &[
     (PluginKind::Registry, "ecr", "registry-ecr.wasm"),
     (PluginKind::Environment, "gcp", "environment-gcp.wasm"),
     (PluginKind::Environment, "azure", "environment-azure.wasm"),
+    (PluginKind::Registry, "gcr", "registry-gcr.wasm"),
 ];
 
 /// Where a plugin's component came from, as `plugins list` shows it.
@@ -349,7 +351,7 @@ fn source_of(
 pub fn default_timeout_ms(kind: PluginKind, name: &str) -> Option<u64> {
     match (kind, name) {
         (PluginKind::Builder, "docker") => Some(3_600_000),
-        (PluginKind::Registry, "oci" | "ecr") => Some(120_000),
+        (PluginKind::Registry, "oci" | "ecr" | "gcr") => Some(120_000),
         _ => None,
     }
 }

@@ -41,12 +41,14 @@ pub enum Export {
     Authorize,
     /// `registry.verify` (0.2).
     RegistryVerify,
+    /// `authorizer.bearer-token` (0.2; environments that lend a token).
+    BearerToken,
 }
 
 impl Export {
     /// Every export, in declaration order (the index into [`Exports`]'
     /// table is the discriminant).
-    const ALL: [Export; 10] = [
+    const ALL: [Export; 11] = [
         Export::Info,
         Export::Verify,
         Export::RunEnv,
@@ -57,13 +59,16 @@ impl Export {
         Export::ImageExists,
         Export::Authorize,
         Export::RegistryVerify,
+        Export::BearerToken,
     ];
 
     /// The kind of plugin that exports it; `None` for every kind.
     pub fn kind(self) -> Option<PluginKind> {
         match self {
             Export::Info => None,
-            Export::Verify | Export::RunEnv | Export::Authorize => Some(PluginKind::Environment),
+            Export::Verify | Export::RunEnv | Export::Authorize | Export::BearerToken => {
+                Some(PluginKind::Environment)
+            }
             Export::Plan | Export::Build => Some(PluginKind::Builder),
             Export::Login
             | Export::RepositoryUri
@@ -85,6 +90,7 @@ impl Export {
             Export::ImageExists => ("registry", "image-exists"),
             Export::Authorize => ("authorizer", "authorize"),
             Export::RegistryVerify => ("registry", "verify"),
+            Export::BearerToken => ("authorizer", "bearer-token"),
         }
     }
 

@@ -524,6 +524,26 @@ impl LoadedPlugin {
         self.lift(result)
     }
 
+    /// Calls `authorizer.bearer-token` (an environment that lends its
+    /// token; check [`Exports::has`] for [`Export::BearerToken`] first):
+    /// the token for `url`'s origin and its remaining lifetime.
+    pub async fn bearer_token(
+        &self,
+        settings: &str,
+        url: &str,
+    ) -> Result<super::bindings::LentToken, CallError> {
+        let result = self
+            .call(
+                Export::BearerToken,
+                None,
+                None,
+                |_| Ok((settings, url)),
+                scrubbed,
+            )
+            .await?;
+        self.lift(result)
+    }
+
     /// Whether the plugin exports `registry.verify` (a 0.2 registry).
     pub fn can_verify_registry(&self) -> bool {
         self.exports.has(Export::RegistryVerify)
@@ -629,10 +649,10 @@ impl LoadedPlugin {
                 Ok(match result {
                     Ok(Some(login)) => {
                         let password = store.data_mut().table.delete(login.password)?;
-                        match scope {
-                            Ok(scope) => Ok(Some(RegistryCredentials {
+                        match scope.and_then(|scope| password.bound(scope)) {
+                            Ok(password) => Ok(Some(RegistryCredentials {
                                 username: login.username,
-                                password: password.bound(scope),
+                                password,
                             })),
                             Err(e) => Err(PluginError {
                                 stage: super::bindings::Stage::Agent,

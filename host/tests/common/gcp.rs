@@ -108,3 +108,90 @@ pub fn key_file(dir: &Path, fake: &Fake, pem: &str) -> PathBuf {
     std::fs::write(&path, json.to_string()).unwrap();
     path
 }
+
+/// A running stand-in for Artifact Registry (killed on drop): Debian's
+/// `docker-registry` with htpasswd auth taking user `oauth2accesstoken`
+/// and the fake's [`TOKEN`] only, as Artifact Registry takes the OAuth2
+/// access token, so a push or lookup without the token is refused.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the Artifact Registry stand-in with its storage under `dir`
+/// (`docker-registry` and `htpasswd` are installed by `scripts/services.sh`).
+pub fn artifact_registry(dir: &Path) -> Registry {
+    let htpasswd = dir.join("gar.htpasswd");
+    let done = Command::new("htpasswd")
+        .args(["-Bbc"])
+        .arg(&htpasswd)
+        .args(["oauth2accesstoken", TOKEN])
+        .stderr(Stdio::null())
+        .output()
+        .expect("htpasswd (scripts/services.sh installs apache2-utils)");
+    assert!(done.status.success(), "htpasswd: {done:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("gar.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: launch-test-secret\n\
+             auth:\n  htpasswd:\n    realm: fake-artifact-registry\n    path: {}\n",
+            dir.join("gar-storage").display(),
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry (scripts/services.sh installs it)");
+    let registry = Registry {
+        child,
+        address: format!("127.0.0.1:{port}"),
+    };
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the Artifact Registry stand-in did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    registry
+}
+
+/// The HTTP status of an anonymous `GET /v2/` at `address`.
+pub fn anonymous_status(address: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET /v2/ HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `verify` (start-up, each job) | resolves the credential chain, then STS `GetCallerIdentity` (SigV4); logs which source it used and the caller's ARN; on failure names each source tried and why, or the STS error (`InvalidClientTokenId`, `SignatureDoesNotMatch`), never a secret. A success is kept 15 minutes, so jobs do not ask STS again |
 //! | `run-env` | `AWS_REGION` and `AWS_DEFAULT_REGION` when a region is set |
+//! | `authorizer.bearer-token` | refused: AWS has no bearer token, it signs each request |
 //! | `authorizer.authorize` | SigV4 for another plugin's request to a host its grant marks `auth: environment` (ECR's API for `registry-ecr`): only AWS hosts (`*.amazonaws.com`, `*.amazonaws.com.cn`) or the `endpoint-url` |
 //!
 //! # The credential chain, in order (as the AWS SDKs)
@@ -35,7 +36,7 @@ mod chain;
 mod sign;
 mod sts;
 
-use launch_plugin_sdk::authorizer::{Authorizer, HttpRequest};
+use launch_plugin_sdk::authorizer::{Authorizer, HttpRequest, LentToken};
 use launch_plugin_sdk::environment::Environment;
 use launch_plugin_sdk::{Job, Plugin, PluginError, PluginInfo, Stage};
 use serde::Deserialize;
@@ -166,6 +167,17 @@ impl Authorizer for AwsEnvironment {
         let target = sign::Target::of(&settings, &request)?;
         let credentials = chain::credentials(&settings)?;
         sign::sign(&credentials, &target, &request)
+    }
+
+    /// AWS has no bearer token to lend: its requests are signed (SigV4),
+    /// each for itself, through `authorize`.
+    fn bearer_token(_settings: String, url: String) -> Result<LentToken, PluginError> {
+        Err(PluginError::agent(format!(
+            "aws: no bearer token to lend for {}: AWS signs each request (SigV4) instead; \
+             mark the API host `auth: environment` and send the request, which the host has \
+             signed on the way out",
+            launch_plugin_sdk::http::shown(&url)
+        )))
     }
 }
 

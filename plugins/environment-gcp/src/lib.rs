@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `verify` (start-up, each job) | obtains an OAuth2 access token (see [`token`]) and resolves the project; at start-up logs which source it used and the project; on failure names each source tried and why, or the token endpoint's error (`invalid_grant`, `invalid_client`), never the key or a token. A kept token spares later calls the round trip |
 //! | `run-env` | `GOOGLE_CLOUD_PROJECT` and `GOOGLE_CLOUD_REGION` when set |
+//! | `authorizer.bearer-token` | the same token, lent (as an opaque handle the requester cannot read) to a registry plugin whose grant marks the origin `auth: environment`: Artifact Registry's docker password (`registry-gcr`); same hosts as `authorize`, and its remaining lifetime |
 //! | `authorizer.authorize` | `Authorization: Bearer <token>` for another plugin's request to a host its grant marks `auth: environment`: only Google's hosts (`*.googleapis.com`, `*.pkg.dev`, `gcr.io`, `*.gcr.io`) or the origins of `authorize-urls` |
 //!
 //! The RS256 JWT of the service-account flow is signed inside this plugin
@@ -27,7 +28,7 @@
 mod jwt;
 mod token;
 
-use launch_plugin_sdk::authorizer::{Authorizer, HttpRequest};
+use launch_plugin_sdk::authorizer::{Authorizer, HttpRequest, LentToken};
 use launch_plugin_sdk::environment::Environment;
 use launch_plugin_sdk::{Job, Plugin, PluginError, PluginInfo, Stage};
 use serde::Deserialize;
@@ -183,6 +184,26 @@ impl Authorizer for GcpEnvironment {
             .reveal()
             .map_err(|_| PluginError::agent("gcp: the kept access token could not be read"))?;
         Ok(vec![("authorization".into(), format!("Bearer {value}"))])
+    }
+
+    fn bearer_token(settings: String, url: String) -> Result<LentToken, PluginError> {
+        let settings = Settings::parse(&settings)?;
+        if !settings.may_authorize(&url) {
+            return Err(PluginError::agent(format!(
+                "gcp: refusing to lend a Google token for {}: not a Google host \
+                 (add its origin to the gcp plugin's `authorize-urls` if it should get one)",
+                launch_plugin_sdk::http::shown(&url)
+            )));
+        }
+        let token = token::token(&settings)?;
+        let value = token
+            .token
+            .reveal()
+            .map_err(|_| PluginError::agent("gcp: the kept access token could not be read"))?;
+        Ok(LentToken {
+            value,
+            expires_in_seconds: token.expires_in,
+        })
     }
 }
 

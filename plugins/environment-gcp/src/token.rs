@@ -9,8 +9,9 @@
 //! | metadata server (GKE workload identity, GCE) | `GET /computeMetadata/v1/instance/service-accounts/default/token` with `Metadata-Flavor: Google` |
 //!
 //! Kept under [`TOKEN_KEY`]: the access token, a secret whose *name*
-//! carries what is not secret, `project=PROJECT source=SOURCE` (the project
-//! the source named: the key file's `project_id`, the metadata server's).
+//! carries what is not secret, `expires=UNIX project=PROJECT source=SOURCE`
+//! (when it is fetched again, in Unix seconds; the project the source
+//! named: the key file's `project_id`, the metadata server's).
 //! (A project kept as a secret's value would be redacted from every log.)
 
 use crate::Settings;
@@ -30,6 +31,9 @@ pub struct Token {
     pub token: Secret,
     /// The project the source names, if any.
     pub project: Option<String>,
+    /// Seconds until it is fetched again (five minutes before it expires):
+    /// how long a token lent to another plugin may be used.
+    pub expires_in: u64,
 }
 
 /// A source: what it found, or why it found nothing.
@@ -48,13 +52,19 @@ struct Found {
 pub fn token(settings: &Settings) -> Result<Token, PluginError> {
     if let Some(token) = launch_plugin_sdk::recall(TOKEN_KEY) {
         let name = token.name();
-        let (project, source) = name
+        let (expires_at, rest) = name
+            .strip_prefix("expires=")
+            .and_then(|rest| rest.split_once(' '))
+            .map(|(at, rest)| (at.parse::<u64>().unwrap_or(0), rest))
+            .unwrap_or((0, name.as_str()));
+        let (project, source) = rest
             .strip_prefix("project=")
             .and_then(|rest| rest.split_once(" source="))
-            .unwrap_or(("", name.as_str()));
+            .unwrap_or(("", rest));
         return Ok(Token {
             source: source.to_string(),
             project: Some(project.to_string()).filter(|p| !p.is_empty()),
+            expires_in: expires_at.saturating_sub(now()),
             token,
         });
     }
@@ -84,13 +94,14 @@ pub fn token(settings: &Settings) -> Result<Token, PluginError> {
 }
 
 fn keep(found: Found) -> Token {
+    let ttl = found.expires_in.saturating_sub(EXPIRY_MARGIN_SECONDS);
     let name = format!(
-        "project={} source={}",
+        "expires={} project={} source={}",
+        now() + ttl,
         found.project.as_deref().unwrap_or(""),
         found.source
     );
     let token = launch_plugin_sdk::mint(&name, &found.token);
-    let ttl = found.expires_in.saturating_sub(EXPIRY_MARGIN_SECONDS);
     if ttl > 0 {
         let _ = launch_plugin_sdk::keep(TOKEN_KEY, &token, ttl);
     }
@@ -98,6 +109,7 @@ fn keep(found: Found) -> Token {
         source: found.source,
         token,
         project: found.project,
+        expires_in: ttl,
     }
 }
 

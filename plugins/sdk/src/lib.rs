@@ -10,8 +10,8 @@
 //!
 //! | world | traits to implement | export macro | extra host import |
 //! |---|---|---|---|
-//! | `builder-plugin` | [`Plugin`] + [`builder::Builder`] | [`export_builder!`] | [`builder::docker`] |
-//! | `registry-plugin` | [`Plugin`] + [`registry::Registry`] | [`export_registry!`] | [`registry::oci`] |
+//! | `builder-plugin` | [`Plugin`] + [`builder::Builder`] | [`export_builder!`] | [`builder::docker`], [`builder::lent`] (0.2) |
+//! | `registry-plugin` | [`Plugin`] + [`registry::Registry`] | [`export_registry!`] | [`registry::oci`], [`registry::lent`] (0.2) |
 //! | `environment-plugin` | [`Plugin`] + [`environment::Environment`] | [`export_environment!`] | — |
 //! | `authorizing-environment-plugin` (0.2) | the above + [`authorizer::Authorizer`] | [`export_authorizing_environment!`] | — |
 //! | `cluster-builder-plugin` (0.2) | as `builder-plugin` | [`export_builder!`] | [`builder::docker`] and [`kubernetes`] |
@@ -158,6 +158,7 @@ pub mod builder {
                 world builder {
                     include launch:plugin/plugin-imports@0.2.0;
                     import launch:plugin/docker@0.2.0;
+                    import launch:plugin/lent@0.2.0;
                     export launch:plugin/builder@0.2.0;
                 }
             ",
@@ -168,6 +169,7 @@ pub mod builder {
                 "launch:plugin/log@0.2.0": crate::common::launch::plugin::log,
                 "launch:plugin/secrets@0.2.0": crate::common::launch::plugin::secrets,
                 "launch:plugin/docker@0.2.0": generate,
+                "launch:plugin/lent@0.2.0": generate,
             },
             pub_export_macro: true,
             export_macro_name: "__export_builder",
@@ -194,6 +196,13 @@ pub mod builder {
             BuildSpec, DockerError, build, image_exists, push,
         };
     }
+
+    /// The environment's token lent as an opaque handle
+    /// (`launch:plugin/lent`, contract 0.2): [`lent::bearer_token`]. See
+    /// [`registry::lent`](crate::registry::lent).
+    pub mod lent {
+        pub use super::__bindings::launch::plugin::lent::bearer_token;
+    }
 }
 
 /// The `registry-plugin` world: plugins that say where images go and whether
@@ -212,6 +221,7 @@ pub mod registry {
                 world registry {
                     include launch:plugin/plugin-imports@0.2.0;
                     import launch:plugin/oci@0.2.0;
+                    import launch:plugin/lent@0.2.0;
                     export launch:plugin/registry@0.2.0;
                 }
             ",
@@ -222,6 +232,7 @@ pub mod registry {
                 "launch:plugin/log@0.2.0": crate::common::launch::plugin::log,
                 "launch:plugin/secrets@0.2.0": crate::common::launch::plugin::secrets,
                 "launch:plugin/oci@0.2.0": generate,
+                "launch:plugin/lent@0.2.0": generate,
             },
             pub_export_macro: true,
             export_macro_name: "__export_registry",
@@ -239,6 +250,19 @@ pub mod registry {
     /// Requests go only to registries the plugin's `grants.hosts` allow.
     pub mod oci {
         pub use super::__bindings::launch::plugin::oci::{OciError, OciLogin, manifest_exists};
+    }
+
+    /// The environment's token lent as an opaque handle
+    /// (`launch:plugin/lent`, contract 0.2): [`lent::bearer_token`]`(url)`
+    /// returns a [`Secret`](crate::Secret) for `url`'s origin that the
+    /// plugin can return as its login's password or pass to
+    /// [`oci::manifest_exists`], but never `reveal`.
+    ///
+    /// Granted by marking the origin `auth: environment`
+    /// (`grants.environment_auth`); without it the call fails with
+    /// [`SecretError::NotGranted`](crate::SecretError::NotGranted).
+    pub mod lent {
+        pub use super::__bindings::launch::plugin::lent::bearer_token;
     }
 }
 
@@ -285,7 +309,9 @@ pub mod environment {
 /// and [`Authorizer`](crate::authorizer::Authorizer) and call
 /// [`export_authorizing_environment!`](crate::export_authorizing_environment).
 /// The host calls `authorize` for another plugin's request to a host its
-/// grant marks `auth: environment`, and adds the headers it returns.
+/// grant marks `auth: environment`, and adds the headers it returns; and
+/// `bearer_token` when such a plugin asks for the environment's token
+/// (`lent`), which it hands on as an opaque handle.
 pub mod authorizer {
     #[doc(hidden)]
     #[allow(missing_docs)]
@@ -313,7 +339,9 @@ pub mod authorizer {
         });
     }
 
-    pub use __bindings::exports::launch::plugin::authorizer::{Guest as Authorizer, HttpRequest};
+    pub use __bindings::exports::launch::plugin::authorizer::{
+        Guest as Authorizer, HttpRequest, LentToken,
+    };
 }
 
 /// A Kubernetes cluster (`launch:plugin/kubernetes`, contract 0.2), for
