@@ -26,7 +26,7 @@
 mod scope;
 mod token;
 
-use launch_plugin_sdk::authorizer::{Authorizer, HttpRequest};
+use launch_plugin_sdk::authorizer::{Authorizer, HttpRequest, LentToken};
 use launch_plugin_sdk::environment::Environment;
 use launch_plugin_sdk::{Job, Plugin, PluginError, PluginInfo, Stage};
 use serde::Deserialize;
@@ -139,13 +139,11 @@ pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The value of `Authorization` for a request to `url`: the AAD token of
-/// the scope `url`'s host takes ([`scope::for_url`]); refused for a host
-/// that is not Azure's nor listed.
-///
-/// (The one place that turns a URL into a token: the contract's coming
-/// `authorizer.bearer-token` export is this function, minted.)
-fn bearer_for(settings: &Settings, url: &str) -> Result<String, PluginError> {
+/// The AAD token for a request to `url`: of the scope `url`'s host takes
+/// ([`scope::for_url`]); refused for a host that is not Azure's nor
+/// listed. The one place that turns a URL into a token, for both
+/// `authorize` and `bearer-token`.
+fn bearer_for(settings: &Settings, url: &str) -> Result<token::Token, PluginError> {
     let Some(scope) = scope::for_url(settings, url) else {
         return Err(PluginError::agent(format!(
             "azure: refusing to add an AAD token to a request for {}: not an Azure host \
@@ -153,12 +151,15 @@ fn bearer_for(settings: &Settings, url: &str) -> Result<String, PluginError> {
             launch_plugin_sdk::http::shown(url)
         )));
     };
-    let token = token::token_for(settings, &scope)?;
-    let value = token
+    token::token_for(settings, &scope)
+}
+
+/// The value of a token the plugin minted or recalled.
+fn revealed(token: &token::Token) -> Result<String, PluginError> {
+    token
         .token
         .reveal()
-        .map_err(|_| PluginError::agent("azure: the kept AAD token could not be read"))?;
-    Ok(format!("Bearer {value}"))
+        .map_err(|_| PluginError::agent("azure: the kept AAD token could not be read"))
 }
 
 impl Plugin for AzureEnvironment {
@@ -198,8 +199,17 @@ impl Authorizer for AzureEnvironment {
         request: HttpRequest,
     ) -> Result<Vec<(String, String)>, PluginError> {
         let settings = Settings::parse(&settings)?;
-        let value = bearer_for(&settings, &request.url)?;
-        Ok(vec![("authorization".into(), value)])
+        let value = revealed(&bearer_for(&settings, &request.url)?)?;
+        Ok(vec![("authorization".into(), format!("Bearer {value}"))])
+    }
+
+    fn bearer_token(settings: String, url: String) -> Result<LentToken, PluginError> {
+        let settings = Settings::parse(&settings)?;
+        let token = bearer_for(&settings, &url)?;
+        Ok(LentToken {
+            value: revealed(&token)?,
+            expires_in_seconds: token.expires_in,
+        })
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Token {
     pub source: String,
     /// The AAD access token.
     pub token: Secret,
+    /// Seconds until it is fetched again (five minutes before it expires):
+    /// how long a token lent to another plugin may be used.
+    pub expires_in: u64,
 }
 
 /// The key a scope's token is kept under.
@@ -62,9 +65,17 @@ type Source = fn(&Settings, &str) -> Result<Found, Miss>;
 pub fn token_for(settings: &Settings, scope: &str) -> Result<Token, PluginError> {
     let key = key_of(scope);
     if let Some(token) = launch_plugin_sdk::recall(&key) {
+        // The kept handle's name is `expires=<unix seconds> <source>`.
+        let name = token.name();
+        let (expires_at, source) = name
+            .strip_prefix("expires=")
+            .and_then(|rest| rest.split_once(' '))
+            .map(|(at, source)| (at.parse::<u64>().unwrap_or(0), source.to_string()))
+            .unwrap_or((0, name.clone()));
         return Ok(Token {
-            source: token.name(),
+            source,
             token,
+            expires_in: expires_at.saturating_sub(now()),
         });
     }
     let sources: [(&str, Source); 3] = [
@@ -96,15 +107,25 @@ pub fn token_for(settings: &Settings, scope: &str) -> Result<Token, PluginError>
 }
 
 fn keep(key: &str, found: Found) -> Token {
-    let token = launch_plugin_sdk::mint(&found.source, &found.token);
     let ttl = found.expires_in.saturating_sub(EXPIRY_MARGIN_SECONDS);
+    let name = format!("expires={} {}", now() + ttl, found.source);
+    let token = launch_plugin_sdk::mint(&name, &found.token);
     if ttl > 0 {
         let _ = launch_plugin_sdk::keep(key, &token, ttl);
     }
     Token {
         source: found.source,
         token,
+        expires_in: ttl,
     }
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A token endpoint's answer: AAD's (RFC 6749 §5.1 / §5.2, `expires_in` a
