@@ -28,7 +28,8 @@ scripts/services.sh start
 scripts/services-postgres.sh start
 scripts/services-moto.sh start
 scripts/services-kube.sh start
-trap 'scripts/services-kube.sh stop >/dev/null 2>&1; scripts/services-moto.sh stop >/dev/null 2>&1; scripts/services-postgres.sh stop >/dev/null 2>&1; scripts/services.sh stop >/dev/null 2>&1' EXIT
+scripts/services-gcs.sh start
+trap 'scripts/services-gcs.sh stop >/dev/null 2>&1; scripts/services-kube.sh stop >/dev/null 2>&1; scripts/services-moto.sh stop >/dev/null 2>&1; scripts/services-postgres.sh stop >/dev/null 2>&1; scripts/services.sh stop >/dev/null 2>&1' EXIT
 
 echo "== the real wandb client and the fake W&B server (tests/wandb_fake)" >&2
 LAUNCH_AGENT_WANDB_VENV=$(bash tests/wandb_fake/setup.sh | tail -n 1)

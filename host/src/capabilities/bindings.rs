@@ -18,6 +18,7 @@ wasmtime::component::bindgen!({
     imports: {
         "launch:plugin/docker": async | trappable,
         "launch:plugin/oci": async | trappable,
+        "launch:plugin/blob": async | trappable,
         default: trappable,
     },
     with: {

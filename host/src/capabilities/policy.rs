@@ -15,6 +15,7 @@
 //! | [`GrantPolicy::environment_auth`] | `grants.environment_auth` (`auth: environment`) | `wasi:http/outgoing-handler`: the environment authorizes the request ([`environment_auth`](super::environment_auth)) |
 //! | [`GrantPolicy::secret`] | `grants.secrets` | `launch:plugin/secrets.open` |
 //! | [`GrantPolicy::docker`] | `grants.docker` | every `launch:plugin/docker` function |
+//! | [`GrantPolicy::blob`] | `grants.blob.stores` | every `launch:plugin/blob` function |
 //! | [`GrantPolicy::build_network`] | `grants.build_network` | `launch:plugin/docker.build` (network mode `none` without it) |
 //! | [`GrantPolicy::push_registry`] | `grants.hosts` | `launch:plugin/docker.push` |
 //! | [`GrantPolicy::registry`] | `grants.hosts` | `launch:plugin/oci.manifest-exists` |
@@ -23,9 +24,9 @@
 //!
 //! **Adding a capability's grant** is one field here, filled in
 //! [`GrantPolicy::compile`], plus its check method returning a [`Refusal`]
-//! variant; the host function calls the check first thing. Two are reserved
-//! for the next issues (see the comments on [`GrantPolicy`]): Kubernetes
-//! namespaces and object-store buckets.
+//! variant; the host function calls the check first thing. One is reserved
+//! for the next issue (see the comments on [`GrantPolicy`]): Kubernetes
+//! namespaces.
 
 use super::http::{HostAllowList, has_userinfo};
 use crate::config::{DirGrant, Grants, SecretSource};
@@ -61,15 +62,15 @@ pub struct GrantPolicy {
     docker: bool,
     /// `grants.build_network`: a Docker build's steps get the network.
     build_network: bool,
+    /// `grants.blob.stores`, parsed: the object-store prefixes the blob
+    /// capability may use for the plugin.
+    blob_stores: Vec<super::blob::StorePrefix>,
+    /// `grants.blob.stores` as written, for `plugins list`.
+    blob_store_grants: Vec<String>,
     // Reserved for the Kubernetes capability (next issue):
     // `namespaces: Vec<String>` from `grants.namespaces`, checked by
     // `fn namespace(&self, ns) -> Result<(), Refusal>` first thing in each
     // `launch:plugin/kubernetes` function, refused as `Refusal::Namespace`.
-    //
-    // Reserved for the blob capability (the issue after it):
-    // `buckets: Vec<String>` from `grants.buckets`, checked by
-    // `fn bucket(&self, url) -> Result<(), Refusal>` first thing in each
-    // `launch:plugin/blob` function, refused as `Refusal::Bucket`.
 }
 
 /// A grant that cannot be compiled: which one, and why.
@@ -106,6 +107,11 @@ pub enum Refusal {
     },
     /// The Docker engine, without `grants.docker`.
     Docker,
+    /// An object-store URL under no prefix of `grants.blob.stores`.
+    Blob {
+        /// The URL asked for.
+        url: String,
+    },
     /// A push to a registry `grants.hosts` does not allow.
     PushRegistry {
         /// `host[:port]` as people write it (`docker.io` for Docker Hub).
@@ -157,6 +163,7 @@ impl Refusal {
             Refusal::CredentialScope { .. } => "registry.uri",
             Refusal::Secret { .. } => "grants.secrets",
             Refusal::Docker => "grants.docker",
+            Refusal::Blob { .. } => "grants.blob.stores",
         }
     }
 
@@ -178,6 +185,10 @@ impl Refusal {
             Refusal::Docker => {
                 format!("plugin {plugin} is not granted the Docker engine (grants.docker: true)")
             }
+            Refusal::Blob { url } => format!(
+                "object store URL {url} is not granted to plugin {plugin} (add its store \
+                 prefix to grants.blob.stores)"
+            ),
             Refusal::PushRegistry { registry } => format!(
                 "plugin {plugin} may not push to registry {registry}: add https://{registry} \
                  or http://{registry} to its grants.hosts"
@@ -218,6 +229,7 @@ impl Refusal {
             }
             Refusal::Secret { name } => format!("to open secret {name:?}"),
             Refusal::Docker => "Docker engine access".to_string(),
+            Refusal::Blob { url } => format!("object store URL {url}"),
             Refusal::PushRegistry { registry } => format!("a push to registry {registry}"),
             Refusal::Registry { origin } => format!("a request to registry {origin}"),
             Refusal::Redirect { from, to } => format!("a redirect from {from} to {to}"),
@@ -276,9 +288,22 @@ impl GrantPolicy {
                 }),
             })
             .collect::<Result<_, _>>()?;
+        let blob_store_grants: Vec<String> =
+            grants.blob.stores.iter().map(|s| s.value.clone()).collect();
+        let blob_stores = blob_store_grants
+            .iter()
+            .map(|s| {
+                super::blob::StorePrefix::parse(s).map_err(|reason| GrantError {
+                    grant: "grants.blob.stores",
+                    reason: format!("{s:?}: {reason}"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(GrantPolicy {
             hosts,
             host_grants,
+            blob_stores,
+            blob_store_grants,
             environment_auth,
             environment_auth_grants,
             env: grants.env.clone(),
@@ -350,6 +375,23 @@ impl GrantPolicy {
             .ok_or_else(|| Refusal::Secret {
                 name: name.to_string(),
             })
+    }
+
+    /// Whether the plugin may use the object-store URL `url`
+    /// (`launch:plugin/blob`): it must lie under a prefix of
+    /// `grants.blob.stores`.
+    pub fn blob(&self, url: &super::blob::StoreUrl) -> Result<(), Refusal> {
+        if self.blob_stores.iter().any(|p| p.contains(url)) {
+            return Ok(());
+        }
+        Err(Refusal::Blob {
+            url: url.to_string(),
+        })
+    }
+
+    /// `grants.blob.stores` as written.
+    pub fn blob_stores(&self) -> &[String] {
+        &self.blob_store_grants
     }
 
     /// Whether the plugin may use the host's Docker engine.

@@ -129,6 +129,30 @@ pub struct Grants {
     /// `none`. Only with `docker: true`.
     #[serde(default)]
     pub build_network: bool,
+    /// Object storage for build contexts (`launch:plugin/blob`): the store
+    /// prefixes the plugin may upload to, delete from and check.
+    #[serde(default)]
+    pub blob: BlobGrant,
+}
+
+/// The grant `blob`: store prefixes, each a URL the blob capability
+/// serves (`s3://BUCKET/[PREFIX/]`, `gs://BUCKET/[PREFIX/]`,
+/// `file:///DIR/`); a call's URL must start with one of them, at a `/`
+/// (the grammar is [`StorePrefix`](crate::capabilities::blob::StorePrefix)'s).
+///
+/// ```yaml
+/// plugins:
+///   builder-kaniko:
+///     grants:
+///       blob: { stores: ["s3://my-bucket/contexts/", "file:///mnt/kaniko/"] }
+/// ```
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobGrant {
+    /// The store prefixes, each kept with its place in the file so that a
+    /// bad one is reported at its line and column.
+    #[serde(default)]
+    pub stores: Vec<Spanned<String>>,
 }
 
 /// A directory a plugin may see.
@@ -349,6 +373,16 @@ impl PluginEntry {
                     &key("grants.environment_auth"),
                     &pattern.referenced,
                     format!("{:?}: {reason}", pattern.value),
+                )
+            })?;
+        }
+        for store in &self.grants.blob.stores {
+            crate::capabilities::blob::StorePrefix::parse(&store.value).map_err(|reason| {
+                ConfigError::at(
+                    file,
+                    &key("grants.blob.stores"),
+                    &store.referenced,
+                    format!("{:?}: {reason}", store.value),
                 )
             })?;
         }
