@@ -29,7 +29,8 @@ scripts/services-postgres.sh start
 scripts/services-moto.sh start
 scripts/services-kube.sh start
 scripts/services-azure.sh start
-trap 'scripts/services-azure.sh stop >/dev/null 2>&1; scripts/services-kube.sh stop >/dev/null 2>&1; scripts/services-moto.sh stop >/dev/null 2>&1; scripts/services-postgres.sh stop >/dev/null 2>&1; scripts/services.sh stop >/dev/null 2>&1' EXIT
+scripts/services-gcs.sh start
+trap 'scripts/services-gcs.sh stop >/dev/null 2>&1; scripts/services-azure.sh stop >/dev/null 2>&1; scripts/services-kube.sh stop >/dev/null 2>&1; scripts/services-moto.sh stop >/dev/null 2>&1; scripts/services-postgres.sh stop >/dev/null 2>&1; scripts/services.sh stop >/dev/null 2>&1' EXIT
 
 echo "== the real wandb client and the fake W&B server (tests/wandb_fake)" >&2
 LAUNCH_AGENT_WANDB_VENV=$(bash tests/wandb_fake/setup.sh | tail -n 1)

@@ -229,7 +229,23 @@ pub async fn prepare(
             .await
             .map_err(|e| anyhow::anyhow!("the registry is not usable: {e}"))?;
     }
+    if let Some(store) = kaniko_context_store(config) {
+        crate::capabilities::blob::check_build_context_store(store, plugins.lent_environment())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
     Ok(Arc::new(ctx))
+}
+
+/// The Kaniko builder's `build-context-store`, which start-up checks
+/// exists (as W&B's `verify_storage_uri` does, but before the first job).
+fn kaniko_context_store(config: &LaunchConfig) -> Option<&str> {
+    let builder = config.builder.as_ref()?;
+    let kaniko = builder.kind.as_ref().is_some_and(|k| k.value == "kaniko");
+    builder
+        .build_context_store
+        .as_deref()
+        .filter(|s| kaniko && !s.is_empty())
 }
 
 /// The config's `runners:` block compiled on this machine, with a warning

@@ -20,6 +20,7 @@ wasmtime::component::bindgen!({
         "launch:plugin/oci": async | trappable,
         "launch:plugin/kubernetes": async | trappable,
         "launch:plugin/lent": async | trappable,
+        "launch:plugin/blob": async | trappable,
         default: trappable,
     },
     with: {

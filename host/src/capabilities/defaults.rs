@@ -93,6 +93,11 @@ pub fn add(grants: &mut Grants, defaults: Grants) {
             grants.environment_auth.push(host);
         }
     }
+    for store in defaults.blob.stores {
+        if !grants.blob.stores.iter().any(|s| s.value == store.value) {
+            grants.blob.stores.push(store);
+        }
+    }
     for name in defaults.env {
         if !grants.env.contains(&name) {
             grants.env.push(name);

@@ -61,6 +61,14 @@ pub trait EnvironmentAuthorizer: Send + Sync {
     /// `name version` of the environment, for messages.
     fn label(&self) -> String;
 
+    /// The environment's settings (the `environment:` block merged with
+    /// its plugin's `config:`), a JSON object: the host's own clients read
+    /// where the cloud's endpoints are from it (`region`, `endpoint-url`,
+    /// see [`blob`](super::blob)). `None` when unknown.
+    fn settings(&self) -> Option<String> {
+        None
+    }
+
     /// Authorizes `request` for the plugin `requester` (`name version`).
     fn authorize(
         &self,

@@ -28,7 +28,7 @@
 //! | token realms and redirects of those requests | (the requests of `oci` and `docker.push`) | `grants.hosts` | `policy.http(url)` per hop ([`registry_auth`]) | `oci-error` / `docker-error` with `denied: true` |
 //! | a registry credential's use | `docker.push`, `oci` given a handed-on credential | bound to the `registry.uri` it was issued for | the handle's scope | `denied: true` |
 //! | Kubernetes (0.2) | `launch:plugin/kubernetes` (create a Job, ConfigMap or Secret; wait for a Job; its log; delete), in [`kubernetes`] | `grants.kubernetes.namespaces` | `policy.kubernetes(namespace)`; then the call's own objects only, and the runner's pod rules | `kube-error` with `denied: true` |
-//! | object storage | *next issue*: `launch:plugin/blob` | *reserved*: `grants.buckets` | *reserved*: `policy.bucket(url)` | — |
+//! | object storage (0.2) | `launch:plugin/blob` (build contexts: upload, delete, the store's existence), requests authorized by the environment's `authorizer` | `grants.blob.stores` (store prefixes) | `policy.blob(url)` | `blob-error` with `denied: true` ([`blob`]) |
 //!
 //! Adding a capability's grant is one field in
 //! [`GrantPolicy`](policy::GrantPolicy) (compiled in
@@ -51,6 +51,7 @@
 //! runtime wraps that state in its Store data with the call's limits.
 
 pub mod bindings;
+pub mod blob;
 pub mod call_caps;
 pub mod cloud_defaults;
 pub mod contract_v0_1;

@@ -15,6 +15,7 @@
 //! | [`GrantPolicy::environment_auth`] | `grants.environment_auth` (`auth: environment`) | `wasi:http/outgoing-handler`: the environment authorizes the request ([`environment_auth`](super::environment_auth)) |
 //! | [`GrantPolicy::secret`] | `grants.secrets` | `launch:plugin/secrets.open` |
 //! | [`GrantPolicy::docker`] | `grants.docker` | every `launch:plugin/docker` function |
+//! | [`GrantPolicy::blob`] | `grants.blob.stores` | every `launch:plugin/blob` function |
 //! | [`GrantPolicy::build_network`] | `grants.build_network` | `launch:plugin/docker.build` (network mode `none` without it) |
 //! | [`GrantPolicy::push_registry`] | `grants.hosts` | `launch:plugin/docker.push` |
 //! | [`GrantPolicy::registry`] | `grants.hosts` | `launch:plugin/oci.manifest-exists` |
@@ -25,8 +26,6 @@
 //! **Adding a capability's grant** is one field here, filled in
 //! [`GrantPolicy::compile`], plus its check method returning a [`Refusal`]
 //! variant; the host function calls the check first thing. One is reserved
-//! for the next issue (see the comments on [`GrantPolicy`]): object-store
-//! buckets.
 
 use super::http::{HostAllowList, has_userinfo};
 use crate::config::{DirGrant, Grants, SecretSource};
@@ -65,10 +64,11 @@ pub struct GrantPolicy {
     /// `grants.kubernetes.namespaces`: the namespaces the plugin may create
     /// objects in (`launch:plugin/kubernetes`); empty: none.
     kube_namespaces: Vec<String>,
-    // Reserved for the blob capability (the issue after it):
-    // `buckets: Vec<String>` from `grants.buckets`, checked by
-    // `fn bucket(&self, url) -> Result<(), Refusal>` first thing in each
-    // `launch:plugin/blob` function, refused as `Refusal::Bucket`.
+    /// `grants.blob.stores`, parsed: the object-store prefixes the blob
+    /// capability may use for the plugin.
+    blob_stores: Vec<super::blob::StorePrefix>,
+    /// `grants.blob.stores` as written, for `plugins list`.
+    blob_store_grants: Vec<String>,
 }
 
 /// A grant that cannot be compiled: which one, and why.
@@ -105,6 +105,11 @@ pub enum Refusal {
     },
     /// The Docker engine, without `grants.docker`.
     Docker,
+    /// An object-store URL under no prefix of `grants.blob.stores`.
+    Blob {
+        /// The URL asked for.
+        url: String,
+    },
     /// A push to a registry `grants.hosts` does not allow.
     PushRegistry {
         /// `host[:port]` as people write it (`docker.io` for Docker Hub).
@@ -173,6 +178,7 @@ impl Refusal {
             Refusal::Secret { .. } => "grants.secrets",
             Refusal::Docker => "grants.docker",
             Refusal::KubeNamespace { .. } => "grants.kubernetes",
+            Refusal::Blob { .. } => "grants.blob.stores",
         }
     }
 
@@ -209,6 +215,10 @@ impl Refusal {
                      grants.kubernetes.namespaces)"
                 )
             }
+            Refusal::Blob { url } => format!(
+                "object store URL {url} is not granted to plugin {plugin} (add its store \
+                 prefix to grants.blob.stores)"
+            ),
             Refusal::PushRegistry { registry } => format!(
                 "plugin {plugin} may not push to registry {registry}: add https://{registry} \
                  or http://{registry} to its grants.hosts"
@@ -258,6 +268,7 @@ impl Refusal {
                 Some(ns) => format!("Kubernetes namespace {ns:?}"),
                 None => "the Kubernetes cluster".to_string(),
             },
+            Refusal::Blob { url } => format!("object store URL {url}"),
             Refusal::PushRegistry { registry } => format!("a push to registry {registry}"),
             Refusal::Registry { origin } => format!("a request to registry {origin}"),
             Refusal::Redirect { from, to } => format!("a redirect from {from} to {to}"),
@@ -319,9 +330,22 @@ impl GrantPolicy {
                 }),
             })
             .collect::<Result<_, _>>()?;
+        let blob_store_grants: Vec<String> =
+            grants.blob.stores.iter().map(|s| s.value.clone()).collect();
+        let blob_stores = blob_store_grants
+            .iter()
+            .map(|s| {
+                super::blob::StorePrefix::parse(s).map_err(|reason| GrantError {
+                    grant: "grants.blob.stores",
+                    reason: format!("{s:?}: {reason}"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(GrantPolicy {
             hosts,
             host_grants,
+            blob_stores,
+            blob_store_grants,
             environment_auth,
             environment_auth_grants,
             env: grants.env.clone(),
@@ -418,6 +442,23 @@ impl GrantPolicy {
     /// `grants.kubernetes.namespaces`, in the order granted.
     pub fn kubernetes_namespaces(&self) -> &[String] {
         &self.kube_namespaces
+    }
+
+    /// Whether the plugin may use the object-store URL `url`
+    /// (`launch:plugin/blob`): it must lie under a prefix of
+    /// `grants.blob.stores`.
+    pub fn blob(&self, url: &super::blob::StoreUrl) -> Result<(), Refusal> {
+        if self.blob_stores.iter().any(|p| p.contains(url)) {
+            return Ok(());
+        }
+        Err(Refusal::Blob {
+            url: url.to_string(),
+        })
+    }
+
+    /// `grants.blob.stores` as written.
+    pub fn blob_stores(&self) -> &[String] {
+        &self.blob_store_grants
     }
 
     /// Whether the plugin may use the host's Docker engine.

@@ -172,6 +172,9 @@ fn print_plugins(host: &PluginHost, json: bool) -> anyhow::Result<()> {
         if !p.environment_auth.is_empty() {
             println!("  auth: environment: {}", list(&p.environment_auth));
         }
+        if !p.blob_stores.is_empty() {
+            println!("  blob stores: {}", list(&p.blob_stores));
+        }
         println!("  env:         {}", list(&p.env));
         println!("  secrets:     {}", list(&p.secrets));
         println!("  dirs:        {}", list(&p.dirs));

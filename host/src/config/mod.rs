@@ -65,7 +65,7 @@ mod tests;
 pub use blocks::{BuilderConfig, EnvironmentConfig, RegistryConfig};
 pub use error::ConfigError;
 pub use plugins::{
-    DirGrant, Grants, KubernetesGrant, Limits, OciPull, PluginEntry, SecretSource, SignaturePolicy,
+    BlobGrant, DirGrant, Grants, KubernetesGrant, Limits, OciPull, PluginEntry, SecretSource, SignaturePolicy,
     parse_sha256 as plugins_sha,
 };
 

@@ -134,6 +134,10 @@ pub struct Grants {
     /// namespaces only ([`KubernetesGrant`]).
     #[serde(default)]
     pub kubernetes: Option<KubernetesGrant>,
+    /// Object storage for build contexts (`launch:plugin/blob`): the store
+    /// prefixes the plugin may upload to, delete from and check.
+    #[serde(default)]
+    pub blob: BlobGrant,
 }
 
 /// The Kubernetes namespaces a plugin may use (`grants.kubernetes`). The
@@ -154,6 +158,26 @@ pub struct KubernetesGrant {
     /// The namespaces, each a DNS-1123 label (`wandb`, `team-a`); a
     /// manifest without a namespace goes in the first.
     pub namespaces: Vec<String>,
+}
+
+/// The grant `blob`: store prefixes, each a URL the blob capability
+/// serves (`s3://BUCKET/[PREFIX/]`, `gs://BUCKET/[PREFIX/]`,
+/// `file:///DIR/`); a call's URL must start with one of them, at a `/`
+/// (the grammar is [`StorePrefix`](crate::capabilities::blob::StorePrefix)'s).
+///
+/// ```yaml
+/// plugins:
+///   builder-kaniko:
+///     grants:
+///       blob: { stores: ["s3://my-bucket/contexts/", "file:///mnt/kaniko/"] }
+/// ```
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobGrant {
+    /// The store prefixes, each kept with its place in the file so that a
+    /// bad one is reported at its line and column.
+    #[serde(default)]
+    pub stores: Vec<Spanned<String>>,
 }
 
 /// A directory a plugin may see.
@@ -374,6 +398,16 @@ impl PluginEntry {
                     &key("grants.environment_auth"),
                     &pattern.referenced,
                     format!("{:?}: {reason}", pattern.value),
+                )
+            })?;
+        }
+        for store in &self.grants.blob.stores {
+            crate::capabilities::blob::StorePrefix::parse(&store.value).map_err(|reason| {
+                ConfigError::at(
+                    file,
+                    &key("grants.blob.stores"),
+                    &store.referenced,
+                    format!("{:?}: {reason}", store.value),
                 )
             })?;
         }

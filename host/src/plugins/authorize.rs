@@ -69,6 +69,10 @@ impl EnvironmentAuthorizer for EnvironmentLender {
         self.environment.label().to_string()
     }
 
+    fn settings(&self) -> Option<String> {
+        Some(self.settings.to_string())
+    }
+
     fn authorize(
         &self,
         requester: &str,

@@ -84,6 +84,8 @@ pub struct PluginDescription {
     /// Hosts whose requests the environment authorizes (`auth:
     /// environment`, `grants.environment_auth`).
     pub environment_auth: Vec<String>,
+    /// Granted object-store prefixes (`grants.blob.stores`).
+    pub blob_stores: Vec<String>,
     /// Granted env vars.
     pub env: Vec<String>,
     /// Granted secrets (names scrubbed).

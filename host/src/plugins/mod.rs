@@ -375,6 +375,7 @@ impl PluginHost {
                 },
                 hosts: policy.hosts().to_vec(),
                 environment_auth: policy.environment_auth_hosts().to_vec(),
+                blob_stores: policy.blob_stores().to_vec(),
                 env: policy.env().to_vec(),
                 secrets: policy.secret_names().map(str::to_string).collect(),
                 dirs: policy
@@ -414,6 +415,15 @@ impl PluginHost {
     pub fn lend_environment(&self, environment: &Arc<LoadedPlugin>, settings: String) {
         self.authorizer
             .set(authorize::EnvironmentLender::new(environment, settings));
+    }
+
+    /// The environment that lends its credentials (set by
+    /// [`PluginHost::lend_environment`]), for the host's own clients (the
+    /// blob capability's start-up check).
+    pub fn lent_environment(
+        &self,
+    ) -> Option<Arc<dyn crate::capabilities::environment_auth::EnvironmentAuthorizer>> {
+        self.authorizer.get()
     }
 
     /// The loaded plugin called `name`.

@@ -5,7 +5,9 @@
 //! as AWS names them (`api.ecr.us-east-1.amazonaws.com` → `ecr`,
 //! `us-east-1`); for the `endpoint-url` (one endpoint for every service)
 //! from its `x-amz-target` header (`AmazonEC2ContainerRegistry_...` →
-//! `ecr`) or, for the query protocol, STS. Any other host is refused: the
+//! `ecr`), S3 for a request carrying `x-amz-content-sha256` (which only S3
+//! requires: the host's blob capability sets it), or, for the query
+//! protocol, STS. Any other host is refused: the
 //! environment signs only for AWS.
 
 use crate::Settings;
@@ -91,6 +93,13 @@ impl Target {
                             "aws: cannot tell which service x-amz-target {t:?} is"
                         ))
                     })?,
+                None if request
+                    .headers
+                    .iter()
+                    .any(|(k, _)| k == "x-amz-content-sha256") =>
+                {
+                    "s3"
+                }
                 None => "sts",
             };
             return Ok(Target {
@@ -271,5 +280,16 @@ mod tests {
             ("ecr", "us-west-2")
         );
         assert!(Target::of(&s, &request("http://127.0.0.1:5001/", None)).is_err());
+    }
+
+    #[test]
+    fn an_endpoint_request_with_a_payload_hash_is_s3s() {
+        let s = settings(Some("http://127.0.0.1:5000"));
+        let mut r = request("http://127.0.0.1:5000/bucket/key", None);
+        assert_eq!(Target::of(&s, &r).unwrap().service, "sts");
+        r.headers
+            .push(("x-amz-content-sha256".into(), "e3b0c442".into()));
+        let t = Target::of(&s, &r).unwrap();
+        assert_eq!((t.service.as_str(), t.region.as_str()), ("s3", "us-west-2"));
     }
 }

@@ -59,6 +59,12 @@ pub(crate) struct Settings {
     /// More origins the token is added to.
     #[serde(default)]
     pub authorize_urls: Vec<String>,
+    /// Where the host's blob capability reaches Cloud Storage (its JSON
+    /// and XML APIs' base; default `https://storage.googleapis.com`):
+    /// read by the host, not here. Another origin gets the token only if
+    /// listed in `authorize-urls` too.
+    #[serde(default, rename = "storage-url")]
+    _storage_url: Option<String>,
 }
 
 impl Settings {

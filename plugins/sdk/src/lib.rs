@@ -159,6 +159,7 @@ pub mod builder {
                     include launch:plugin/plugin-imports@0.2.0;
                     import launch:plugin/docker@0.2.0;
                     import launch:plugin/lent@0.2.0;
+                    import launch:plugin/blob@0.2.0;
                     export launch:plugin/builder@0.2.0;
                 }
             ",
@@ -170,6 +171,7 @@ pub mod builder {
                 "launch:plugin/secrets@0.2.0": crate::common::launch::plugin::secrets,
                 "launch:plugin/docker@0.2.0": generate,
                 "launch:plugin/lent@0.2.0": generate,
+                "launch:plugin/blob@0.2.0": generate,
             },
             pub_export_macro: true,
             export_macro_name: "__export_builder",
@@ -202,6 +204,20 @@ pub mod builder {
     /// [`registry::lent`](crate::registry::lent).
     pub mod lent {
         pub use super::__bindings::launch::plugin::lent::bearer_token;
+    }
+
+    /// Object storage for build contexts (`launch:plugin/blob`, world
+    /// `cluster-builder-plugin`, since 0.2.0): [`blob::upload_context`],
+    /// [`blob::delete`], [`blob::exists_store`]. A builder that never calls
+    /// them does not import the interface (the component keeps only the
+    /// imports its code uses), so it stays a `builder-plugin`.
+    ///
+    /// Granted by store prefix (`grants.blob.stores`); any other URL fails
+    /// with a [`blob::BlobError`] whose `denied` is true.
+    pub mod blob {
+        pub use super::__bindings::launch::plugin::blob::{
+            BlobError, Uploaded, delete, exists_store, upload_context,
+        };
     }
 }
 

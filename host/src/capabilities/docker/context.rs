@@ -46,13 +46,44 @@ pub fn spawn(
     mpsc::Receiver<ContextChunk>,
     tokio::task::JoinHandle<io::Result<()>>,
 ) {
+    spawn_with(source, dockerfile, |writer, source, dockerfile| {
+        write_context(writer, source, dockerfile)?.flush()
+    })
+}
+
+/// As [`spawn`], but the chunks are the context gzipped (a `.tar.gz`, as
+/// Kaniko reads a context from object storage or a `tar://` path): for
+/// the blob capability's uploads.
+pub fn spawn_gzipped(
+    source: Option<PathBuf>,
+    dockerfile: String,
+) -> (
+    mpsc::Receiver<ContextChunk>,
+    tokio::task::JoinHandle<io::Result<()>>,
+) {
+    spawn_with(source, dockerfile, |writer, source, dockerfile| {
+        let gz = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
+        write_context(gz, source, dockerfile)?.finish()?.flush()
+    })
+}
+
+/// Runs `write` on a blocking thread with a [`ChunkWriter`] feeding the
+/// returned channel.
+fn spawn_with(
+    source: Option<PathBuf>,
+    dockerfile: String,
+    write: impl FnOnce(ChunkWriter, Option<&Path>, &str) -> io::Result<()> + Send + 'static,
+) -> (
+    mpsc::Receiver<ContextChunk>,
+    tokio::task::JoinHandle<io::Result<()>>,
+) {
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let producer = tokio::task::spawn_blocking(move || {
         let writer = ChunkWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let result = write_context(writer, source.as_deref(), &dockerfile);
+        let result = write(writer, source.as_deref(), &dockerfile);
         if let Err(e) = &result
             && e.kind() != io::ErrorKind::BrokenPipe
         {
@@ -63,8 +94,8 @@ pub fn spawn(
     (rx, producer)
 }
 
-/// Writes the whole tar to `writer`.
-fn write_context(writer: ChunkWriter, source: Option<&Path>, dockerfile: &str) -> io::Result<()> {
+/// Writes the whole tar to `writer`, and returns it.
+fn write_context<W: Write>(writer: W, source: Option<&Path>, dockerfile: &str) -> io::Result<W> {
     let mut tar = tar::Builder::new(writer);
     tar.follow_symlinks(false);
     if let Some(root) = source {
@@ -85,13 +116,12 @@ fn write_context(writer: ChunkWriter, source: Option<&Path>, dockerfile: &str) -
     header.set_mode(0o644);
     header.set_mtime(0);
     tar.append_data(&mut header, CONTEXT_DOCKERFILE, dockerfile.as_bytes())?;
-    let mut writer = tar.into_inner()?;
-    writer.flush()
+    tar.into_inner()
 }
 
 /// Adds the entries of `root/rel` (a directory), sorted by name, recursively.
-fn add_dir(
-    tar: &mut tar::Builder<ChunkWriter>,
+fn add_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
     root: &Path,
     rel: &Path,
     ignore: &DockerIgnore,

@@ -12,6 +12,7 @@
 //! | `build-network` | | builds the plan's Dockerfile (the test's, e.g. `RUN ls /sys/class/net`) tagged with the planned image | Ok, or Err `build-network: <docker error>` |
 //! | `probe` | `image` | asks `image-exists` about `image` | Err `probe: <answer or docker error>` |
 //! | `build-flood` | `count`, `tags` | builds the plan's Dockerfile `count` times, each tagged with the planned image and `tags` more tags in its repository | Err `build-flood: <n> built[, then: <docker error>]` |
+//! | `blob` | `op` (`upload`, `delete`, `exists`), `url`, `dockerfile` | calls `blob.upload-context` (with `dockerfile`, or the plan's), `.delete` or `.exists-store` on `url` | Err `blob <op> <url>: ok[ bytes=<n> sha256=<hex>]` or `blob <op> <url>: denied=<bool> missing=<bool>: <message>` |
 //! | `dockerfile` | `dockerfile`, `args` (an object), `platform` | builds `dockerfile` (base images, `COPY --from`, `ADD <url>`, `# syntax=` of its choosing) with those build arguments, tagged with the planned image | Ok, or Err `dockerfile: <docker error>` |
 
 use launch_plugin_sdk::builder::docker;
@@ -102,6 +103,30 @@ impl Builder for HostileBuilder {
                     built += 1;
                 }
                 return Err(PluginError::build(format!("build-flood: {built} built")));
+            }
+            "blob" => {
+                use launch_plugin_sdk::builder::blob;
+                let url = text("url");
+                let said = match text("op") {
+                    "upload" => {
+                        let dockerfile = match text("dockerfile") {
+                            "" => plan.dockerfile.as_str(),
+                            d => d,
+                        };
+                        blob::upload_context(dockerfile, url)
+                            .map(|u| format!("ok bytes={} sha256={}", u.bytes, u.sha256))
+                    }
+                    "delete" => blob::delete(url).map(|()| "ok".to_string()),
+                    _ => blob::exists_store(url).map(|()| "ok".to_string()),
+                };
+                return Err(PluginError::build(format!(
+                    "blob {} {url}: {}",
+                    text("op"),
+                    said.unwrap_or_else(|e| format!(
+                        "denied={} missing={}: {}",
+                        e.denied, e.missing, e.message
+                    ))
+                )));
             }
             "probe" => {
                 let answer = docker::image_exists(text("image"));

@@ -1,0 +1,562 @@
+//! Build contexts in object storage (`launch:plugin/blob`), end to end: a
+//! builder plugin (the hostile test builder's `blob` mode) uploads the
+//! job's context to S3 (moto, signature checking on, signed by the aws
+//! environment plugin: neither the builder nor the host holds the key) and
+//! to a PVC's directory; each upload is downloaded and compared, entry by
+//! entry, with the job's source plus the Dockerfile. A store outside the
+//! builder's `grants.blob.stores` is refused before anything is sent; a
+//! missing bucket fails the start-up check naming it; no key appears in
+//! what the plugin was told.
+
+mod common;
+use common::auth_routing::load;
+use launch_agent::plugins::bindings::Job;
+use launch_agent::plugins::loaded::{BuildPlan, BuildRequest};
+use launch_agent::plugins::{LoadedPlugin, PluginHost};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The Dockerfile every upload carries.
+const DOCKERFILE: &str = "FROM python:3.12-slim\nCOPY . /app\n";
+
+/// A job source with a file, a nested binary file, a symlink, an ignored
+/// file and a `.git` directory (which a context never carries).
+fn job_source(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::create_dir_all(dir.join("src/nested")).unwrap();
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(dir.join(".dockerignore"), "*.log\n").unwrap();
+    std::fs::write(dir.join("debug.log"), "not in the context").unwrap();
+    std::fs::write(dir.join("train.py"), "print('hello')\n").unwrap();
+    let binary: Vec<u8> = (0..200_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(dir.join("src/nested/weights.bin"), &binary).unwrap();
+    std::os::unix::fs::symlink("train.py", dir.join("main.py")).unwrap();
+    BTreeMap::from([
+        (".dockerignore".to_string(), b"*.log\n".to_vec()),
+        (
+            ".launch-agent.Dockerfile".to_string(),
+            DOCKERFILE.as_bytes().to_vec(),
+        ),
+        ("main.py".to_string(), b"-> train.py".to_vec()),
+        ("src/".to_string(), Vec::new()),
+        ("src/nested/".to_string(), Vec::new()),
+        ("src/nested/weights.bin".to_string(), binary),
+        ("train.py".to_string(), b"print('hello')\n".to_vec()),
+    ])
+}
+
+/// The entries of a tar.gz: path (directories with a trailing `/`) →
+/// contents (a symlink's as `-> target`).
+fn entries(tgz: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let mut found = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().to_string();
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            found.insert(format!("{}/", path.trim_end_matches('/')), Vec::new());
+        } else if kind.is_symlink() {
+            let target = entry.link_name().unwrap().unwrap();
+            found.insert(path, format!("-> {}", target.display()).into_bytes());
+        } else {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            found.insert(path, data);
+        }
+    }
+    found
+}
+
+/// Has `builder` run blob operation `op` on `url` in a build of the job
+/// whose source is `source`: what it reported.
+async fn blob(builder: &LoadedPlugin, source: &Path, op: &str, url: &str) -> String {
+    let request = BuildRequest {
+        job: Job {
+            id: "blob".into(),
+            queue: "q".into(),
+            spec_json: "{}".into(),
+        },
+        settings: json!({"mode": "blob", "op": op, "url": url, "dockerfile": DOCKERFILE})
+            .to_string(),
+        destination: String::new(),
+        source_dir: Some(source.display().to_string()),
+        source_id: "blob".into(),
+    };
+    let plan = BuildPlan {
+        image_uri: "127.0.0.1:5000/blob-test:latest".into(),
+        dockerfile: String::new(),
+        dockerfile_origin: "test".into(),
+    };
+    match builder
+        .build(&request, &plan, None, Some(source), None)
+        .await
+    {
+        Ok(_) => "built (unexpected)".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The `bytes=<n> sha256=<hex>` an upload reported.
+fn reported(said: &str) -> (u64, String) {
+    let bytes = said
+        .split("bytes=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {said}"));
+    let sha = said
+        .split("sha256=")
+        .nth(1)
+        .map(|s| s.chars().take(64).collect())
+        .unwrap_or_else(|| panic!("no digest in {said}"));
+    (bytes, sha)
+}
+
+/// A host with the hostile builder loaded twice: granted `stores`, and
+/// granted nothing.
+async fn builders(
+    host: &mut PluginHost,
+    stores: &[String],
+) -> (Arc<LoadedPlugin>, Arc<LoadedPlugin>) {
+    let wasm = common::test_plugin("hostile-builder");
+    let granted = load(
+        host,
+        "granted",
+        &wasm,
+        &format!("    grants: {{ blob: {{ stores: {} }} }}\n", json!(stores)),
+    )
+    .await;
+    let ungranted = load(host, "ungranted", &wasm, "    grants: {}\n").await;
+    (granted, ungranted)
+}
+
+#[tokio::test]
+async fn a_context_goes_to_a_pvc_directory_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let expected = job_source(&source);
+    let pvc = dir.path().join("pvc");
+    std::fs::create_dir_all(&pvc).unwrap();
+    let prefix = format!("file://{}/", pvc.display());
+    let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
+    let (granted, ungranted) = builders(&mut host, std::slice::from_ref(&prefix)).await;
+
+    let url = format!("{prefix}run-1.tgz");
+    let said = blob(&granted, &source, "upload", &url).await;
+    assert!(said.contains(&format!("blob upload {url}: ok")), "{said}");
+    let stored = std::fs::read(pvc.join("run-1.tgz")).unwrap();
+    let (bytes, sha) = reported(&said);
+    assert_eq!(bytes, stored.len() as u64);
+    assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
+    assert_eq!(entries(&stored), expected);
+    // Nothing but the context is left in the directory (no partial file).
+    assert_eq!(std::fs::read_dir(&pvc).unwrap().count(), 1);
+
+    let said = blob(&ungranted, &source, "upload", &url).await;
+    assert!(said.contains("denied=true"), "{said}");
+    assert!(said.contains("grants.blob.stores"), "{said}");
+    let outside = format!("file://{}/elsewhere.tgz", dir.path().display());
+    let said = blob(&granted, &source, "upload", &outside).await;
+    assert!(said.contains("denied=true"), "{said}");
+    assert!(!dir.path().join("elsewhere.tgz").exists());
+
+    let missing = format!("{prefix}no-such-dir/run.tgz");
+    let said = blob(&granted, &source, "exists", &missing).await;
+    assert!(said.contains("missing=true"), "{said}");
+    let said = blob(&granted, &source, "delete", &url).await;
+    assert!(said.contains("ok"), "{said}");
+    assert!(!pvc.join("run-1.tgz").exists());
+}
+
+/// A signed S3 request made with the aws environment's `authorize` (the
+/// test's own way in to create the bucket and read the object back).
+async fn s3(
+    environment: &Arc<LoadedPlugin>,
+    settings: &str,
+    method: &str,
+    url: &str,
+) -> reqwest::Response {
+    let empty = hex::encode(Sha256::digest(b""));
+    let host = url.split('/').nth(2).unwrap().to_string();
+    let request = launch_agent::plugins::bindings::HttpRequest {
+        method: method.into(),
+        url: url.into(),
+        headers: vec![
+            ("host".into(), host),
+            ("x-amz-content-sha256".into(), empty.clone()),
+        ],
+        body_sha256: empty.clone(),
+    };
+    let headers = environment
+        .authorize(settings, &request)
+        .await
+        .expect("the aws environment signs");
+    let mut builder = reqwest::Client::new()
+        .request(method.parse().unwrap(), url)
+        .header("x-amz-content-sha256", empty);
+    for (k, v) in headers {
+        builder = builder.header(k, v);
+    }
+    builder.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_context_goes_to_s3_signed_by_the_aws_environment() {
+    let moto = common::moto::moto();
+    // The AWS environment reads these through its grants (the same values
+    // in every test of this binary).
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", &moto.access_key_id);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", &moto.secret_access_key);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let expected = job_source(&source);
+    let bucket = format!("contexts-{}", uuid::Uuid::new_v4().simple());
+    let prefix = format!("s3://{bucket}/launch/");
+    let missing_prefix = format!("s3://missing-{}/launch/", uuid::Uuid::new_v4().simple());
+    let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
+    let aws = load(
+        &mut host,
+        "aws",
+        &common::bundle_dir().join("environment-aws.wasm"),
+        &format!(
+            "    grants: {{ env: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY], hosts: [\"{}\"] }}\n    config: {{ endpoint-url: \"{}\" }}\n",
+            moto.url, moto.url
+        ),
+    )
+    .await;
+    let settings = aws.settings_for(Some(json!({"type": "aws", "region": moto.region})));
+    let (granted, ungranted) = builders(&mut host, &[prefix.clone(), missing_prefix.clone()]).await;
+
+    // Before an environment lends its credentials, nothing is sent.
+    let url = format!("{prefix}run-1.tgz");
+    let said = blob(&granted, &source, "upload", &url).await;
+    assert!(said.contains("lends none"), "{said}");
+
+    host.lend_environment(&aws, settings.clone());
+    let created = s3(&aws, &settings, "PUT", &format!("{}/{bucket}", moto.url)).await;
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+
+    let said = blob(&granted, &source, "exists", &prefix).await;
+    assert!(said.ends_with(": ok") || said.contains(": ok"), "{said}");
+    let said = blob(&granted, &source, "upload", &url).await;
+    assert!(said.contains(&format!("blob upload {url}: ok")), "{said}");
+    let (bytes, sha) = reported(&said);
+    let object = s3(
+        &aws,
+        &settings,
+        "GET",
+        &format!("{}/{bucket}/launch/run-1.tgz", moto.url),
+    )
+    .await;
+    assert!(object.status().is_success(), "{}", object.status());
+    let stored = object.bytes().await.unwrap();
+    assert_eq!(bytes, stored.len() as u64);
+    assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
+    assert_eq!(entries(&stored), expected);
+
+    // Not granted: refused, nothing uploaded.
+    let other = format!("s3://{bucket}/elsewhere/run-1.tgz");
+    let said = blob(&granted, &source, "upload", &other).await;
+    assert!(
+        said.contains("denied=true") && said.contains("grants.blob.stores"),
+        "{said}"
+    );
+    let said = blob(&ungranted, &source, "upload", &url).await;
+    assert!(said.contains("denied=true"), "{said}");
+    let absent = s3(
+        &aws,
+        &settings,
+        "GET",
+        &format!("{}/{bucket}/elsewhere/run-1.tgz", moto.url),
+    )
+    .await;
+    assert_eq!(absent.status(), 404);
+
+    // A missing bucket: `missing`, naming it and S3's error.
+    let said = blob(&granted, &source, "exists", &missing_prefix).await;
+    assert!(
+        said.contains("missing=true") && said.contains("NoSuchBucket"),
+        "{said}"
+    );
+
+    // The start-up check of `builder.build-context-store`.
+    launch_agent::capabilities::blob::check_build_context_store(
+        &format!("s3://{bucket}/launch/"),
+        host.lent_environment(),
+    )
+    .await
+    .expect("the bucket exists");
+    let missing = format!("s3://missing-{}/ctx/", uuid::Uuid::new_v4().simple());
+    let e = launch_agent::capabilities::blob::check_build_context_store(
+        &missing,
+        host.lent_environment(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains(&format!("builder.build-context-store {missing}")) && e.contains("NoSuchBucket"),
+        "{e}"
+    );
+    assert!(!e.contains(&moto.secret_access_key));
+
+    let said = blob(&granted, &source, "delete", &url).await;
+    assert!(said.contains(": ok"), "{said}");
+    let gone = s3(
+        &aws,
+        &settings,
+        "GET",
+        &format!("{}/{bucket}/launch/run-1.tgz", moto.url),
+    )
+    .await;
+    assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test]
+async fn a_context_goes_to_gcs_with_the_gcp_environments_token() {
+    use common::gcp::{TOKEN, fake, key_file, rsa_key};
+    let env = common::services_env::path("LAUNCH_AGENT_GCS_ENV", "launch-agent-gcs.env");
+    let text = std::fs::read_to_string(&env).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}): this test needs the GCS stand-in; run \
+             `scripts/services-gcs.sh start` first (scripts/test.sh does)",
+            env.display()
+        )
+    });
+    let gcs = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LAUNCH_AGENT_GCS_URL="))
+        .expect("LAUNCH_AGENT_GCS_URL")
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let pem = rsa_key(dir.path(), "trusted");
+    let token_fake = fake(dir.path());
+    let key = key_file(dir.path(), &token_fake, &pem);
+    // Read by the GCP environment through its grants (one test sets it).
+    unsafe { std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &key) };
+    let source = dir.path().join("source");
+    let expected = job_source(&source);
+    let bucket = format!("contexts-{}", uuid::Uuid::new_v4().simple());
+    let prefix = format!("gs://{bucket}/launch/");
+    let missing_prefix = format!("gs://missing-{}/launch/", uuid::Uuid::new_v4().simple());
+    let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
+    let gcp = load(
+        &mut host,
+        "gcp",
+        &common::bundle_dir().join("environment-gcp.wasm"),
+        &format!(
+            "    grants: {{ env: [GOOGLE_APPLICATION_CREDENTIALS], hosts: [\"{}\"], dirs: [\"{}\"] }}\n    config: {{ token-uri: \"{}/token\", authorize-urls: [\"{gcs}\"], storage-url: \"{gcs}\" }}\n",
+            token_fake.url(),
+            key.parent().unwrap().display(),
+            token_fake.url()
+        ),
+    )
+    .await;
+    let settings = gcp.settings_for(Some(json!({"type": "gcp", "project": "p"})));
+    host.lend_environment(&gcp, settings);
+    let (granted, ungranted) = builders(&mut host, &[prefix.clone(), missing_prefix.clone()]).await;
+    let client = reqwest::Client::new();
+    let bearer = format!("Bearer {TOKEN}");
+    let created = client
+        .post(format!("{gcs}/storage/v1/b?project=p"))
+        .header("authorization", &bearer)
+        .json(&json!({"name": bucket}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+
+    let said = blob(&granted, &source, "exists", &prefix).await;
+    assert!(said.contains(": ok"), "{said}");
+    let url = format!("{prefix}run-1.tgz");
+    let said = blob(&granted, &source, "upload", &url).await;
+    assert!(said.contains(&format!("blob upload {url}: ok")), "{said}");
+    assert!(!said.contains(TOKEN), "{said}");
+    let (bytes, sha) = reported(&said);
+    let get = |object: &str| {
+        client
+            .get(format!("{gcs}/{bucket}/{object}"))
+            .header("authorization", &bearer)
+            .send()
+    };
+    let object = get("launch/run-1.tgz").await.unwrap();
+    assert!(object.status().is_success(), "{}", object.status());
+    let stored = object.bytes().await.unwrap();
+    assert_eq!(bytes, stored.len() as u64);
+    assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
+    assert_eq!(entries(&stored), expected);
+
+    let said = blob(&ungranted, &source, "upload", &url).await;
+    assert!(said.contains("denied=true"), "{said}");
+    let said = blob(&granted, &source, "exists", &missing_prefix).await;
+    assert!(said.contains("missing=true"), "{said}");
+    let e = launch_agent::capabilities::blob::check_build_context_store(
+        &missing_prefix,
+        host.lent_environment(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains(&format!("builder.build-context-store {missing_prefix}")),
+        "{e}"
+    );
+    assert!(!e.contains(TOKEN), "{e}");
+
+    let said = blob(&granted, &source, "delete", &url).await;
+    assert!(said.contains(": ok"), "{said}");
+    assert_eq!(get("launch/run-1.tgz").await.unwrap().status(), 404);
+}
+
+/// The README's benchmark (`-- --ignored --nocapture`): uploading the
+/// context of a 50 MB source (incompressible) through the blob capability,
+/// to moto's S3 against `aws s3 cp` of the same-sized tar.gz to the same
+/// moto (awscli in the moto venv: `pip install awscli`), and to a PVC
+/// directory against `tar -czf` of the same source into it; alternated,
+/// `ROUNDS` times each, medians.
+#[tokio::test]
+#[ignore = "a benchmark: run with -- --ignored --nocapture"]
+async fn upload_benchmark() {
+    const ROUNDS: usize = 5;
+    let moto = common::moto::moto();
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", &moto.access_key_id);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", &moto.secret_access_key);
+    }
+    let aws_cli = std::env::var("LAUNCH_AGENT_AWS_CLI").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/launch-agent-moto-venv/bin/aws",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(source.join("data")).unwrap();
+    let mut state = 0x9e3779b97f4a7c15u64;
+    for i in 0..50 {
+        let chunk: Vec<u8> = (0..1_000_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(source.join(format!("data/part-{i:02}.bin")), chunk).unwrap();
+    }
+    let pvc = dir.path().join("pvc");
+    std::fs::create_dir_all(&pvc).unwrap();
+    let bucket = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
+    let aws = load(
+        &mut host,
+        "aws",
+        &common::bundle_dir().join("environment-aws.wasm"),
+        &format!(
+            "    grants: {{ env: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY], hosts: [\"{}\"] }}\n    config: {{ endpoint-url: \"{}\" }}\n",
+            moto.url, moto.url
+        ),
+    )
+    .await;
+    let settings = aws.settings_for(Some(json!({"type": "aws", "region": moto.region})));
+    host.lend_environment(&aws, settings.clone());
+    let stores = [
+        format!("s3://{bucket}/"),
+        format!("file://{}/", pvc.display()),
+    ];
+    let (granted, _) = builders(&mut host, &stores).await;
+    let created = s3(&aws, &settings, "PUT", &format!("{}/{bucket}", moto.url)).await;
+    assert!(created.status().is_success());
+    // The file `aws s3 cp` uploads: the same context, made once.
+    let said = blob(
+        &granted,
+        &source,
+        "upload",
+        &format!("file://{}/ref.tgz", pvc.display()),
+    )
+    .await;
+    assert!(said.contains(": ok"), "{said}");
+    let reference = pvc.join("ref.tgz");
+    let size = std::fs::metadata(&reference).unwrap().len();
+
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (mut ours_s3, mut cli_s3, mut ours_pvc, mut tar_pvc) = (vec![], vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        let t = std::time::Instant::now();
+        let said = blob(
+            &granted,
+            &source,
+            "upload",
+            &format!("s3://{bucket}/ours-{round}.tgz"),
+        )
+        .await;
+        ours_s3.push(t.elapsed().as_secs_f64());
+        assert!(said.contains(": ok"), "{said}");
+
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new(&aws_cli)
+            .args([
+                "s3",
+                "cp",
+                "--only-show-errors",
+                "--endpoint-url",
+                &moto.url,
+            ])
+            .arg(&reference)
+            .arg(format!("s3://{bucket}/cli-{round}.tgz"))
+            .env("AWS_DEFAULT_REGION", &moto.region)
+            .output()
+            .expect("aws cli (pip install awscli into the moto venv)");
+        cli_s3.push(t.elapsed().as_secs_f64());
+        assert!(out.status.success(), "{out:?}");
+
+        let t = std::time::Instant::now();
+        let said = blob(
+            &granted,
+            &source,
+            "upload",
+            &format!("file://{}/ours-{round}.tgz", pvc.display()),
+        )
+        .await;
+        ours_pvc.push(t.elapsed().as_secs_f64());
+        assert!(said.contains(": ok"), "{said}");
+
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(pvc.join(format!("tar-{round}.tgz")))
+            .arg("-C")
+            .arg(&source)
+            .arg(".")
+            .output()
+            .unwrap();
+        tar_pvc.push(t.elapsed().as_secs_f64());
+        assert!(out.status.success(), "{out:?}");
+    }
+    let (a, b, c, d) = (
+        median(ours_s3),
+        median(cli_s3),
+        median(ours_pvc),
+        median(tar_pvc),
+    );
+    println!(
+        "context: {:.1} MB tar.gz of a 50 MB source; medians of {ROUNDS}",
+        size as f64 / 1e6
+    );
+    println!(
+        "S3 (moto): blob upload-context {a:.2} s, aws s3 cp {b:.2} s, ratio {:.2}",
+        a / b
+    );
+    println!(
+        "PVC dir:   blob upload-context {c:.2} s, tar -czf {d:.2} s, ratio {:.2}",
+        c / d
+    );
+}
