@@ -3,13 +3,18 @@
 //! service-account key (a test RSA key made with openssl here) whose RS256
 //! JWT, signed inside the plugin, the fake verifies; the metadata server as
 //! the other source; the token kept for many jobs; failures naming the
-//! source and Google's error, never the key or the token.
-//!
-//! Not done yet: `registry-gcr` (Artifact Registry) and its end-to-end job.
+//! source and Google's error, never the key or the token. Then
+//! `registry-gcr` (Artifact Registry) end to end: a job pushed to a
+//! `docker-registry` that takes only the fake's token, run, and its build
+//! skipped when resubmitted.
 
 mod common;
-use common::gcp::{EMAIL, Fake, TOKEN, fake, key_file, rsa_key};
+use common::docker::services;
+use common::gcp::{
+    EMAIL, Fake, Registry, TOKEN, anonymous_status, artifact_registry, fake, key_file, rsa_key,
+};
 use common::{Scratch, shell_job};
+use serde_json::json;
 use std::path::Path;
 use std::process::Output;
 

@@ -185,10 +185,10 @@ mod tests {
             ["http://127.0.0.1:5000/".to_string()]
         );
         // The token is used for its registry only.
-        let handle = Some(handle);
+        let lent = Some(handle);
         assert_eq!(
             state
-                .secret_for(&handle, "127.0.0.1:5000/p/r/i:v1")
+                .secret_for(&lent, "127.0.0.1:5000/p/r/i:v1")
                 .unwrap()
                 .unwrap()
                 .as_deref(),
@@ -196,12 +196,14 @@ mod tests {
         );
         assert!(
             state
-                .secret_for(&handle, "127.0.0.1:5001/p/r/i:v1")
+                .secret_for(&lent, "127.0.0.1:5001/p/r/i:v1")
                 .unwrap()
                 .is_err()
         );
         // It cannot be read, nor kept, and what the plugin says is scrubbed of it.
-        let handle = handle.unwrap();
+        let Some(handle) = lent else {
+            unreachable!("set above")
+        };
         let borrowed = Resource::<SecretHandle>::new_borrow(handle.rep());
         match state.reveal(borrowed).unwrap() {
             Err(SecretError::Opaque(m)) => assert!(!m.contains(TOKEN), "{m}"),
