@@ -389,6 +389,7 @@ async fn post_form(url: &str, fields: &[(&str, &str)]) -> (u16, serde_json::Valu
         .map(|(k, v)| format!("{k}={}", percent(v)))
         .collect::<Vec<_>>()
         .join("&");
+    launch_agent::clients::tls::install_crypto_provider();
     let response = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -543,6 +544,7 @@ async fn the_acr_stand_in_exchanges_an_aad_token_and_lets_docker_push_with_the_r
         String::from_utf8_lossy(&push.stderr)
     );
     // The push's token came from the fake's realm, with the refresh token.
+    launch_agent::clients::tls::install_crypto_provider();
     let manifest = reqwest::Client::new()
         .get(format!(
             "http://{registry}/v2/launch/manifests/acr-stand-in"

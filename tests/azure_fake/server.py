@@ -226,7 +226,9 @@ class Handler(BaseHTTPRequestHandler):
             if claims is None:
                 return self.answer(400, aad_error(
                     "invalid_client", 50027, "JWT token is invalid or malformed."))
-            if claims.get("aud") != "api://AzureADTokenExchange" or assertion != FEDERATED_TOKEN:
+            audience = claims.get("aud")
+            audiences = audience if isinstance(audience, list) else [audience]
+            if "api://AzureADTokenExchange" not in audiences or assertion != FEDERATED_TOKEN:
                 return self.answer(400, aad_error(
                     "invalid_client", 70021, "No matching federated identity record found for presented assertion."))
             return self.grant("federated", scope)
