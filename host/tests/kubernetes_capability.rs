@@ -345,8 +345,12 @@ async fn a_job_runs_its_log_reaches_the_jobs_log_and_its_exit_is_reported() {
     )
     .await
     .unwrap_err();
+    // The last two lines, whichever order the engine interleaved the
+    // pod's stdout and stderr in.
     assert!(
-        failed.contains("failed exit=3 reason=Error | building | error: no such file Dockerfile"),
+        failed.contains("failed exit=3 reason=Error | ")
+            && failed.contains("building")
+            && failed.contains("error: no such file Dockerfile"),
         "{failed}\n{}",
         log.text()
     );

@@ -65,8 +65,8 @@ mod tests;
 pub use blocks::{BuilderConfig, EnvironmentConfig, RegistryConfig};
 pub use error::ConfigError;
 pub use plugins::{
-    BlobGrant, DirGrant, Grants, KubernetesGrant, Limits, OciPull, PluginEntry, SecretSource, SignaturePolicy,
-    parse_sha256 as plugins_sha,
+    BlobGrant, DirGrant, Grants, KubernetesGrant, Limits, OciPull, PluginEntry, SecretSource,
+    SignaturePolicy, parse_sha256 as plugins_sha,
 };
 
 use crate::input;
