@@ -7,7 +7,7 @@
 //!
 //! | target | plugins | why |
 //! |---|---|---|
-//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci | lean: no WASI imports, cheaper calls |
+//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci, deployer-coreweave | lean: no WASI imports, cheaper calls |
 //! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr, environment-gcp | read files, environment variables, or make `wasi:http` requests |
 //!
 //! The nested cargo
@@ -95,6 +95,11 @@ const BUNDLE: &[BundlePlugin] = &[
         target: WASI,
         file: "environment-gcp.wasm",
     },
+    BundlePlugin {
+        package: "deployer-coreweave",
+        target: LEAN,
+        file: "deployer-coreweave.wasm",
+    },
 ];
 
 /// What the bundle is built from, relative to the workspace root: a change
@@ -107,6 +112,7 @@ const INPUTS: &[&str] = &[
     "plugins/environment-aws",
     "plugins/registry-ecr",
     "plugins/environment-gcp",
+    "plugins/deployer-coreweave",
     "plugins/sdk",
     "wit",
     "host/src/plugins/engine_config.rs",

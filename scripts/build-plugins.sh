@@ -3,7 +3,7 @@
 # imports) for wasm32-unknown-unknown, the others for wasm32-wasip2 (see the
 # SDK's `lean` module):
 #
-#   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm,
+#   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm, deployer-coreweave.wasm,
 #                          environment-local.wasm, registry-oci.wasm
 #   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-lean.wasm,
 #                          hostile-builder.wasm, future-wit.wasm, registry-computed.wasm
@@ -48,7 +48,7 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
     cd "$root"
     # The default bundle, exactly as host/build.rs builds it.
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
-        -p builder-noop -p environment-local -p registry-oci >&2
+        -p builder-noop -p environment-local -p registry-oci -p deployer-coreweave >&2
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
         -p builder-docker -p environment-aws -p registry-ecr -p environment-gcp >&2
     # Test plugins that use files, environment variables or wasi:http.
@@ -86,6 +86,7 @@ copy "$lean" registry_oci.wasm "$bundle/registry-oci.wasm"
 copy "$wasi" environment_aws.wasm "$bundle/environment-aws.wasm"
 copy "$wasi" registry_ecr.wasm "$bundle/registry-ecr.wasm"
 copy "$wasi" environment_gcp.wasm "$bundle/environment-gcp.wasm"
+copy "$lean" deployer_coreweave.wasm "$bundle/deployer-coreweave.wasm"
 copy "$wasi" hostile_plugin.wasm "$tests/hostile.wasm"
 copy "$lean" hostile_plugin.wasm "$tests/hostile-lean.wasm"
 copy "$wasi" hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"

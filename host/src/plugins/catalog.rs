@@ -14,6 +14,7 @@
 //! | environment | `aws` | `environment-aws.wasm` |
 //! | registry | `ecr` | `registry-ecr.wasm` |
 //! | environment | `gcp` | `environment-gcp.wasm` |
+//! | deployer (no block: `launch-agent deploy coreweave`) | `coreweave` | `deployer-coreweave.wasm` |
 //!
 //! Bundled plugins get the grants their job needs and no more
 //! ([`default_grants`], listed in
@@ -49,6 +50,7 @@ pub const BUNDLE: &[(PluginKind, &str, &str)] = &[
     (PluginKind::Environment, "aws", "environment-aws.wasm"),
     (PluginKind::Registry, "ecr", "registry-ecr.wasm"),
     (PluginKind::Environment, "gcp", "environment-gcp.wasm"),
+    (PluginKind::Deployer, "coreweave", "deployer-coreweave.wasm"),
 ];
 
 /// Where a plugin's component came from, as `plugins list` shows it.

@@ -41,12 +41,14 @@ pub enum Export {
     Authorize,
     /// `registry.verify` (0.2).
     RegistryVerify,
+    /// `deployer.render` (0.2).
+    Render,
 }
 
 impl Export {
     /// Every export, in declaration order (the index into [`Exports`]'
     /// table is the discriminant).
-    const ALL: [Export; 10] = [
+    const ALL: [Export; 11] = [
         Export::Info,
         Export::Verify,
         Export::RunEnv,
@@ -57,6 +59,7 @@ impl Export {
         Export::ImageExists,
         Export::Authorize,
         Export::RegistryVerify,
+        Export::Render,
     ];
 
     /// The kind of plugin that exports it; `None` for every kind.
@@ -69,6 +72,7 @@ impl Export {
             | Export::RepositoryUri
             | Export::ImageExists
             | Export::RegistryVerify => Some(PluginKind::Registry),
+            Export::Render => Some(PluginKind::Deployer),
         }
     }
 
@@ -85,6 +89,7 @@ impl Export {
             Export::ImageExists => ("registry", "image-exists"),
             Export::Authorize => ("authorizer", "authorize"),
             Export::RegistryVerify => ("registry", "verify"),
+            Export::Render => ("deployer", "render"),
         }
     }
 
