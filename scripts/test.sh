@@ -47,7 +47,7 @@ cargo clippy -p launch-agent --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
   -p launch-plugin-sdk -p builder-docker -p environment-aws -p registry-ecr -p environment-gcp -p hostile-plugin -p hostile-builder-plugin -- -D warnings
 cargo clippy --release --target wasm32-unknown-unknown --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
-  -p launch-plugin-sdk -p builder-noop -p environment-local -p registry-oci -p hostile-plugin -- -D warnings
+  -p launch-plugin-sdk -p builder-noop -p environment-local -p registry-oci -p deployer-coreweave -p hostile-plugin -- -D warnings
 
 echo "== benchmarks, as quick smoke runs" >&2
 cargo test -p launch-agent --benches
@@ -55,7 +55,7 @@ cargo test -p launch-agent --benches
 echo "== cargo test" >&2
 cargo test -p launch-agent --lib --bins --tests
 # The cloud plugins' own unit tests (settings, signing), natively.
-cargo test -p environment-aws -p registry-ecr -p environment-gcp
+cargo test -p environment-aws -p registry-ecr -p environment-gcp -p deployer-coreweave
 
 echo "== the README's quick start, checked" >&2
 # With the engine up it takes both paths: the three example jobs as local
