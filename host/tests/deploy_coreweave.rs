@@ -609,6 +609,7 @@ fn agent_image() -> String {
 /// serves the fake W&B server's queue and runs a `resource: kubernetes`
 /// job in a target namespace; `--delete` leaves nothing it made.
 #[test]
+#[ignore = "not yet run to completion: the musl image build did not finish in the session that wrote it; run with --ignored"]
 fn the_agent_s_image_deployed_on_the_fake_cluster_runs_a_queued_job_in_a_target_namespace() {
     let image = agent_image();
     let agent = Scratch::new();
@@ -621,9 +622,9 @@ fn the_agent_s_image_deployed_on_the_fake_cluster_runs_a_queued_job_in_a_target_
     let target = rt.block_on(namespace(&client, "deploy-jobs"));
     let ns = format!("{target}-agent");
     let fake = FakeWandbServer::start(KEY, "team", &[]);
-    let config = agent.write_config(&format!(
-        "entity: team\nqueues: [default]\nmax_jobs: 1\nrunners:\n  kubernetes:\n    pending_timeout: 60\n"
-    ));
+    let config = agent.write_config(
+        "entity: team\nqueues: [default]\nmax_jobs: 1\nrunners:\n  kubernetes:\n    pending_timeout: 60\n",
+    );
     let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_string();
     let env = [("KUBECONFIG", kubeconfig.as_str()), ("WANDB_API_KEY", KEY)];
     let base_url = fake.url();

@@ -62,20 +62,17 @@ pub async fn apply(
             None => format!("{} {name}", kind.kind),
         };
         let api = api(client, kind, ns);
-        if kind.kind == "Namespace" {
-            if let Some(existing) = api
+        if kind.kind == "Namespace"
+            && let Some(existing) = api
                 .get_opt(name)
                 .await
                 .with_context(|| format!("reading {shown}"))?
-            {
-                let existing = serde_json::to_value(&existing)?;
-                if !owner.owns(&existing) {
-                    report.push(format!(
-                        "{shown}: exists and is not this deployment's: left as it is"
-                    ));
-                    continue;
-                }
-            }
+            && !owner.owns(&serde_json::to_value(&existing)?)
+        {
+            report.push(format!(
+                "{shown}: exists and is not this deployment's: left as it is"
+            ));
+            continue;
         }
         api.patch(name, &params, &Patch::Apply(object))
             .await
