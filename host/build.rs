@@ -7,7 +7,7 @@
 //!
 //! | target | plugins | why |
 //! |---|---|---|
-//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci, registry-gcr | lean: no WASI imports, cheaper calls |
+//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci, registry-gcr, deployer-coreweave | lean: no WASI imports, cheaper calls |
 //! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr, environment-gcp, environment-azure | read files, environment variables, or make `wasi:http` requests |
 //!
 //! The nested cargo
@@ -105,6 +105,11 @@ const BUNDLE: &[BundlePlugin] = &[
         target: LEAN,
         file: "registry-gcr.wasm",
     },
+    BundlePlugin {
+        package: "deployer-coreweave",
+        target: LEAN,
+        file: "deployer-coreweave.wasm",
+    },
 ];
 
 /// What the bundle is built from, relative to the workspace root: a change
@@ -119,6 +124,7 @@ const INPUTS: &[&str] = &[
     "plugins/environment-gcp",
     "plugins/environment-azure",
     "plugins/registry-gcr",
+    "plugins/deployer-coreweave",
     "plugins/sdk",
     "wit",
     "host/src/plugins/engine_config.rs",

@@ -3,9 +3,8 @@
 # imports) for wasm32-unknown-unknown, the others for wasm32-wasip2 (see the
 # SDK's `lean` module):
 #
-#   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm,
-#                          environment-local.wasm, registry-oci.wasm,
-#                          registry-gcr.wasm
+#   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm, deployer-coreweave.wasm,
+#                          environment-local.wasm, registry-oci.wasm, registry-gcr.wasm, ...
 #   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-lean.wasm,
 #                          hostile-builder.wasm, future-wit.wasm, registry-computed.wasm,
 #                          contract-v0-1.wasm, kube-user.wasm,
@@ -52,7 +51,7 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
     cd "$root"
     # The default bundle, exactly as host/build.rs builds it.
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
-        -p builder-noop -p environment-local -p registry-oci -p registry-gcr >&2
+        -p builder-noop -p environment-local -p registry-oci -p registry-gcr -p deployer-coreweave >&2
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
         -p builder-docker -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure >&2
     # Test plugins that use files, environment variables or wasi:http.
@@ -94,6 +93,7 @@ copy "$wasi" environment_aws.wasm "$bundle/environment-aws.wasm"
 copy "$wasi" registry_ecr.wasm "$bundle/registry-ecr.wasm"
 copy "$wasi" environment_gcp.wasm "$bundle/environment-gcp.wasm"
 copy "$wasi" environment_azure.wasm "$bundle/environment-azure.wasm"
+copy "$lean" deployer_coreweave.wasm "$bundle/deployer-coreweave.wasm"
 copy "$wasi" hostile_plugin.wasm "$tests/hostile.wasm"
 copy "$lean" hostile_plugin.wasm "$tests/hostile-lean.wasm"
 copy "$wasi" hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"

@@ -127,6 +127,7 @@ fn key_of(plugin_ref: &PluginRef) -> String {
         Some(PluginKind::Environment) => "environment.type".into(),
         Some(PluginKind::Builder) => "builder.type".into(),
         Some(PluginKind::Registry) => "registry.type".into(),
+        Some(PluginKind::Deployer) => "deploy".into(),
         None => format!("plugins.{}.path", plugin_ref.name),
     }
 }

@@ -14,6 +14,7 @@ pub mod capped_log;
 pub mod clients;
 pub mod config;
 pub mod config_check;
+pub mod deploy;
 pub mod input;
 pub mod json_kind;
 pub mod plugins;

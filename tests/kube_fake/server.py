@@ -10,7 +10,7 @@ Job's pod runs as a container on the local Docker engine (`DOCKER_HOST`, else th
 | part | what it does | as the real one |
 |---|---|---|
 | discovery | `/version`, `/api`, `/api/v1`, `/apis`, `/apis/<group>[/<version>]` | the same documents (kubectl works against it) |
-| storage | namespaces, nodes (one: `fake-node`), pods, secrets, configmaps, persistentvolumeclaims, serviceaccounts, events, jobs (batch/v1), deployments (apps/v1), roles and rolebindings (rbac/v1); deployments and RBAC objects are stored and served, not acted on (no ReplicaSets, no authorization: the token is the only check) | `uid`, `resourceVersion` (one counter), `generateName`, `creationTimestamp`; 404 NotFound, 409 AlreadyExists / Conflict, 422 Invalid, 400 BadRequest as `Status` objects with the real messages |
+| storage | namespaces, nodes (one: `fake-node`), pods, secrets, configmaps, persistentvolumeclaims, serviceaccounts, events, jobs (batch/v1), deployments (apps/v1), poddisruptionbudgets (policy/v1), roles and rolebindings (rbac/v1); RBAC objects are stored and served, not acted on (no authorization: the token is the only check); deployments get the controller of `deployments.py` (no ReplicaSets) | `uid`, `resourceVersion` (one counter), `generateName`, `creationTimestamp`; 404 NotFound, 409 AlreadyExists / Conflict, 422 Invalid, 400 BadRequest as `Status` objects with the real messages |
 | verbs | get, list (label and field selectors, `limit`/`continue`), create, update (resourceVersion conflicts), patch (merge, strategic-merge as merge, JSON patch, server-side apply as merge), delete (propagation Orphan/Background/Foreground, grace periods), deletecollection | server-side apply does no field ownership; strategic merge merges lists as a merge patch does (replaces them) |
 | watch | `?watch=true` from a `resourceVersion` (or the current state as ADDED first), label/field selectors, `allowWatchBookmarks` (a BOOKMARK every `KUBE_FAKE_BOOKMARK_SECONDS`, default 5), `timeoutSeconds`; an expired resourceVersion gets the real `ERROR` event with a 410 `Expired` Status | `POST /fake/compact` expires every resourceVersion so far and ends open watches (to test 410 handling) |
 | validation | every object created, replaced or applied is checked with `kubernetes_validate.validate(obj, VERSION, strict=True)` (PyPI `kubernetes-validate`) for each VERSION of `KUBE_FAKE_SCHEMA_VERSIONS` (default `1.30.0,1.33.0`: the oldest and newest supported) plus the checks the server adds (a name, a Job's restartPolicy, a container's image); a failure is a 422 | stricter than the real server, which drops unknown fields with a warning unless `fieldValidation=Strict`: the tests want every manifest right |
@@ -18,6 +18,9 @@ Job's pod runs as a container on the local Docker engine (`DOCKER_HOST`, else th
 | scheduler | binds a pod to `fake-node` when its `nodeSelector` matches the node's labels, else leaves it Pending with `PodScheduled=False`, reason `Unschedulable` and the real message | affinity and tolerations are not looked at |
 | kubelet | pulls the image by its `imagePullPolicy` (with the pod's `imagePullSecrets`), reporting `ErrImagePull` then `ImagePullBackOff`; env (values, `secretKeyRef`, `configMapKeyRef`, `fieldRef`, `envFrom`), volumes (secret, configMap, emptyDir, persistentVolumeClaim as host directories), `command`/`args`/`workingDir`; reports container states and pod phases, exit codes, OOM kills; stops containers on delete (SIGTERM, SIGKILL after the grace period); `pods/log` with `follow`, `tailLines`, `timestamps` | the first container of a pod only runs (init containers and sidecars are refused with a 422); resources are kept, not enforced |
 | preemption | `POST /fake/evict?namespace=N&name=P` marks the pod `DisruptionTarget` (`PreemptionByScheduler`) and deletes it, as the scheduler's preemption does | |
+
+Deployments, PodDisruptionBudgets, the pods' service-account token and their network
+(`KUBE_FAKE_POD_NETWORK=host`) are in `deployments.py`.
 
 Test hooks under `/fake/`: `GET /fake/requests` (every request: method, path, query, and the parsed
 body and validation errors of writes), `GET /fake/stats`, `POST /fake/compact`, `POST /fake/evict`.
@@ -44,6 +47,8 @@ import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import deployments  # the Deployment controller and pods' in-cluster access (this directory)
 
 try:
     import kubernetes_validate  # type: ignore
@@ -84,6 +89,7 @@ RESOURCES = {
     "rolebindings": ("rbac.authorization.k8s.io", "v1", "RoleBinding", True, []),
 }
 SUBRESOURCES = {"pods": ["log", "status", "eviction"], "jobs": ["status"], "deployments": ["status"], "namespaces": ["status"]}
+deployments.register(RESOURCES, SUBRESOURCES)
 
 
 def now():
@@ -461,6 +467,8 @@ class Cluster:
                 pass
         elif plural == "jobs":
             threading.Thread(target=self.job_controller, args=(meta["namespace"], meta["name"], meta["uid"]), daemon=True).start()
+        elif plural in ("deployments", "poddisruptionbudgets"):
+            deployments.after_create(self, plural, obj)
         elif plural == "pods":
             kubelet = Kubelet(self, meta["namespace"], meta["name"], meta["uid"])
             with self.lock:
@@ -1021,6 +1029,7 @@ class Kubelet:
         command, cargs = container.get("command") or [], container.get("args") or []
         if command:
             args += ["--entrypoint", command[0]]
+        args = deployments.runtime_args(self, pod, args)
         args.append(container["image"])
         args += command[1:] + cargs
         with self.lock:
@@ -1536,6 +1545,7 @@ def main():
     cluster = Cluster(args.state_dir, args.token)
     Handler.cluster = cluster
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    deployments.serving(cluster, server.server_address[1], args.tls_cert)
     server.daemon_threads = True
     if args.tls_cert:
         import ssl

@@ -8,11 +8,13 @@
 //! | `config check` | [`config`] |
 //! | `plugins list`, `plugins inspect` | [`plugins`] |
 //! | `plugins call` | [`plugins_call`] |
+//! | `deploy coreweave` | [`deploy`]: run this agent on a cluster |
 //!
 //! This module parses the arguments, sets up logging and the async
 //! runtime, and hands each command to its module.
 
 mod config;
+mod deploy;
 mod plugins;
 mod plugins_call;
 mod queue;
@@ -54,6 +56,9 @@ enum Command {
     /// List or inspect plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Deploy this agent on a cluster (or print what would be applied).
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
 }
 
 /// Runs the command line; errors print as one `error:` block and exit 1.
@@ -133,6 +138,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queue(command) => queue::queue(state_arg, command).await,
         Command::Config(command) => config::config(command),
         Command::Plugins(command) => plugins::plugins(state_arg, command).await,
+        Command::Deploy(command) => deploy::deploy(state_arg, command).await,
     }
 }
 

@@ -186,6 +186,8 @@ fn settings(
                         .as_ref()
                         .and_then(|b| serde_json::to_value(b).ok()),
                 ),
+                // A deployer has no block: `deploy` gives it its settings.
+                PluginKind::Deployer => (None, None),
             };
             block.filter(|_| kind.as_deref() == Some(args.name.as_str()))
         }

@@ -22,6 +22,7 @@
 //! | `local-container.gpus` | `true` | jobs may ask for GPUs (`resource_args.local-container.gpus`) |
 //! | `kubernetes.enabled` | `true` | jobs may run as Jobs on the Kubernetes cluster the agent's kubeconfig (or in-cluster service account) reaches |
 //! | `kubernetes.pending_timeout` | `600` | seconds a job's pod may stay Pending (unschedulable, image pull back-off) before the job fails; the reason is a queue warning within seconds |
+//! | `kubernetes.job_defaults` | none | a partial batch/v1 Job every job's `resource_args.kubernetes` is laid over (node affinity, tolerations, volumes: what `deploy coreweave --region/--gpu-class` writes); the job's own values win (see [`crate::runners::kubernetes::manifest::with_defaults`]) |
 //! | `queues.<queue>.local-process`, `queues.<queue>.local-container`, `queues.<queue>.kubernetes` | the runner's block above | the same keys for jobs from that queue only: the queue's block replaces the runner's block for them (keys it leaves out take the defaults of this table, not the runner block's values) |
 //!
 //! An example:
@@ -101,6 +102,9 @@ pub struct KubernetesSettings {
     /// Seconds a job's pod may stay Pending before the job fails.
     #[serde(default = "default_pending_timeout")]
     pub pending_timeout: u64,
+    /// A partial batch/v1 Job under every job's manifest.
+    #[serde(default)]
+    pub job_defaults: Option<serde_json::Value>,
 }
 
 impl Default for KubernetesSettings {
@@ -108,6 +112,7 @@ impl Default for KubernetesSettings {
         KubernetesSettings {
             enabled: true,
             pending_timeout: default_pending_timeout(),
+            job_defaults: None,
         }
     }
 }

@@ -79,6 +79,21 @@ pub mod authorizing_environment {
     });
 }
 
+/// World `deployer-plugin` (0.2): renders what runs the agent on a target.
+#[allow(missing_docs)]
+pub mod deployer {
+    wasmtime::component::bindgen!({
+        world: "deployer-plugin",
+        path: "../wit",
+        exports: { default: async },
+        with: {
+            "launch:plugin/types": super::imports::launch::plugin::types,
+            "launch:plugin/log": super::imports::launch::plugin::log,
+            "launch:plugin/secrets": super::imports::launch::plugin::secrets,
+        },
+    });
+}
+
 /// The worlds of the frozen contract 0.1 (`wit/0.1/`).
 pub mod v0_1 {
     /// The 0.1 host interfaces.
@@ -133,4 +148,5 @@ pub mod v0_1 {
 }
 
 pub use authorizing_environment::exports::launch::plugin::authorizer::{HttpRequest, LentToken};
+pub use deployer::exports::launch::plugin::deployer::DeployRequest;
 pub use imports::launch::plugin::types::{Job, PluginError, PluginInfo, Stage};

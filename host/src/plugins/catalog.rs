@@ -16,6 +16,7 @@
 //! | environment | `gcp` | `environment-gcp.wasm` |
 //! | environment | `azure` | `environment-azure.wasm` |
 //! | registry | `gcr` | `registry-gcr.wasm` |
+//! | deployer (no block: `launch-agent deploy coreweave`) | `coreweave` | `deployer-coreweave.wasm` |
 //!
 //! Bundled plugins get the grants their job needs and no more
 //! ([`default_grants`], listed in
@@ -53,6 +54,7 @@ pub const BUNDLE: &[(PluginKind, &str, &str)] = &[
     (PluginKind::Environment, "gcp", "environment-gcp.wasm"),
     (PluginKind::Environment, "azure", "environment-azure.wasm"),
     (PluginKind::Registry, "gcr", "registry-gcr.wasm"),
+    (PluginKind::Deployer, "coreweave", "deployer-coreweave.wasm"),
 ];
 
 /// Where a plugin's component came from, as `plugins list` shows it.

@@ -35,6 +35,8 @@ pub enum PluginKind {
     Registry,
     /// Exports `launch:plugin/environment`.
     Environment,
+    /// Exports `launch:plugin/deployer` (0.2): `launch-agent deploy`.
+    Deployer,
 }
 
 impl std::fmt::Display for PluginKind {
@@ -43,6 +45,7 @@ impl std::fmt::Display for PluginKind {
             PluginKind::Builder => "builder",
             PluginKind::Registry => "registry",
             PluginKind::Environment => "environment",
+            PluginKind::Deployer => "deployer",
         })
     }
 }
@@ -134,6 +137,7 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ContractInfo, S
         ("builder", PluginKind::Builder),
         ("registry", PluginKind::Registry),
         ("environment", PluginKind::Environment),
+        ("deployer", PluginKind::Deployer),
     ]
     .into_iter()
     .filter(|(iface, _)| exported(iface))
@@ -153,7 +157,7 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ContractInfo, S
             "does not export {PACKAGE}/plugin (its `info` function)"
         )),
         [] => Err(format!(
-            "exports none of {PACKAGE}/builder, /registry or /environment"
+            "exports none of {PACKAGE}/builder, /registry, /environment or /deployer"
         )),
         _ => Err("exports more than one plugin kind; build one component per kind".into()),
     }

@@ -43,6 +43,8 @@ pub enum Export {
     RegistryVerify,
     /// `authorizer.bearer-token` (0.2; environments that lend a token).
     BearerToken,
+    /// `deployer.render` (0.2).
+    Render,
 }
 
 impl Export {
@@ -60,6 +62,7 @@ impl Export {
         Export::Authorize,
         Export::RegistryVerify,
         Export::BearerToken,
+        Export::Render,
     ];
 
     /// The kind of plugin that exports it; `None` for every kind.
@@ -74,6 +77,7 @@ impl Export {
             | Export::RepositoryUri
             | Export::ImageExists
             | Export::RegistryVerify => Some(PluginKind::Registry),
+            Export::Render => Some(PluginKind::Deployer),
         }
     }
 
@@ -91,6 +95,7 @@ impl Export {
             Export::Authorize => ("authorizer", "authorize"),
             Export::RegistryVerify => ("registry", "verify"),
             Export::BearerToken => ("authorizer", "bearer-token"),
+            Export::Render => ("deployer", "render"),
         }
     }
 

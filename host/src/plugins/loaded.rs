@@ -570,6 +570,18 @@ impl LoadedPlugin {
         self.lift(result)
     }
 
+    /// Calls `deployer.render`: the objects to apply, each a JSON object.
+    pub async fn render(
+        &self,
+        request: &super::bindings::DeployRequest,
+        log: Option<LogSink>,
+    ) -> Result<Vec<String>, CallError> {
+        let result = self
+            .call(Export::Render, log, None, |_| Ok((request,)), scrubbed)
+            .await?;
+        self.lift(result)
+    }
+
     /// Calls `environment.run-env`.
     pub async fn run_env(
         &self,

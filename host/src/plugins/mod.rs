@@ -341,11 +341,17 @@ impl PluginHost {
             (PluginKind::Environment, 1) => {
                 bindings::v0_1::environment::EnvironmentPluginPre::new(pre).map(drop)
             }
+            (PluginKind::Deployer, 1) => Err(wasmtime::format_err!(
+                "contract 0.1 has no deployer world; build it against {}@{}",
+                contract::PACKAGE,
+                contract::HOST_VERSION
+            )),
             (PluginKind::Builder, _) => bindings::builder::BuilderPluginPre::new(pre).map(drop),
             (PluginKind::Registry, _) => bindings::registry::RegistryPluginPre::new(pre).map(drop),
             (PluginKind::Environment, _) => {
                 bindings::environment::EnvironmentPluginPre::new(pre).map(drop)
             }
+            (PluginKind::Deployer, _) => bindings::deployer::DeployerPluginPre::new(pre).map(drop),
         };
         matches_world.map_err(|e| fail(format!("does not match its world: {e:#}")))?;
         let exports = Exports::new(

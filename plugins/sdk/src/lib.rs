@@ -15,6 +15,7 @@
 //! | `environment-plugin` | [`Plugin`] + [`environment::Environment`] | [`export_environment!`] | — |
 //! | `authorizing-environment-plugin` (0.2) | the above + [`authorizer::Authorizer`] | [`export_authorizing_environment!`] | — |
 //! | `cluster-builder-plugin` (0.2) | as `builder-plugin` | [`export_builder!`] | [`builder::docker`] and [`kubernetes`] |
+//! | `deployer-plugin` (0.2) | [`Plugin`] + [`deployer::Deployer`] | [`export_deployer!`] | — |
 //!
 //! [`kubernetes`] (0.2) is the cluster, for a plugin that works there
 //! (granted by namespace, `grants.kubernetes`): any plugin that calls it
@@ -398,6 +399,42 @@ pub mod kubernetes {
     };
 }
 
+/// The `deployer-plugin` world (contract 0.2): plugins that render the
+/// Kubernetes objects that run this agent on a target (`launch-agent deploy
+/// <target>`); the host applies them.
+///
+/// Implement [`Plugin`] and [`Deployer`](crate::deployer::Deployer) and call
+/// [`export_deployer!`](crate::export_deployer).
+pub mod deployer {
+    #[doc(hidden)]
+    #[allow(missing_docs)]
+    pub mod __bindings {
+        wit_bindgen::generate!({
+            inline: "
+                package launch:sdk;
+
+                world deployer {
+                    include launch:plugin/plugin-imports@0.2.0;
+                    export launch:plugin/deployer@0.2.0;
+                }
+            ",
+            path: "wit",
+            world: "launch:sdk/deployer",
+            with: {
+                "launch:plugin/types@0.2.0": crate::common::launch::plugin::types,
+                "launch:plugin/log@0.2.0": crate::common::launch::plugin::log,
+                "launch:plugin/secrets@0.2.0": crate::common::launch::plugin::secrets,
+            },
+            pub_export_macro: true,
+            export_macro_name: "__export_deployer",
+            default_bindings_module: "launch_plugin_sdk::deployer::__bindings",
+            runtime_path: "launch_plugin_sdk::__wit_bindgen::rt",
+        });
+    }
+
+    pub use __bindings::exports::launch::plugin::deployer::{DeployRequest, Guest as Deployer};
+}
+
 /// Exports `$ty` as a builder plugin (world `builder-plugin`).
 ///
 /// `$ty` must implement [`Plugin`] and [`builder::Builder`]. Call it once, at
@@ -449,6 +486,19 @@ macro_rules! export_authorizing_environment {
         $crate::common::__export_common!($ty with_types_in $crate::common);
         $crate::environment::__bindings::__export_environment!($ty with_types_in $crate::environment::__bindings);
         $crate::authorizer::__bindings::__export_authorizer!($ty with_types_in $crate::authorizer::__bindings);
+    };
+}
+
+/// Exports `$ty` as a deployer plugin (world `deployer-plugin`, contract 0.2).
+///
+/// `$ty` must implement [`Plugin`] and [`deployer::Deployer`]. Call it once,
+/// at the top level of the plugin crate:
+/// `launch_plugin_sdk::export_deployer!(MyPlugin);`
+#[macro_export]
+macro_rules! export_deployer {
+    ($ty:ident) => {
+        $crate::common::__export_common!($ty with_types_in $crate::common);
+        $crate::deployer::__bindings::__export_deployer!($ty with_types_in $crate::deployer::__bindings);
     };
 }
 

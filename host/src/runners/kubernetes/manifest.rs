@@ -197,6 +197,64 @@ impl KubeArgs {
     }
 }
 
+/// `job` laid over `defaults` (`runners.kubernetes.job_defaults`, the
+/// operator's): the job's values win, key by key.
+///
+/// | both have | merged |
+/// |---|---|
+/// | maps | key by key, recursively |
+/// | `containers` lists | item by item, by position (the first is the job's own) |
+/// | lists of maps that all have a `name` (volumes, mounts, env) | by name: the job's item wins over the default of its name; the other defaults are added after |
+/// | anything else | the job's value |
+pub fn with_defaults(job: Value, defaults: &Value) -> Value {
+    merge_over(job, defaults, "")
+}
+
+fn merge_over(mine: Value, default: &Value, key: &str) -> Value {
+    match (mine, default) {
+        (Value::Object(mut mine), Value::Object(default)) => {
+            for (k, d) in default {
+                let merged = match mine.remove(k) {
+                    Some(m) => merge_over(m, d, k),
+                    None => d.clone(),
+                };
+                mine.insert(k.clone(), merged);
+            }
+            Value::Object(mine)
+        }
+        (Value::Array(mine), Value::Array(default)) if key == "containers" => {
+            let mut merged: Vec<Value> = Vec::new();
+            let mut mine = mine.into_iter();
+            for d in default {
+                merged.push(match mine.next() {
+                    Some(m) => merge_over(m, d, ""),
+                    None => break,
+                });
+            }
+            merged.extend(mine);
+            if merged.is_empty() {
+                merged = default.clone();
+            }
+            Value::Array(merged)
+        }
+        (Value::Array(mine), Value::Array(default))
+            if mine
+                .iter()
+                .chain(default)
+                .all(|v| v.get("name").is_some_and(Value::is_string)) =>
+        {
+            let mut merged = mine;
+            for d in default {
+                if !merged.iter().any(|m| m.get("name") == d.get("name")) {
+                    merged.push(d.clone());
+                }
+            }
+            Value::Array(merged)
+        }
+        (mine, _) => mine,
+    }
+}
+
 /// Refuses the [`FORBIDDEN`] fields and `hostPath` volumes.
 fn check_forbidden(job: &Value) -> anyhow::Result<()> {
     let Some(pod) = job.pointer("/spec/template/spec") else {
@@ -429,6 +487,40 @@ fn short_id(item_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_defaults_lie_under_the_job_s_own_values() {
+        let defaults = json!({"spec": {"template": {"spec": {
+            "affinity": {"nodeAffinity": {"x": 1}},
+            "priorityClassName": "low",
+            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+            "containers": [{"volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}]
+        }}}});
+        let job = json!({"spec": {"template": {"spec": {
+            "priorityClassName": "high",
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "dshm", "emptyDir": {}}],
+            "containers": [{"name": "main", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}, {"name": "side"}]
+        }}}});
+        let merged = with_defaults(job, &defaults);
+        let pod = &merged["spec"]["template"]["spec"];
+        assert_eq!(pod["priorityClassName"], "high");
+        assert_eq!(pod["affinity"]["nodeAffinity"]["x"], 1);
+        assert_eq!(
+            pod["volumes"],
+            json!([{"name": "data", "emptyDir": {}}, {"name": "dshm", "emptyDir": {}}])
+        );
+        assert_eq!(pod["containers"][0]["name"], "main");
+        assert_eq!(
+            pod["containers"][0]["volumeMounts"],
+            json!([{"name": "data", "mountPath": "/data"}, {"name": "dshm", "mountPath": "/dev/shm"}])
+        );
+        assert_eq!(pod["containers"][1], json!({"name": "side"}));
+        let bare = with_defaults(json!({}), &defaults);
+        assert_eq!(
+            bare["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["name"],
+            "dshm"
+        );
+    }
 
     fn fill<'a>(
         macros: &'a Macros,

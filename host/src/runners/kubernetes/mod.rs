@@ -148,7 +148,10 @@ impl Runner for Kubernetes {
         policy
             .check_enabled(&request.queue)
             .map_err(anyhow::Error::msg)?;
-        let args = KubeArgs::parse(&request.resource_args)?;
+        let mut args = KubeArgs::parse(&request.resource_args)?;
+        if let Some(defaults) = policy.job_defaults() {
+            args.job = manifest::with_defaults(args.job, defaults);
+        }
         let cluster = self.clusters.cluster(args.context.as_deref()).await?;
         let namespace = args
             .namespace

@@ -15,6 +15,7 @@ const RUNNER: &str = "kubernetes";
 pub struct KubernetesPolicy {
     enabled: bool,
     pending_timeout: Duration,
+    job_defaults: Option<serde_json::Value>,
     origin: Origin,
 }
 
@@ -23,6 +24,7 @@ impl Default for KubernetesPolicy {
         KubernetesPolicy {
             enabled: true,
             pending_timeout: Duration::from_secs(DEFAULT_PENDING_TIMEOUT),
+            job_defaults: None,
             origin: Origin::EveryQueue,
         }
     }
@@ -36,6 +38,7 @@ impl KubernetesPolicy {
         KubernetesPolicy {
             enabled: settings.enabled,
             pending_timeout: Duration::from_secs(settings.pending_timeout.max(1)),
+            job_defaults: settings.job_defaults.filter(|d| !d.is_null()),
             origin,
         }
     }
@@ -49,6 +52,12 @@ impl KubernetesPolicy {
     /// Whether the queue's jobs may run on the cluster.
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// The partial Job every job's manifest is laid over
+    /// (`kubernetes.job_defaults`), if any.
+    pub fn job_defaults(&self) -> Option<&serde_json::Value> {
+        self.job_defaults.as_ref()
     }
 
     /// How long a pod may stay Pending before its job fails.
