@@ -50,7 +50,7 @@ pub enum Export {
 impl Export {
     /// Every export, in declaration order (the index into [`Exports`]'
     /// table is the discriminant).
-    const ALL: [Export; 11] = [
+    const ALL: [Export; 12] = [
         Export::Info,
         Export::Verify,
         Export::RunEnv,
