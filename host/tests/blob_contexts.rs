@@ -196,8 +196,7 @@ async fn s3(
         .authorize(settings, &request)
         .await
         .expect("the aws environment signs");
-    launch_agent::clients::tls::install_crypto_provider();
-    let mut builder = reqwest::Client::new()
+    let mut builder = common::http_client()
         .request(method.parse().unwrap(), url)
         .header("x-amz-content-sha256", empty);
     for (k, v) in headers {
@@ -364,8 +363,7 @@ async fn a_context_goes_to_gcs_with_the_gcp_environments_token() {
     let settings = gcp.settings_for(Some(json!({"type": "gcp", "project": "p"})));
     host.lend_environment(&gcp, settings);
     let (granted, ungranted) = builders(&mut host, &[prefix.clone(), missing_prefix.clone()]).await;
-    launch_agent::clients::tls::install_crypto_provider();
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let bearer = format!("Bearer {TOKEN}");
     let created = client
         .post(format!("{gcs}/storage/v1/b?project=p"))

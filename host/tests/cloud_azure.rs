@@ -389,8 +389,7 @@ async fn post_form(url: &str, fields: &[(&str, &str)]) -> (u16, serde_json::Valu
         .map(|(k, v)| format!("{k}={}", percent(v)))
         .collect::<Vec<_>>()
         .join("&");
-    launch_agent::clients::tls::install_crypto_provider();
-    let response = reqwest::Client::new()
+    let response = common::http_client()
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
@@ -544,8 +543,7 @@ async fn the_acr_stand_in_exchanges_an_aad_token_and_lets_docker_push_with_the_r
         String::from_utf8_lossy(&push.stderr)
     );
     // The push's token came from the fake's realm, with the refresh token.
-    launch_agent::clients::tls::install_crypto_provider();
-    let manifest = reqwest::Client::new()
+    let manifest = common::http_client()
         .get(format!(
             "http://{registry}/v2/launch/manifests/acr-stand-in"
         ))

@@ -559,9 +559,7 @@ impl OwnCluster {
     }
 
     async fn client(&self) -> kube::Client {
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            _ = rustls::crypto::ring::default_provider().install_default();
-        }
+        launch_agent::clients::tls::install_crypto_provider();
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await

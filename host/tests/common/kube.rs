@@ -67,9 +67,7 @@ pub fn fake() -> &'static FakeCluster {
 /// A client of the fake, through its kubeconfig (as the agent makes one).
 pub async fn client() -> kube::Client {
     let fake = fake();
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        _ = rustls::crypto::ring::default_provider().install_default();
-    }
+    launch_agent::clients::tls::install_crypto_provider();
     let kubeconfig = kube::config::Kubeconfig::read_from(&fake.kubeconfig)
         .unwrap_or_else(|e| panic!("{e}: run `scripts/services-kube.sh start` first"));
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())

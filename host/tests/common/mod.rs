@@ -47,6 +47,14 @@ pub fn test_plugin(name: &str) -> PathBuf {
     path
 }
 
+/// An HTTP client for a test's own requests. The host's TLS crypto
+/// provider is installed first, as the agent does before its first client:
+/// reqwest is built without one of its own, and panics without it.
+pub fn http_client() -> reqwest::Client {
+    launch_agent::clients::tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// The agent binary.
 pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_launch-agent"))
