@@ -135,6 +135,26 @@ async fn builders(
     (granted, ungranted)
 }
 
+/// The bundled aws environment pointed at moto, with the credentials'
+/// variables granted; its settings as the agent hands them over.
+async fn aws_environment(
+    host: &mut PluginHost,
+    moto: &common::moto::Moto,
+) -> (Arc<LoadedPlugin>, String) {
+    let aws = load(
+        host,
+        "aws",
+        &common::bundle_dir().join("environment-aws.wasm"),
+        &format!(
+            "    grants: {{ env: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY], hosts: [\"{}\"] }}\n    config: {{ endpoint-url: \"{}\" }}\n",
+            moto.url, moto.url
+        ),
+    )
+    .await;
+    let settings = aws.settings_for(Some(json!({"type": "aws", "region": moto.region})));
+    (aws, settings)
+}
+
 #[tokio::test]
 async fn a_context_goes_to_a_pvc_directory_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,17 +241,7 @@ async fn a_context_goes_to_s3_signed_by_the_aws_environment() {
     let prefix = format!("s3://{bucket}/launch/");
     let missing_prefix = format!("s3://missing-{}/launch/", uuid::Uuid::new_v4().simple());
     let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
-    let aws = load(
-        &mut host,
-        "aws",
-        &common::bundle_dir().join("environment-aws.wasm"),
-        &format!(
-            "    grants: {{ env: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY], hosts: [\"{}\"] }}\n    config: {{ endpoint-url: \"{}\" }}\n",
-            moto.url, moto.url
-        ),
-    )
-    .await;
-    let settings = aws.settings_for(Some(json!({"type": "aws", "region": moto.region})));
+    let (aws, settings) = aws_environment(&mut host, moto).await;
     let (granted, ungranted) = builders(&mut host, &[prefix.clone(), missing_prefix.clone()]).await;
 
     // Before an environment lends its credentials, nothing is sent.
@@ -455,17 +465,7 @@ async fn upload_benchmark() {
     std::fs::create_dir_all(&pvc).unwrap();
     let bucket = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
-    let aws = load(
-        &mut host,
-        "aws",
-        &common::bundle_dir().join("environment-aws.wasm"),
-        &format!(
-            "    grants: {{ env: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY], hosts: [\"{}\"] }}\n    config: {{ endpoint-url: \"{}\" }}\n",
-            moto.url, moto.url
-        ),
-    )
-    .await;
-    let settings = aws.settings_for(Some(json!({"type": "aws", "region": moto.region})));
+    let (aws, settings) = aws_environment(&mut host, moto).await;
     host.lend_environment(&aws, settings.clone());
     let stores = [
         format!("s3://{bucket}/"),
