@@ -314,7 +314,7 @@ fn push_times(rounds: usize, mib: usize) -> (Vec<Duration>, Vec<Duration>) {
         cli.push(start.elapsed());
         for tag in [&ours_tag, &cli_tag] {
             let _ = Command::new("docker")
-                .args(["rmi", "-f", tag])
+                .args(["rmi", "-f", "--no-prune", tag])
                 .stdout(Stdio::null())
                 .status();
         }

@@ -372,7 +372,7 @@ fn push_private_image(agent: &Scratch, repo: &str, marker: &str) -> String {
         Some(&s.registry_password),
     );
     docker(&["push", "-q", &image], None);
-    docker(&["rmi", "-f", &image], None);
+    assert!(common::docker::remove_images_blocking(&[&image]));
     image
 }
 

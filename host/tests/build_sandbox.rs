@@ -10,8 +10,8 @@
 mod common;
 
 use bollard::Docker;
-use bollard::query_parameters::{RemoveImageOptions, TagImageOptions};
-use common::docker::{docker, services};
+use bollard::query_parameters::TagImageOptions;
+use common::docker::{docker, remove_images, services};
 use launch_agent::plugins::LoadedPlugin;
 use serde_json::json;
 use std::path::Path;
@@ -24,22 +24,6 @@ fn unique_repo(test: &str) -> String {
         services().registry,
         uuid::Uuid::new_v4().simple()
     )
-}
-
-/// Removes the images (tags) given, ignoring those already gone.
-async fn remove_images(docker: &Docker, images: &[String]) {
-    for image in images {
-        let _ = docker
-            .remove_image(
-                image,
-                Some(RemoveImageOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-                None,
-            )
-            .await;
-    }
 }
 
 /// Tags the base test image as `image` (`repository:tag`).

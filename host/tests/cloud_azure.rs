@@ -535,7 +535,7 @@ async fn the_acr_stand_in_exchanges_an_aad_token_and_lets_docker_push_with_the_r
     );
     assert!(tag.status.success(), "{tag:?}");
     let push = docker(&config_dir, &["push", image.as_str()], "");
-    let _ = docker(&config_dir, &["rmi", image.as_str()], "");
+    let _ = docker(&config_dir, &["rmi", "--no-prune", image.as_str()], "");
     assert!(
         push.status.success(),
         "{}{}",

@@ -6,8 +6,7 @@
 mod common;
 
 use bollard::Docker;
-use bollard::query_parameters::RemoveImageOptions;
-use common::docker::{docker, services};
+use common::docker::{docker, remove_images, services};
 use launch_agent::capabilities::docker::{BuildNetwork, build_image, image_exists, push_image};
 use serde_json::json;
 use std::path::Path;
@@ -36,22 +35,6 @@ fn unique_repo(test: &str) -> String {
         services().registry,
         uuid::Uuid::new_v4().simple()
     )
-}
-
-/// Removes the images (tags) given, ignoring those already gone.
-async fn remove_images(docker: &Docker, images: &[String]) {
-    for image in images {
-        let _ = docker
-            .remove_image(
-                image,
-                Some(RemoveImageOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-                None,
-            )
-            .await;
-    }
 }
 
 /// Writes `files` (path, contents) under `dir`.

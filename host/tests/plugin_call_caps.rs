@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::docker::{docker, services};
+use common::docker::{docker, remove_images, services};
 use launch_agent::config::LaunchConfig;
 use launch_agent::plugins::{LoadedPlugin, PluginHost};
 use serde_json::json;
@@ -156,20 +156,13 @@ async fn a_call_runs_at_most_8_builds_of_at_most_16_tags() {
         said.contains("build-flood: 8 built, then:") && said.contains("docker build cap reached"),
         "{said}"
     );
-    for tag in [
-        image.clone(),
-        format!("{repo}:flood-0"),
-        format!("{repo}:flood-1"),
-    ] {
-        let _ = docker
-            .remove_image(
-                &tag,
-                Some(bollard::query_parameters::RemoveImageOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-                None,
-            )
-            .await;
-    }
+    remove_images(
+        &docker,
+        &[
+            image.clone(),
+            format!("{repo}:flood-0"),
+            format!("{repo}:flood-1"),
+        ],
+    )
+    .await;
 }

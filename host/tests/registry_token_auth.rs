@@ -44,11 +44,7 @@ impl Tagged {
 }
 impl Drop for Tagged {
     fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rmi", "-f", &self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        common::docker::remove_images_blocking(&[&self.0]);
     }
 }
 
@@ -631,12 +627,7 @@ async fn a_run_time_pull_from_a_token_registry_hands_the_engine_a_token() {
     )
     .await
     .expect("push the image to pull");
-    let removed = Command::new("docker")
-        .args(["rmi", "-f", &image])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(removed.success());
+    assert!(common::docker::remove_images_blocking(&[&image]));
 
     let login = |password: &str| RegistryLogin {
         username: USER.into(),
@@ -663,8 +654,5 @@ async fn a_run_time_pull_from_a_token_registry_hands_the_engine_a_token() {
         .await
         .expect("the pull with a token");
     assert!(docker.inspect_image(&image).await.is_ok(), "pulled");
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", &image])
-        .stdout(Stdio::null())
-        .status();
+    common::docker::remove_images_blocking(&[&image]);
 }

@@ -137,3 +137,40 @@ pub async fn push_base_image(repo: &str, tag: &str) -> String {
     }
     format!("{name}:{tag}")
 }
+
+/// Removes `images` (tags or ids) from the engine, keeping their untagged
+/// parent layers (`noprune`).
+///
+/// Tests build the same Dockerfiles side by side, so the engine's build
+/// cache hands one test's intermediate layers to another's build; pruning
+/// them under a running build fails it with "unable to find image
+/// sha256:…" (CI saw it). Every test removes images through this helper or
+/// [`remove_images_blocking`], never with pruning.
+pub async fn remove_images(docker: &Docker, images: &[String]) {
+    use bollard::query_parameters::RemoveImageOptions;
+    for image in images {
+        let _ = docker
+            .remove_image(
+                image,
+                Some(RemoveImageOptions {
+                    force: true,
+                    noprune: true,
+                    ..Default::default()
+                }),
+                None,
+            )
+            .await;
+    }
+}
+
+/// [`remove_images`] for synchronous code (drop guards, the CLI-driven
+/// tests): `docker rmi -f --no-prune`; whether the engine removed them all.
+pub fn remove_images_blocking(images: &[&str]) -> bool {
+    std::process::Command::new("docker")
+        .args(["rmi", "-f", "--no-prune"])
+        .args(images)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
