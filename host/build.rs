@@ -116,6 +116,7 @@ const BUNDLE: &[BundlePlugin] = &[
 /// to any of it rebuilds the bundle.
 const INPUTS: &[&str] = &[
     "plugins/builder-noop",
+    "plugins/builder-common",
     "plugins/builder-docker",
     "plugins/environment-local",
     "plugins/registry-oci",

@@ -16,7 +16,7 @@
 #
 # | path | what |
 # |---|---|
-# | /usr/local/bin/launch-agent | the static binary (entrypoint; the default command is `run`) |
+# | /usr/local/bin/launch-agent | the static binary, stripped (entrypoint; the default command is `run`) |
 # | /etc/ssl/certs/ca-certificates.crt | this machine's CA bundle (Debian's `ca-certificates`), for W&B and the registries |
 # | /etc/passwd, /etc/group | `root` and `launch_agent` (uid/gid 1000), the user it runs as |
 # | /home/launch_agent | its home (owned by 1000): the W&B config is mounted at .config/wandb |
@@ -24,8 +24,9 @@
 #
 # What it needs, installed when missing (so a fresh Debian machine works):
 # rustup's x86_64-unknown-linux-musl target and Debian's `musl-tools`
-# (`musl-gcc`: ring and the bundled SQLite are C), `ca-certificates`, and a
-# Docker engine answering `docker info` (scripts/services.sh starts one).
+# (`musl-gcc`: ring and the bundled SQLite are C), `ca-certificates`,
+# `binutils` (`strip`), and a Docker engine answering `docker info`
+# (scripts/services.sh starts one).
 # The build has a cargo target dir of its own, $LAUNCH_AGENT_IMAGE_TARGET_DIR,
 # default $CARGO_TARGET_DIR/agent-image (or target/agent-image), so that it
 # never waits on the lock of a build or test running in the usual one (a
@@ -109,6 +110,10 @@ trap 'rm -rf "$context"' EXIT
 mkdir -p "$context/rootfs/usr/local/bin" "$context/rootfs/etc/ssl/certs" "$context/rootfs/tmp" \
     "$context/home/.config/wandb"
 cp "$binary" "$context/rootfs/usr/local/bin/launch-agent"
+# The image carries no debug information (the binary in the target dir keeps
+# it): half the size of a dev build.
+command -v strip >/dev/null || apt_install binutils
+strip "$context/rootfs/usr/local/bin/launch-agent"
 cp -L /etc/ssl/certs/ca-certificates.crt "$context/rootfs/etc/ssl/certs/ca-certificates.crt"
 cat >"$context/rootfs/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/root:/sbin/nologin
