@@ -7,7 +7,7 @@
 //!
 //! | target | plugins | why |
 //! |---|---|---|
-//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci, registry-gcr, deployer-coreweave | lean: no WASI imports, cheaper calls |
+//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci, registry-gcr, registry-acr, deployer-coreweave | lean: no WASI imports, cheaper calls |
 //! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr, environment-gcp, environment-azure | read files, environment variables, or make `wasi:http` requests |
 //!
 //! The nested cargo
@@ -106,6 +106,11 @@ const BUNDLE: &[BundlePlugin] = &[
         file: "registry-gcr.wasm",
     },
     BundlePlugin {
+        package: "registry-acr",
+        target: LEAN,
+        file: "registry-acr.wasm",
+    },
+    BundlePlugin {
         package: "deployer-coreweave",
         target: LEAN,
         file: "deployer-coreweave.wasm",
@@ -124,6 +129,7 @@ const INPUTS: &[&str] = &[
     "plugins/environment-gcp",
     "plugins/environment-azure",
     "plugins/registry-gcr",
+    "plugins/registry-acr",
     "plugins/deployer-coreweave",
     "plugins/sdk",
     "wit",

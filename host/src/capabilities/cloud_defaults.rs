@@ -10,6 +10,7 @@
 //! | `environment-gcp` | `https://oauth2.googleapis.com` (or the `token-uri` of its `config:`) when `GOOGLE_APPLICATION_CREDENTIALS` is set; else the metadata server (`http://169.254.169.254`, or the `metadata-endpoint` of its `config:`) | — | [`GCP_ENV`] | the key file's dir, when it exists |
 //! | `environment-azure` | AAD's authority (the `authority-host` of its `config:`, else `AZURE_AUTHORITY_HOST`, else `https://login.microsoftonline.com`) when a client secret or workload identity is set up (`AZURE_TENANT_ID` and `AZURE_CLIENT_ID` with `AZURE_CLIENT_SECRET` or `AZURE_FEDERATED_TOKEN_FILE`); else IMDS (`http://169.254.169.254`, or the `imds-endpoint` of its `config:`) | — | [`AZURE_ENV`] | the federated token file's dir, when it exists |
 //! | `registry-gcr` | `https://REGION-docker.pkg.dev` (from `registry.uri`, else `registry.region`) and its `registry-address` | the same: the registry's origin is where the environment's token is lent for (`lent.bearer-token`) | — | — |
+//! | `registry-acr` | `https://REG.azurecr.io` (`.us`, `.cn`; from `registry.uri`) and its `registry-address` | the same: the AAD token is lent for the registry's origin and posted to its `/oauth2/exchange` (`lent.post-form`) | — | — |
 //!
 //! The region is the `environment:` block's `region`, else `AWS_REGION`,
 //! else `AWS_DEFAULT_REGION` (for the environment), and the one in
@@ -76,6 +77,7 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
         "environment-gcp" => gcp_environment(config, &|var| std::env::var_os(var)),
         "environment-azure" => azure_environment(config, &|var| std::env::var_os(var)),
         "registry-gcr" => gcr_registry(config),
+        "registry-acr" => acr_registry(config),
         _ => Grants::default(),
     }
 }
@@ -348,6 +350,40 @@ fn gcr_registry(config: &LaunchConfig) -> Grants {
     }
 }
 
+/// The ACR login server of the config's registry (`REG.azurecr.io`, or
+/// `.azurecr.us`, `.azurecr.cn`): `registry.uri`'s host (a leading
+/// `https://` dropped), lowercase.
+pub fn acr_registry_host(config: &LaunchConfig) -> Option<String> {
+    let uri = config.registry.as_ref()?.uri.as_ref()?;
+    uri.trim()
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .map(str::to_ascii_lowercase)
+        .filter(|host| {
+            [".azurecr.io", ".azurecr.us", ".azurecr.cn"]
+                .iter()
+                .any(|suffix| host.len() > suffix.len() && host.ends_with(suffix))
+        })
+}
+
+fn acr_registry(config: &LaunchConfig) -> Grants {
+    let mut origins = Vec::new();
+    if let Some(host) = acr_registry_host(config) {
+        origins.push(format!("https://{host}:443"));
+    }
+    if let Some(address) = plugin_setting(config, "acr", "registry-address") {
+        let local = address.starts_with("127.0.0.1") || address.starts_with("localhost");
+        let scheme = if local { "http" } else { "https" };
+        origins.push(format!("{scheme}://{address}"));
+    }
+    Grants {
+        hosts: spanned(origins.clone()),
+        environment_auth: spanned(origins),
+        ..Grants::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +502,29 @@ mod tests {
             ["http://127.0.0.1:8"]
         );
         let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
+    fn acr_gets_its_registry_marked_auth_environment() {
+        let c = config("registry: { type: acr, uri: \"https://MyReg.azurecr.io/launch\" }\n");
+        let grants = acr_registry(&c);
+        assert_eq!(values(&grants.hosts), ["https://myreg.azurecr.io:443"]);
+        assert_eq!(
+            values(&grants.environment_auth),
+            ["https://myreg.azurecr.io:443"]
+        );
+        let c = config(
+            "registry: { type: acr, uri: reg.azurecr.cn/launch }\n\
+             plugins:\n  acr:\n    config: { registry-address: \"127.0.0.1:5000\" }\n",
+        );
+        assert_eq!(
+            values(&acr_registry(&c).environment_auth),
+            ["https://reg.azurecr.cn:443", "http://127.0.0.1:5000"]
+        );
+        let c = config("registry: { type: acr, uri: \"registry.example.com/launch\" }\n");
+        assert!(acr_registry(&c).environment_auth.is_empty());
+        let c = config("registry: { type: acr, uri: \"evil.com/x.azurecr.io\" }\n");
+        assert!(acr_registry(&c).hosts.is_empty());
     }
 
     #[test]
