@@ -7,8 +7,8 @@
 //!
 //! | target | plugins | why |
 //! |---|---|---|
-//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci, registry-gcr, deployer-coreweave | lean: no WASI imports, cheaper calls |
-//! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr, environment-gcp, environment-azure | read files, environment variables, or make `wasi:http` requests |
+//! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci, registry-acr, deployer-coreweave | lean: no WASI imports, cheaper calls |
+//! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr, environment-gcp, environment-azure, registry-gcr | read files, environment variables, or make `wasi:http` requests |
 //!
 //! The nested cargo
 //!
@@ -102,8 +102,13 @@ const BUNDLE: &[BundlePlugin] = &[
     },
     BundlePlugin {
         package: "registry-gcr",
-        target: LEAN,
+        target: WASI,
         file: "registry-gcr.wasm",
+    },
+    BundlePlugin {
+        package: "registry-acr",
+        target: LEAN,
+        file: "registry-acr.wasm",
     },
     BundlePlugin {
         package: "deployer-coreweave",
@@ -125,6 +130,7 @@ const INPUTS: &[&str] = &[
     "plugins/environment-gcp",
     "plugins/environment-azure",
     "plugins/registry-gcr",
+    "plugins/registry-acr",
     "plugins/deployer-coreweave",
     "plugins/sdk",
     "wit",

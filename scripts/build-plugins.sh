@@ -51,9 +51,9 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
     cd "$root"
     # The default bundle, exactly as host/build.rs builds it.
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
-        -p builder-noop -p environment-local -p registry-oci -p registry-gcr -p deployer-coreweave >&2
+        -p builder-noop -p environment-local -p registry-oci -p registry-acr -p deployer-coreweave >&2
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
-        -p builder-docker -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure >&2
+        -p builder-docker -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure -p registry-gcr >&2
     # Test plugins that use files, environment variables or wasi:http.
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
         -p launch-plugin-sdk \
@@ -88,7 +88,8 @@ copy "$lean" builder_noop.wasm "$bundle/builder-noop.wasm"
 copy "$wasi" builder_docker.wasm "$bundle/builder-docker.wasm"
 copy "$lean" environment_local.wasm "$bundle/environment-local.wasm"
 copy "$lean" registry_oci.wasm "$bundle/registry-oci.wasm"
-copy "$lean" registry_gcr.wasm "$bundle/registry-gcr.wasm"
+copy "$wasi" registry_gcr.wasm "$bundle/registry-gcr.wasm"
+copy "$lean" registry_acr.wasm "$bundle/registry-acr.wasm"
 copy "$wasi" environment_aws.wasm "$bundle/environment-aws.wasm"
 copy "$wasi" registry_ecr.wasm "$bundle/registry-ecr.wasm"
 copy "$wasi" environment_gcp.wasm "$bundle/environment-gcp.wasm"

@@ -47,7 +47,7 @@ echo "== cargo clippy" >&2
 cargo clippy -p launch-agent --all-targets -- -D warnings
 # In the plugins' own target dir (scripts/build-plugins.sh), whose proc macros it reuses.
 cargo clippy --release --target wasm32-wasip2 --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
-  -p launch-plugin-sdk -p builder-docker -p builder-kaniko -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure -p registry-gcr -p hostile-plugin -p hostile-builder-plugin -- -D warnings
+  -p launch-plugin-sdk -p builder-docker -p builder-kaniko -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure -p registry-gcr -p registry-acr -p hostile-plugin -p hostile-builder-plugin -- -D warnings
 cargo clippy --release --target wasm32-unknown-unknown --target-dir "$CARGO_TARGET_DIR/wasm-plugins" \
   -p launch-plugin-sdk -p builder-noop -p environment-local -p registry-oci -p deployer-coreweave -p hostile-plugin -- -D warnings
 
@@ -58,7 +58,7 @@ echo "== cargo test" >&2
 cargo test -p launch-agent --lib --bins --tests
 # The cloud plugins' own unit tests (settings, signing), natively; the
 # builders' rules and the Kaniko manifests (checked by kubernetes-validate).
-cargo test -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure -p registry-gcr -p deployer-coreweave
+cargo test -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure -p registry-gcr -p registry-acr -p deployer-coreweave
 cargo test -p builder-common -p builder-docker -p builder-kaniko
 
 echo "== the README's quick start, checked" >&2

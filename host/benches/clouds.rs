@@ -10,12 +10,19 @@
 //!   `tests/gcp_fake` and a `docker-registry` taking only that token)
 //!   against registry-oci with the same user and token as a secret, side
 //!   by side on the same image;
+//! - the same lookup by registry-acr (the azure environment's AAD token
+//!   lent and exchanged by the host for a refresh token, kept by the
+//!   plugin; the ACR stand-in of `tests/azure_fake`) against registry-oci
+//!   with user `00000000-...` and a refresh token as a secret;
 //! - the agent's start-up to first poll with the `aws` environment (the
 //!   credential chain and STS `GetCallerIdentity`, moto standing in)
 //!   against the `local` environment, warm plugin cache.
 //!
 //! Run: `cargo bench -p launch-agent --bench clouds`.
 
+#[path = "../tests/common/azure.rs"]
+#[allow(dead_code)]
+mod azure;
 #[path = "../tests/common/gcp.rs"]
 #[allow(dead_code)]
 mod gcp;
@@ -142,11 +149,18 @@ async fn lookups(calls: usize) -> (Duration, Duration, bool) {
 /// `repository:cached` to the registry at `address` with `user`/`password`,
 /// through the distribution API, so the lookups find it.
 fn push_tiny_image(address: &str, repository: &str, user: &str, password: &str) -> String {
+    push_tiny_image_with(address, repository, &["-u", &format!("{user}:{password}")])
+}
+
+/// [`push_tiny_image`] with `auth`, curl's arguments that authenticate
+/// (`-u user:password`, `-H "Authorization: Bearer ..."`).
+fn push_tiny_image_with(address: &str, repository: &str, auth: &[&str]) -> String {
     use sha2::Digest;
-    let auth = format!("{user}:{password}");
     let curl = |args: &[&str], body: Option<&[u8]>| {
         let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-f", "-u", &auth, "-D", "-", "-o", "/dev/null"])
+        cmd.args(["-s", "-f"])
+            .args(auth)
+            .args(["-D", "-", "-o", "/dev/null"])
             .args(args);
         if body.is_some() {
             cmd.args(["--data-binary", "@-"]).stdin(Stdio::piped());
@@ -300,6 +314,142 @@ async fn gcr_lookups(calls: usize) -> (Duration, Duration) {
     (g[g.len() / 2], o[o.len() / 2])
 }
 
+/// `curl -s ARGS`'s answer as JSON.
+fn curl_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("curl")
+        .arg("-s")
+        .args(args)
+        .output()
+        .expect("curl");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// registry-acr's and registry-oci's `image-exists` p50 on the same cached
+/// image of the ACR stand-in.
+async fn acr_lookups(calls: usize) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let acr = azure::acr(dir.path());
+    let url = acr.fake.url();
+    let address = acr.registry_address.clone();
+    // The bench's own refresh token (for registry-oci and the push): an
+    // AAD token from the fake's IMDS, exchanged as `az acr login` does.
+    let aad = curl_json(&[
+        "-H",
+        "Metadata: true",
+        &format!(
+            "{url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com"
+        ),
+    ]);
+    let exchanged = curl_json(&[
+        "-X",
+        "POST",
+        "--data-urlencode",
+        "grant_type=access_token",
+        "--data-urlencode",
+        &format!("service={}", azure::ACR_SERVICE),
+        "--data-urlencode",
+        &format!(
+            "access_token={}",
+            aad["access_token"].as_str().expect("an AAD token")
+        ),
+        &format!("{url}/oauth2/exchange"),
+    ]);
+    let refresh = exchanged["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_string();
+    let registry_token = curl_json(&[
+        "-u",
+        &format!("{}:{refresh}", azure::ACR_USER),
+        &format!(
+            "{url}/oauth2/token?service={}&scope=repository:launch:pull,push",
+            azure::ACR_SERVICE
+        ),
+    ]);
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        registry_token["access_token"]
+            .as_str()
+            .expect("a registry token")
+    );
+    let image = push_tiny_image_with(&address, "launch", &["-H", &bearer]);
+    unsafe {
+        std::env::set_var("BENCH_ACR_PASSWORD", &refresh);
+    }
+    let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
+    // Managed identity (the fake's IMDS): no variable to grant.
+    let azure_env = load(
+        &mut host,
+        "azure",
+        "environment-azure",
+        &format!(
+            "    grants: {{ hosts: [\"{url}\"] }}\n    config: {{ imds-endpoint: \"{url}\", authorize-urls: [\"{url}\"] }}\n"
+        ),
+        "",
+    )
+    .await;
+    let azure_settings = azure_env.settings_for(Some(serde_json::json!({"type": "azure"})));
+    host.lend_environment(&azure_env, azure_settings);
+    let acr_plugin = load(
+        &mut host,
+        "acr",
+        "registry-acr",
+        &format!("    grants: {{ hosts: [\"http://{address}\"], environment_auth: [\"http://{address}\"] }}\n    config: {{ registry-address: \"{address}\" }}\n"),
+        "",
+    )
+    .await;
+    let oci = load(
+        &mut host,
+        "oci",
+        "registry-oci",
+        &format!(
+            "    grants: {{ hosts: [\"http://{address}\"], secrets: [pw] }}\n    config: {{ username: \"{}\", password-secret: pw }}\n",
+            azure::ACR_USER
+        ),
+        "secrets:\n  pw: { env: BENCH_ACR_PASSWORD }\n",
+    )
+    .await;
+    let acr_settings = acr_plugin.settings_for(Some(serde_json::json!({
+        "type": "acr", "uri": format!("{}/launch", azure::ACR_SERVICE)
+    })));
+    let oci_settings = oci.settings_for(Some(serde_json::json!({
+        "type": "oci", "uri": format!("{address}/launch")
+    })));
+    // Warm: the first lookup has the host exchange (and the plugin keep)
+    // the refresh token.
+    assert!(
+        acr_plugin
+            .image_exists(&acr_settings, &image, None)
+            .await
+            .expect("acr lookup")
+    );
+    assert!(
+        oci.image_exists(&oci_settings, &image, None)
+            .await
+            .expect("oci lookup")
+    );
+    let (mut a, mut o) = (Vec::new(), Vec::new());
+    for _ in 0..calls {
+        let t = Instant::now();
+        acr_plugin
+            .image_exists(&acr_settings, &image, None)
+            .await
+            .unwrap();
+        a.push(t.elapsed());
+        let t = Instant::now();
+        oci.image_exists(&oci_settings, &image, None).await.unwrap();
+        o.push(t.elapsed());
+    }
+    assert_eq!(
+        acr.exchanges(),
+        2,
+        "the bench's exchange and one for every lookup"
+    );
+    a.sort();
+    o.sort();
+    (a[a.len() / 2], o[o.len() / 2])
+}
+
 /// Start-up to the "agent polling" line of `launch-agent run` with `config`.
 fn start_to_poll(state: &Path, config: &Path, aws: bool) -> Duration {
     let m = moto_env::moto();
@@ -413,6 +563,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (ecr, oci, exists) = runtime.block_on(lookups(calls));
     let (gcr, gcr_oci) = runtime.block_on(gcr_lookups(calls));
+    let (acr, acr_oci) = runtime.block_on(acr_lookups(calls));
     let (local, aws) = startups(runs);
     let sts = sts_round_trip(if full { 50 } else { 3 });
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -437,6 +588,14 @@ fn main() {
     println!(
         "| the same lookup by registry-oci (user oauth2accesstoken, the token as a secret), same registry, p50 of {calls} | {:.2} ms | |",
         ms(gcr_oci)
+    );
+    println!(
+        "| `image-exists` of a cached image, registry-acr (the azure environment's AAD token exchanged by the host, the refresh token kept, manifest HEAD), p50 of {calls} | {:.2} ms | |",
+        ms(acr)
+    );
+    println!(
+        "| the same lookup by registry-oci (user 00000000-..., a refresh token as a secret), same registry, p50 of {calls} | {:.2} ms | |",
+        ms(acr_oci)
     );
     println!(
         "| start-up to first poll, `aws` environment (chain + STS on moto), p50 of {runs} | {:.0} ms | ≤ 2× local |",

@@ -7,9 +7,15 @@
 //! jobs and authorizations; a plugin gets the token only for an origin the
 //! environment accepts.
 //!
-//! The ACR stand-in (the fake's `/oauth2/exchange` and `/oauth2/token` as
-//! the realm of a docker-registry in token-auth mode) is checked with
-//! `docker push`, the ground for `registry-acr`, which is not done yet.
+//! Then `registry-acr` against the ACR stand-in (the fake's
+//! `/oauth2/exchange` and `/oauth2/token`, the realm of a docker-registry in
+//! token-auth mode that the fake serves `/v2/` of, on one origin as
+//! `REG.azurecr.io`): a code job built by the docker builder is pushed with
+//! the refresh token the host exchanged for the AAD token, run, and its
+//! build skipped when resubmitted; one exchange for many jobs; no AAD,
+//! refresh or access token, nor the client secret, anywhere the agent
+//! writes; a registry without `auth: environment` gets no token; a
+//! third-party plugin cannot have the host post a lent token elsewhere.
 
 mod common;
 use common::Scratch;
@@ -554,5 +560,331 @@ async fn the_acr_stand_in_exchanges_an_aad_token_and_lets_docker_push_with_the_r
         manifest.status().as_u16(),
         401,
         "the registry wants a token"
+    );
+}
+
+/// The W&B-style config of `environment: azure` and `registry: acr`, AAD
+/// and the registry pointed at the ACR stand-in. `registry_type` names the
+/// registry plugin; `plugins_extra` is added under `plugins:`.
+fn acr_config(
+    agent: &Scratch,
+    acr: &common::azure::Acr,
+    registry_type: &str,
+    plugins_extra: &str,
+) -> std::path::PathBuf {
+    let address = &acr.registry_address;
+    agent.write_config(&format!(
+        "queues: [default]\nmax_jobs: 1\nstopped_run_timeout: 5\n\
+         builder:\n  type: docker\n\
+         environment:\n  type: azure\n  region: westeurope\n\
+         registry:\n  type: {registry_type}\n  uri: https://{service}/launch\n\
+         plugins:\n  azure:\n    config: {{ authority-host: \"{url}\", imds-endpoint: \"http://127.0.0.1:1\", authorize-urls: [\"http://{address}\"] }}\n\
+         \x20 acr:\n    config: {{ registry-address: \"{address}\", tenant: \"{TENANT}\" }}\n\
+         \x20 docker:\n    grants: {{ hosts: [\"http://{address}\"] }}\n{plugins_extra}",
+        service = common::azure::ACR_SERVICE,
+        url = acr.fake.url(),
+    ))
+}
+
+/// Runs the agent on `config` to idle with `vars` as its Azure variables.
+fn run_acr_agent(agent: &Scratch, config: &Path, vars: &[(&str, &str)]) -> Output {
+    let mut cmd = agent.run_cmd(config);
+    cmd.arg("-v").env("HOME", agent.path());
+    for var in AZURE_VARS {
+        cmd.env_remove(var);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// A code directory whose image prints `marker` (unique per test, so its
+/// tag is too).
+fn code_dir(agent: &Scratch, marker: &str) -> std::path::PathBuf {
+    let dir = agent.path().join("code");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile.wandb"),
+        format!(
+            "FROM {}\nCOPY job.sh /job.sh\nENTRYPOINT [\"sh\", \"/job.sh\"]\n",
+            common::docker::services().base_image
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("job.sh"),
+        format!("echo {marker} in $AZURE_REGION\n"),
+    )
+    .unwrap();
+    dir
+}
+
+fn job_log(agent: &Scratch, id: &str) -> String {
+    std::fs::read_to_string(agent.state_dir().join("runs").join(id).join("agent.log"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_code_job_is_pushed_to_acr_with_the_exchanged_refresh_token_then_never_rebuilt() {
+    let agent = Scratch::new();
+    let acr = common::azure::acr(agent.path());
+    let config = acr_config(&agent, &acr, "acr", "");
+    let marker = format!("hello-acr-{}", std::process::id());
+    let dir = code_dir(&agent, &marker);
+    let job = json!({"resource": "local-container", "project": "azure", "uri": dir.display().to_string()});
+    let ids: Vec<String> = (0..3).map(|_| agent.submit("default", &job)).collect();
+    let out = run_acr_agent(&agent, &config, &secret_vars());
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    for said in [
+        format!(
+            "registry-acr: {} exchanged the environment's AAD token for a refresh token",
+            common::azure::ACR_SERVICE
+        ),
+        format!(
+            "registry-acr: {} takes the refresh token for launch",
+            acr.registry_address
+        ),
+    ] {
+        assert!(log.contains(&said), "{said:?} missing from {log}");
+    }
+    for id in &ids {
+        let item = agent.item(id);
+        assert_eq!(
+            item["state"],
+            "finished",
+            "{item:#}\n{}",
+            job_log(&agent, id)
+        );
+        let output = agent.run_file(id, "output.log");
+        assert!(
+            output.contains(&format!("{marker} in westeurope")),
+            "{output}"
+        );
+    }
+    assert!(
+        job_log(&agent, &ids[0]).contains("build: built"),
+        "{}",
+        job_log(&agent, &ids[0])
+    );
+    for id in &ids[1..] {
+        let log = job_log(&agent, id);
+        assert!(
+            log.contains("build: skipped") && log.contains("already exists"),
+            "{log}"
+        );
+    }
+    // The image is in the stand-in, under the repository of `registry.uri`.
+    let tags = std::fs::read_dir(
+        agent
+            .path()
+            .join("acr-data/docker/registry/v2/repositories/launch/_manifests/tags"),
+    )
+    .map(|d| d.count())
+    .unwrap_or(0);
+    assert_eq!(tags, 1, "one image pushed");
+    // One AAD token and one exchange for start-up, three logins, three
+    // lookups and the push.
+    let grants = acr.fake.grants();
+    let count = |source: &str| grants.iter().filter(|g| g.0 == source).count();
+    assert_eq!(count("secret"), 1, "{grants:?}");
+    assert_eq!(acr.exchanges(), 1, "{grants:?}");
+    assert!(
+        count("acr-access") >= 2,
+        "the registry was asked: {grants:?}"
+    );
+
+    // No AAD token, refresh token, access token or secret anywhere the
+    // agent writes.
+    let all = everything(&agent, &out);
+    for (source, _, token) in &grants {
+        assert!(!all.contains(token.as_str()), "a {source} token leaked");
+    }
+    assert!(!all.contains(SECRET), "the secret leaked");
+    // The job's image, built and pulled here, is removed (never pruned).
+    let listed = std::process::Command::new("docker")
+        .args([
+            "image",
+            "ls",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+        ])
+        .arg(format!("reference={}/launch", acr.registry_address))
+        .output()
+        .unwrap();
+    let images = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let images: Vec<&str> = images.split_whitespace().collect();
+    assert!(!images.is_empty(), "the job's image is here");
+    common::docker::remove_images_blocking(&images);
+}
+
+#[test]
+fn with_acr_a_wrong_client_secret_fails_start_up_naming_aads_error_and_exchanges_nothing() {
+    let agent = Scratch::new();
+    let acr = common::azure::acr(agent.path());
+    let config = acr_config(&agent, &acr, "acr", "");
+    let wrong = "wrong~secret~acr~0123456789abcdefghijklm";
+    let out = run_acr_agent(
+        &agent,
+        &config,
+        &[
+            ("AZURE_TENANT_ID", TENANT),
+            ("AZURE_CLIENT_ID", CLIENT_ID),
+            ("AZURE_CLIENT_SECRET", wrong),
+        ],
+    );
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("401 invalid_client: AADSTS7000215: Invalid client secret provided."),
+        "{log}"
+    );
+    assert_eq!(acr.exchanges(), 0);
+    let all = everything(&agent, &out);
+    assert!(!all.contains(wrong), "the secret leaked");
+}
+
+#[test]
+fn registry_acr_without_the_auth_environment_grant_gets_no_token() {
+    let agent = Scratch::new();
+    let acr = common::azure::acr(agent.path());
+    // The acr component loaded by path (a third-party plugin: no default
+    // grants), which may reach the stand-in but not have its token.
+    let extra = format!(
+        "  their-acr:\n    path: {}\n    config: {{ registry-address: \"{address}\" }}\n    grants: {{ hosts: [\"http://{address}\"] }}\n",
+        common::bundle_dir().join("registry-acr.wasm").display(),
+        address = acr.registry_address
+    );
+    let config = acr_config(&agent, &acr, "their-acr", &extra);
+    let out = run_acr_agent(&agent, &config, &secret_vars());
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!(
+            "may not have the environment's token for http://{}: its grants.environment_auth does not mark it",
+            acr.registry_address
+        )) && log.contains("the registry is not usable"),
+        "{log}"
+    );
+    assert_eq!(acr.exchanges(), 0);
+    let all = everything(&agent, &out);
+    for (source, _, token) in acr.fake.grants() {
+        assert!(!all.contains(token.as_str()), "a {source} token leaked");
+    }
+}
+
+#[tokio::test]
+async fn a_third_party_plugin_cannot_have_a_lent_token_posted_to_another_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let acr = common::azure::acr(dir.path());
+    let stand_in = acr.fake.url();
+    let (other_port, other_heads) = recording_server();
+    let other = format!("http://127.0.0.1:{other_port}");
+    let mut host = PluginHost::new(&dir.path().join("cache"), 256).unwrap();
+    // A third-party builder that may reach both origins, and have the
+    // environment's token for the stand-in's.
+    let builder = load(
+        &mut host,
+        "their-builder",
+        &common::test_plugin("hostile-builder"),
+        &format!("    grants: {{ hosts: [\"{other}\"], environment_auth: [\"{stand_in}\"] }}\n"),
+    )
+    .await;
+    let azure = load(
+        &mut host,
+        "azure",
+        &common::bundle_dir().join("environment-azure.wasm"),
+        &format!(
+            "    grants: {{ hosts: [\"{stand_in}\"] }}\n    config: {{ imds-endpoint: \"{stand_in}\", authorize-urls: [\"{stand_in}\"] }}\n"
+        ),
+    )
+    .await;
+    let settings = azure.settings_for(Some(json!({"type": "azure"})));
+    host.lend_environment(&azure, settings);
+    let post = |url: String| {
+        let builder = builder.clone();
+        let stand_in = stand_in.clone();
+        async move {
+            use launch_agent::plugins::bindings::Job;
+            let request = launch_agent::plugins::loaded::BuildRequest {
+                job: Job {
+                    id: "post-form".into(),
+                    queue: "q".into(),
+                    spec_json: "{}".into(),
+                },
+                settings:
+                    json!({"mode": "post-form", "lent-origin": format!("{stand_in}/"), "url": url})
+                        .to_string(),
+                destination: String::new(),
+                source_dir: None,
+                source_id: "post-form".into(),
+            };
+            let plan = launch_agent::plugins::loaded::BuildPlan {
+                image_uri: "hostile/post-form:latest".into(),
+                dockerfile: String::new(),
+                dockerfile_origin: "test".into(),
+            };
+            builder
+                .build(&request, &plan, None, None, None)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let refused = post(format!("{other}/oauth2/exchange")).await;
+    assert!(
+        refused.contains("NotGranted")
+            && refused.contains("may not be used by plugin")
+            && refused.contains(&other),
+        "{refused}"
+    );
+    assert!(other_heads.lock().unwrap().is_empty(), "sent elsewhere");
+    // To its own origin it goes (the fake wants more fields than these).
+    let sent = post(format!("{stand_in}/oauth2/exchange")).await;
+    assert!(sent.contains("status=400 secrets=0"), "{sent}");
+    assert_eq!(acr.exchanges(), 0);
+    for (source, _, token) in acr.fake.grants() {
+        assert!(
+            !refused.contains(token.as_str()) && !sent.contains(token.as_str()),
+            "a {source} token leaked"
+        );
+    }
+}
+
+#[test]
+fn plugins_list_shows_registry_acrs_default_grants() {
+    let agent = Scratch::new();
+    let config = agent.write_config(
+        "environment: { type: azure }\nregistry: { type: acr, uri: https://myreg.azurecr.io/launch }\n",
+    );
+    let out = agent.run(&[
+        "plugins",
+        "list",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let acr = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "acr")
+        .unwrap_or_else(|| panic!("acr not in {text}"));
+    assert_eq!(acr["plugin_name"], "registry-acr");
+    let origin = json!(["https://myreg.azurecr.io:443"]);
+    assert_eq!(acr["environment_auth"], origin, "{acr}");
+    assert_eq!(acr["hosts"], origin, "{acr}");
+    assert!(
+        acr["env"].as_array().unwrap().is_empty() && acr["dirs"].as_array().unwrap().is_empty()
     );
 }

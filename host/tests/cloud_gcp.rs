@@ -203,8 +203,8 @@ fn gcr_config(
          builder:\n  type: docker\n\
          environment:\n  type: gcp\n  region: us-central1\n\
          registry:\n  type: {registry_type}\n  uri: https://us-central1-docker.pkg.dev/fake-project/launch/app\n\
-         plugins:\n  gcp:\n    config: {{ token-uri: \"{url}/token\", authorize-urls: [\"http://{address}\"] }}\n\
-         \x20 gcr:\n    config: {{ registry-address: \"{address}\" }}\n\
+         plugins:\n  gcp:\n    config: {{ token-uri: \"{url}/token\", authorize-urls: [\"http://{address}\", \"{url}\"] }}\n\
+         \x20 gcr:\n    config: {{ registry-address: \"{address}\", api-endpoint: \"{url}\" }}\n\
          \x20 docker:\n    grants: {{ hosts: [\"http://{address}\"] }}\n{plugins_extra}",
         url = fake.url(),
     ))
@@ -272,7 +272,9 @@ fn a_code_job_is_pushed_to_artifact_registry_with_the_lent_token_then_never_rebu
         log.contains(&format!(
             "registry-gcr: {} takes the environment's access token for fake-project/launch/app",
             registry.address
-        )),
+        )) && log.contains(
+            "registry-gcr: Artifact Registry has repository projects/fake-project/locations/us-central1/repositories/launch"
+        ),
         "{log}"
     );
     for id in &ids {
@@ -314,6 +316,32 @@ fn a_code_job_is_pushed_to_artifact_registry_with_the_lent_token_then_never_rebu
     all_text(&agent.state_dir(), &mut everything);
     assert!(!everything.contains(TOKEN), "the token leaked");
     assert!(!everything.contains(pem_line(&pem)), "the key leaked");
+}
+
+#[test]
+fn start_up_fails_naming_a_repository_artifact_registry_does_not_have() {
+    let agent = Scratch::new();
+    let pem = rsa_key(agent.path(), "trusted");
+    let fake = fake(agent.path());
+    let key = key_file(agent.path(), &fake, &pem);
+    let registry = artifact_registry(agent.path());
+    let config = gcr_config(&agent, &fake, &registry, "gcr", "");
+    // The same config, a repository that is not there.
+    let yaml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("/fake-project/launch/app", "/fake-project/missing/app");
+    let config = agent.write_config(&yaml);
+    let out = run_gcr_agent(&agent, &config, &key);
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(
+            "registry-gcr: Artifact Registry has no repository missing in project fake-project, \
+             location us-central1 (404 NOT_FOUND: Requested entity was not found.)"
+        ) && log.contains("gcloud artifacts repositories create missing"),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN), "{log}");
 }
 
 /// A third-party registry (the gcr component loaded by path, so it gets no
@@ -408,7 +436,10 @@ fn plugins_list_shows_registry_gcrs_default_grants() {
         .find(|p| p["name"] == "gcr")
         .unwrap_or_else(|| panic!("gcr not in {text}"));
     assert_eq!(gcr["plugin_name"], "registry-gcr");
-    let origin = json!(["https://europe-west4-docker.pkg.dev:443"]);
+    let origin = json!([
+        "https://europe-west4-docker.pkg.dev:443",
+        "https://artifactregistry.googleapis.com:443"
+    ]);
     assert_eq!(gcr["environment_auth"], origin, "{gcr}");
     assert_eq!(gcr["hosts"], origin, "{gcr}");
     assert!(

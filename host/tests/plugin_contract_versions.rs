@@ -78,6 +78,7 @@ async fn the_bundled_plugins_are_built_against_0_2() {
         "registry-oci",
         "registry-ecr",
         "registry-gcr",
+        "registry-acr",
         "environment-aws",
         "environment-local",
     ] {

@@ -41,6 +41,7 @@ realm of a docker-registry in token-auth mode that stands for REG's `/v2/`:
   (`https://containerregistry.azure.net/.default`), `service` the registry and
   `tenant` TENANT; answers `{"refresh_token": ...}` (logged as
   `acr-refresh SERVICE TOKEN`), else 401 `{"errors": [{"code": "UNAUTHORIZED", ...}]}`;
+  (each access token below is logged too, as `acr-access SERVICE TOKEN`)
 - `POST /oauth2/token`, form `grant_type=refresh_token`, `service`,
   `scope=repository:REPO:pull,push`, `refresh_token`: answers
   `{"access_token": JWT}`;
@@ -51,13 +52,23 @@ The JWT is what docker-registry's `auth.token` checks: RS256, signed with
 `openssl dgst` by `--acr-key`, the certificate in its `x5c` header, issuer
 `Azure Container Registry`, audience the service, the requested access.
 
+With `--acr-upstream HOST:PORT` (the docker-registry), every `/v2/...`
+request (any method) is passed on to it and its answer passed back, so that
+one origin serves both the registry and its token server, as
+`https://REG.azurecr.io` does: a token the exchange gives is bound by the
+agent to the origin it came from, and must be usable for the registry
+there. The `Host` header is passed as it came, so the registry's upload
+`Location`s and its token realm name this origin.
+
 Usage: server.py --tenant T --client-id C --secret S --federated-token F
---count-file FILE [--acr-service REG.azurecr.io --acr-key KEY --acr-cert CERT];
-prints the port. Binds 127.0.0.1 only. Standard library plus the openssl CLI.
+--count-file FILE [--acr-service REG.azurecr.io --acr-key KEY --acr-cert CERT
+[--acr-upstream 127.0.0.1:PORT]]; prints the port. Binds 127.0.0.1 only.
+Standard library plus the openssl CLI.
 """
 
 import argparse
 import base64
+import http.client
 import json
 import secrets
 import subprocess
@@ -69,7 +80,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ARGS = argparse.ArgumentParser()
 for flag in ("--tenant", "--client-id", "--secret", "--federated-token", "--count-file"):
     ARGS.add_argument(flag, required=True)
-for flag in ("--acr-service", "--acr-key", "--acr-cert"):
+for flag in ("--acr-service", "--acr-key", "--acr-cert", "--acr-upstream"):
     ARGS.add_argument(flag)
 ARGS = ARGS.parse_args()
 TENANT, CLIENT_ID, SECRET = ARGS.tenant, ARGS.client_id, ARGS.secret
@@ -187,7 +198,54 @@ class Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("content-length", "0")))
 
+    def proxied(self):
+        """Passes a `/v2/...` request on to the registry (`--acr-upstream`)
+        and its answer back; True when it did."""
+        if not ARGS.acr_upstream or not (self.path == "/v2" or self.path.startswith("/v2/")):
+            return False
+        has_body = "content-length" in self.headers or "chunked" in self.headers.get("transfer-encoding", "").lower()
+        data = self.body() if has_body else None
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("transfer-encoding", "connection", "content-length", "keep-alive")}
+        upstream = http.client.HTTPConnection(ARGS.acr_upstream, timeout=300)
+        try:
+            upstream.request(self.command, self.path, body=data, headers=headers)
+            answer = upstream.getresponse()
+            payload = answer.read()
+            self.send_response(answer.status)
+            for k, v in answer.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length", "keep-alive"):
+                    self.send_header(k, v)
+            if self.command == "HEAD":
+                self.send_header("content-length", answer.getheader("content-length", "0"))
+            else:
+                self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+        finally:
+            upstream.close()
+        return True
+
+    def do_HEAD(self):
+        if not self.proxied():
+            self.answer(404, "")
+
+    def do_PUT(self):
+        if not self.proxied():
+            self.answer(404, "{}")
+
+    def do_PATCH(self):
+        if not self.proxied():
+            self.answer(404, "{}")
+
+    def do_DELETE(self):
+        if not self.proxied():
+            self.answer(404, "{}")
+
     def do_POST(self):
+        if self.proxied():
+            return
         parts = self.path.split("?")[0].strip("/").split("/")
         form = urllib.parse.parse_qs(self.body().decode())
         if ARGS.acr_service and parts == ["oauth2", "exchange"]:
@@ -268,7 +326,10 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
             return
-        self.answer(200, json.dumps({"access_token": registry_jwt(scopes)}))
+        access = registry_jwt(scopes)
+        with LOCK, open(COUNT_FILE, "a") as f:
+            f.write(f"acr-access {ARGS.acr_service} {access}\n")
+        self.answer(200, json.dumps({"access_token": access}))
 
     def acr_token_from_form(self, form):
         field = lambda name: (form.get(name) or [""])[0]
@@ -277,6 +338,8 @@ class Handler(BaseHTTPRequestHandler):
         self.acr_access_token(field("service"), field("refresh_token"), form.get("scope", []))
 
     def do_GET(self):
+        if self.proxied():
+            return
         url = urllib.parse.urlparse(self.path)
         if ARGS.acr_service and url.path == "/oauth2/token":
             query = urllib.parse.parse_qs(url.query)

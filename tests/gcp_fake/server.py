@@ -13,6 +13,13 @@ answers (`Invalid JWT Signature.`). A good one gets `{"access_token": TOKEN,
 Metadata server: with `Metadata-Flavor: Google` only (else 403, as Google's),
 `instance/service-accounts/default/token` and `project/project-id`.
 
+Artifact Registry's API (`GET https://artifactregistry.googleapis.com/v1/projects/P/
+locations/L/repositories/R`, what registry-gcr's `verify` asks): with
+`Authorization: Bearer TOKEN` only (else 401 `UNAUTHENTICATED`, as Google's
+JSON error); the repositories that exist are those named `launch` in any location
+of PROJECT (`fake-project`), answered as Google does (`name`, `format: DOCKER`,
+...); any other is 404 `NOT_FOUND` ("Requested entity was not found.").
+
 Usage: server.py PUBLIC_PEM CLIENT_EMAIL TOKEN COUNT_FILE; prints the port.
 """
 
@@ -99,7 +106,30 @@ class Handler(BaseHTTPRequestHandler):
             f.write("grant\n")
         self.answer(200, json.dumps({"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"}))
 
+    def google_error(self, code, status, message):
+        self.answer(code, json.dumps({"error": {"code": code, "message": message, "status": status}}))
+
+    def repository(self):
+        """Artifact Registry's `repositories.get`."""
+        if self.headers.get("authorization") != f"Bearer {TOKEN}":
+            return self.google_error(
+                401, "UNAUTHENTICATED",
+                "Request is missing required authentication credential. Expected OAuth 2 access token, "
+                "login cookie or other valid authentication credential.")
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) != 7 or parts[1] != "projects" or parts[3] != "locations" or parts[5] != "repositories":
+            return self.google_error(404, "NOT_FOUND", "Requested entity was not found.")
+        _, _, project, _, location, _, repository = parts
+        if project != PROJECT or repository != "launch":
+            return self.google_error(404, "NOT_FOUND", "Requested entity was not found.")
+        self.answer(200, json.dumps({
+            "name": f"projects/{project}/locations/{location}/repositories/{repository}",
+            "format": "DOCKER", "mode": "STANDARD_REPOSITORY",
+            "createTime": "2026-01-01T00:00:00.000000Z", "updateTime": "2026-01-01T00:00:00.000000Z"}))
+
     def do_GET(self):
+        if self.path.startswith("/v1/projects/"):
+            return self.repository()
         if self.headers.get("metadata-flavor") != "Google":
             return self.answer(403, "Missing Metadata-Flavor:Google header.", "text/html")
         if self.path == "/computeMetadata/v1/instance/service-accounts/default/token":

@@ -9,7 +9,8 @@
 //! | `registry-ecr` | the registry's host (`registry.uri`) and its `registry-address` | `https://api.ecr.REGION.amazonaws.com` (REGION from `registry.uri`) and the `endpoint-url` of its `config:` | — | — |
 //! | `environment-gcp` | `https://oauth2.googleapis.com` (or the `token-uri` of its `config:`) when `GOOGLE_APPLICATION_CREDENTIALS` is set; else the metadata server (`http://169.254.169.254`, or the `metadata-endpoint` of its `config:`) | — | [`GCP_ENV`] | the key file's dir, when it exists |
 //! | `environment-azure` | AAD's authority (the `authority-host` of its `config:`, else `AZURE_AUTHORITY_HOST`, else `https://login.microsoftonline.com`) when a client secret or workload identity is set up (`AZURE_TENANT_ID` and `AZURE_CLIENT_ID` with `AZURE_CLIENT_SECRET` or `AZURE_FEDERATED_TOKEN_FILE`); else IMDS (`http://169.254.169.254`, or the `imds-endpoint` of its `config:`) | — | [`AZURE_ENV`] | the federated token file's dir, when it exists |
-//! | `registry-gcr` | `https://REGION-docker.pkg.dev` (from `registry.uri`, else `registry.region`) and its `registry-address` | the same: the registry's origin is where the environment's token is lent for (`lent.bearer-token`) | — | — |
+//! | `registry-gcr` | `https://REGION-docker.pkg.dev` (from `registry.uri`, else `registry.region`) and its `registry-address`; Artifact Registry's API (`https://artifactregistry.googleapis.com`, or the `api-endpoint` of its `config:`) | the same: the registry's origin is where the environment's token is lent for (`lent.bearer-token`), the API's is where `verify` asks whether the repository exists | — | — |
+//! | `registry-acr` | `https://REG.azurecr.io` (`.us`, `.cn`; from `registry.uri`) and its `registry-address` | the same: the AAD token is lent for the registry's origin and posted to its `/oauth2/exchange` (`lent.post-form`) | — | — |
 //!
 //! The region is the `environment:` block's `region`, else `AWS_REGION`,
 //! else `AWS_DEFAULT_REGION` (for the environment), and the one in
@@ -61,6 +62,9 @@ pub const AZURE_IMDS: &str = "http://169.254.169.254:80";
 /// Google's OAuth2 token endpoint.
 pub const GCP_TOKEN_ORIGIN: &str = "https://oauth2.googleapis.com:443";
 
+/// Artifact Registry's API (registry-gcr's repository check).
+pub const GCP_ARTIFACT_REGISTRY_API: &str = "https://artifactregistry.googleapis.com:443";
+
 /// Google's metadata server (GCE, GKE workload identity).
 pub const GCP_METADATA: &str = "http://169.254.169.254:80";
 
@@ -76,6 +80,7 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
         "environment-gcp" => gcp_environment(config, &|var| std::env::var_os(var)),
         "environment-azure" => azure_environment(config, &|var| std::env::var_os(var)),
         "registry-gcr" => gcr_registry(config),
+        "registry-acr" => acr_registry(config),
         _ => Grants::default(),
     }
 }
@@ -341,6 +346,49 @@ fn gcr_registry(config: &LaunchConfig) -> Grants {
         let scheme = if local { "http" } else { "https" };
         origins.push(format!("{scheme}://{address}"));
     }
+    // Artifact Registry's API, for `verify`'s repository check (none for
+    // a `registry.uri` that is not Artifact Registry's: it is refused).
+    if !origins.is_empty() {
+        origins.push(
+            plugin_setting(config, "gcr", "api-endpoint")
+                .and_then(|u| origin_of(&u))
+                .unwrap_or_else(|| GCP_ARTIFACT_REGISTRY_API.to_string()),
+        );
+    }
+    Grants {
+        hosts: spanned(origins.clone()),
+        environment_auth: spanned(origins),
+        ..Grants::default()
+    }
+}
+
+/// The ACR login server of the config's registry (`REG.azurecr.io`, or
+/// `.azurecr.us`, `.azurecr.cn`): `registry.uri`'s host (a leading
+/// `https://` dropped), lowercase.
+pub fn acr_registry_host(config: &LaunchConfig) -> Option<String> {
+    let uri = config.registry.as_ref()?.uri.as_ref()?;
+    uri.trim()
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .map(str::to_ascii_lowercase)
+        .filter(|host| {
+            [".azurecr.io", ".azurecr.us", ".azurecr.cn"]
+                .iter()
+                .any(|suffix| host.len() > suffix.len() && host.ends_with(suffix))
+        })
+}
+
+fn acr_registry(config: &LaunchConfig) -> Grants {
+    let mut origins = Vec::new();
+    if let Some(host) = acr_registry_host(config) {
+        origins.push(format!("https://{host}:443"));
+    }
+    if let Some(address) = plugin_setting(config, "acr", "registry-address") {
+        let local = address.starts_with("127.0.0.1") || address.starts_with("localhost");
+        let scheme = if local { "http" } else { "https" };
+        origins.push(format!("{scheme}://{address}"));
+    }
     Grants {
         hosts: spanned(origins.clone()),
         environment_auth: spanned(origins),
@@ -469,23 +517,50 @@ mod tests {
     }
 
     #[test]
+    fn acr_gets_its_registry_marked_auth_environment() {
+        let c = config("registry: { type: acr, uri: \"https://MyReg.azurecr.io/launch\" }\n");
+        let grants = acr_registry(&c);
+        assert_eq!(values(&grants.hosts), ["https://myreg.azurecr.io:443"]);
+        assert_eq!(
+            values(&grants.environment_auth),
+            ["https://myreg.azurecr.io:443"]
+        );
+        let c = config(
+            "registry: { type: acr, uri: reg.azurecr.cn/launch }\n\
+             plugins:\n  acr:\n    config: { registry-address: \"127.0.0.1:5000\" }\n",
+        );
+        assert_eq!(
+            values(&acr_registry(&c).environment_auth),
+            ["https://reg.azurecr.cn:443", "http://127.0.0.1:5000"]
+        );
+        let c = config("registry: { type: acr, uri: \"registry.example.com/launch\" }\n");
+        assert!(acr_registry(&c).environment_auth.is_empty());
+        let c = config("registry: { type: acr, uri: \"evil.com/x.azurecr.io\" }\n");
+        assert!(acr_registry(&c).hosts.is_empty());
+    }
+
+    #[test]
     fn gcr_gets_its_regions_registry_marked_auth_environment() {
         let c = config(
             "registry: { type: gcr, uri: \"https://europe-west4-docker.pkg.dev/p/launch/app\" }\n",
         );
         let grants = gcr_registry(&c);
-        let expected = ["https://europe-west4-docker.pkg.dev:443"];
+        let expected = [
+            "https://europe-west4-docker.pkg.dev:443",
+            GCP_ARTIFACT_REGISTRY_API,
+        ];
         assert_eq!(values(&grants.hosts), expected);
         assert_eq!(values(&grants.environment_auth), expected);
         let c = config(
             "registry: { type: gcr, repository: launch, image-name: app, region: us-east1, project: p }\n\
-             plugins:\n  gcr:\n    config: { registry-address: \"127.0.0.1:5000\" }\n",
+             plugins:\n  gcr:\n    config: { registry-address: \"127.0.0.1:5000\", api-endpoint: \"http://127.0.0.1:5001\" }\n",
         );
         assert_eq!(
             values(&gcr_registry(&c).environment_auth),
             [
                 "https://us-east1-docker.pkg.dev:443",
-                "http://127.0.0.1:5000"
+                "http://127.0.0.1:5000",
+                "http://127.0.0.1:5001"
             ]
         );
         let c = config("registry: { type: gcr, uri: \"registry.example.com/a/b/c\" }\n");

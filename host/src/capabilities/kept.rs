@@ -14,6 +14,7 @@
 //! | bytes of one value | [`MAX_KEPT_BYTES`] | `keep` fails with `unavailable` |
 //! | time to live | [`MAX_KEPT_TTL`] | cut to it |
 
+use super::secrets::CredentialScope;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -31,6 +32,9 @@ struct Kept {
     /// The secret's name, as the handle recalled says it.
     name: String,
     value: String,
+    /// The registry an opaque token is bound to (a `lent.post-form`
+    /// token): recalled opaque and bound. `None`: the plugin's own value.
+    bound_to: Option<CredentialScope>,
     expires: Instant,
 }
 
@@ -52,6 +56,19 @@ impl KeptSecrets {
     /// [`MAX_KEPT_TTL`]); a value over [`MAX_KEPT_BYTES`] is refused, saying
     /// why (never the value).
     pub fn keep(&self, key: &str, name: &str, value: &str, ttl: Duration) -> Result<(), String> {
+        self.keep_bound(key, name, value, None, ttl)
+    }
+
+    /// As [`KeptSecrets::keep`], for an opaque token bound to `bound_to`
+    /// (recalled as it was by [`KeptSecrets::recall_bound`]).
+    pub fn keep_bound(
+        &self,
+        key: &str,
+        name: &str,
+        value: &str,
+        bound_to: Option<CredentialScope>,
+        ttl: Duration,
+    ) -> Result<(), String> {
         if value.len() > MAX_KEPT_BYTES {
             return Err(format!(
                 "secret {name:?} is {} bytes, more than the {MAX_KEPT_BYTES} a kept secret may be",
@@ -75,6 +92,7 @@ impl KeptSecrets {
             Kept {
                 name: name.to_string(),
                 value: value.to_string(),
+                bound_to,
                 expires: now + ttl.min(MAX_KEPT_TTL),
             },
         );
@@ -83,10 +101,15 @@ impl KeptSecrets {
 
     /// The name and value kept under `key`, unless it expired.
     pub fn recall(&self, key: &str) -> Option<(String, String)> {
+        self.recall_bound(key).map(|(name, value, _)| (name, value))
+    }
+
+    /// The name, value and binding kept under `key`, unless it expired.
+    pub fn recall_bound(&self, key: &str) -> Option<(String, String, Option<CredentialScope>)> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(key) {
             Some(kept) if kept.expires > Instant::now() => {
-                Some((kept.name.clone(), kept.value.clone()))
+                Some((kept.name.clone(), kept.value.clone(), kept.bound_to.clone()))
             }
             Some(_) => {
                 entries.remove(key);

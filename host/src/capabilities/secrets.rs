@@ -32,6 +32,11 @@ pub struct SecretHandle {
     /// The registry (and repository prefix) a registry credential was
     /// issued for: the host uses it there only.
     bound_to: Option<CredentialScope>,
+    /// Whether an opaque handle may be kept (`secrets.keep`), staying
+    /// opaque and bound: a token a `lent.post-form` answered, which the
+    /// plugin obtained and so may cache; never a lent token (the
+    /// environment keeps those) nor a password handed on.
+    keepable: bool,
 }
 
 /// The registry and repository prefix a registry credential was issued
@@ -143,7 +148,28 @@ impl SecretHandle {
             value: value.into(),
             revealable: false,
             bound_to: Some(scope),
+            keepable: false,
         }
+    }
+
+    /// A token a service answered to a host-made request of the plugin
+    /// (`lent.post-form`): opaque and bound to `scope` as
+    /// [`SecretHandle::opaque`], but the plugin may keep it
+    /// (`secrets.keep`), and recalls it as opaque and bound.
+    pub fn obtained(
+        name: impl Into<String>,
+        value: impl Into<String>,
+        scope: CredentialScope,
+    ) -> Self {
+        SecretHandle {
+            keepable: true,
+            ..SecretHandle::opaque(name, value, scope)
+        }
+    }
+
+    /// Whether the plugin holding it may read it.
+    pub fn revealable(&self) -> bool {
+        self.revealable
     }
 
     /// This secret, bound to the registry it was issued for; refused (the
@@ -172,6 +198,7 @@ impl SecretHandle {
             value: self.value.clone(),
             revealable: false,
             bound_to: self.bound_to.clone(),
+            keepable: false,
         }
     }
 
@@ -310,6 +337,7 @@ impl Host for CapabilityState {
             value,
             revealable: true,
             bound_to: None,
+            keepable: false,
         })?;
         Ok(Ok(handle))
     }
@@ -335,6 +363,7 @@ impl Host for CapabilityState {
             value,
             revealable: true,
             bound_to: None,
+            keepable: false,
         })
     }
 
@@ -345,33 +374,45 @@ impl Host for CapabilityState {
         ttl_seconds: u64,
     ) -> wasmtime::Result<Result<(), SecretError>> {
         let secret = self.table.get(&value)?;
-        if !secret.revealable {
-            return Ok(Err(SecretError::Opaque(format!(
-                "secret {:?} was handed to plugin {} to pass on, not to keep",
-                secret.name, self.plugin_name
-            ))));
-        }
+        let bound_to = match (secret.revealable, secret.keepable) {
+            (true, _) => None,
+            (false, true) => secret.bound_to.clone(),
+            (false, false) => {
+                return Ok(Err(SecretError::Opaque(format!(
+                    "secret {:?} was handed to plugin {} to pass on, not to keep",
+                    secret.name, self.plugin_name
+                ))));
+            }
+        };
         Ok(self
             .kept
-            .keep(
+            .keep_bound(
                 &key,
                 &secret.name,
                 &secret.value,
+                bound_to,
                 std::time::Duration::from_secs(ttl_seconds),
             )
             .map_err(SecretError::Unavailable))
     }
 
     fn recall(&mut self, key: String) -> wasmtime::Result<Option<Resource<SecretHandle>>> {
-        let Some((name, value)) = self.kept.recall(&key) else {
+        let Some((name, value, bound_to)) = self.kept.recall_bound(&key) else {
             return Ok(None);
         };
-        Ok(Some(self.hold_secret(SecretHandle {
-            name,
-            value,
-            revealable: true,
-            bound_to: None,
-        })?))
+        // A kept `post-form` token comes back as it was kept: opaque and
+        // bound to its registry.
+        let handle = match bound_to {
+            Some(scope) => SecretHandle::obtained(name, value, scope),
+            None => SecretHandle {
+                name,
+                value,
+                revealable: true,
+                bound_to: None,
+                keepable: false,
+            },
+        };
+        Ok(Some(self.hold_secret(handle)?))
     }
 
     fn forget(&mut self, key: String) -> wasmtime::Result<()> {

@@ -16,6 +16,7 @@
 //! | environment | `gcp` | `environment-gcp.wasm` |
 //! | environment | `azure` | `environment-azure.wasm` |
 //! | registry | `gcr` | `registry-gcr.wasm` |
+//! | registry | `acr` | `registry-acr.wasm` |
 //! | deployer (no block: `launch-agent deploy coreweave`) | `coreweave` | `deployer-coreweave.wasm` |
 //!
 //! Bundled plugins get the grants their job needs and no more
@@ -54,6 +55,7 @@ pub const BUNDLE: &[(PluginKind, &str, &str)] = &[
     (PluginKind::Environment, "gcp", "environment-gcp.wasm"),
     (PluginKind::Environment, "azure", "environment-azure.wasm"),
     (PluginKind::Registry, "gcr", "registry-gcr.wasm"),
+    (PluginKind::Registry, "acr", "registry-acr.wasm"),
     (PluginKind::Deployer, "coreweave", "deployer-coreweave.wasm"),
 ];
 
@@ -353,7 +355,7 @@ fn source_of(
 pub fn default_timeout_ms(kind: PluginKind, name: &str) -> Option<u64> {
     match (kind, name) {
         (PluginKind::Builder, "docker") => Some(3_600_000),
-        (PluginKind::Registry, "oci" | "ecr" | "gcr") => Some(120_000),
+        (PluginKind::Registry, "oci" | "ecr" | "gcr" | "acr") => Some(120_000),
         _ => None,
     }
 }

@@ -107,14 +107,16 @@ pub const ACR_SERVICE: &str = "launchtest.azurecr.io";
 /// The user of an ACR refresh token.
 pub const ACR_USER: &str = "00000000-0000-0000-0000-000000000000";
 
-/// The fake with its ACR token server, and a docker-registry in token-auth
-/// mode whose realm it is (standing for `launchtest.azurecr.io/v2/`); both
-/// stopped on drop.
+/// The ACR stand-in: the fake with its ACR token server, in front of a
+/// docker-registry in token-auth mode whose realm it is; one origin
+/// (`http://127.0.0.1:PORT`, the fake's) serves `/oauth2/...` and, passed
+/// on to the registry, `/v2/...`, as `https://launchtest.azurecr.io` does.
+/// Both stopped on drop.
 pub struct Acr {
-    /// AAD, IMDS and ACR's `/oauth2/...`.
+    /// AAD, IMDS, ACR's `/oauth2/...` and the registry's `/v2/`.
     pub fake: Fake,
     registry: Child,
-    /// `127.0.0.1:PORT` of the registry.
+    /// `127.0.0.1:PORT` of the stand-in (the fake's port).
     pub registry_address: String,
 }
 
@@ -122,6 +124,18 @@ impl Drop for Acr {
     fn drop(&mut self) {
         let _ = self.registry.kill();
         let _ = self.registry.wait();
+    }
+}
+
+impl Acr {
+    /// How many times the ACR token server exchanged an AAD token for a
+    /// refresh token.
+    pub fn exchanges(&self) -> usize {
+        self.fake
+            .grants()
+            .iter()
+            .filter(|(source, _, _)| source == "acr-refresh")
+            .count()
     }
 }
 
@@ -142,6 +156,12 @@ pub fn acr(dir: &Path) -> Acr {
         .output()
         .unwrap();
     assert!(done.status.success(), "openssl req: {done:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = format!("127.0.0.1:{port}");
     let fake = start(
         dir,
         &[
@@ -151,21 +171,17 @@ pub fn acr(dir: &Path) -> Acr {
             key.as_os_str(),
             OsStr::new("--acr-cert"),
             cert.as_os_str(),
+            OsStr::new("--acr-upstream"),
+            OsStr::new(&upstream),
         ],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let registry_address = format!("127.0.0.1:{port}");
     let config = dir.join("acr-registry.yml");
     std::fs::write(
         &config,
         format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {data}\n\
-             http:\n  addr: {registry_address}\n  secret: acr-stand-in-http-secret\n\
+             http:\n  addr: {upstream}\n  secret: acr-stand-in-http-secret\n\
              auth:\n  token:\n    realm: {realm}/oauth2/token\n    service: {ACR_SERVICE}\n\
              \x20   issuer: Azure Container Registry\n    rootcertbundle: {cert}\n",
             data = dir.join("acr-data").display(),
@@ -182,11 +198,12 @@ pub fn acr(dir: &Path) -> Acr {
         .spawn()
         .expect("docker-registry (run scripts/services.sh start first: it installs it)");
     for _ in 0..100 {
-        if std::net::TcpStream::connect(&registry_address).is_ok() {
+        if std::net::TcpStream::connect(&upstream).is_ok() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let registry_address = format!("127.0.0.1:{}", fake.port);
     Acr {
         fake,
         registry,

@@ -13,13 +13,14 @@
 //!
 //! | call | what |
 //! |---|---|
-//! | `verify` (start-up) | the environment lends a token for the registry, and the registry takes it: a manifest lookup in the repository (`HEAD /v2/PROJECT/REPO/IMAGE/manifests/launch-agent-verify`) must not be refused (401/403) |
+//! | `verify` (start-up) | the environment lends a token for the registry, and the registry takes it: a manifest lookup in the repository (`HEAD /v2/PROJECT/REPO/IMAGE/manifests/launch-agent-verify`) must not be refused (401/403); then the repository exists: Artifact Registry's API (`GET https://artifactregistry.googleapis.com/v1/projects/PROJECT/locations/REGION/repositories/REPO`, authorized by the environment through `auth: environment`) answers it, in the Docker format (a missing one is named with the command that creates it) |
 //! | `repository-uri` | `REGION-docker.pkg.dev/PROJECT/REPO/IMAGE` (or `registry-address/PROJECT/REPO/IMAGE`) |
 //! | `login` | user `oauth2accesstoken`, the lent token as the password |
 //! | `image-exists` | `HEAD /v2/PROJECT/REPO/IMAGE/manifests/TAG` through the `oci` capability with that login |
 //!
-//! Built lean (`wasm32-unknown-unknown`): it needs no WASI, only the
-//! contract's `lent`, `oci`, `secrets` and `log`.
+//! Built for `wasm32-wasip2`: `verify`'s API call goes out through
+//! `wasi:http` (the rest needs only the contract's `lent`, `oci`,
+//! `secrets` and `log`).
 //!
 //! # Settings (`registry:` block plus `plugins.gcr.config`)
 //!
@@ -29,6 +30,7 @@
 //! | `repository`, `image-name`, `region`, `project` | W&B's alternative to `uri`: `REGION-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE-NAME` |
 //! | `registry-address` | where images are pushed and looked up, instead of the `uri`'s host (a private endpoint, a test stand-in) |
 //! | `insecure` | plain HTTP to `registry-address` (default: only for 127.0.0.1 / localhost) |
+//! | `api-endpoint` | Artifact Registry's API instead of `https://artifactregistry.googleapis.com` (a private endpoint, a test stand-in) |
 
 use launch_plugin_sdk::registry::oci::{self, OciLogin};
 use launch_plugin_sdk::registry::{Registry, RegistryLogin, lent};
@@ -39,6 +41,8 @@ use serde::Deserialize;
 const USER: &str = "oauth2accesstoken";
 /// The tag `verify` looks up (its absence is fine; a refusal is not).
 const VERIFY_TAG: &str = "launch-agent-verify";
+/// Artifact Registry's API.
+const DEFAULT_API: &str = "https://artifactregistry.googleapis.com";
 
 /// The plugin.
 struct GcrRegistry;
@@ -56,6 +60,7 @@ struct RawSettings {
     project: Option<String>,
     registry_address: Option<String>,
     insecure: Option<bool>,
+    api_endpoint: Option<String>,
 }
 
 /// The settings, checked.
@@ -66,6 +71,11 @@ struct Settings {
     /// `PROJECT/REPO/IMAGE`.
     repository: String,
     insecure: bool,
+    /// The region (`REGION` of `REGION-docker.pkg.dev`): the repository's
+    /// location.
+    location: String,
+    /// Artifact Registry's API, without a trailing `/`.
+    api: String,
 }
 
 /// What a good `uri` looks like, for errors.
@@ -139,13 +149,91 @@ impl Settings {
                 segments[0]
             )));
         }
+        let api = raw
+            .api_endpoint
+            .unwrap_or_else(|| DEFAULT_API.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        if !(api.starts_with("https://") || api.starts_with("http://")) {
+            return Err(PluginError::agent(format!(
+                "`api-endpoint` {api:?} of the gcr plugin must be an http:// or https:// URL"
+            )));
+        }
         let registry = raw.registry_address.unwrap_or_else(|| host.to_string());
         let local = registry.starts_with("127.0.0.1") || registry.starts_with("localhost");
         Ok(Settings {
             registry,
             repository: segments.join("/"),
             insecure: raw.insecure.unwrap_or(local),
+            location: region.to_string(),
+            api,
         })
+    }
+
+    /// `projects/PROJECT/locations/REGION/repositories/REPO`: the
+    /// repository's name in Artifact Registry's API.
+    fn repository_name(&self) -> String {
+        let mut parts = self.repository.split('/');
+        let project = parts.next().unwrap_or_default();
+        let repository = parts.next().unwrap_or_default();
+        format!(
+            "projects/{project}/locations/{}/repositories/{repository}",
+            self.location
+        )
+    }
+
+    /// Checks with Artifact Registry's API that the repository exists and
+    /// holds Docker images; the request is authorized by the environment
+    /// (`auth: environment` on the API's origin), this plugin sends none.
+    fn repository_exists(&self) -> Result<(), PluginError> {
+        let name = self.repository_name();
+        let url = format!("{}/v1/{name}", self.api);
+        let response = launch_plugin_sdk::http::get(&url)
+            .header("accept", "application/json")
+            .send()?;
+        let reason = || api_error(&response.text());
+        match response.status {
+            200 => {
+                let format = serde_json::from_slice::<serde_json::Value>(&response.body)
+                    .ok()
+                    .and_then(|v| v.get("format")?.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                if !format.is_empty() && format != "DOCKER" {
+                    return Err(PluginError::agent(format!(
+                        "registry-gcr: Artifact Registry repository {name} holds {format} \
+                         packages, not Docker images"
+                    )));
+                }
+                Ok(())
+            }
+            404 => {
+                let mut parts = self.repository.split('/');
+                let project = parts.next().unwrap_or_default();
+                let repository = parts.next().unwrap_or_default();
+                Err(PluginError::agent(format!(
+                    "registry-gcr: Artifact Registry has no repository {repository} in project \
+                     {project}, location {} (404 {}): create it with `gcloud artifacts \
+                     repositories create {repository} --repository-format=docker --location={} \
+                     --project={project}`, or fix `registry.uri`",
+                    self.location,
+                    reason(),
+                    self.location
+                )))
+            }
+            401 | 403 => Err(PluginError::agent(format!(
+                "registry-gcr: Artifact Registry refused to show repository {name} ({} {}): does \
+                 the service account have Artifact Registry Reader on it?",
+                response.status,
+                reason()
+            ))),
+            status => Err(PluginError {
+                retryable: status >= 500 || status == 429,
+                ..PluginError::agent(format!(
+                    "registry-gcr: Artifact Registry answered {status} for repository {name}: {}",
+                    reason()
+                ))
+            }),
+        }
     }
 
     /// `scheme://registry/`, the origin the token is lent for.
@@ -176,6 +264,22 @@ impl Settings {
             insecure: self.insecure,
         }
     }
+}
+
+/// Google's error body (`{"error": {"code", "message", "status"}}`) as
+/// `STATUS: message`, else the body itself, cut short.
+fn api_error(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            let error = v.get("error")?;
+            Some(format!(
+                "{}: {}",
+                error.get("status")?.as_str()?,
+                error.get("message")?.as_str()?
+            ))
+        })
+        .unwrap_or_else(|| body.chars().take(300).collect())
 }
 
 impl Plugin for GcrRegistry {
@@ -220,6 +324,11 @@ impl Registry for GcrRegistry {
                     s.registry,
                     s.repository
                 );
+                s.repository_exists()?;
+                launch_plugin_sdk::info!(
+                    "registry-gcr: Artifact Registry has repository {}",
+                    s.repository_name()
+                );
                 Ok(())
             }
             Err(e) if e.unauthorized => Err(PluginError::agent(format!(
@@ -253,7 +362,13 @@ mod tests {
                 registry: "us-central1-docker.pkg.dev".into(),
                 repository: "proj/launch/app".into(),
                 insecure: false,
+                location: "us-central1".into(),
+                api: DEFAULT_API.into(),
             }
+        );
+        assert_eq!(
+            s.repository_name(),
+            "projects/proj/locations/us-central1/repositories/launch"
         );
         assert_eq!(s.origin(), "https://us-central1-docker.pkg.dev/");
         let s = parse(
@@ -295,5 +410,20 @@ mod tests {
         assert!(e.contains("registry.region"), "{e}");
         let e = parse(r#"{"type":"gcr"}"#).unwrap_err();
         assert!(e.contains("registry.uri"), "{e}");
+        let e =
+            parse(r#"{"type":"gcr","uri":"us-docker.pkg.dev/p/r/i","api-endpoint":"ar.example"}"#)
+                .unwrap_err();
+        assert!(e.contains("api-endpoint"), "{e}");
+    }
+
+    #[test]
+    fn googles_errors_are_shown_by_status() {
+        assert_eq!(
+            api_error(
+                r#"{"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND"}}"#
+            ),
+            "NOT_FOUND: Requested entity was not found."
+        );
+        assert_eq!(api_error("plain"), "plain");
     }
 }

@@ -201,10 +201,12 @@ pub mod builder {
     }
 
     /// The environment's token lent as an opaque handle
-    /// (`launch:plugin/lent`, contract 0.2): [`lent::bearer_token`]. See
-    /// [`registry::lent`](crate::registry::lent).
+    /// (`launch:plugin/lent`, contract 0.2): [`lent::bearer_token`], and
+    /// [`lent::post_form`]. See [`registry::lent`](crate::registry::lent).
     pub mod lent {
-        pub use super::__bindings::launch::plugin::lent::bearer_token;
+        pub use super::__bindings::launch::plugin::lent::{
+            FormResponse, FormValue, bearer_token, post_form,
+        };
     }
 
     /// Object storage for build contexts (`launch:plugin/blob`, world
@@ -278,8 +280,18 @@ pub mod registry {
     /// Granted by marking the origin `auth: environment`
     /// (`grants.environment_auth`); without it the call fails with
     /// [`SecretError::NotGranted`](crate::SecretError::NotGranted).
+    ///
+    /// [`lent::post_form`]`(url, fields, secret_fields)` has the host send a
+    /// form with such a handle filled in ([`lent::FormValue::Secret`]), to
+    /// the origin it is bound to only, and answers the JSON members named
+    /// in `secret_fields` as handles bound to `url`'s origin, which the
+    /// plugin can keep (`secrets.keep`) but not read: ACR's
+    /// `/oauth2/exchange` (AAD token in, refresh token out). Granted by
+    /// `grants.hosts`.
     pub mod lent {
-        pub use super::__bindings::launch::plugin::lent::bearer_token;
+        pub use super::__bindings::launch::plugin::lent::{
+            FormResponse, FormValue, bearer_token, post_form,
+        };
     }
 }
 

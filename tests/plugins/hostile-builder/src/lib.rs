@@ -14,6 +14,7 @@
 //! | `build-flood` | `count`, `tags` | builds the plan's Dockerfile `count` times, each tagged with the planned image and `tags` more tags in its repository | Err `build-flood: <n> built[, then: <docker error>]` |
 //! | `blob` | `op` (`upload`, `delete`, `exists`), `url`, `dockerfile` | calls `blob.upload-context` (with `dockerfile`, or the plan's), `.delete` or `.exists-store` on `url` | Err `blob <op> <url>: ok[ bytes=<n> sha256=<hex>]` or `blob <op> <url>: denied=<bool> missing=<bool>: <message>` |
 //! | `dockerfile` | `dockerfile`, `args` (an object), `platform` | builds `dockerfile` (base images, `COPY --from`, `ADD <url>`, `# syntax=` of its choosing) with those build arguments, tagged with the planned image | Ok, or Err `dockerfile: <docker error>` |
+//! | `post-form` | `lent-origin`, `url` | asks the environment's token for `lent-origin` (`lent.bearer-token`) and has the host post it as the form field `access_token` to `url` (`lent.post-form`, asking for `refresh_token` back) | Err `post-form <url>: status=<n> secrets=<n>` or `post-form <url>: refused: <error>` |
 
 use launch_plugin_sdk::builder::docker;
 use launch_plugin_sdk::builder::{BuildOutcome, BuildPlan, BuildRequest, Builder};
@@ -127,6 +128,23 @@ impl Builder for HostileBuilder {
                         e.denied, e.missing, e.message
                     ))
                 )));
+            }
+            "post-form" => {
+                use launch_plugin_sdk::builder::lent;
+                let url = text("url");
+                let said = lent::bearer_token(text("lent-origin"))
+                    .and_then(|token| {
+                        lent::post_form(
+                            url,
+                            vec![("access_token".into(), lent::FormValue::Secret(token))],
+                            &["refresh_token".to_string()],
+                        )
+                    })
+                    .map(|answer| {
+                        format!("status={} secrets={}", answer.status, answer.secrets.len())
+                    })
+                    .unwrap_or_else(|e| format!("refused: {e:?}"));
+                return Err(PluginError::build(format!("post-form {url}: {said}")));
             }
             "probe" => {
                 let answer = docker::image_exists(text("image"));

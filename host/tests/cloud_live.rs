@@ -1,0 +1,184 @@
+//! Opt-in live tests against the real clouds: the agent's start-up (the
+//! environment's credential chain, and the registry's `verify` when a
+//! registry is given) and one job, with real credentials. Each test returns
+//! early, printing a note, unless its variables are set, so the suite runs
+//! them always and they pass without credentials. The variables are the
+//! tests' own (not `GOOGLE_APPLICATION_CREDENTIALS` or `AZURE_*`), so that
+//! credentials a developer has in their shell never send the suite to a
+//! cloud by surprise.
+//!
+//! | test | runs when set | optional | checks |
+//! |---|---|---|---|
+//! | `gcp_live` | `LAUNCH_AGENT_LIVE_GCP_KEY`: a service-account key file (JSON) | `LAUNCH_AGENT_LIVE_GCR_URI`: `REGION-docker.pkg.dev/PROJECT/REPO/IMAGE`, a repository the account can push to (Artifact Registry Writer); `LAUNCH_AGENT_LIVE_GCP_REGION` (default: the URI's region, else `us-central1`) | start-up obtains a token from Google (and, with the URI, registry-gcr's `verify`: the registry takes the lent token and Artifact Registry's API has the repository); a shell job runs; no token or key in the agent's output, queue records or state dir |
+//! | `azure_live` | `LAUNCH_AGENT_LIVE_AZURE_TENANT_ID`, `LAUNCH_AGENT_LIVE_AZURE_CLIENT_ID`, `LAUNCH_AGENT_LIVE_AZURE_CLIENT_SECRET`: a service principal | `LAUNCH_AGENT_LIVE_ACR_URI`: `REG.azurecr.io/REPO`, a registry the principal can push to (AcrPush) | start-up obtains an AAD token (and, with the URI, registry-acr's `verify`: the exchange for a refresh token works and the registry takes it); a shell job runs; no secret in the agent's output, queue records or state dir |
+//!
+//! Run: `LAUNCH_AGENT_LIVE_GCP_KEY=~/sa.json cargo test -p launch-agent --test cloud_live -- --nocapture`.
+
+mod common;
+use common::Scratch;
+use std::path::Path;
+use std::process::Output;
+
+/// The variable `name`, if set and not empty.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Every file under `dir`, as text (lossy).
+fn all_text(dir: &Path, out: &mut String) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all_text(&path, out);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
+/// The agent's output, the queue's records and the state dir, as text.
+fn everything(agent: &Scratch, out: &Output) -> String {
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    text.push_str(&String::from_utf8_lossy(
+        &agent.run(&["queue", "list", "--json"]).stdout,
+    ));
+    all_text(&agent.state_dir(), &mut text);
+    text
+}
+
+/// Runs the agent to idle on `yaml` with `vars` set and the clouds'
+/// ambient variables removed; one shell job printing `$ENV_VAR` is queued.
+fn run_live(agent: &Scratch, yaml: &str, vars: &[(&str, String)], env_var: &str) -> Output {
+    let id = agent.submit(
+        "default",
+        &common::shell_job(&format!("echo live job in ${env_var}")),
+    );
+    let config = agent.write_config(yaml);
+    let mut cmd = agent.run_cmd(&config);
+    cmd.arg("-v").env("HOME", agent.path());
+    for ambient in [
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "GOOGLE_CLOUD_PROJECT",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
+    ] {
+        cmd.env_remove(ambient);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert_eq!(agent.item(&id)["state"], "finished", "{log}");
+    out
+}
+
+#[test]
+fn gcp_live() {
+    let Some(key) = var("LAUNCH_AGENT_LIVE_GCP_KEY") else {
+        println!(
+            "gcp_live: skipped (set LAUNCH_AGENT_LIVE_GCP_KEY to a service-account key file to run it)"
+        );
+        return;
+    };
+    let uri = var("LAUNCH_AGENT_LIVE_GCR_URI");
+    let region = var("LAUNCH_AGENT_LIVE_GCP_REGION")
+        .or_else(|| {
+            let host = uri
+                .as_deref()?
+                .trim_start_matches("https://")
+                .split('/')
+                .next()?;
+            host.strip_suffix("-docker.pkg.dev").map(str::to_string)
+        })
+        .unwrap_or_else(|| "us-central1".to_string());
+    let agent = Scratch::new();
+    let mut yaml = format!("queues: [default]\nenvironment:\n  type: gcp\n  region: {region}\n");
+    if let Some(uri) = &uri {
+        yaml.push_str(&format!("registry:\n  type: gcr\n  uri: {uri}\n"));
+    }
+    let out = run_live(
+        &agent,
+        &yaml,
+        &[("GOOGLE_APPLICATION_CREDENTIALS", key.clone())],
+        "GOOGLE_CLOUD_REGION",
+    );
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("access token obtained from service-account key of"),
+        "{log}"
+    );
+    if uri.is_some() {
+        assert!(
+            log.contains("registry-gcr: Artifact Registry has repository"),
+            "{log}"
+        );
+    }
+    let all = everything(&agent, &out);
+    assert!(all.contains(&format!("live job in {region}")), "{all}");
+    let key_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    let private_key = key_json["private_key"].as_str().unwrap_or_default();
+    let line = private_key.lines().nth(1).unwrap_or("no key line");
+    assert!(!all.contains(line), "the key leaked");
+    assert!(!all.contains("ya29."), "an access token leaked");
+}
+
+#[test]
+fn azure_live() {
+    let (Some(tenant), Some(client), Some(secret)) = (
+        var("LAUNCH_AGENT_LIVE_AZURE_TENANT_ID"),
+        var("LAUNCH_AGENT_LIVE_AZURE_CLIENT_ID"),
+        var("LAUNCH_AGENT_LIVE_AZURE_CLIENT_SECRET"),
+    ) else {
+        println!(
+            "azure_live: skipped (set LAUNCH_AGENT_LIVE_AZURE_TENANT_ID, _CLIENT_ID and \
+             _CLIENT_SECRET to a service principal to run it)"
+        );
+        return;
+    };
+    let uri = var("LAUNCH_AGENT_LIVE_ACR_URI");
+    let agent = Scratch::new();
+    let mut yaml =
+        "queues: [default]\nenvironment:\n  type: azure\n  region: live-region\n".to_string();
+    if let Some(uri) = &uri {
+        yaml.push_str(&format!("registry:\n  type: acr\n  uri: {uri}\n"));
+    }
+    let out = run_live(
+        &agent,
+        &yaml,
+        &[
+            ("AZURE_TENANT_ID", tenant.clone()),
+            ("AZURE_CLIENT_ID", client.clone()),
+            ("AZURE_CLIENT_SECRET", secret.clone()),
+        ],
+        "AZURE_REGION",
+    );
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains(&format!(
+            "azure: AAD token obtained from client secret of {client} in tenant {tenant}"
+        )),
+        "{log}"
+    );
+    if uri.is_some() {
+        assert!(
+            log.contains("exchanged the environment's AAD token for a refresh token")
+                && log.contains("takes the refresh token for"),
+            "{log}"
+        );
+    }
+    let all = everything(&agent, &out);
+    assert!(all.contains("live job in live-region"), "{all}");
+    assert!(!all.contains(&secret), "the secret leaked");
+    // An AAD or ACR token is a JWT: `eyJ0eXAi` / `eyJhbGci` starts its header.
+    assert!(
+        !all.contains("eyJ0eXAiOiJKV1Qi") && !all.contains("eyJhbGciOiJSUzI1NiIs"),
+        "a token leaked"
+    );
+}
