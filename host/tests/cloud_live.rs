@@ -9,10 +9,11 @@
 //!
 //! | test | runs when set | optional | checks |
 //! |---|---|---|---|
+//! | `aws_live` | `LAUNCH_AGENT_LIVE_AWS_ACCESS_KEY_ID`, `LAUNCH_AGENT_LIVE_AWS_SECRET_ACCESS_KEY` (and `LAUNCH_AGENT_LIVE_AWS_SESSION_TOKEN` for temporary keys): an IAM user's or role's keys | `LAUNCH_AGENT_LIVE_ECR_URI`: `ACCT.dkr.ecr.REGION.amazonaws.com/REPO`, a repository the keys can read; `LAUNCH_AGENT_LIVE_AWS_REGION` (default: the URI's region, else `us-east-1`) | start-up verifies the keys with STS `GetCallerIdentity` (and, with the URI, registry-ecr's `verify`: `DescribeRepositories` finds it); a shell job runs; no secret key or session token in the agent's output, queue records or state dir |
 //! | `gcp_live` | `LAUNCH_AGENT_LIVE_GCP_KEY`: a service-account key file (JSON) | `LAUNCH_AGENT_LIVE_GCR_URI`: `REGION-docker.pkg.dev/PROJECT/REPO/IMAGE`, a repository the account can push to (Artifact Registry Writer); `LAUNCH_AGENT_LIVE_GCP_REGION` (default: the URI's region, else `us-central1`) | start-up obtains a token from Google (and, with the URI, registry-gcr's `verify`: the registry takes the lent token and Artifact Registry's API has the repository); a shell job runs; no token or key in the agent's output, queue records or state dir |
 //! | `azure_live` | `LAUNCH_AGENT_LIVE_AZURE_TENANT_ID`, `LAUNCH_AGENT_LIVE_AZURE_CLIENT_ID`, `LAUNCH_AGENT_LIVE_AZURE_CLIENT_SECRET`: a service principal | `LAUNCH_AGENT_LIVE_ACR_URI`: `REG.azurecr.io/REPO`, a registry the principal can push to (AcrPush) | start-up obtains an AAD token (and, with the URI, registry-acr's `verify`: the exchange for a refresh token works and the registry takes it); a shell job runs; no secret in the agent's output, queue records or state dir |
 //!
-//! Run: `LAUNCH_AGENT_LIVE_GCP_KEY=~/sa.json cargo test -p launch-agent --test cloud_live -- --nocapture`.
+//! Run, e.g.: `LAUNCH_AGENT_LIVE_GCP_KEY=~/sa.json cargo test -p launch-agent --test cloud_live -- --nocapture`.
 
 mod common;
 use common::Scratch;
@@ -58,6 +59,12 @@ fn run_live(agent: &Scratch, yaml: &str, vars: &[(&str, String)], env_var: &str)
     let mut cmd = agent.run_cmd(&config);
     cmd.arg("-v").env("HOME", agent.path());
     for ambient in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
         "GOOGLE_APPLICATION_CREDENTIALS",
         "GOOGLE_CLOUD_PROJECT",
         "AZURE_TENANT_ID",
@@ -76,6 +83,60 @@ fn run_live(agent: &Scratch, yaml: &str, vars: &[(&str, String)], env_var: &str)
     assert!(out.status.success(), "{log}");
     assert_eq!(agent.item(&id)["state"], "finished", "{log}");
     out
+}
+
+#[test]
+fn aws_live() {
+    let (Some(key_id), Some(secret)) = (
+        var("LAUNCH_AGENT_LIVE_AWS_ACCESS_KEY_ID"),
+        var("LAUNCH_AGENT_LIVE_AWS_SECRET_ACCESS_KEY"),
+    ) else {
+        println!(
+            "aws_live: skipped (set LAUNCH_AGENT_LIVE_AWS_ACCESS_KEY_ID and \
+             LAUNCH_AGENT_LIVE_AWS_SECRET_ACCESS_KEY to run it)"
+        );
+        return;
+    };
+    let token = var("LAUNCH_AGENT_LIVE_AWS_SESSION_TOKEN");
+    let uri = var("LAUNCH_AGENT_LIVE_ECR_URI");
+    let region = var("LAUNCH_AGENT_LIVE_AWS_REGION")
+        .or_else(|| {
+            let host = uri.as_deref()?.trim_start_matches("https://");
+            let host = host.split('/').next()?;
+            Some(host.split('.').nth(3)?.to_string())
+        })
+        .unwrap_or_else(|| "us-east-1".to_string());
+    let agent = Scratch::new();
+    let mut yaml = format!("queues: [default]\nenvironment:\n  type: aws\n  region: {region}\n");
+    if let Some(uri) = &uri {
+        yaml.push_str(&format!("registry:\n  type: ecr\n  uri: {uri}\n"));
+    }
+    let mut vars = vec![
+        ("AWS_ACCESS_KEY_ID", key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", secret.clone()),
+    ];
+    if let Some(token) = &token {
+        vars.push(("AWS_SESSION_TOKEN", token.clone()));
+    }
+    let out = run_live(&agent, &yaml, &vars, "AWS_REGION");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("credentials from environment variables verified with STS GetCallerIdentity"),
+        "{log}"
+    );
+    if let Some(uri) = &uri {
+        let repository = uri.split_once('/').map(|(_, r)| r).unwrap_or_default();
+        assert!(
+            log.contains(&format!("repository {repository} exists")),
+            "{log}"
+        );
+    }
+    let all = everything(&agent, &out);
+    assert!(all.contains(&format!("live job in {region}")), "{all}");
+    assert!(!all.contains(&secret), "the secret key leaked");
+    if let Some(token) = &token {
+        assert!(!all.contains(token.as_str()), "the session token leaked");
+    }
 }
 
 #[test]
