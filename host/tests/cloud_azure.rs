@@ -70,29 +70,6 @@ fn secret_vars() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// Every file under `dir`, as text (lossy).
-fn all_text(dir: &Path, out: &mut String) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            all_text(&path, out);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            out.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-}
-
-/// The agent's output, the queue's records and the state dir, as text.
-fn everything(agent: &Scratch, out: &Output) -> String {
-    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stdout));
-    text.push_str(&String::from_utf8_lossy(
-        &agent.run(&["queue", "list", "--json"]).stdout,
-    ));
-    all_text(&agent.state_dir(), &mut text);
-    text
-}
-
 #[test]
 fn a_client_secret_gets_a_token_kept_for_many_jobs_and_never_shown() {
     let agent = Scratch::new();
@@ -118,7 +95,7 @@ fn a_client_secret_gets_a_token_kept_for_many_jobs_and_never_shown() {
     assert_eq!(grants[0].0, "secret");
     assert_eq!(grants[0].1, "https://management.azure.com/.default");
     assert_eq!(agent.items().len(), 3);
-    let all = everything(&agent, &out);
+    let all = agent.everything_written(&out);
     assert!(all.contains("in westeurope"), "the jobs ran: {all}");
     assert!(!all.contains(&grants[0].2), "the token leaked");
     assert!(!all.contains(SECRET), "the secret leaked");
@@ -150,7 +127,7 @@ fn a_wrong_secret_fails_start_up_with_aads_error_and_never_shows_it() {
     // The chain ends there: a wrong secret is not covered up by IMDS.
     assert!(!log.contains("managed identity (IMDS):"), "{log}");
     assert!(fake.grants().is_empty());
-    let all = everything(&agent, &out);
+    let all = agent.everything_written(&out);
     assert!(!all.contains(wrong), "the secret leaked");
 }
 
@@ -697,7 +674,7 @@ fn a_code_job_is_pushed_to_acr_with_the_exchanged_refresh_token_then_never_rebui
 
     // No AAD token, refresh token, access token or secret anywhere the
     // agent writes.
-    let all = everything(&agent, &out);
+    let all = agent.everything_written(&out);
     for (source, _, token) in &grants {
         assert!(!all.contains(token.as_str()), "a {source} token leaked");
     }
@@ -742,7 +719,7 @@ fn with_acr_a_wrong_client_secret_fails_start_up_naming_aads_error_and_exchanges
         "{log}"
     );
     assert_eq!(acr.exchanges(), 0);
-    let all = everything(&agent, &out);
+    let all = agent.everything_written(&out);
     assert!(!all.contains(wrong), "the secret leaked");
 }
 
@@ -769,7 +746,7 @@ fn registry_acr_without_the_auth_environment_grant_gets_no_token() {
         "{log}"
     );
     assert_eq!(acr.exchanges(), 0);
-    let all = everything(&agent, &out);
+    let all = agent.everything_written(&out);
     for (source, _, token) in acr.fake.grants() {
         assert!(!all.contains(token.as_str()), "a {source} token leaked");
     }

@@ -42,18 +42,6 @@ fn token_uri(fake: &Fake) -> String {
     format!("token-uri: \"{}/token\"", fake.url())
 }
 
-/// Every file under `dir`, as text (lossy).
-fn all_text(dir: &Path, out: &mut String) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            all_text(&path, out);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            out.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-}
-
 /// The base64 body of a PEM (a line of it is what a leak would show).
 fn pem_line(pem: &str) -> &str {
     pem.lines().nth(1).unwrap()
@@ -84,11 +72,7 @@ fn a_service_account_key_gets_a_token_kept_for_many_jobs_and_never_shown() {
     assert_eq!(fake.grants(), 1, "{log}");
     let items = agent.items();
     assert_eq!(items.len(), 3);
-    let mut everything = log.clone() + &String::from_utf8_lossy(&out.stdout);
-    everything.push_str(&String::from_utf8_lossy(
-        &agent.run(&["queue", "list", "--json"]).stdout,
-    ));
-    all_text(&agent.state_dir(), &mut everything);
+    let everything = agent.everything_written(&out);
     assert!(everything.contains("in us-central1"), "the jobs ran");
     assert!(!everything.contains(TOKEN), "the token leaked");
     assert!(!everything.contains(pem_line(&pem)), "the key leaked");
@@ -309,11 +293,7 @@ fn a_code_job_is_pushed_to_artifact_registry_with_the_lent_token_then_never_rebu
     assert_eq!(fake.grants(), 1, "{log}");
 
     // No token or key anywhere the agent writes.
-    let mut everything = log.clone() + &String::from_utf8_lossy(&out.stdout);
-    everything.push_str(&String::from_utf8_lossy(
-        &agent.run(&["queue", "list", "--json"]).stdout,
-    ));
-    all_text(&agent.state_dir(), &mut everything);
+    let everything = agent.everything_written(&out);
     assert!(!everything.contains(TOKEN), "the token leaked");
     assert!(!everything.contains(pem_line(&pem)), "the key leaked");
 }

@@ -17,35 +17,11 @@
 
 mod common;
 use common::Scratch;
-use std::path::Path;
 use std::process::Output;
 
 /// The variable `name`, if set and not empty.
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// Every file under `dir`, as text (lossy).
-fn all_text(dir: &Path, out: &mut String) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            all_text(&path, out);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            out.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-}
-
-/// The agent's output, the queue's records and the state dir, as text.
-fn everything(agent: &Scratch, out: &Output) -> String {
-    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stdout));
-    text.push_str(&String::from_utf8_lossy(
-        &agent.run(&["queue", "list", "--json"]).stdout,
-    ));
-    all_text(&agent.state_dir(), &mut text);
-    text
 }
 
 /// Runs the agent to idle on `yaml` with `vars` set and the clouds'
@@ -131,7 +107,7 @@ fn aws_live() {
             "{log}"
         );
     }
-    let all = everything(&agent, &out);
+    let all = agent.everything_written(&out);
     assert!(all.contains(&format!("live job in {region}")), "{all}");
     assert!(!all.contains(&secret), "the secret key leaked");
     if let Some(token) = &token {
@@ -180,7 +156,7 @@ fn gcp_live() {
             "{log}"
         );
     }
-    let all = everything(&agent, &out);
+    let all = agent.everything_written(&out);
     assert!(all.contains(&format!("live job in {region}")), "{all}");
     let key_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&key).unwrap()).unwrap();
@@ -234,7 +210,7 @@ fn azure_live() {
             "{log}"
         );
     }
-    let all = everything(&agent, &out);
+    let all = agent.everything_written(&out);
     assert!(all.contains("live job in live-region"), "{all}");
     assert!(!all.contains(&secret), "the secret leaked");
     // An AAD or ACR token is a JWT: `eyJ0eXAi` / `eyJhbGci` starts its header.

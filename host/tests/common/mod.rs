@@ -17,6 +17,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// Appends every file under `dir` (recursively) to `out`, as lossy text.
+pub fn push_all_text(dir: &Path, out: &mut String) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            push_all_text(&path, out);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
 /// The cargo target dir the tests were built in (tests live in `<target>/debug/deps/`).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
@@ -76,6 +88,19 @@ impl Scratch {
     }
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+    /// Everything the agent wrote that a user or another process can read:
+    /// its output `out`, the queue's records (`queue list --json`) and every
+    /// file of the state dir, as (lossy) text, for the tests that grep it
+    /// for secrets.
+    pub fn everything_written(&self, out: &Output) -> String {
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        text.push_str(&String::from_utf8_lossy(
+            &self.run(&["queue", "list", "--json"]).stdout,
+        ));
+        push_all_text(&self.state_dir(), &mut text);
+        text
     }
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("launch-config.yaml")
