@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The Google Cloud Storage stand-in of the build-context tests, on 127.0.0.1:
 #
-#   scripts/services-gcs.sh start   # gcp-storage-emulator, checking the fake's bearer token
+#   scripts/services-gcs.sh start   # gcp-storage-emulator plus an XML API layer, checking the fake's bearer token
 #   scripts/services-gcs.sh stop    # stops what `start` started, nothing else
 #
 # `start` installs PyPI's `gcp-storage-emulator` into a venv under
 # ~/.cache/launch-agent-gcs-venv when missing, runs it in memory through
 # tests/gcs_fake/serve.py (every request must carry `Authorization: Bearer
-# <the token tests/gcp_fake/server.py issues>`) on a free port, and writes
+# <the token tests/gcp_fake/server.py issues>`; the XML API calls object_store
+# makes are served by tests/gcs_fake/xml_api.py) on a free port, and writes
 # KEY=VALUE lines to $LAUNCH_AGENT_GCS_ENV (default
 # ${TMPDIR:-/tmp}/launch-agent-gcs.env):
 #   LAUNCH_AGENT_GCS_URL=http://127.0.0.1:PORT   (the JSON and XML APIs' base)

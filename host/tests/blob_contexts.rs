@@ -1,9 +1,12 @@
 //! Build contexts in object storage (`launch:plugin/blob`), end to end: a
 //! builder plugin (the hostile test builder's `blob` mode) uploads the
 //! job's context to S3 (moto, signature checking on, signed by the aws
-//! environment plugin: neither the builder nor the host holds the key) and
-//! to a PVC's directory; each upload is downloaded and compared, entry by
-//! entry, with the job's source plus the Dockerfile. A store outside the
+//! environment plugin: neither the builder nor the host holds the key), to
+//! GCS (gcp-storage-emulator with the XML API of tests/gcs_fake, taking
+//! only the gcp environment's bearer token) and to a PVC's directory; each
+//! upload is downloaded and compared, entry by entry, with the job's source
+//! plus the Dockerfile (the clouds' with a file larger than one part, so a
+//! multipart upload). A store outside the
 //! builder's `grants.blob.stores` is refused before anything is sent; a
 //! missing bucket fails the start-up check naming it; no key appears in
 //! what the plugin was told.
@@ -47,6 +50,27 @@ fn job_source(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         ("src/nested/weights.bin".to_string(), binary),
         ("train.py".to_string(), b"print('hello')\n".to_vec()),
     ])
+}
+
+/// Adds an incompressible file larger than one part
+/// ([`PART_SIZE`](launch_agent::capabilities::blob::PART_SIZE)) to the
+/// source in `dir` and to its `expected` entries, so that the upload is a
+/// multipart one.
+fn add_large_file(dir: &Path, expected: &mut BTreeMap<String, Vec<u8>>) {
+    let size = launch_agent::capabilities::blob::PART_SIZE + 1_500_000;
+    let mut state = 0x2545f4914f6cdd1du64;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/large.bin"), &data).unwrap();
+    expected.insert("data/".into(), Vec::new());
+    expected.insert("data/large.bin".into(), data);
 }
 
 /// The entries of a tar.gz: path (directories with a trailing `/`) →
@@ -236,7 +260,8 @@ async fn a_context_goes_to_s3_signed_by_the_aws_environment() {
     }
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
-    let expected = job_source(&source);
+    let mut expected = job_source(&source);
+    add_large_file(&source, &mut expected);
     let bucket = format!("contexts-{}", uuid::Uuid::new_v4().simple());
     let prefix = format!("s3://{bucket}/launch/");
     let missing_prefix = format!("s3://missing-{}/launch/", uuid::Uuid::new_v4().simple());
@@ -329,8 +354,6 @@ async fn a_context_goes_to_s3_signed_by_the_aws_environment() {
 }
 
 #[tokio::test]
-#[ignore = "not working yet: object_store lists and writes through Cloud Storage's XML API, which the \
-            stand-in (gcp-storage-emulator) does not serve (501); needs a stand-in with the XML API"]
 async fn a_context_goes_to_gcs_with_the_gcp_environments_token() {
     use common::gcp::{TOKEN, fake, key_file, rsa_key};
     let env = common::services_env::path("LAUNCH_AGENT_GCS_ENV", "launch-agent-gcs.env");
@@ -353,7 +376,8 @@ async fn a_context_goes_to_gcs_with_the_gcp_environments_token() {
     // Read by the GCP environment through its grants (one test sets it).
     unsafe { std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &key) };
     let source = dir.path().join("source");
-    let expected = job_source(&source);
+    let mut expected = job_source(&source);
+    add_large_file(&source, &mut expected);
     let bucket = format!("contexts-{}", uuid::Uuid::new_v4().simple());
     let prefix = format!("gs://{bucket}/launch/");
     let missing_prefix = format!("gs://missing-{}/launch/", uuid::Uuid::new_v4().simple());
@@ -415,7 +439,8 @@ async fn a_context_goes_to_gcs_with_the_gcp_environments_token() {
     .await
     .unwrap_err();
     assert!(
-        e.contains(&format!("builder.build-context-store {missing_prefix}")),
+        e.contains(&format!("builder.build-context-store {missing_prefix}"))
+            && e.contains("NoSuchBucket"),
         "{e}"
     );
     assert!(!e.contains(TOKEN), "{e}");

@@ -15,7 +15,7 @@
 //! | URL | store | endpoint | credentials |
 //! |---|---|---|---|
 //! | `s3://BUCKET/KEY` | S3, path-style | the environment's `endpoint-url`, else `https://s3.REGION.amazonaws.com` (`region`, default `us-east-1`) | the aws environment's SigV4 (`x-amz-content-sha256` set by the host to the body's hash, signed) |
-//! | `gs://BUCKET/KEY` | Google Cloud Storage's JSON API | the environment's `storage-url`, else `https://storage.googleapis.com` | the gcp environment's bearer token |
+//! | `gs://BUCKET/KEY` | Google Cloud Storage's XML API (what object_store speaks) | the environment's `storage-url`, else `https://storage.googleapis.com` | the gcp environment's bearer token |
 //! | `file:///DIR/KEY` | a directory of this machine (a PVC's mount, W&B's `WANDB_LAUNCH_KANIKO_PVC_MOUNT_PATH`) | — | none; written to a temporary name and renamed |
 //!
 //! Azure Blob Storage (`https://ACCOUNT.blob.core.windows.net/...`) is not
