@@ -20,7 +20,7 @@
 #   - KEY=VALUE lines in $LAUNCH_AGENT_AZURE_ENV (default
 #     ${TMPDIR:-/tmp}/launch-agent-azure.env):
 #       LAUNCH_AGENT_AZURITE_BLOB_URL=https://127.0.0.1:PORT/devstoreaccount1
-#       LAUNCH_AGENT_AZURITE_CA (the certificate to trust)
+#       LAUNCH_AGENT_AZURITE_CA (the CA certificate to trust; it signed Azurite's)
 #       LAUNCH_AGENT_AZURITE_CONTAINER=build-contexts
 #       LAUNCH_AGENT_AZURE_DIR, LAUNCH_AGENT_AZURITE_PID
 #
@@ -118,9 +118,18 @@ start() {
   local dir port
   dir="$(mktemp -d "${TMPDIR:-/tmp}/launch-agent-azure.XXXXXX")"
   port="$(free_port)"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=127.0.0.1 \
-    -addext "subjectAltName=IP:127.0.0.1" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null ||
-    die "openssl could not make the certificate"
+  # A CA of its own and a server certificate it signs: rustls (the host's
+  # clients) takes no CA certificate as a server's (CaUsedAsEndEntity).
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=launch-agent Azurite test CA" \
+      -keyout "$dir/ca-key.pem" -out "$dir/ca.pem" &&
+      openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$dir/key.pem" -out "$dir/server.csr" &&
+      printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+        >"$dir/server.ext" &&
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" \
+        -CAcreateserial -days 7 -extfile "$dir/server.ext" -out "$dir/cert.pem"
+  } >/dev/null 2>&1 || die "openssl could not make the certificates"
   log "starting Azurite's blob service on https://127.0.0.1:$port (log: $dir/azurite.log)"
   (
     cd "$dir"
@@ -133,7 +142,7 @@ start() {
   local pid i code url="https://127.0.0.1:$port/$ACCOUNT"
   pid="$(cat "$dir/azurite.pid")"
   for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
-    code="$(status_of "$dir/cert.pem" "$url/$CONTAINER?restype=container" -X PUT \
+    code="$(status_of "$dir/ca.pem" "$url/$CONTAINER?restype=container" -X PUT \
       -H "Authorization: Bearer $(storage_token)" -H "x-ms-version: 2021-08-06" -H "content-length: 0")"
     [ "$code" = 201 ] && break
     pid_is "$pid" azurite-blob || {
@@ -153,7 +162,7 @@ start() {
 LAUNCH_AGENT_AZURE_DIR=$dir
 LAUNCH_AGENT_AZURITE_PID=$pid
 LAUNCH_AGENT_AZURITE_BLOB_URL=$url
-LAUNCH_AGENT_AZURITE_CA=$dir/cert.pem
+LAUNCH_AGENT_AZURITE_CA=$dir/ca.pem
 LAUNCH_AGENT_AZURITE_CONTAINER=$CONTAINER
 ENV
   mv "$tmp" "$ENV_FILE"

@@ -53,7 +53,7 @@ start() {
   fi
   local dir
   dir="$(mktemp -d "${TMPDIR:-/tmp}/launch-agent-gcs.XXXXXX")"
-  nohup "$VENV/bin/python" "$root/tests/gcs_fake/serve.py" "$dir/port" "$TOKEN" \
+  PYTHONDONTWRITEBYTECODE=1 nohup "$VENV/bin/python" "$root/tests/gcs_fake/serve.py" "$dir/port" "$TOKEN" \
     >"$dir/server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do
