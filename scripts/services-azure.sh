@@ -22,6 +22,9 @@
 #       LAUNCH_AGENT_AZURITE_BLOB_URL=https://127.0.0.1:PORT/devstoreaccount1
 #       LAUNCH_AGENT_AZURITE_CA (the CA certificate to trust; it signed Azurite's)
 #       LAUNCH_AGENT_AZURITE_CONTAINER=build-contexts
+#       LAUNCH_AGENT_AZURE_PYTHON (a venv's python with PyPI's azure-storage-blob,
+#         ~/.cache/launch-agent-azure-venv: the store's own client the
+#         build-context benchmark compares with)
 #       LAUNCH_AGENT_AZURE_DIR, LAUNCH_AGENT_AZURITE_PID
 #
 # Both commands are idempotent. Progress goes to stderr.
@@ -29,6 +32,7 @@ set -euo pipefail
 
 ENV_FILE="${LAUNCH_AGENT_AZURE_ENV:-${TMPDIR:-/tmp}/launch-agent-azure.env}"
 PREFIX="${LAUNCH_AGENT_AZURITE_PREFIX:-$HOME/.cache/launch-agent-azurite}"
+VENV="${LAUNCH_AGENT_AZURE_VENV:-$HOME/.cache/launch-agent-azure-venv}"
 ACCOUNT=devstoreaccount1
 CONTAINER=build-contexts
 READY_TIMEOUT=60
@@ -108,7 +112,15 @@ install_azurite() {
   (cd "$PREFIX" && npm install --no-audit --no-fund azurite@3 >&2)
 }
 
+install_client() {
+  [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import azure.storage.blob" 2>/dev/null && return
+  log "installing azure-storage-blob into $VENV"
+  python3 -m venv "$VENV" >&2
+  "$VENV/bin/pip" install -q azure-storage-blob >&2
+}
+
 start() {
+  install_client
   if already_up; then
     log "already running (env: $ENV_FILE)"
     return
@@ -164,6 +176,7 @@ LAUNCH_AGENT_AZURITE_PID=$pid
 LAUNCH_AGENT_AZURITE_BLOB_URL=$url
 LAUNCH_AGENT_AZURITE_CA=$dir/ca.pem
 LAUNCH_AGENT_AZURITE_CONTAINER=$CONTAINER
+LAUNCH_AGENT_AZURE_PYTHON=$VENV/bin/python
 ENV
   mv "$tmp" "$ENV_FILE"
   log "ready (env: $ENV_FILE)"
