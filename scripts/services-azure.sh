@@ -93,6 +93,9 @@ status_of() {
 
 already_up() {
   [ -f "$ENV_FILE" ] || return 1
+  # One started by an older version of this script (a self-signed
+  # certificate rustls refuses, no client venv) is replaced.
+  [ -n "$(env_value LAUNCH_AGENT_AZURE_PYTHON)" ] || return 1
   pid_is "$(env_value LAUNCH_AGENT_AZURITE_PID)" azurite-blob || return 1
   local code
   code="$(status_of "$(env_value LAUNCH_AGENT_AZURITE_CA)" \

@@ -15,6 +15,7 @@
 #   LAUNCH_AGENT_GCS_URL=http://127.0.0.1:PORT   (the JSON and XML APIs' base)
 #   LAUNCH_AGENT_GCS_PYTHON=<the venv's python>  (with google-cloud-storage, for the benchmark)
 #   LAUNCH_AGENT_GCS_PID, LAUNCH_AGENT_GCS_DIR
+#   LAUNCH_AGENT_GCS_XML_API=1 (serves the XML API: one started without it is replaced)
 #
 # Both commands are idempotent. Progress goes to stderr.
 set -euo pipefail
@@ -43,10 +44,13 @@ running() {
 }
 
 start() {
-  if running; then
+  if running && [ "$(env_value LAUNCH_AGENT_GCS_XML_API)" = 1 ]; then
     log "already running ($(env_value LAUNCH_AGENT_GCS_URL))"
     return 0
   fi
+  # One started by an older version of this script (without the XML API):
+  # replaced.
+  stop
   if [ ! -x "$VENV/bin/python" ] ||
     ! "$VENV/bin/python" -c "import gcp_storage_emulator, google.cloud.storage" 2>/dev/null; then
     log "installing gcp-storage-emulator and google-cloud-storage into $VENV"
@@ -69,6 +73,7 @@ start() {
     echo "LAUNCH_AGENT_GCS_PYTHON=$VENV/bin/python"
     echo "LAUNCH_AGENT_GCS_PID=$pid"
     echo "LAUNCH_AGENT_GCS_DIR=$dir"
+    echo "LAUNCH_AGENT_GCS_XML_API=1"
   } >"$ENV_FILE"
   log "gcp-storage-emulator on http://127.0.0.1:$(cat "$dir/port") (pid $pid)"
 }

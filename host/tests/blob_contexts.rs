@@ -425,6 +425,13 @@ async fn a_context_goes_to_gcs_with_the_gcp_environments_token() {
             .header("authorization", &bearer)
             .send()
     };
+    // The stand-in takes nothing without the token.
+    let anonymous = client
+        .get(format!("{gcs}/{bucket}/launch/run-1.tgz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     let object = get("launch/run-1.tgz").await.unwrap();
     assert!(object.status().is_success(), "{}", object.status());
     let stored = object.bytes().await.unwrap();
@@ -593,6 +600,14 @@ async fn a_context_goes_to_azure_blob_storage_with_the_azure_environments_token(
     assert_eq!(bytes, stored.len() as u64);
     assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
     assert_eq!(entries(&stored), expected);
+    // Azurite takes nothing without a token.
+    let anonymous = common::http_client()
+        .get(format!("{blob_url}/{container}/launch/run-1.tgz"))
+        .header("x-ms-version", "2023-11-03")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 403);
     // The token came from the fake AAD, for Azure Storage, and was never
     // shown to the plugin.
     let grants = aad.grants();
