@@ -128,12 +128,20 @@ impl StoreUrl {
             (Scheme::Gcs, rest)
         } else if let Some(rest) = text.strip_prefix("file://") {
             (Scheme::File, rest)
-        } else if let Some(rest) = text
+        } else if let Some((authority, path)) = text
             .strip_prefix("https://")
-            .filter(|r| azure_account(r.split('/').next().unwrap_or("")).is_some())
+            .map(|r| r.split_once('/').unwrap_or((r, "")))
+            .filter(|(authority, _)| {
+                let lower = authority.to_ascii_lowercase();
+                AZURE_BLOB_SUFFIXES.iter().any(|s| lower.ends_with(s))
+            })
         {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
             host = authority.to_ascii_lowercase();
+            if azure_account(&host).is_none() {
+                return Err(format!(
+                    "{authority} is not a storage account's blob host (ACCOUNT.blob.core.windows.net, the account 3 to 24 of a-z and 0-9)"
+                ));
+            }
             (Scheme::Azure, path)
         } else {
             return Err(
@@ -215,12 +223,11 @@ impl StoreUrl {
     }
 }
 
-/// The account of an Azure Blob Storage host
+/// The account of a lowercase Azure Blob Storage host
 /// (`ACCOUNT.blob.core.windows.net`, or a sovereign cloud's), if it is one:
 /// 3 to 24 lowercase letters and digits, no port.
 fn azure_account(host: &str) -> Option<&str> {
-    let lower = host.to_ascii_lowercase();
-    let suffix = AZURE_BLOB_SUFFIXES.iter().find(|s| lower.ends_with(*s))?;
+    let suffix = AZURE_BLOB_SUFFIXES.iter().find(|s| host.ends_with(*s))?;
     let account = &host[..host.len() - suffix.len()];
     ((3..=24).contains(&account.len())
         && account
@@ -962,6 +969,10 @@ mod tests {
                 .is_object()
         );
         assert!(!StoreUrl::parse("s3://my-bucket/ctx/").unwrap().is_object());
+        // Host names are case-insensitive: kept lowercase.
+        let upper = StoreUrl::parse("https://Acct1.BLOB.core.windows.net/ctx/k.tgz").unwrap();
+        assert_eq!(upper.host, "acct1.blob.core.windows.net");
+        assert_eq!(upper.account(), "acct1");
     }
 
     #[test]
@@ -970,9 +981,10 @@ mod tests {
             ("https://acct.blob.core.windows.net/c/k", "container"),
             ("https://acct.blob.core.windows.net/Ctx/k", "container"),
             (
-                "https://ACCT-1.blob.core.windows.net/ctx/k",
-                "must be s3://",
+                "https://acct-1.blob.core.windows.net/ctx/k",
+                "storage account",
             ),
+            ("https://a.blob.core.windows.net/ctx/k", "storage account"),
             (
                 "https://acct.blob.core.windows.net:8443/ctx/k",
                 "must be s3://",
