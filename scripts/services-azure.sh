@@ -20,8 +20,11 @@
 #   - KEY=VALUE lines in $LAUNCH_AGENT_AZURE_ENV (default
 #     ${TMPDIR:-/tmp}/launch-agent-azure.env):
 #       LAUNCH_AGENT_AZURITE_BLOB_URL=https://127.0.0.1:PORT/devstoreaccount1
-#       LAUNCH_AGENT_AZURITE_CA (the certificate to trust)
+#       LAUNCH_AGENT_AZURITE_CA (the CA certificate to trust; it signed Azurite's)
 #       LAUNCH_AGENT_AZURITE_CONTAINER=build-contexts
+#       LAUNCH_AGENT_AZURE_PYTHON (a venv's python with PyPI's azure-storage-blob,
+#         ~/.cache/launch-agent-azure-venv: the store's own client the
+#         build-context benchmark compares with)
 #       LAUNCH_AGENT_AZURE_DIR, LAUNCH_AGENT_AZURITE_PID
 #
 # Both commands are idempotent. Progress goes to stderr.
@@ -29,6 +32,7 @@ set -euo pipefail
 
 ENV_FILE="${LAUNCH_AGENT_AZURE_ENV:-${TMPDIR:-/tmp}/launch-agent-azure.env}"
 PREFIX="${LAUNCH_AGENT_AZURITE_PREFIX:-$HOME/.cache/launch-agent-azurite}"
+VENV="${LAUNCH_AGENT_AZURE_VENV:-$HOME/.cache/launch-agent-azure-venv}"
 ACCOUNT=devstoreaccount1
 CONTAINER=build-contexts
 READY_TIMEOUT=60
@@ -89,6 +93,9 @@ status_of() {
 
 already_up() {
   [ -f "$ENV_FILE" ] || return 1
+  # One started by an older version of this script (a self-signed
+  # certificate rustls refuses, no client venv) is replaced.
+  [ -n "$(env_value LAUNCH_AGENT_AZURE_PYTHON)" ] || return 1
   pid_is "$(env_value LAUNCH_AGENT_AZURITE_PID)" azurite-blob || return 1
   local code
   code="$(status_of "$(env_value LAUNCH_AGENT_AZURITE_CA)" \
@@ -108,7 +115,15 @@ install_azurite() {
   (cd "$PREFIX" && npm install --no-audit --no-fund azurite@3 >&2)
 }
 
+install_client() {
+  [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import azure.storage.blob" 2>/dev/null && return
+  log "installing azure-storage-blob into $VENV"
+  python3 -m venv "$VENV" >&2
+  "$VENV/bin/pip" install -q azure-storage-blob >&2
+}
+
 start() {
+  install_client
   if already_up; then
     log "already running (env: $ENV_FILE)"
     return
@@ -118,9 +133,18 @@ start() {
   local dir port
   dir="$(mktemp -d "${TMPDIR:-/tmp}/launch-agent-azure.XXXXXX")"
   port="$(free_port)"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=127.0.0.1 \
-    -addext "subjectAltName=IP:127.0.0.1" -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null ||
-    die "openssl could not make the certificate"
+  # A CA of its own and a server certificate it signs: rustls (the host's
+  # clients) takes no CA certificate as a server's (CaUsedAsEndEntity).
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=launch-agent Azurite test CA" \
+      -keyout "$dir/ca-key.pem" -out "$dir/ca.pem" &&
+      openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$dir/key.pem" -out "$dir/server.csr" &&
+      printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+        >"$dir/server.ext" &&
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" \
+        -CAcreateserial -days 7 -extfile "$dir/server.ext" -out "$dir/cert.pem"
+  } >/dev/null 2>&1 || die "openssl could not make the certificates"
   log "starting Azurite's blob service on https://127.0.0.1:$port (log: $dir/azurite.log)"
   (
     cd "$dir"
@@ -133,7 +157,7 @@ start() {
   local pid i code url="https://127.0.0.1:$port/$ACCOUNT"
   pid="$(cat "$dir/azurite.pid")"
   for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
-    code="$(status_of "$dir/cert.pem" "$url/$CONTAINER?restype=container" -X PUT \
+    code="$(status_of "$dir/ca.pem" "$url/$CONTAINER?restype=container" -X PUT \
       -H "Authorization: Bearer $(storage_token)" -H "x-ms-version: 2021-08-06" -H "content-length: 0")"
     [ "$code" = 201 ] && break
     pid_is "$pid" azurite-blob || {
@@ -153,8 +177,9 @@ start() {
 LAUNCH_AGENT_AZURE_DIR=$dir
 LAUNCH_AGENT_AZURITE_PID=$pid
 LAUNCH_AGENT_AZURITE_BLOB_URL=$url
-LAUNCH_AGENT_AZURITE_CA=$dir/cert.pem
+LAUNCH_AGENT_AZURITE_CA=$dir/ca.pem
 LAUNCH_AGENT_AZURITE_CONTAINER=$CONTAINER
+LAUNCH_AGENT_AZURE_PYTHON=$VENV/bin/python
 ENV
   mv "$tmp" "$ENV_FILE"
   log "ready (env: $ENV_FILE)"

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The Google Cloud Storage stand-in of the build-context tests, on 127.0.0.1:
 #
-#   scripts/services-gcs.sh start   # gcp-storage-emulator, checking the fake's bearer token
+#   scripts/services-gcs.sh start   # gcp-storage-emulator plus an XML API layer, checking the fake's bearer token
 #   scripts/services-gcs.sh stop    # stops what `start` started, nothing else
 #
-# `start` installs PyPI's `gcp-storage-emulator` into a venv under
-# ~/.cache/launch-agent-gcs-venv when missing, runs it in memory through
+# `start` installs PyPI's `gcp-storage-emulator` (and `google-cloud-storage`,
+# the store's own client the build-context benchmark compares with) into a
+# venv under ~/.cache/launch-agent-gcs-venv when missing, runs it in memory through
 # tests/gcs_fake/serve.py (every request must carry `Authorization: Bearer
-# <the token tests/gcp_fake/server.py issues>`) on a free port, and writes
+# <the token tests/gcp_fake/server.py issues>`; the XML API calls object_store
+# makes are served by tests/gcs_fake/xml_api.py) on a free port, and writes
 # KEY=VALUE lines to $LAUNCH_AGENT_GCS_ENV (default
 # ${TMPDIR:-/tmp}/launch-agent-gcs.env):
 #   LAUNCH_AGENT_GCS_URL=http://127.0.0.1:PORT   (the JSON and XML APIs' base)
-#   LAUNCH_AGENT_GCS_PYTHON=<the venv's python>  (google-cloud-storage-free client for the benchmark)
+#   LAUNCH_AGENT_GCS_PYTHON=<the venv's python>  (with google-cloud-storage, for the benchmark)
 #   LAUNCH_AGENT_GCS_PID, LAUNCH_AGENT_GCS_DIR
+#   LAUNCH_AGENT_GCS_XML_API=1 (serves the XML API: one started without it is replaced)
 #
 # Both commands are idempotent. Progress goes to stderr.
 set -euo pipefail
@@ -41,18 +44,22 @@ running() {
 }
 
 start() {
-  if running; then
+  if running && [ "$(env_value LAUNCH_AGENT_GCS_XML_API)" = 1 ]; then
     log "already running ($(env_value LAUNCH_AGENT_GCS_URL))"
     return 0
   fi
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import gcp_storage_emulator" 2>/dev/null; then
-    log "installing gcp-storage-emulator into $VENV"
+  # One started by an older version of this script (without the XML API):
+  # replaced.
+  stop
+  if [ ! -x "$VENV/bin/python" ] ||
+    ! "$VENV/bin/python" -c "import gcp_storage_emulator, google.cloud.storage" 2>/dev/null; then
+    log "installing gcp-storage-emulator and google-cloud-storage into $VENV"
     python3 -m venv "$VENV" >&2
-    "$VENV/bin/pip" install -q gcp-storage-emulator >&2
+    "$VENV/bin/pip" install -q gcp-storage-emulator google-cloud-storage >&2
   fi
   local dir
   dir="$(mktemp -d "${TMPDIR:-/tmp}/launch-agent-gcs.XXXXXX")"
-  nohup "$VENV/bin/python" "$root/tests/gcs_fake/serve.py" "$dir/port" "$TOKEN" \
+  PYTHONDONTWRITEBYTECODE=1 nohup "$VENV/bin/python" "$root/tests/gcs_fake/serve.py" "$dir/port" "$TOKEN" \
     >"$dir/server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do
@@ -66,6 +73,7 @@ start() {
     echo "LAUNCH_AGENT_GCS_PYTHON=$VENV/bin/python"
     echo "LAUNCH_AGENT_GCS_PID=$pid"
     echo "LAUNCH_AGENT_GCS_DIR=$dir"
+    echo "LAUNCH_AGENT_GCS_XML_API=1"
   } >"$ENV_FILE"
   log "gcp-storage-emulator on http://127.0.0.1:$(cat "$dir/port") (pid $pid)"
 }

@@ -9,18 +9,18 @@
 //! object_store is told to sign nothing (`skip_signature`), and each
 //! request it builds is handed, with its body's SHA-256, to the configured
 //! environment's `authorizer.authorize` (SigV4 for S3, a bearer token for
-//! GCS), whose headers are added before the request leaves. The host never
-//! holds a key either; the plugin sees neither.
+//! GCS and Azure), whose headers are added before the request leaves. The
+//! host never holds a key either; the plugin sees neither.
 //!
 //! | URL | store | endpoint | credentials |
 //! |---|---|---|---|
 //! | `s3://BUCKET/KEY` | S3, path-style | the environment's `endpoint-url`, else `https://s3.REGION.amazonaws.com` (`region`, default `us-east-1`) | the aws environment's SigV4 (`x-amz-content-sha256` set by the host to the body's hash, signed) |
-//! | `gs://BUCKET/KEY` | Google Cloud Storage's JSON API | the environment's `storage-url`, else `https://storage.googleapis.com` | the gcp environment's bearer token |
+//! | `gs://BUCKET/KEY` | Google Cloud Storage's XML API (what object_store speaks) | the environment's `storage-url`, else `https://storage.googleapis.com` | the gcp environment's bearer token |
+//! | `https://ACCOUNT.blob.core.windows.net/CONTAINER/KEY` (W&B's spelling; `.blob.core.usgovcloudapi.net`, `.blob.core.chinacloudapi.cn` for the sovereign clouds) | Azure Blob Storage | the URL's own host, unless the environment's `blob-endpoints` maps `ACCOUNT` to another (a stand-in: Azurite's `https://127.0.0.1:10000/devstoreaccount1`) | the azure environment's bearer token (AAD, storage scope) |
 //! | `file:///DIR/KEY` | a directory of this machine (a PVC's mount, W&B's `WANDB_LAUNCH_KANIKO_PVC_MOUNT_PATH`) | — | none; written to a temporary name and renamed |
 //!
-//! Azure Blob Storage (`https://ACCOUNT.blob.core.windows.net/...`) is not
-//! served yet (no Azure environment to authorize it, nor a test against
-//! Azurite): such a URL is refused with a message saying so.
+//! `az://` is not taken: it names no account (object_store reads that from
+//! its own configuration), and W&B spells Azure stores as `https://` URLs.
 //!
 //! Granted by store prefix (`grants.blob.stores`,
 //! [`GrantPolicy::blob`](super::policy::GrantPolicy::blob)), checked first
@@ -55,6 +55,14 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// otherwise.
 const GCS_BASE: &str = "https://storage.googleapis.com";
 
+/// The host suffixes of Azure Blob Storage, per cloud (public, US
+/// Government, China).
+const AZURE_BLOB_SUFFIXES: [&str; 3] = [
+    ".blob.core.windows.net",
+    ".blob.core.usgovcloudapi.net",
+    ".blob.core.chinacloudapi.cn",
+];
+
 /// Parts uploaded at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
@@ -65,6 +73,8 @@ pub enum Scheme {
     S3,
     /// `gs://`
     Gcs,
+    /// `https://ACCOUNT.blob.core.windows.net/` (or a sovereign cloud's).
+    Azure,
     /// `file://`: a local directory (a PVC's mount).
     File,
 }
@@ -74,20 +84,25 @@ impl Scheme {
         match self {
             Scheme::S3 => "s3://",
             Scheme::Gcs => "gs://",
+            Scheme::Azure => "https://",
             Scheme::File => "file://",
         }
     }
 }
 
-/// An object-store URL: `s3://BUCKET/KEY`, `gs://BUCKET/KEY` or
-/// `file:///PATH` (for which `bucket` is empty and `key` the path without
-/// its leading `/`). `key` may be empty or end with `/` (a store or a
-/// prefix, for `exists-store`).
+/// An object-store URL: `s3://BUCKET/KEY`, `gs://BUCKET/KEY`,
+/// `https://ACCOUNT.blob.core.windows.net/CONTAINER/KEY` or `file:///PATH`
+/// (for which `bucket` is empty and `key` the path without its leading
+/// `/`). `key` may be empty or end with `/` (a store or a prefix, for
+/// `exists-store`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreUrl {
     /// Which store.
     pub scheme: Scheme,
-    /// The bucket (empty for `file://`).
+    /// Azure: the storage account's blob host, lowercase
+    /// (`ACCOUNT.blob.core.windows.net`); empty for the others.
+    pub host: String,
+    /// The bucket (Azure: the container; empty for `file://`).
     pub bucket: String,
     /// The object's key, `/`-separated, no `.` or `..` segment.
     pub key: String,
@@ -97,6 +112,7 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.scheme {
             Scheme::File => write!(f, "file:///{}", self.key),
+            Scheme::Azure => write!(f, "https://{}/{}/{}", self.host, self.bucket, self.key),
             s => write!(f, "{}{}/{}", s.prefix(), self.bucket, self.key),
         }
     }
@@ -105,19 +121,32 @@ impl fmt::Display for StoreUrl {
 impl StoreUrl {
     /// Parses `text`; the error says what is wrong, naming what is served.
     pub fn parse(text: &str) -> Result<Self, String> {
+        let mut host = String::new();
         let (scheme, rest) = if let Some(rest) = text.strip_prefix("s3://") {
             (Scheme::S3, rest)
         } else if let Some(rest) = text.strip_prefix("gs://") {
             (Scheme::Gcs, rest)
         } else if let Some(rest) = text.strip_prefix("file://") {
             (Scheme::File, rest)
-        } else if text.starts_with("https://") && text.contains(".blob.core.windows.net") {
-            return Err(
-                "Azure Blob Storage is not served yet (s3://, gs:// and file:// are)".into(),
-            );
+        } else if let Some((authority, path)) = text
+            .strip_prefix("https://")
+            .map(|r| r.split_once('/').unwrap_or((r, "")))
+            .filter(|(authority, _)| {
+                let lower = authority.to_ascii_lowercase();
+                AZURE_BLOB_SUFFIXES.iter().any(|s| lower.ends_with(s))
+            })
+        {
+            host = authority.to_ascii_lowercase();
+            if azure_account(&host).is_none() {
+                return Err(format!(
+                    "{authority} is not a storage account's blob host (ACCOUNT.blob.core.windows.net, the account 3 to 24 of a-z and 0-9)"
+                ));
+            }
+            (Scheme::Azure, path)
         } else {
             return Err(
-                "must be s3://BUCKET/KEY, gs://BUCKET/KEY or file:///DIR/KEY (a PVC's mount)"
+                "must be s3://BUCKET/KEY, gs://BUCKET/KEY, \
+                 https://ACCOUNT.blob.core.windows.net/CONTAINER/KEY or file:///DIR/KEY (a PVC's mount)"
                     .into(),
             );
         };
@@ -130,6 +159,22 @@ impl StoreUrl {
                     .strip_prefix('/')
                     .ok_or("a file:// URL must be absolute: file:///DIR/KEY")?;
                 (String::new(), path.to_string())
+            }
+            Scheme::Azure => {
+                let (container, key) = rest.split_once('/').unwrap_or((rest, ""));
+                let valid = (3..=63).contains(&container.len())
+                    && !container.starts_with('-')
+                    && !container.ends_with('-')
+                    && !container.contains("--")
+                    && container
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !valid {
+                    return Err(format!(
+                        "container {container:?} is not a container name (3 to 63 of a-z, 0-9 and single `-`s inside)"
+                    ));
+                }
+                (container.to_string(), key.to_string())
             }
             _ => {
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
@@ -156,9 +201,15 @@ impl StoreUrl {
         }
         Ok(StoreUrl {
             scheme,
+            host,
             bucket,
             key,
         })
+    }
+
+    /// The Azure storage account (the first label of `host`).
+    fn account(&self) -> &str {
+        self.host.split('.').next().unwrap_or("")
     }
 
     /// Whether the URL names an object (its key neither empty nor a prefix).
@@ -170,6 +221,19 @@ impl StoreUrl {
     fn local_path(&self) -> PathBuf {
         PathBuf::from(format!("/{}", self.key))
     }
+}
+
+/// The account of a lowercase Azure Blob Storage host
+/// (`ACCOUNT.blob.core.windows.net`, or a sovereign cloud's), if it is one:
+/// 3 to 24 lowercase letters and digits, no port.
+fn azure_account(host: &str) -> Option<&str> {
+    let suffix = AZURE_BLOB_SUFFIXES.iter().find(|s| host.ends_with(*s))?;
+    let account = &host[..host.len() - suffix.len()];
+    ((3..=24).contains(&account.len())
+        && account
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+    .then_some(account)
 }
 
 /// A store prefix of `grants.blob.stores`: a [`StoreUrl`] whose key is
@@ -195,6 +259,7 @@ impl StorePrefix {
     pub fn contains(&self, url: &StoreUrl) -> bool {
         let p = &self.0;
         p.scheme == url.scheme
+            && p.host == url.host
             && p.bucket == url.bucket
             && (url.key.starts_with(&p.key) || format!("{}/", url.key) == p.key)
     }
@@ -223,6 +288,7 @@ impl BlobFailure {
         let text = e.to_string();
         let missing = matches!(e, object_store::Error::NotFound { .. })
             || text.contains("NoSuchBucket")
+            || text.contains("ContainerNotFound")
             || text.contains("404 Not Found");
         BlobFailure {
             message: format!("{what} {url}: {e}"),
@@ -380,6 +446,7 @@ impl BlobClient {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(BlobFailure::new(format!("deleting {url}: {e}"))),
             },
+            Scheme::Azure => self.delete_azure_blob(url).await,
             _ => match self
                 .store(url)?
                 .delete(&ObjectPath::from(url.key.as_str()))
@@ -428,16 +495,7 @@ impl BlobClient {
     /// The object_store client of `url`'s bucket, every request of which
     /// goes through [`AuthorizedHttp`].
     fn store(&self, url: &StoreUrl) -> Result<Arc<dyn ObjectStore>, BlobFailure> {
-        let authorizer = self.authorizer.clone().ok_or_else(|| {
-            BlobFailure::new(format!(
-                "{url} needs the credentials of a cloud environment (environment.type: {}), and the configured environment lends none",
-                if url.scheme == Scheme::S3 { "aws" } else { "gcp" }
-            ))
-        })?;
-        let settings: serde_json::Value = authorizer
-            .settings()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
+        let (settings, connector) = self.connector(url)?;
         let text = |key: &str| {
             settings
                 .get(key)
@@ -449,11 +507,7 @@ impl BlobClient {
             retry_timeout: Duration::from_secs(60),
             ..RetryConfig::default()
         };
-        let connector = AuthorizedConnector {
-            authorizer,
-            requester: self.requester.clone(),
-            s3: url.scheme == Scheme::S3,
-        };
+        let allow_http = |endpoint: &str| endpoint.starts_with("http://");
         let built = match url.scheme {
             Scheme::S3 => {
                 let mut builder = object_store::aws::AmazonS3Builder::new()
@@ -464,7 +518,7 @@ impl BlobClient {
                     .with_http_connector(connector);
                 if let Some(endpoint) = text("endpoint-url") {
                     builder = builder
-                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_allow_http(allow_http(&endpoint))
                         .with_endpoint(endpoint);
                 }
                 builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
@@ -492,9 +546,129 @@ impl BlobClient {
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
             }
+            Scheme::Azure => {
+                let endpoint = azure_endpoint(&settings, url);
+                // An empty bearer token, never sent (`skip_signature`): it
+                // keeps object_store from setting up a credential chain of
+                // its own (managed identity), which the host must never use.
+                object_store::azure::MicrosoftAzureBuilder::new()
+                    .with_account(url.account())
+                    .with_container_name(&url.bucket)
+                    .with_allow_http(allow_http(&endpoint))
+                    .with_endpoint(endpoint)
+                    .with_bearer_token_authorization("")
+                    .with_skip_signature(true)
+                    .with_retry(retry)
+                    .with_http_connector(connector)
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            }
             Scheme::File => unreachable!("file:// is written directly"),
         };
         built.map_err(|e| BlobFailure::new(format!("{url}: {e}")))
+    }
+
+    /// Azure's Delete Blob, one request through [`AuthorizedHttp`]:
+    /// object_store deletes through Blob Batch, whose sub-requests each
+    /// need an authorization of their own, which the HTTP-client hook (one
+    /// request, one authorization) cannot give. A blob that is not there
+    /// is not an error; a container that is not there is.
+    async fn delete_azure_blob(&self, url: &StoreUrl) -> Result<(), BlobFailure> {
+        let (settings, connector) = self.connector(url)?;
+        let failed = |why: String| BlobFailure::new(format!("deleting {url}: {why}"));
+        let endpoint = azure_endpoint(&settings, url);
+        let mut target: url::Url = endpoint
+            .parse()
+            .map_err(|e| failed(format!("endpoint {endpoint}: {e}")))?;
+        target
+            .path_segments_mut()
+            .map_err(|()| failed(format!("endpoint {endpoint} cannot take a path")))?
+            .pop_if_empty()
+            .push(&url.bucket)
+            .extend(url.key.split('/'));
+        let request = http::Request::builder()
+            .method(http::Method::DELETE)
+            .uri(target.as_str())
+            .header("x-ms-version", AZURE_API_VERSION)
+            .header(
+                "x-ms-date",
+                chrono::Utc::now()
+                    .format("%a, %d %b %Y %H:%M:%S GMT")
+                    .to_string(),
+            )
+            .header("content-length", "0")
+            .body(object_store::client::HttpRequestBody::empty())
+            .map_err(|e| failed(e.to_string()))?;
+        let client = connector
+            .connect(&ClientOptions::default())
+            .map_err(|e| failed(e.to_string()))?;
+        let response = client
+            .execute(request)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let code = response
+            .headers()
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        match code.as_str() {
+            "BlobNotFound" => Ok(()),
+            _ => Err(BlobFailure {
+                message: format!("deleting {url}: {status} {code}"),
+                missing: code == "ContainerNotFound",
+            }),
+        }
+    }
+}
+
+/// The x-ms-version of the requests the host makes to Azure itself (the
+/// one object_store 0.14 sends).
+const AZURE_API_VERSION: &str = "2023-11-03";
+
+/// Where an Azure account's Blob Storage is reached: the environment's
+/// `blob-endpoints` entry for the account (a stand-in), else the URL's own
+/// host (which names the cloud: public, US Government, China).
+fn azure_endpoint(settings: &serde_json::Value, url: &StoreUrl) -> String {
+    settings
+        .get("blob-endpoints")
+        .and_then(|m| m.get(url.account()))
+        .and_then(|v| v.as_str())
+        .map(|e| e.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("https://{}", url.host))
+}
+
+impl BlobClient {
+    /// The environment's settings and the HTTP-client hook that has it
+    /// authorize each request for `url`.
+    fn connector(
+        &self,
+        url: &StoreUrl,
+    ) -> Result<(serde_json::Value, AuthorizedConnector), BlobFailure> {
+        let authorizer = self.authorizer.clone().ok_or_else(|| {
+            BlobFailure::new(format!(
+                "{url} needs the credentials of a cloud environment (environment.type: {}), and the configured environment lends none",
+                match url.scheme {
+                    Scheme::S3 => "aws",
+                    Scheme::Gcs => "gcp",
+                    _ => "azure",
+                }
+            ))
+        })?;
+        let settings: serde_json::Value = authorizer
+            .settings()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let connector = AuthorizedConnector {
+            authorizer,
+            requester: self.requester.clone(),
+            s3: url.scheme == Scheme::S3,
+        };
+        Ok((settings, connector))
     }
 }
 
@@ -784,6 +958,8 @@ mod tests {
             "gs://my-bucket/a/b.tgz",
             "file:///mnt/kaniko/run1.tgz",
             "s3://my-bucket/",
+            "https://acct1.blob.core.windows.net/contexts/launch/run1.tgz",
+            "https://gov.blob.core.usgovcloudapi.net/ctx/",
         ] {
             assert_eq!(StoreUrl::parse(text).unwrap().to_string(), text);
         }
@@ -793,12 +969,27 @@ mod tests {
                 .is_object()
         );
         assert!(!StoreUrl::parse("s3://my-bucket/ctx/").unwrap().is_object());
+        // Host names are case-insensitive: kept lowercase.
+        let upper = StoreUrl::parse("https://Acct1.BLOB.core.windows.net/ctx/k.tgz").unwrap();
+        assert_eq!(upper.host, "acct1.blob.core.windows.net");
+        assert_eq!(upper.account(), "acct1");
     }
 
     #[test]
     fn bad_urls_say_why() {
         for (text, why) in [
-            ("https://acct.blob.core.windows.net/c/k", "Azure"),
+            ("https://acct.blob.core.windows.net/c/k", "container"),
+            ("https://acct.blob.core.windows.net/Ctx/k", "container"),
+            (
+                "https://acct-1.blob.core.windows.net/ctx/k",
+                "storage account",
+            ),
+            ("https://a.blob.core.windows.net/ctx/k", "storage account"),
+            (
+                "https://acct.blob.core.windows.net:8443/ctx/k",
+                "must be s3://",
+            ),
+            ("https://example.com/ctx/k", "must be s3://"),
             ("ftp://x/y", "must be s3://"),
             ("s3://B/k", "bucket"),
             ("s3://ab/k", "bucket"),
@@ -830,6 +1021,14 @@ mod tests {
         assert!(!p.contains(&url("gs://bucket/ctx/run.tgz")));
         let whole = StorePrefix::parse("gs://bucket").unwrap();
         assert!(whole.contains(&url("gs://bucket/any/run.tgz")));
+        let azure = StorePrefix::parse("https://acct.blob.core.windows.net/ctx/launch").unwrap();
+        assert!(azure.contains(&url(
+            "https://acct.blob.core.windows.net/ctx/launch/run.tgz"
+        )));
+        assert!(!azure.contains(&url(
+            "https://other.blob.core.windows.net/ctx/launch/run.tgz"
+        )));
+        assert!(!azure.contains(&url("https://acct.blob.core.windows.net/ctx/run.tgz")));
         let dir = StorePrefix::parse("file:///mnt/kaniko/").unwrap();
         assert!(dir.contains(&url("file:///mnt/kaniko/run.tgz")));
         assert!(!dir.contains(&url("file:///mnt/other/run.tgz")));

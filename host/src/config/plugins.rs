@@ -162,6 +162,7 @@ pub struct KubernetesGrant {
 
 /// The grant `blob`: store prefixes, each a URL the blob capability
 /// serves (`s3://BUCKET/[PREFIX/]`, `gs://BUCKET/[PREFIX/]`,
+/// `https://ACCOUNT.blob.core.windows.net/CONTAINER/[PREFIX/]`,
 /// `file:///DIR/`); a call's URL must start with one of them, at a `/`
 /// (the grammar is [`StorePrefix`](crate::capabilities::blob::StorePrefix)'s).
 ///

@@ -22,6 +22,7 @@
 //! | `authority-host` | AAD's authority (default `AZURE_AUTHORITY_HOST`, else `https://login.microsoftonline.com`): `https://login.microsoftonline.us` (US Government), `https://login.chinacloudapi.cn` (China), a stand-in |
 //! | `imds-endpoint` | the instance metadata service of managed identity (default `http://169.254.169.254`) |
 //! | `authorize-urls` | more origins (`scheme://host[:port]`) this environment adds a token to (a private registry mirror, a stand-in): a string (the token for Azure Resource Manager, as ACR's `/oauth2/exchange` takes) or `{url, scope}` |
+//! | `blob-endpoints` | `{ACCOUNT: URL}`: where the host's blob capability reaches a storage account's Blob Storage instead of the store URL's own host (a stand-in: Azurite's `https://127.0.0.1:10000/devstoreaccount1`); read by the host, not here. Such an origin gets the token only if listed in `authorize-urls` with the storage scope too |
 
 mod scope;
 mod token;
@@ -79,6 +80,10 @@ pub(crate) struct Settings {
     /// More origins the token is added to.
     #[serde(default)]
     pub authorize_urls: Vec<AuthorizeUrl>,
+    /// Where the host's blob capability reaches an account's Blob Storage
+    /// (account → URL): read by the host, not here.
+    #[serde(default, rename = "blob-endpoints")]
+    _blob_endpoints: std::collections::BTreeMap<String, String>,
 }
 
 impl Settings {
