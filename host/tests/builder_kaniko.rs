@@ -3,8 +3,9 @@
 //! default bundle yet): its `plan` gives the image and Dockerfile the
 //! bundled `builder-docker` gives for the same job, read from the job's
 //! source through the sandbox, so a job built by either is skipped by the
-//! other; its `build` fails at stage `build` saying which capabilities it
-//! still needs, and claims nothing. No service is needed.
+//! other; its `build`, without grants, is refused its first step (the
+//! context upload) naming the grant, and creates nothing. No service is
+//! needed (`kaniko_builds.rs` builds on the fake cluster).
 
 mod common;
 
@@ -43,7 +44,7 @@ fn request(settings: serde_json::Value) -> BuildRequest {
 }
 
 #[tokio::test]
-async fn plans_as_builder_docker_and_build_says_what_it_needs() {
+async fn plans_as_builder_docker_and_build_without_grants_makes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     std::fs::create_dir_all(source.join("src")).unwrap();
@@ -96,7 +97,7 @@ async fn plans_as_builder_docker_and_build_says_what_it_needs() {
         error.message
     );
 
-    // `build` does not pretend.
+    // Without `grants.blob.stores`, nothing leaves the machine.
     let result = kaniko
         .build(&kaniko_request, &kaniko_plan, None, Some(&source), None)
         .await;
@@ -105,10 +106,12 @@ async fn plans_as_builder_docker_and_build_says_what_it_needs() {
     };
     assert_eq!(error.stage, Stage::Build);
     assert!(
-        error.message.starts_with(
-            "the kaniko builder needs the kubernetes and blob capabilities (not in this build yet)"
-        ),
+        error
+            .message
+            .starts_with("uploading the build context to s3://my-bucket/contexts/ab12cd34.tgz: ")
+            && error.message.contains("grants.blob.stores"),
         "{}",
         error.message
     );
+    assert!(!error.retryable);
 }

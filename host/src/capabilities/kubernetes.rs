@@ -18,6 +18,20 @@
 //! A refusal is `denied: true` with a message naming the grant (or the
 //! rule), recorded for `plugins call`; nothing reaches the cluster.
 //!
+//! **The registry login in a docker config Secret.** A builder that pushes
+//! from the cluster (Kaniko) needs the registry's login in the build pod,
+//! but a plugin never reads the password. So it creates a Secret of type
+//! `kubernetes.io/dockerconfigjson` whose `stringData[".dockerconfigjson"]`
+//! is [`DOCKER_CONFIG_PLACEHOLDER`] and whose annotation
+//! [`DOCKER_CONFIG_REGISTRY_ANNOTATION`] names the registry; `create` fills
+//! it with `{"auths": {REGISTRY: {"auth": base64(user:password)}}}` from the
+//! login the host holds for the current build ([`BuildLogin`], set for a
+//! builder's `build` call only), after checking that the registry named is
+//! both the login's and the build's destination's. Anything else is
+//! refused (`denied`), naming why. The filled value and the `auth` string
+//! are learnt by the redactor first, so neither appears in a log line, a
+//! queue record or an error.
+//!
 //! Labels on everything a plugin creates:
 //!
 //! | label | value |
@@ -36,10 +50,12 @@ use super::state::{CapabilityState, HostCall};
 use crate::capabilities::bindings::launch::plugin::kubernetes::{
     Host, JobEnd as WitJobEnd, KubeError, ObjectRef,
 };
+use crate::capabilities::secrets::{CredentialScope, SecretHandle};
 use crate::capped_log::CappedLog;
 use crate::clients::kube::job_state::{JobEnd, api_error, job_end, terminated};
 use crate::clients::kube::watch::{Event, Watches};
 use crate::clients::kube::{ITEM_LABEL, KubeClusters, label_value, pod_rules};
+use base64::Engine as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
@@ -64,6 +80,151 @@ const FIELD_MANAGER: &str = "launch-agent-plugin";
 const SETTLE: Duration = Duration::from_secs(3);
 /// How long the log of a pod that ended may take to drain.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// The value of `stringData[".dockerconfigjson"]` in a docker config
+/// Secret that asks the host to fill in the build's registry login (what
+/// builder-kaniko renders). Not JSON, so a Secret that reached the API
+/// server unfilled would be useless rather than wrong.
+pub const DOCKER_CONFIG_PLACEHOLDER: &str =
+    "<launch-agent: the registry login, filled by the host>";
+
+/// The annotation of such a Secret naming the registry (the `auths` key:
+/// `host[:port]`, or Docker Hub's `https://index.docker.io/v1/`).
+pub const DOCKER_CONFIG_REGISTRY_ANNOTATION: &str = "launch-agent/registry";
+
+/// The registry login of the build a builder's `build` call is making:
+/// what fills a docker config Secret (see the module docs). Set by the
+/// host for that call only; the plugin holds the password as an opaque
+/// handle at most.
+pub struct BuildLogin {
+    username: String,
+    password: String,
+    /// The registry the login was issued for (its binding).
+    registry: String,
+    /// The registry of the build's destination, if it names one.
+    destination_registry: Option<String>,
+}
+
+impl BuildLogin {
+    /// The login `username`/`password` (a registry plugin's, bound to its
+    /// repository) for a build pushing to `destination` (a repository, no
+    /// tag); `None` when the password is bound to no registry.
+    pub fn new(username: &str, password: &SecretHandle, destination: &str) -> Option<BuildLogin> {
+        let registry = password.scope()?.registry().to_string();
+        let destination_registry = CredentialScope::parse(destination)
+            .ok()
+            .map(|scope| scope.registry().to_string());
+        Some(BuildLogin {
+            username: username.to_string(),
+            password: password.value().to_string(),
+            registry,
+            destination_registry,
+        })
+    }
+}
+
+impl std::fmt::Debug for BuildLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildLogin")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("registry", &self.registry)
+            .field("destination_registry", &self.destination_registry)
+            .finish()
+    }
+}
+
+/// The registry an `auths` key names, as credential scopes write it
+/// (`host[:port]` lowercase, `docker.io` for Docker Hub).
+fn auths_registry(key: &str) -> String {
+    let host = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if super::policy::DOCKER_HUB_HOSTS.contains(&host.as_str()) {
+        "docker.io".to_string()
+    } else {
+        host
+    }
+}
+
+/// Fills a docker config Secret that asks for the build's login (see the
+/// module docs): `Ok(Some(values))` with the values to learn as secrets
+/// once filled, `Ok(None)` for any other Secret, `Err(why)` (a refusal)
+/// for one that asks wrongly or for a login the call does not hold.
+fn fill_docker_config(
+    manifest: &mut Value,
+    login: Option<&BuildLogin>,
+) -> Result<Option<Vec<String>>, String> {
+    let asks = manifest
+        .pointer("/stringData/.dockerconfigjson")
+        .is_some_and(|v| v == DOCKER_CONFIG_PLACEHOLDER);
+    let named = manifest
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(DOCKER_CONFIG_REGISTRY_ANNOTATION))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let key = match (asks, named) {
+        (false, None) => return Ok(None),
+        (false, Some(_)) => {
+            return Err(format!(
+                "a Secret annotated `{DOCKER_CONFIG_REGISTRY_ANNOTATION}` must carry the \
+                 placeholder {DOCKER_CONFIG_PLACEHOLDER:?} as its \
+                 `stringData[\".dockerconfigjson\"]`: the host fills it, the plugin writes \
+                 no login"
+            ));
+        }
+        (true, None) => {
+            return Err(format!(
+                "a docker config Secret to be filled with the registry login must name the \
+                 registry in its annotation `{DOCKER_CONFIG_REGISTRY_ANNOTATION}`"
+            ));
+        }
+        (true, Some(key)) => key,
+    };
+    if manifest.get("type").and_then(Value::as_str) != Some("kubernetes.io/dockerconfigjson") {
+        return Err("a Secret filled with the registry login must have `type: \
+                    kubernetes.io/dockerconfigjson`"
+            .to_string());
+    }
+    if manifest.pointer("/data/.dockerconfigjson").is_some() {
+        return Err("a Secret filled with the registry login must not also set \
+                    `data[\".dockerconfigjson\"]`"
+            .to_string());
+    }
+    let Some(login) = login else {
+        return Err(format!(
+            "the Secret asks for the registry login of {key}, but this call holds none: \
+             the host fills a docker config Secret only during a builder's `build`, with \
+             the login of the build's registry (configure `registry:`)"
+        ));
+    };
+    let registry = auths_registry(&key);
+    if registry != login.registry {
+        return Err(format!(
+            "the Secret asks for the login of registry {registry}, but this build's login is \
+             for {}: the host fills a docker config Secret only with the login of the \
+             registry it was issued for",
+            login.registry
+        ));
+    }
+    if login.destination_registry.as_deref() != Some(registry.as_str()) {
+        return Err(format!(
+            "the Secret asks for the login of registry {registry}, which is not the build's \
+             destination ({}): the host fills a docker config Secret only for the registry \
+             the build pushes to",
+            login.destination_registry.as_deref().unwrap_or("none")
+        ));
+    }
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", login.username, login.password));
+    let config = json!({"auths": {key: {"auth": auth}}}).to_string();
+    manifest["stringData"][".dockerconfigjson"] = json!(config);
+    Ok(Some(vec![login.password.clone(), auth, config]))
+}
 
 /// The cluster and the shared watches, one per plugin host, shared by
 /// every call of every plugin loaded there.
@@ -133,6 +294,10 @@ pub struct KubeCall {
     client: Option<kube::Client>,
     /// The pod logs copied into the job's log, shared by the copying tasks.
     pod_log: Option<Arc<Mutex<CappedLog<SinkLines>>>>,
+    /// The registry login of the build this call makes (a builder's
+    /// `build` with a registry login only): what fills a docker config
+    /// Secret.
+    pub build_login: Option<BuildLogin>,
 }
 
 impl Default for KubeCall {
@@ -144,6 +309,7 @@ impl Default for KubeCall {
             created: Vec::new(),
             client: None,
             pod_log: None,
+            build_login: None,
         }
     }
 }
@@ -541,7 +707,7 @@ impl CapabilityState {
         if let Some(refusal) = refusal.into_inner() {
             return Err(denied(self.refused(&refusal)));
         }
-        let (kind, namespace, manifest) = match prepared {
+        let (kind, namespace, mut manifest) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 if error.denied {
@@ -552,6 +718,27 @@ impl CapabilityState {
                     });
                 }
                 return Err(error);
+            }
+        };
+        let filled = match kind {
+            Kind::Secret => fill_docker_config(&mut manifest, self.kube.build_login.as_ref()),
+            _ => Ok(None),
+        };
+        let filled = match filled {
+            Ok(Some(values)) => {
+                for value in &values {
+                    self.redactor().learn(value);
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(message) => {
+                tracing::warn!(plugin = %self.plugin_name, "kubernetes: refused a Secret: {message}");
+                self.record(|| HostCall::Refused {
+                    message: message.clone(),
+                    grant: "the build's registry login".to_string(),
+                });
+                return Err(denied(message));
             }
         };
         let client = self.kube_client().await?;
@@ -571,9 +758,15 @@ impl CapabilityState {
                 .await
                 .map(|o| o.metadata),
         }
-        .map_err(|e| match e {
-            Ok(error) => failed(&what, &error),
-            Err(error) => bad_manifest(format!("{what}: {error}"), false),
+        .map_err(|e| {
+            let mut error = match e {
+                Ok(error) => failed(&what, &error),
+                Err(error) => bad_manifest(format!("{what}: {error}"), false),
+            };
+            if filled {
+                error.message = self.scrub(&error.message);
+            }
+            error
         })?;
         let created = Created {
             kind,
@@ -1073,6 +1266,104 @@ mod tests {
         let error = prepare(&manifest("b"), &labels(), granted).unwrap_err();
         assert!(error.denied && error.message.contains("b not granted"));
         assert!(prepare(&manifest("a"), &labels(), granted).is_ok());
+    }
+
+    fn login(registry: &str, destination: Option<&str>) -> BuildLogin {
+        BuildLogin {
+            username: "launch".into(),
+            password: "s3cret-pass".into(),
+            registry: registry.into(),
+            destination_registry: destination.map(str::to_string),
+        }
+    }
+
+    fn docker_config_secret(registry: Option<&str>) -> Value {
+        let mut secret = json!({
+            "kind": "Secret",
+            "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "docker-config-x"},
+            "stringData": {".dockerconfigjson": DOCKER_CONFIG_PLACEHOLDER},
+        });
+        if let Some(registry) = registry {
+            secret["metadata"]["annotations"] =
+                json!({DOCKER_CONFIG_REGISTRY_ANNOTATION: registry});
+        }
+        secret
+    }
+
+    #[test]
+    fn the_host_fills_a_docker_config_secret_with_the_builds_login() {
+        let mut secret = docker_config_secret(Some("127.0.0.1:5000"));
+        let held = login("127.0.0.1:5000", Some("127.0.0.1:5000"));
+        let learnt = fill_docker_config(&mut secret, Some(&held))
+            .unwrap()
+            .unwrap();
+        let text = secret["stringData"][".dockerconfigjson"].as_str().unwrap();
+        let config: Value = serde_json::from_str(text).unwrap();
+        let auth = config["auths"]["127.0.0.1:5000"]["auth"].as_str().unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(auth)
+                .unwrap(),
+            b"launch:s3cret-pass"
+        );
+        assert!(learnt.contains(&"s3cret-pass".to_string()));
+        assert!(learnt.contains(&auth.to_string()) && learnt.contains(&text.to_string()));
+        // The round trip the create makes keeps it a valid Secret.
+        assert!(round_trip::<Secret>(&secret).is_ok());
+
+        // Docker Hub's historical key is Docker Hub's login.
+        let mut hub = docker_config_secret(Some("https://index.docker.io/v1/"));
+        let held = login("docker.io", Some("docker.io"));
+        assert!(fill_docker_config(&mut hub, Some(&held)).unwrap().is_some());
+
+        // Any other Secret is left alone.
+        let mut plain = json!({"kind": "Secret", "stringData": {"k": "v"}});
+        assert_eq!(fill_docker_config(&mut plain, None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_docker_config_secret_is_refused_for_another_registry_or_without_a_login() {
+        let held = login("127.0.0.1:5000", Some("127.0.0.1:5000"));
+        let cases = [
+            (
+                docker_config_secret(Some("evil.example.com")),
+                Some(&held),
+                "this build's login is for 127.0.0.1:5000",
+            ),
+            (
+                docker_config_secret(Some("127.0.0.1:5000")),
+                None,
+                "this call holds none",
+            ),
+            (
+                docker_config_secret(None),
+                Some(&held),
+                "must name the registry",
+            ),
+        ];
+        for (mut secret, login, why) in cases {
+            let error = fill_docker_config(&mut secret, login).unwrap_err();
+            assert!(error.contains(why), "{error}");
+            assert!(!error.contains("s3cret-pass"), "{error}");
+        }
+        // The login's registry, but not where the build pushes.
+        let elsewhere = login("127.0.0.1:5000", Some("ghcr.io"));
+        let mut secret = docker_config_secret(Some("127.0.0.1:5000"));
+        let error = fill_docker_config(&mut secret, Some(&elsewhere)).unwrap_err();
+        assert!(
+            error.contains("not the build's destination (ghcr.io)"),
+            "{error}"
+        );
+        // The annotation without the placeholder, or the wrong type.
+        let mut secret = docker_config_secret(Some("127.0.0.1:5000"));
+        secret["stringData"][".dockerconfigjson"] = json!("{}");
+        let error = fill_docker_config(&mut secret, Some(&held)).unwrap_err();
+        assert!(error.contains("placeholder"), "{error}");
+        let mut secret = docker_config_secret(Some("127.0.0.1:5000"));
+        secret["type"] = json!("Opaque");
+        let error = fill_docker_config(&mut secret, Some(&held)).unwrap_err();
+        assert!(error.contains("kubernetes.io/dockerconfigjson"), "{error}");
     }
 
     #[test]

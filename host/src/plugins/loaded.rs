@@ -617,7 +617,9 @@ impl LoadedPlugin {
     }
 
     /// Calls `builder.build`; `credentials` reach the plugin as an opaque
-    /// secret handle it can pass to `docker.push` but not read.
+    /// secret handle it can pass to `docker.push` but not read, and fill a
+    /// docker config Secret it creates through `kubernetes.create` (the
+    /// host's [`BuildLogin`](crate::capabilities::kubernetes::BuildLogin)).
     pub async fn build(
         &self,
         request: &BuildRequest,
@@ -632,6 +634,13 @@ impl LoadedPlugin {
                 None => None,
             };
             store.data_mut().caps.kube.item_id = Some(request.job.id.clone());
+            store.data_mut().caps.kube.build_login = credentials.and_then(|c| {
+                crate::capabilities::kubernetes::BuildLogin::new(
+                    &c.username,
+                    &c.password,
+                    &request.destination,
+                )
+            });
             store.data_mut().build_repositories =
                 crate::capabilities::docker::reference::repositories_of([
                     plan.image_uri.as_str(),

@@ -12,7 +12,7 @@
 //! | the settings, every bad value an error naming its key ([`settings`]) | done |
 //! | the context store: S3, GCS, Azure blob, PVC ([`store`]) | done |
 //! | the Kaniko Job, its docker config Secret and ConfigMap, as W&B makes them ([`manifest`]) | done, checked by `kubernetes-validate --strict` (1.30, 1.33) in the unit tests |
-//! | `build`: upload the context, create the objects, watch the Job, stream its log, delete what it made | **not yet**: it needs the host's `kubernetes` and `blob` capabilities, which this contract does not have; `build` fails at stage `build` saying so |
+//! | `build`: upload the context, create the objects, watch the Job, stream its log, delete what it made ([`building`]) | done, through the host's `blob` and `kubernetes` capabilities (world `cluster-builder-plugin`); the docker config Secret is filled by the host with the build's registry login |
 //!
 //! # `plan`
 //!
@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod building;
 pub mod manifest;
 pub mod names;
 pub mod settings;
@@ -48,17 +49,11 @@ impl Plugin for KanikoBuilder {
         PluginInfo {
             name: "builder-kaniko".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description:
-                "Builds job images with a Kaniko Job on Kubernetes (W&B's kaniko builder); \
-                          building needs the kubernetes and blob capabilities"
-                    .into(),
+            description: "Builds job images with a Kaniko Job on Kubernetes (W&B's kaniko builder)"
+                .into(),
         }
     }
 }
-
-/// The error of `build` until the host has the capabilities it needs.
-pub const NOT_YET: &str =
-    "the kaniko builder needs the kubernetes and blob capabilities (not in this build yet)";
 
 /// The plan of a request (see the crate docs).
 pub fn plan_request(request: &BuildRequest, config: &Config) -> Result<BuildPlan, PluginError> {
@@ -123,14 +118,22 @@ impl Builder for KanikoBuilder {
             },
         )?;
         launch_plugin_sdk::debug!(
-            "the build Job {} in namespace {} would be: {}",
+            "the build Job {} in namespace {}: {}",
             objects.job_name,
             objects.namespace,
             objects.job
         );
-        let message = format!("{NOT_YET}: {} was not built", plan.image_uri);
-        launch_plugin_sdk::error!("{message}");
-        Err(PluginError::build(message))
+        building::run(
+            &mut building::Host,
+            &config.store,
+            &objects,
+            &plan.dockerfile,
+        )?;
+        launch_plugin_sdk::info!("built and pushed {}", plan.image_uri);
+        Ok(BuildOutcome {
+            image_uri: plan.image_uri,
+            built: true,
+        })
     }
 }
 

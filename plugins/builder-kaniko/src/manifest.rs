@@ -13,7 +13,8 @@
 //! | `metadata.namespace` | the plugin setting `namespace` (default `wandb`) unless set; the build's Secret and ConfigMap go there too |
 //! | `metadata.labels`, pod labels | `wandb: launch` (W&B's) and [`BUILD_LABEL`]`: <queue item>` added |
 //! | `spec.backoffLimit` | `0` unless set |
-//! | pod `restartPolicy`, `activeDeadlineSeconds`, `serviceAccountName` | `Never`, `1800`, the service account (default `default`) unless set |
+//! | pod `restartPolicy`, `activeDeadlineSeconds` | `Never`, `1800` unless set |
+//! | pod `serviceAccountName` | the service account unless set, left out when it is `default` (W&B writes `default`, which is what an unset field means: the agent's Kubernetes capability refuses a plugin's Job that names a service account, as the `kubernetes` runner refuses one in a job's manifest) |
 //! | the one container (more is an error) | name `wandb-container-build` and image `kaniko-image` unless set |
 //! | its `args` | `--context=<ctx> --dockerfile=<Dockerfile> --destination=<image> --cache=true --cache-repo=<repository> --snapshot-mode=redo --compressed-caching=false` (`--custom-platform=<p>` with `platform`), then `kaniko-config`'s own `key=value` args, each replacing ours of the same key or added at the end |
 //! | its `env`, `volumeMounts`, pod `volumes` | `kaniko-config`'s, then ours (below) appended |
@@ -445,9 +446,11 @@ pub fn render(config: &Config, input: &BuildInput<'_>) -> Result<BuildObjects, P
     pod_spec
         .entry("activeDeadlineSeconds")
         .or_insert(json!(BUILD_DEADLINE_SECS));
-    pod_spec
-        .entry("serviceAccountName")
-        .or_insert(json!(config.service_account));
+    if config.service_account != crate::settings::DEFAULT_SERVICE_ACCOUNT {
+        pod_spec
+            .entry("serviceAccountName")
+            .or_insert(json!(config.service_account));
+    }
     job_spec.entry("backoffLimit").or_insert(json!(0));
     job_metadata.insert("namespace".into(), json!(namespace));
     job_metadata.insert("name".into(), json!(job_name));

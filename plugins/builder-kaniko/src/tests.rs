@@ -5,6 +5,8 @@
 use super::*;
 use crate::manifest::{BuildInput, BuildObjects, DOCKER_CONFIG_PLACEHOLDER, render};
 use crate::settings::{Settings, WandbEnv};
+use launch_plugin_sdk::builder::blob::BlobError;
+use launch_plugin_sdk::kubernetes::{JobEnd, KubeError, ObjectRef};
 use launch_plugin_sdk::{Job, Stage};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -77,7 +79,6 @@ fn s3_store_and_ecr_as_wandb_makes_them() {
                 "spec": {
                     "restartPolicy": "Never",
                     "activeDeadlineSeconds": 1800,
-                    "serviceAccountName": "default",
                     "containers": [{
                         "name": "wandb-container-build",
                         "image": "gcr.io/kaniko-project/executor:v1.11.0",
@@ -499,22 +500,218 @@ fn plan_is_builder_dockers() {
     );
 }
 
+/// The capabilities as a test sees them: every call recorded, answers
+/// scripted.
+#[derive(Default)]
+struct FakeHost {
+    calls: Vec<String>,
+    upload: Option<BlobError>,
+    refuse_kind: Option<&'static str>,
+    end: Option<Result<JobEnd, KubeError>>,
+}
+
+fn kube_error(message: &str, denied: bool) -> KubeError {
+    KubeError {
+        message: message.into(),
+        denied,
+        not_found: false,
+    }
+}
+
+impl building::Capabilities for FakeHost {
+    fn upload_context(&mut self, dockerfile: &str, url: &str) -> Result<u64, BlobError> {
+        self.calls.push(format!(
+            "upload {url} ({} bytes of Dockerfile)",
+            dockerfile.len()
+        ));
+        match self.upload.take() {
+            Some(e) => Err(e),
+            None => Ok(1234),
+        }
+    }
+
+    fn delete_context(&mut self, url: &str) -> Result<(), BlobError> {
+        self.calls.push(format!("delete-context {url}"));
+        Ok(())
+    }
+
+    fn create(&mut self, manifest: &Value) -> Result<ObjectRef, KubeError> {
+        let kind = manifest["kind"].as_str().unwrap().to_string();
+        self.calls.push(format!("create {kind}"));
+        if self.refuse_kind == Some(manifest["kind"].as_str().unwrap()) {
+            return Err(kube_error("namespace wandb is not granted", true));
+        }
+        Ok(ObjectRef {
+            kind,
+            namespace: manifest["metadata"]["namespace"].as_str().unwrap().into(),
+            name: manifest["metadata"]["name"].as_str().unwrap().into(),
+        })
+    }
+
+    fn wait_job(&mut self, job: &ObjectRef, timeout_seconds: u32) -> Result<JobEnd, KubeError> {
+        self.calls
+            .push(format!("wait {} {timeout_seconds}s", job.name));
+        self.end
+            .take()
+            .unwrap_or_else(|| Ok(job_end(true, None, &[])))
+    }
+
+    fn delete(&mut self, object: &ObjectRef) -> Result<(), KubeError> {
+        self.calls.push(format!("delete {}", object.kind));
+        Ok(())
+    }
+}
+
+fn job_end(succeeded: bool, exit_code: Option<i32>, tail: &[&str]) -> JobEnd {
+    JobEnd {
+        succeeded,
+        condition: if succeeded {
+            String::new()
+        } else {
+            "BackoffLimitExceeded: Job has reached the specified backoff limit".into()
+        },
+        exit_code,
+        reason: if exit_code.is_some() {
+            "Error".into()
+        } else {
+            String::new()
+        },
+        message: String::new(),
+        log_tail: tail.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
+fn pvc_objects() -> (Config, BuildObjects) {
+    let config = config_with(
+        json!({"type": "kaniko"}),
+        WandbEnv {
+            pvc_name: Some("kaniko-contexts".into()),
+            pvc_mount_path: Some("/mnt/kaniko".into()),
+            ..WandbEnv::default()
+        },
+    );
+    let objects = objects(&config, LOCAL, true);
+    (config, objects)
+}
+
 #[test]
-fn build_says_what_it_needs_and_claims_nothing() {
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("train.py"), "print(1)\n").unwrap();
-    let req = request(LOCAL, Some(src.path()));
-    let plan = <KanikoBuilder as Builder>::plan(req.clone()).unwrap();
-    let e = <KanikoBuilder as Builder>::build(req, plan, None, None).unwrap_err();
+fn a_build_uploads_creates_waits_and_deletes_everything_it_made() {
+    let (config, objects) = pvc_objects();
+    let mut host = FakeHost::default();
+    building::run(&mut host, &config.store, &objects, "FROM x\n").unwrap();
+    assert_eq!(
+        host.calls,
+        [
+            "upload file:///mnt/kaniko/ab12cd34.tgz (7 bytes of Dockerfile)",
+            "create Secret",
+            "create Job",
+            "wait wandb-launch-container-build-ab12cd34 2100s",
+            "delete Job",
+            "delete Secret",
+            "delete-context file:///mnt/kaniko/ab12cd34.tgz",
+        ]
+    );
+    // A bucket store's URL is the store's own.
+    let s3 = config_with(
+        json!({"type": "kaniko", "build-context-store": "s3://bkt/ctx"}),
+        WandbEnv::default(),
+    );
+    let s3_objects = super::tests::objects(&s3, LOCAL, false);
+    assert_eq!(
+        building::upload_url(&s3.store, &s3_objects),
+        "s3://bkt/ctx/ab12cd34.tgz"
+    );
+}
+
+#[test]
+fn a_failed_build_reports_kanikos_error_lines_and_still_cleans_up() {
+    let (config, objects) = pvc_objects();
+    let mut host = FakeHost {
+        end: Some(Ok(job_end(
+            false,
+            Some(1),
+            &[
+                "INFO[0001] Unpacking rootfs",
+                "INFO[0002] RUN no-such-command",
+                "/bin/sh: 1: no-such-command: not found",
+                "error building image: error building stage: failed to execute command: waiting for process to exit: exit status 127",
+            ],
+        ))),
+        ..FakeHost::default()
+    };
+    let e = building::run(&mut host, &config.store, &objects, "FROM x\n").unwrap_err();
     assert_eq!(e.stage, Stage::Build);
-    assert!(!e.retryable);
+    assert!(!e.retryable, "a Dockerfile error fails again");
     assert!(
         e.message.starts_with(
-            "the kaniko builder needs the kubernetes and blob capabilities (not in this build yet)"
+            "the Kaniko build Job wandb/wandb-launch-container-build-ab12cd34 failed (exit code 1, Error"
         ),
         "{}",
         e.message
     );
+    assert!(e.message.contains("error building image"), "{}", e.message);
+    assert!(host.calls.ends_with(&[
+        "delete Job".to_string(),
+        "delete Secret".to_string(),
+        "delete-context file:///mnt/kaniko/ab12cd34.tgz".to_string(),
+    ]));
+
+    // Without an error line, the last lines; a pod that never ran is retryable.
+    let lines: Vec<String> = (1..=8).map(|i| format!("line {i}")).collect();
+    assert_eq!(building::error_lines(&lines), lines[3..]);
+    let job = ObjectRef {
+        kind: "Job".into(),
+        namespace: "wandb".into(),
+        name: "j".into(),
+    };
+    assert!(building::failure(&job, &job_end(false, None, &[])).retryable);
+}
+
+#[test]
+fn a_refused_object_or_upload_fails_the_build_naming_the_grant() {
+    let (config, objects) = pvc_objects();
+    let mut host = FakeHost {
+        refuse_kind: Some("Job"),
+        ..FakeHost::default()
+    };
+    let e = building::run(&mut host, &config.store, &objects, "FROM x\n").unwrap_err();
+    assert!(
+        e.message
+            .contains("creating the build's Job in namespace wandb")
+            && e.message.contains("grants.kubernetes.namespaces"),
+        "{}",
+        e.message
+    );
+    assert!(!host.calls.iter().any(|c| c.starts_with("wait")));
+    // The Secret made before the refusal is deleted, and the context.
+    assert!(host.calls.contains(&"delete Secret".to_string()));
+    assert!(host.calls.last().unwrap().starts_with("delete-context"));
+
+    let mut host = FakeHost {
+        upload: Some(BlobError {
+            operation: "upload-context".into(),
+            url: "file:///mnt/kaniko/ab12cd34.tgz".into(),
+            message: "not under a granted store".into(),
+            denied: true,
+            missing: false,
+        }),
+        ..FakeHost::default()
+    };
+    let e = building::run(&mut host, &config.store, &objects, "FROM x\n").unwrap_err();
+    assert!(
+        e.message.contains("grants.blob.stores") && !e.retryable,
+        "{}",
+        e.message
+    );
+    assert_eq!(host.calls.len(), 1, "nothing is created without a context");
+
+    // A lost watch is worth another try.
+    let mut host = FakeHost {
+        end: Some(Err(kube_error("the watch of namespace wandb ended", false))),
+        ..FakeHost::default()
+    };
+    let e = building::run(&mut host, &config.store, &objects, "FROM x\n").unwrap_err();
+    assert!(e.retryable, "{}", e.message);
 }
 
 /// `kubernetes-validate` of the venv `scripts/services-kube.sh start` makes.
