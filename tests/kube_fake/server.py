@@ -20,7 +20,10 @@ Job's pod runs as a container on the local Docker engine (`DOCKER_HOST`, else th
 | preemption | `POST /fake/evict?namespace=N&name=P` marks the pod `DisruptionTarget` (`PreemptionByScheduler`) and deletes it, as the scheduler's preemption does | |
 
 Deployments, PodDisruptionBudgets, the pods' service-account token and their network
-(`KUBE_FAKE_POD_NETWORK=host`) are in `deployments.py`.
+(`KUBE_FAKE_POD_NETWORK=host`) are in `deployments.py`. A pod whose container image is Kaniko's
+executor (`gcr.io/kaniko-project/executor:*`, `KUBE_FAKE_KANIKO_IMAGES`) runs no container: the
+fake executor of `kaniko.py` carries out its args with the local engine, and its output is the
+pod's log.
 
 Test hooks under `/fake/`: `GET /fake/requests` (every request: method, path, query, and the parsed
 body and validation errors of writes), `GET /fake/stats`, `POST /fake/compact`, `POST /fake/evict`.
@@ -49,6 +52,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import deployments  # the Deployment controller and pods' in-cluster access (this directory)
+import kaniko  # the fake Kaniko executor run for executor images (this directory)
 
 try:
     import kubernetes_validate  # type: ignore
@@ -764,6 +768,8 @@ class Kubelet:
         self.terminating = threading.Event()
         self.lock = threading.Lock()
         self.dir = os.path.join(cluster.state_dir, "pods", uid)
+        self.executor = None  # a Kaniko executor pod's fake executor (kaniko.py)
+        self.log_path = None  # where that executor's log (the pod's) is written
 
     def has_container(self):
         return self.container_id is not None
@@ -846,9 +852,10 @@ class Kubelet:
         self.set_status(lambda s: (self.condition(s, "Initialized", "True"), s.update({"hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "startTime": now()})))
         container = spec["containers"][0]
         self.waiting(container, "ContainerCreating")
-        # the image
+        executor = kaniko.is_executor(container.get("image", ""))
+        # the image (the fake executor needs none)
         backoff = 5
-        while not self.terminating.is_set():
+        while not executor and not self.terminating.is_set():
             error = self.ensure_image(container, spec, pod)
             if error is None:
                 break
@@ -875,6 +882,9 @@ class Kubelet:
                     break
         if self.terminating.is_set():
             self.finish_without_container(container)
+            return
+        if executor:
+            self.run_executor(container, env, mounts)
             return
         restarts = 0
         while True:
@@ -1068,6 +1078,32 @@ class Kubelet:
         state = json.loads(docker("inspect", self.container_id, check=False).stdout or "[{}]")[0].get("State", {})
         return code, state.get("OOMKilled", False), started_at, now()
 
+    def run_executor(self, container, env, mounts):
+        """A Kaniko executor pod: the fake executor (kaniko.py) runs here, its log is the pod's."""
+        os.makedirs(self.dir, exist_ok=True)
+        log_path = os.path.join(self.dir, "kaniko.log")
+        open(log_path, "w").close()
+        with self.lock:
+            if self.terminating.is_set():
+                self.finish_without_container(container)
+                return
+            self.executor = kaniko.Executor(container, env, mounts, log_path)
+            self.log_path = log_path
+        started = now()
+
+        def running(s):
+            s["phase"] = "Running"
+            s["podIP"] = "127.0.0.1"
+            s["podIPs"] = [{"ip": "127.0.0.1"}]
+            s["containerStatuses"] = [{"name": container["name"], "image": container["image"], "imageID": "",
+                                       "containerID": f"fake-kaniko://{self.uid}", "ready": True, "restartCount": 0,
+                                       "started": True, "state": {"running": {"startedAt": started}}, "lastState": {}}]
+            for kind in ("ContainersReady", "Ready"):
+                self.condition(s, kind, "True")
+        self.set_status(running)
+        code = self.executor.run()
+        self.terminated(container, code, False, started, now(), 0)
+
     def terminated(self, container, code, oom, started, finished, restarts, reason=None, message=None):
         self.finished = True
         reason = reason or ("OOMKilled" if oom else "Completed" if code == 0 else "Error")
@@ -1100,6 +1136,8 @@ class Kubelet:
         with self.lock:
             self.terminating.set()
             container_id = self.container_id
+        if self.executor:
+            self.executor.stop()
         if container_id and not self.finished:
             docker("stop", "-t", str(int(grace)), container_id, check=False, timeout=None)
             deadline = time.time() + 10
@@ -1116,6 +1154,8 @@ class Kubelet:
     def removed(self):
         self.terminating.set()
         self.gone.set()
+        if self.executor:
+            self.executor.stop()
         if self.container_id:
             threading.Thread(target=docker, args=("rm", "-f", self.container_id), kwargs={"check": False}, daemon=True).start()
 
@@ -1502,6 +1542,9 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
         with cluster.lock:
             kubelet = cluster.kubelets.get(pod["metadata"]["uid"])
+        if kubelet is not None and kubelet.log_path:
+            kaniko.serve_log(self, kubelet.log_path, query, lambda: kubelet.finished)
+            return
         if kubelet is None or kubelet.container_id is None:
             statuses = pod["status"].get("containerStatuses") or []
             reason = (statuses[0]["state"].get("waiting") or {}).get("reason", "ContainerCreating") if statuses else "ContainerCreating"
