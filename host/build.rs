@@ -8,7 +8,7 @@
 //! | target | plugins | why |
 //! |---|---|---|
 //! | `wasm32-unknown-unknown` | builder-noop, environment-local, registry-oci, registry-acr, deployer-coreweave | lean: no WASI imports, cheaper calls |
-//! | `wasm32-wasip2` | builder-docker, environment-aws, registry-ecr, environment-gcp, environment-azure, registry-gcr | read files, environment variables, or make `wasi:http` requests |
+//! | `wasm32-wasip2` | builder-docker, builder-kaniko, environment-aws, registry-ecr, environment-gcp, environment-azure, registry-gcr | read files, environment variables, or make `wasi:http` requests |
 //!
 //! The nested cargo
 //!
@@ -71,6 +71,11 @@ const BUNDLE: &[BundlePlugin] = &[
         file: "builder-docker.wasm",
     },
     BundlePlugin {
+        package: "builder-kaniko",
+        target: WASI,
+        file: "builder-kaniko.wasm",
+    },
+    BundlePlugin {
         package: "environment-local",
         target: LEAN,
         file: "environment-local.wasm",
@@ -123,6 +128,7 @@ const INPUTS: &[&str] = &[
     "plugins/builder-noop",
     "plugins/builder-common",
     "plugins/builder-docker",
+    "plugins/builder-kaniko",
     "plugins/environment-local",
     "plugins/registry-oci",
     "plugins/environment-aws",

@@ -3,13 +3,12 @@
 # imports) for wasm32-unknown-unknown, the others for wasm32-wasip2 (see the
 # SDK's `lean` module):
 #
-#   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm, deployer-coreweave.wasm,
+#   $TARGET/bundle/        the default bundle: builder-noop.wasm, builder-docker.wasm, builder-kaniko.wasm,
+#                          deployer-coreweave.wasm,
 #                          environment-local.wasm, registry-oci.wasm, registry-gcr.wasm, ...
 #   $TARGET/test-plugins/  plugins for the host's tests: hostile.wasm, hostile-lean.wasm,
 #                          hostile-builder.wasm, future-wit.wasm, registry-computed.wasm,
-#                          contract-v0-1.wasm, kube-user.wasm,
-#                          builder-kaniko.wasm (not in the default bundle yet: its `build`
-#                          needs the kubernetes and blob capabilities)
+#                          contract-v0-1.wasm, kube-user.wasm
 #
 # where $TARGET is $CARGO_TARGET_DIR, or `target` in the workspace root.
 # The agent does not need $TARGET/bundle: it embeds the same bundle
@@ -53,7 +52,7 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
     cargo build --release --target "$lean" --target-dir "$wasm_target" \
         -p builder-noop -p environment-local -p registry-oci -p registry-acr -p deployer-coreweave >&2
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
-        -p builder-docker -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure -p registry-gcr >&2
+        -p builder-docker -p builder-kaniko -p environment-aws -p registry-ecr -p environment-gcp -p environment-azure -p registry-gcr >&2
     # Test plugins that use files, environment variables or wasi:http.
     cargo build --release --target "$wasi" --target-dir "$wasm_target" \
         -p launch-plugin-sdk \
@@ -61,7 +60,6 @@ echo "build-plugins: building plugins into $wasm_target/{$wasi,$lean}/release" >
         -p hostile-builder-plugin \
         -p future-wit-plugin \
         -p contract-v0-1-plugin \
-        -p builder-kaniko \
         -p kube-user-plugin \
         >&2
     # Lean test plugins: nothing of WASI.
@@ -86,6 +84,7 @@ copy() {
 
 copy "$lean" builder_noop.wasm "$bundle/builder-noop.wasm"
 copy "$wasi" builder_docker.wasm "$bundle/builder-docker.wasm"
+copy "$wasi" builder_kaniko.wasm "$bundle/builder-kaniko.wasm"
 copy "$lean" environment_local.wasm "$bundle/environment-local.wasm"
 copy "$lean" registry_oci.wasm "$bundle/registry-oci.wasm"
 copy "$wasi" registry_gcr.wasm "$bundle/registry-gcr.wasm"
@@ -101,7 +100,6 @@ copy "$wasi" hostile_builder_plugin.wasm "$tests/hostile-builder.wasm"
 copy "$wasi" future_wit_plugin.wasm "$tests/future-wit.wasm"
 copy "$lean" registry_computed_plugin.wasm "$tests/registry-computed.wasm"
 copy "$wasi" contract_v0_1_plugin.wasm "$tests/contract-v0-1.wasm"
-copy "$wasi" builder_kaniko.wasm "$tests/builder-kaniko.wasm"
 copy "$wasi" kube_user_plugin.wasm "$tests/kube-user.wasm"
 
 echo "$bundle"

@@ -1,6 +1,6 @@
-//! `builder-kaniko` as the agent loads it (`$CARGO_TARGET_DIR/test-plugins/
-//! builder-kaniko.wasm`, from `scripts/build-plugins.sh`; not in the
-//! default bundle yet): its `plan` gives the image and Dockerfile the
+//! `builder-kaniko` as the agent loads it (`$CARGO_TARGET_DIR/bundle/
+//! builder-kaniko.wasm`, from `scripts/build-plugins.sh`; loaded here
+//! without the bundle's default grants): its `plan` gives the image and Dockerfile the
 //! bundled `builder-docker` gives for the same job, read from the job's
 //! source through the sandbox, so a job built by either is skipped by the
 //! other; its `build`, without grants, is refused its first step (the
@@ -51,7 +51,12 @@ async fn plans_as_builder_docker_and_build_without_grants_makes_nothing() {
     std::fs::write(source.join("src/train.py"), "print(1)\n").unwrap();
     std::fs::write(source.join("requirements.txt"), "numpy\n").unwrap();
 
-    let kaniko = load(dir.path(), "kaniko", &common::test_plugin("builder-kaniko")).await;
+    let kaniko = load(
+        dir.path(),
+        "kaniko",
+        &common::bundle_dir().join("builder-kaniko.wasm"),
+    )
+    .await;
     let docker = load(
         dir.path(),
         "docker",

@@ -32,26 +32,11 @@ fn error_lines(stderr: &str) -> Vec<&str> {
 
 #[test]
 fn every_key_of_a_wandb_config_is_understood() {
+    // Every block names a bundled plugin (builder-kaniko since it joined
+    // the bundle), and every key is understood.
     let (ok, _, stderr) = check(WANDB_AWS_CONFIG);
-    // The plugins this agent does not have are the only problems: each is
-    // named with its key, where it is, and what is bundled instead.
-    assert!(!ok, "a builder this agent does not have is no success");
-    let errors = error_lines(&stderr);
-    assert!(!errors.is_empty(), "{stderr}");
-    for line in &errors {
-        assert!(
-            line.contains("plugin has this name (bundled: ")
-                && line.contains("no `plugins:` entry of this name gives a `path`"),
-            "not a missing plugin: {line}"
-        );
-    }
-    assert!(
-        errors.iter().any(|line| line.contains(
-            "launch-config.yaml:15:9: `builder.type` `kaniko`: no bundled builder plugin"
-        ) && line.contains("docker")
-            && line.contains("noop")),
-        "{stderr}"
-    );
+    assert!(ok, "{stderr}");
+    assert!(error_lines(&stderr).is_empty(), "{stderr}");
     assert!(!stderr.contains("unknown key"), "{stderr}");
 }
 
@@ -636,10 +621,10 @@ fn a_sha256_pin_is_checked_against_the_plugin_the_config_loads() {
 #[test]
 fn an_entry_without_a_path_names_what_it_would_need() {
     let problem = the_one_problem(
-        "builder:\n  type: kaniko\nplugins:\n  kaniko:\n    grants: { env: [HOME] }\n",
+        "builder:\n  type: buildpacks\nplugins:\n  buildpacks:\n    grants: { env: [HOME] }\n",
     );
     assert!(
-        problem.contains(":2:9: `builder.type` `kaniko`: no bundled builder plugin")
+        problem.contains(":2:9: `builder.type` `buildpacks`: no bundled builder plugin")
             && problem.contains("its `plugins:` entry has no `path`"),
         "{problem}"
     );

@@ -169,11 +169,11 @@ fn a_secret_not_granted_is_printed_as_a_refusal() {
 #[test]
 fn an_unknown_plugin_or_export_is_named() {
     let agent = Scratch::new();
-    let out = agent.run(&["plugins", "call", "kaniko", "info"]);
+    let out = agent.run(&["plugins", "call", "buildpacks", "info"]);
     let stderr = common::refused(&out);
-    assert!(stderr.contains("no plugin `kaniko`"), "{stderr}");
+    assert!(stderr.contains("no plugin `buildpacks`"), "{stderr}");
     assert!(
-        stderr.contains("bundled: noop, docker, oci, local"),
+        stderr.contains("bundled: noop, docker, kaniko, oci, local"),
         "{stderr}"
     );
 

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `builder-docker` | `docker: true`, `build_network: true` (W&B's Dockerfiles `pip install`); `hosts`: the configured registry's, Docker Hub's (its generated Dockerfiles are `FROM python:...`) and PyPI's ([`BUILD_HOSTS`]) |
 //! | `registry-oci` | `hosts`: the configured registry's |
+//! | `builder-kaniko` | `kubernetes.namespaces`: the build's namespace (`builder.kaniko-config.metadata.namespace`, else the `namespace` of its `plugins: kaniko: config:`, else W&B's `wandb`); `blob.stores`: `builder.build-context-store` (as a prefix, ending in `/`, when the blob capability serves its scheme), and with a PVC (`pvc-name` of its config or `WANDB_LAUNCH_KANIKO_PVC_NAME`) the PVC's mount, `file://<pvc-mount-path or WANDB_LAUNCH_KANIKO_PVC_MOUNT_PATH or /kaniko>/`; `env`: [`KANIKO_ENV`] ([`kaniko_builder`]) |
 //! | the others | none |
 //!
 //! "The configured registry's" host comes from `registry.uri` and
@@ -37,6 +38,7 @@ pub fn for_bundled(component: &str, config: &LaunchConfig) -> Grants {
             grants.hosts = with_build_hosts(registry_host_grants(config));
         }
         "registry-oci" => grants.hosts = registry_host_grants(config),
+        "builder-kaniko" => grants = kaniko_builder(config, &|var| std::env::var(var).ok()),
         // The cloud plugins' defaults are kept apart (issue 12).
         other => grants = super::cloud_defaults::for_bundled(other, config),
     }
@@ -112,6 +114,76 @@ pub fn add(grants: &mut Grants, defaults: Grants) {
         if !grants.dirs.iter().any(|d| d.host_path() == dir.host_path()) {
             grants.dirs.push(dir);
         }
+    }
+}
+
+/// W&B's environment variables for the Kaniko builder (what its helm chart
+/// sets on the agent's pod), which builder-kaniko reads.
+pub const KANIKO_ENV: &[&str] = &[
+    "WANDB_LAUNCH_KANIKO_PVC_NAME",
+    "WANDB_LAUNCH_KANIKO_PVC_MOUNT_PATH",
+    "WANDB_LAUNCH_KANIKO_AUTH_SECRET",
+    "WANDB_LAUNCH_SERVICE_ACCOUNT_NAME",
+];
+
+/// The bundled kaniko builder's grants under `config`, with `env` the
+/// agent's environment (see the module docs): the cluster namespace its
+/// build goes to, its context store, and W&B's variables.
+pub fn kaniko_builder(config: &LaunchConfig, env: &dyn Fn(&str) -> Option<String>) -> Grants {
+    let builder = config.builder.as_ref();
+    let plugin_config = config
+        .plugins
+        .get("kaniko")
+        .and_then(|entry| entry.config.as_ref());
+    let setting = |key: &str| {
+        plugin_config
+            .and_then(|c| c.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let namespace = builder
+        .and_then(|b| b.kaniko_config.as_ref())
+        .and_then(|k| k.pointer("/metadata/namespace"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or_else(|| setting("namespace"))
+        .unwrap_or_else(|| "wandb".to_string());
+    let mut stores = Vec::new();
+    if let Some(store) = builder
+        .and_then(|b| b.build_context_store.as_deref())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        stores.push(format!("{}/", store.trim_end_matches('/')));
+    }
+    let set = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+    if set(setting("pvc-name"))
+        .or_else(|| set(env("WANDB_LAUNCH_KANIKO_PVC_NAME")))
+        .is_some()
+    {
+        let mount = set(setting("pvc-mount-path"))
+            .or_else(|| set(env("WANDB_LAUNCH_KANIKO_PVC_MOUNT_PATH")))
+            .unwrap_or_else(|| "/kaniko".to_string());
+        stores.push(format!("file://{}/", mount.trim_end_matches('/')));
+    }
+    Grants {
+        kubernetes: Some(crate::config::KubernetesGrant {
+            namespaces: vec![namespace],
+        }),
+        blob: crate::config::BlobGrant {
+            stores: stores
+                .into_iter()
+                // A store the blob capability does not serve (yet) is not
+                // granted: the build then fails naming it, and start-up
+                // is not refused for a grant it cannot compile.
+                .filter(|s| super::blob::StorePrefix::parse(s).is_ok())
+                .map(|s| Spanned::new(s, Location::UNKNOWN, Location::UNKNOWN))
+                .collect(),
+        },
+        env: KANIKO_ENV.iter().map(|v| v.to_string()).collect(),
+        ..Grants::default()
     }
 }
 
@@ -210,6 +282,44 @@ mod tests {
 
     fn config(yaml: &str) -> LaunchConfig {
         LaunchConfig::parse(yaml, Path::new("test.yaml")).unwrap()
+    }
+
+    #[test]
+    fn the_kaniko_builder_gets_its_namespace_and_context_stores() {
+        let stores =
+            |g: &Grants| -> Vec<String> { g.blob.stores.iter().map(|s| s.value.clone()).collect() };
+        let none = |_: &str| None;
+        let c = config("builder: { type: kaniko, build-context-store: s3://bkt/ctx }\n");
+        let g = kaniko_builder(&c, &none);
+        assert_eq!(g.kubernetes.as_ref().unwrap().namespaces, ["wandb"]);
+        assert_eq!(stores(&g), ["s3://bkt/ctx/"]);
+        assert!(g.env.contains(&"WANDB_LAUNCH_KANIKO_PVC_NAME".to_string()));
+        assert!(!g.docker && g.hosts.is_empty() && g.secrets.is_empty());
+
+        // The namespace of `kaniko-config` wins over the plugin's setting.
+        let c = config(
+            "builder:\n  type: kaniko\n  kaniko-config: { metadata: { namespace: builds } }\n\
+             plugins:\n  kaniko:\n    config: { namespace: other, pvc-name: ctx }\n",
+        );
+        let g = kaniko_builder(&c, &none);
+        assert_eq!(g.kubernetes.as_ref().unwrap().namespaces, ["builds"]);
+        assert_eq!(stores(&g), ["file:///kaniko/"]);
+
+        // W&B's PVC variables, from the agent's environment.
+        let c = config(
+            "builder: { type: kaniko }\nplugins:\n  kaniko:\n    config: { namespace: ns1 }\n",
+        );
+        let env = |var: &str| match var {
+            "WANDB_LAUNCH_KANIKO_PVC_NAME" => Some("ctx".to_string()),
+            "WANDB_LAUNCH_KANIKO_PVC_MOUNT_PATH" => Some("/mnt/contexts/".to_string()),
+            _ => None,
+        };
+        let g = kaniko_builder(&c, &env);
+        assert_eq!(g.kubernetes.as_ref().unwrap().namespaces, ["ns1"]);
+        assert_eq!(stores(&g), ["file:///mnt/contexts/"]);
+        // No PVC and no store: nothing to write to.
+        let c = config("builder: { type: kaniko }\n");
+        assert!(stores(&kaniko_builder(&c, &none)).is_empty());
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! The W&B blocks of launch-config.yaml: `environment`, `registry`, `builder`.
 //!
 //! Each block's `type` names the plugin that serves it: one of the default
-//! bundle (today `local`, `aws`, `gcp`, `azure`; `noop`, `docker`; `oci`, `ecr`, `gcr` — see
+//! bundle (today `local`, `aws`, `gcp`, `azure`; `noop`, `docker`, `kaniko`; `oci`, `ecr`, `gcr` — see
 //! [`crate::plugins::catalog`]) or a plugin of the config's `plugins:` map
-//! (`my-env`). W&B's other cloud types (`acr`;
-//! `kaniko`) are accepted by the parser but have no bundled plugin yet:
-//! naming one is an error at start-up that lists the bundled ones. The whole block is handed to the plugin as its
+//! (`my-env`). W&B's other cloud type (`acr`) is accepted by the parser
+//! but has no bundled plugin yet: naming it is an error at start-up that
+//! lists the bundled ones. The whole block is handed to the plugin as its
 //! settings (a JSON object), so a plugin reads the W&B keys it needs.
 
 use serde::{Deserialize, Serialize};

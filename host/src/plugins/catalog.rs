@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | builder | `noop` | `builder-noop.wasm` |
 //! | builder | `docker` | `builder-docker.wasm` |
+//! | builder | `kaniko` | `builder-kaniko.wasm` |
 //! | registry | `oci` | `registry-oci.wasm` |
 //! | environment | `local` | `environment-local.wasm` |
 //! | environment | `aws` | `environment-aws.wasm` |
@@ -23,6 +24,7 @@
 //! ([`default_grants`], listed in
 //! [`capabilities::defaults`](crate::capabilities::defaults)):
 //! `builder-docker` the Docker engine and the configured registry's host,
+//! `builder-kaniko` the build's namespace and its context store,
 //! `registry-oci` that host; the cloud plugins their cloud's hosts and
 //! credential chain ([`capabilities::cloud_defaults`](crate::capabilities::cloud_defaults)).
 //! A `plugins:` entry of the same name adds to them.
@@ -48,6 +50,7 @@ use std::path::{Path, PathBuf};
 pub const BUNDLE: &[(PluginKind, &str, &str)] = &[
     (PluginKind::Builder, "noop", "builder-noop.wasm"),
     (PluginKind::Builder, "docker", "builder-docker.wasm"),
+    (PluginKind::Builder, "kaniko", "builder-kaniko.wasm"),
     (PluginKind::Registry, "oci", "registry-oci.wasm"),
     (PluginKind::Environment, "local", "environment-local.wasm"),
     (PluginKind::Environment, "aws", "environment-aws.wasm"),
@@ -349,12 +352,13 @@ fn source_of(
 
 /// A bundled plugin's call timeout when the config leaves it at the
 /// default: the timeout is wall-clock time, so a build's covers the whole
-/// `docker build` and push it waits on; the docker builder gets an hour, as
-/// W&B's Kaniko builds do (30 minutes) with room for the push. (Its
-/// deadline, the time its own code runs, stays at the default.)
+/// `docker build` and push it waits on; the docker and kaniko builders get
+/// an hour, as W&B's Kaniko builds do (30 minutes) with room for the push
+/// (and the build pod's start). (Its deadline, the time its own code runs,
+/// stays at the default.)
 pub fn default_timeout_ms(kind: PluginKind, name: &str) -> Option<u64> {
     match (kind, name) {
-        (PluginKind::Builder, "docker") => Some(3_600_000),
+        (PluginKind::Builder, "docker" | "kaniko") => Some(3_600_000),
         (PluginKind::Registry, "oci" | "ecr" | "gcr" | "acr") => Some(120_000),
         _ => None,
     }

@@ -1,0 +1,552 @@
+//! Kaniko builds end to end, one test per build-context store: the agent
+//! (`builder.type: kaniko`, `registry.type: oci` on the test registry)
+//! builds a code job with builder-kaniko on the FAKE cluster of
+//! `tests/kube_fake/` (whose fake Kaniko executor, `kaniko.py`, carries
+//! out the executor's contract with the local engine: the context from the
+//! store, the push with the docker config Secret the agent filled), then
+//! runs the image with `resource: kubernetes`.
+//!
+//! Each test checks, for its store:
+//!
+//! | what | how |
+//! |---|---|
+//! | the build and the run | the item finishes with the job's output; the image is in the registry; the executor's log is in the job's log |
+//! | the second submit skips the build | `build: skipped` |
+//! | a broken Dockerfile | fails at stage `build` with the build's error line (`no-such-command-xyz: not found`) |
+//! | nothing left | no Job, pod, Secret or ConfigMap of the builds in the namespace (every kind listed: what is left is the test's own objects and the runs' Jobs and pods, which the `kubernetes` runner keeps as W&B does); no context left in the store (deleted after the build, where W&B leaves it) |
+//! | the registry password | in no agent log line, queue record, state-dir file, or request the fake received, except the docker config Secret the agent filled (as `base64(user:password)`, inside the Secret's data) |
+//! | every manifest valid | the fake validates each with `kubernetes-validate --strict` (1.30, 1.33); none was refused |
+//!
+//! A store is one [`Store`] case: its config keys, its grants, what it
+//! needs set up, and how to list what is left in it. GCS and Azure blob are
+//! one case each once the blob capability serves them.
+//!
+//! Needs `scripts/services.sh start` (engine, registry),
+//! `scripts/services-kube.sh start` and, for S3, `scripts/services-moto.sh
+//! start`.
+
+mod common;
+use common::Scratch;
+use common::docker::services;
+use common::kube::{client, fake, namespace, requests};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use launch_agent::plugins::{LoadedPlugin, PluginHost};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A build-context store under test.
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    /// S3 (moto, signature checking on): uploaded with the aws
+    /// environment's credentials, read by the executor with the
+    /// `secret-name`/`secret-key` credentials file W&B mounts.
+    S3,
+    /// A PersistentVolumeClaim (CoreWeave's way): the agent writes into its
+    /// mount, the executor reads `tar:///context/<run id>.tgz`.
+    Pvc,
+}
+
+/// What one store needs: config, grants, set-up done, and how to see what
+/// is left in it.
+struct Setup {
+    /// Lines under `builder:` (after `type: kaniko`).
+    builder_keys: String,
+    /// Keys of the kaniko plugin's `config:` (a flow mapping's inside).
+    plugin_config: String,
+    /// Top-level config lines (an `environment:` block).
+    top_yaml: String,
+    /// Entries under `plugins:` (the environment's).
+    plugin_entries: String,
+    /// Environment variables of the agent.
+    env: Vec<(String, String)>,
+    /// The objects the test itself made in the namespace (`Kind/name`),
+    /// which stay.
+    own_objects: Vec<String>,
+    /// What is left in the store.
+    leftovers: Box<dyn Fn() -> Vec<String>>,
+}
+
+/// The PVC's directory on this machine: the fake maps a claim to
+/// `<its state dir>/pvc/<namespace>/<claim>`, which plays the agent's mount
+/// of it.
+fn pvc_dir(namespace: &str, claim: &str) -> PathBuf {
+    let text = std::fs::read_to_string(common::kube::env_file()).unwrap();
+    let dir = common::services_env::parse(&text)["LAUNCH_AGENT_KUBE_DIR"].clone();
+    PathBuf::from(dir)
+        .join("state/pvc")
+        .join(namespace)
+        .join(claim)
+}
+
+/// The bundled aws environment pointed at moto, for the test's own signed
+/// requests (creating the bucket, listing it).
+async fn aws_environment(dir: &Path) -> (Arc<LoadedPlugin>, String) {
+    let moto = common::moto::moto();
+    let mut host = PluginHost::new(&dir.join("cache"), 64).unwrap();
+    let aws = common::auth_routing::load(
+        &mut host,
+        "aws",
+        &common::bundle_dir().join("environment-aws.wasm"),
+        &format!(
+            "    grants: {{ env: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY], hosts: [\"{}\"] }}\n    config: {{ endpoint-url: \"{}\" }}\n",
+            moto.url, moto.url
+        ),
+    )
+    .await;
+    let settings = aws.settings_for(Some(json!({"type": "aws", "region": moto.region})));
+    (aws, settings)
+}
+
+/// An S3 request signed by the aws environment's `authorize`.
+async fn s3(aws: &LoadedPlugin, settings: &str, method: &str, url: &str) -> (u16, String) {
+    let empty = hex::encode(Sha256::digest(b""));
+    let host = url.split('/').nth(2).unwrap().to_string();
+    let request = launch_agent::plugins::bindings::HttpRequest {
+        method: method.into(),
+        url: url.into(),
+        headers: vec![
+            ("host".into(), host),
+            ("x-amz-content-sha256".into(), empty.clone()),
+        ],
+        body_sha256: empty.clone(),
+    };
+    let headers = aws.authorize(settings, &request).await.expect("signed");
+    let mut builder = common::http_client()
+        .request(method.parse().unwrap(), url)
+        .header("x-amz-content-sha256", empty);
+    for (k, v) in headers {
+        builder = builder.header(k, v);
+    }
+    let response = builder.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Sets `store` up for namespace `ns`.
+async fn setup(store: Store, ns: &str, client: &kube::Client, scratch: &Path) -> Setup {
+    match store {
+        Store::S3 => {
+            let moto = common::moto::moto();
+            // The aws environment plugin reads these through its grants.
+            unsafe {
+                std::env::set_var("AWS_ACCESS_KEY_ID", &moto.access_key_id);
+                std::env::set_var("AWS_SECRET_ACCESS_KEY", &moto.secret_access_key);
+            }
+            let bucket = format!(
+                "kaniko-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            let (aws, settings) = aws_environment(scratch).await;
+            let (status, body) =
+                s3(&aws, &settings, "PUT", &format!("{}/{bucket}", moto.url)).await;
+            assert!(
+                (200..300).contains(&status),
+                "creating the bucket: {status} {body}"
+            );
+            // The user's Secret with the cloud's credentials, as W&B's docs
+            // have them make it (`secret-name`, `secret-key`).
+            let credentials = format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                moto.access_key_id, moto.secret_access_key
+            );
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": "aws-secret"},
+                "stringData": {"credentials": credentials},
+            }))
+            .unwrap();
+            Api::<Secret>::namespaced(client.clone(), ns)
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+            let list_url = format!("{}/{bucket}?list-type=2", moto.url);
+            Setup {
+                builder_keys: format!(
+                    "  build-context-store: s3://{bucket}/contexts/\n  secret-name: aws-secret\n  secret-key: credentials\n  \
+                     kaniko-config:\n    spec:\n      template:\n        spec:\n          containers:\n          - env:\n            \
+                     - {{ name: S3_ENDPOINT, value: \"{url}\" }}\n            - {{ name: S3_FORCE_PATH_STYLE, value: \"true\" }}\n",
+                    url = moto.url
+                ),
+                plugin_config: String::new(),
+                top_yaml: format!("environment:\n  type: aws\n  region: {}\n", moto.region),
+                plugin_entries: format!(
+                    "  aws:\n    config: {{ endpoint-url: \"{}\" }}\n",
+                    moto.url
+                ),
+                env: vec![
+                    ("AWS_ACCESS_KEY_ID".into(), moto.access_key_id.clone()),
+                    (
+                        "AWS_SECRET_ACCESS_KEY".into(),
+                        moto.secret_access_key.clone(),
+                    ),
+                ],
+                own_objects: vec!["Secret/aws-secret".into()],
+                leftovers: Box::new(move || {
+                    let (status, body) = runtime().block_on(s3(&aws, &settings, "GET", &list_url));
+                    assert_eq!(status, 200, "{body}");
+                    body.split("<Key>")
+                        .skip(1)
+                        .filter_map(|k| k.split("</Key>").next())
+                        .map(str::to_string)
+                        .collect()
+                }),
+            }
+        }
+        Store::Pvc => {
+            let claim = "kaniko-contexts";
+            let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+                "metadata": {"name": claim},
+                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+            }))
+            .unwrap();
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+                .create(&PostParams::default(), &pvc)
+                .await
+                .unwrap();
+            let mount = pvc_dir(ns, claim);
+            std::fs::create_dir_all(&mount).unwrap();
+            let listed = mount.clone();
+            Setup {
+                builder_keys: String::new(),
+                plugin_config: format!(
+                    "pvc-name: {claim}, pvc-mount-path: \"{}\"",
+                    mount.display()
+                ),
+                top_yaml: String::new(),
+                plugin_entries: String::new(),
+                env: Vec::new(),
+                own_objects: Vec::new(),
+                leftovers: Box::new(move || {
+                    std::fs::read_dir(&listed)
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                }),
+            }
+        }
+    }
+}
+
+/// The agent's config for `setup`, building in namespace `ns` and pushing
+/// to repository `repo` of the test registry. The bundled builder-kaniko
+/// runs with its default grants: the namespace of its config and the
+/// context store.
+fn config(agent: &Scratch, setup: &Setup, ns: &str, repo: &str) -> PathBuf {
+    let s = services();
+    let mut plugin_config = format!("namespace: {ns}");
+    if !setup.plugin_config.is_empty() {
+        plugin_config.push_str(", ");
+        plugin_config.push_str(&setup.plugin_config);
+    }
+    agent.write_config(&format!(
+        "queues: [default]\nmax_jobs: 1\nstopped_run_timeout: 2\n{top}\
+         builder:\n  type: kaniko\n{builder}\
+         registry:\n  type: oci\n  uri: {registry}/{repo}\n\
+         secrets:\n  registry-password: {{ env: TEST_REGISTRY_PASSWORD }}\n\
+         plugins:\n  oci:\n    config: {{ username: {user}, password-secret: registry-password }}\n    grants:\n      secrets: [registry-password]\n\
+         \x20 kaniko:\n    config: {{ {plugin_config} }}\n{entries}",
+        top = setup.top_yaml,
+        entries = setup.plugin_entries,
+        builder = setup.builder_keys,
+        registry = s.registry,
+        user = s.registry_user,
+    ))
+}
+
+/// Runs the agent to idle; its log.
+fn run_until_idle(agent: &Scratch, config: &Path, setup: &Setup) -> String {
+    let mut cmd = agent.cmd();
+    cmd.args([
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--exit-when-idle",
+        "-v",
+    ])
+    .env("KUBECONFIG", &fake().kubeconfig)
+    .env("TEST_REGISTRY_PASSWORD", &services().registry_password)
+    .env("HOME", agent.path());
+    for (k, v) in &setup.env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    log
+}
+
+/// A code job whose `Dockerfile.wandb` runs `run_line` at build time, run
+/// with `resource: kubernetes` in `ns`.
+fn code_job(agent: &Scratch, name: &str, ns: &str, run_line: &str) -> Value {
+    let dir = agent.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile.wandb"),
+        format!(
+            "FROM {}\n{run_line}\nCOPY job.sh /job.sh\nENTRYPOINT [\"sh\", \"/job.sh\"]\n",
+            services().base_image
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("job.sh"),
+        "echo hello from the kaniko-built image $(cat /built-by)\n",
+    )
+    .unwrap();
+    json!({
+        "resource": "kubernetes", "project": "kaniko", "entity": "team",
+        "uri": dir.display().to_string(),
+        "resource_args": {"kubernetes": {"namespace": ns}}
+    })
+}
+
+/// Every Job, pod, Secret and ConfigMap in `ns`: `Kind/name` and labels.
+async fn objects_in(client: &kube::Client, ns: &str) -> Vec<(String, BTreeMap<String, String>)> {
+    let params = ListParams::default();
+    let mut found = Vec::new();
+    let mut add = |kind: &str, meta: kube::api::ObjectMeta| {
+        found.push((
+            format!("{kind}/{}", meta.name.unwrap_or_default()),
+            meta.labels.unwrap_or_default(),
+        ));
+    };
+    for job in Api::<Job>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await
+        .unwrap()
+    {
+        add("Job", job.metadata);
+    }
+    for pod in Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await
+        .unwrap()
+    {
+        add("Pod", pod.metadata);
+    }
+    for secret in Api::<Secret>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await
+        .unwrap()
+    {
+        add("Secret", secret.metadata);
+    }
+    for map in Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await
+        .unwrap()
+    {
+        add("ConfigMap", map.metadata);
+    }
+    found.sort();
+    found
+}
+
+/// What in `objects` the builds made (or that is neither the test's own nor
+/// a run's Job or pod, which the `kubernetes` runner keeps as W&B does).
+fn made_by_builds(objects: &[(String, BTreeMap<String, String>)], own: &[String]) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|(name, labels)| {
+            let build = labels.contains_key("launch-agent.plugin")
+                || labels.contains_key("launch-agent.build")
+                || name.contains("/wandb-launch-container-build")
+                || name.contains("/docker-config-");
+            let run = (name.starts_with("Job/") || name.starts_with("Pod/"))
+                && labels.contains_key("launch-agent.item");
+            build || !(run || own.contains(name))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The tags of `repo` in the test registry.
+fn tags(repo: &str) -> Vec<String> {
+    let s = services();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-u"])
+        .arg(format!("{}:{}", s.registry_user, s.registry_password))
+        .arg(format!("http://{}/v2/{repo}/tags/list", s.registry))
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    listed["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Every file under `dir`, as (path, bytes).
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            found.push((path, bytes));
+        }
+    }
+    found
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// The whole story for one store (see the module docs).
+fn builds_with(store: Store) {
+    let agent = Scratch::new();
+    let rt = runtime();
+    let client = rt.block_on(client());
+    let test = format!("kaniko-{store:?}").to_lowercase();
+    let ns = rt.block_on(namespace(&client, &test));
+    let setup = rt.block_on(setup(store, &ns, &client, agent.path()));
+    let repo = format!("{test}-{}", std::process::id());
+    let config = config(&agent, &setup, &ns, &repo);
+
+    // Built by Kaniko on the cluster, pushed, then run there.
+    let spec = code_job(&agent, "code", &ns, "RUN echo kaniko > /built-by");
+    let first = agent.submit("default", &spec);
+    let log = run_until_idle(&agent, &config, &setup);
+    let item = agent.item(&first);
+    let agent_log = agent.run_file(&first, "agent.log");
+    assert_eq!(item["state"], "finished", "{item:#}\n{agent_log}\n{log}");
+    let output = agent.run_file(&first, "output.log");
+    assert!(
+        output.contains("hello from the kaniko-built image kaniko"),
+        "{output}"
+    );
+    assert!(agent_log.contains("build: built"), "{agent_log}");
+    assert!(
+        agent_log.contains("(the fake Kaniko executor of the test cluster)")
+            && agent_log.contains("INFO[0003] Pushed"),
+        "the executor's log is not in the job's log:\n{agent_log}"
+    );
+    assert_eq!(tags(&repo).len(), 1, "{:?}", tags(&repo));
+
+    // The same job again: the image exists, nothing is built.
+    let second = agent.submit("default", &spec);
+    run_until_idle(&agent, &config, &setup);
+    let item = agent.item(&second);
+    let agent_log = agent.run_file(&second, "agent.log");
+    assert_eq!(item["state"], "finished", "{item:#}\n{agent_log}");
+    assert!(agent_log.contains("build: skipped"), "{agent_log}");
+
+    // A broken Dockerfile fails at stage `build` with the build's error.
+    let broken = agent.submit(
+        "default",
+        &code_job(&agent, "broken", &ns, "RUN no-such-command-xyz"),
+    );
+    run_until_idle(&agent, &config, &setup);
+    let item = agent.item(&broken);
+    assert_eq!(item["state"], "failed", "{item:#}");
+    assert_eq!(item["stage"], "build", "{item:#}");
+    let message = item["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no-such-command-xyz: not found")
+            && message.contains("failed (exit code 1"),
+        "{message}"
+    );
+
+    // Nothing the builds made is left: not in the cluster (every kind)...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut left = made_by_builds(&rt.block_on(objects_in(&client, &ns)), &setup.own_objects);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        left = made_by_builds(&rt.block_on(objects_in(&client, &ns)), &setup.own_objects);
+    }
+    assert!(left.is_empty(), "left in namespace {ns}: {left:?}");
+    let objects = rt.block_on(objects_in(&client, &ns));
+    for own in &setup.own_objects {
+        assert!(
+            objects.iter().any(|(name, _)| name == own),
+            "{own} is gone: {objects:?}"
+        );
+    }
+    // ...nor in the store.
+    let stored = (setup.leftovers)();
+    assert!(stored.is_empty(), "left in the store: {stored:?}");
+
+    // The registry password: nowhere but in the Secret the agent filled.
+    let s = services();
+    let password = &s.registry_password;
+    use base64::Engine as _;
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", s.registry_user));
+    for (path, bytes) in files_under(&agent.state_dir()) {
+        assert!(
+            !contains(&bytes, password) && !contains(&bytes, &auth),
+            "the registry password is in {}",
+            path.display()
+        );
+    }
+    assert!(!log.contains(password.as_str()) && !log.contains(&auth));
+    let queue = serde_json::to_string(&agent.items()).unwrap();
+    assert!(!queue.contains(password.as_str()) && !queue.contains(&auth));
+    let mut filled = 0;
+    for request in requests() {
+        let text = request.to_string();
+        if !text.contains(&format!("/namespaces/{ns}/")) {
+            continue;
+        }
+        assert!(
+            request["error"]["code"] != 422,
+            "the fake refused a manifest: {request:#}"
+        );
+        assert!(
+            !text.contains(password.as_str()) && !text.contains(&auth),
+            "{request:#}"
+        );
+        let body = &request["body"];
+        if request["method"] == "POST" && body["type"] == "kubernetes.io/dockerconfigjson" {
+            // A build's docker config Secret, or a run's image pull Secret
+            // (the `kubernetes` runner's). The fake keeps a Secret as the
+            // API server stores it: its `stringData` moved into `data`.
+            let data = body["data"][".dockerconfigjson"]
+                .as_str()
+                .unwrap_or_default();
+            let config: Value = serde_json::from_slice(
+                &base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(config["auths"][&s.registry]["auth"], auth, "{request:#}");
+            if body["metadata"]["annotations"]["launch-agent/registry"] == s.registry.as_str() {
+                filled += 1;
+            }
+        }
+    }
+    // One build Secret for each build (the first job and the broken one).
+    assert_eq!(filled, 2, "docker config Secrets filled");
+}
+
+#[test]
+fn a_code_job_built_by_kaniko_from_s3_runs_on_the_cluster_and_leaves_nothing() {
+    builds_with(Store::S3);
+}
+
+#[test]
+fn a_code_job_built_by_kaniko_from_a_pvc_runs_on_the_cluster_and_leaves_nothing() {
+    builds_with(Store::Pvc);
+}
