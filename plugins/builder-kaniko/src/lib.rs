@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `plan`: the Dockerfile and image, by the rules builder-docker uses (the `builder-common` crate), so a job built by either builder is skipped by the other | done |
 //! | the settings, every bad value an error naming its key ([`settings`]) | done |
-//! | the context store: S3, GCS, Azure blob, PVC ([`store`]) | done |
+//! | the context store: S3, GCS, Azure blob, PVC ([`store`]) | done; uploads go where the host's `blob` capability serves (a store it does not serve yet fails the build naming it) |
 //! | the Kaniko Job, its docker config Secret and ConfigMap, as W&B makes them ([`manifest`]) | done, checked by `kubernetes-validate --strict` (1.30, 1.33) in the unit tests |
 //! | `build`: upload the context, create the objects, watch the Job, stream its log, delete what it made ([`building`]) | done, through the host's `blob` and `kubernetes` capabilities (world `cluster-builder-plugin`); the docker config Secret is filled by the host with the build's registry login |
 //!
