@@ -17,6 +17,10 @@
 //! | the registry password | in no agent log line, queue record, state-dir file, or request the fake received, except the docker config Secret the agent filled (as `base64(user:password)`, inside the Secret's data) |
 //! | every manifest valid | the fake validates each with `kubernetes-validate --strict` (1.30, 1.33); none was refused |
 //!
+//! And, through the test plugin `kube-user`, the docker config Secret the
+//! agent fills: only with the build's own registry login, only for its
+//! destination registry; each refusal named, nothing sent.
+//!
 //! A store is one [`Store`] case: its config keys, its grants, what it
 //! needs set up, and how to list what is left in it. GCS and Azure blob are
 //! one case each once the blob capability serves them.
@@ -549,4 +553,185 @@ fn a_code_job_built_by_kaniko_from_s3_runs_on_the_cluster_and_leaves_nothing() {
 #[test]
 fn a_code_job_built_by_kaniko_from_a_pvc_runs_on_the_cluster_and_leaves_nothing() {
     builds_with(Store::Pvc);
+}
+
+/// Has the test plugin `kube-user` create `manifest` in a build of item
+/// `item` pushing to `destination`, with `credentials` as the build's
+/// registry login: what it reported (`created Secret ns/name`, or its
+/// error with `denied=<bool>`).
+async fn create_in_a_build(
+    kube_user: &LoadedPlugin,
+    manifest: &Value,
+    destination: &str,
+    credentials: Option<&launch_agent::plugins::loaded::RegistryCredentials>,
+) -> String {
+    let request = launch_agent::plugins::loaded::BuildRequest {
+        job: launch_agent::plugins::bindings::Job {
+            id: "fill-test".into(),
+            queue: "q".into(),
+            spec_json: "{}".into(),
+        },
+        settings: json!({"mode": "create", "manifest": manifest}).to_string(),
+        destination: destination.into(),
+        source_dir: None,
+        source_id: "fill-test".into(),
+    };
+    let plan = launch_agent::plugins::loaded::BuildPlan {
+        image_uri: format!("{destination}:v1"),
+        dockerfile: String::new(),
+        dockerfile_origin: "test".into(),
+    };
+    match kube_user
+        .build(&request, &plan, credentials, None, None)
+        .await
+    {
+        Ok(outcome) => outcome.image_uri,
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The agent fills a docker config Secret a plugin asks for (placeholder
+/// and `launch-agent/registry`) with the build's registry login, and only
+/// that: no login held, another registry than the login's, or a registry
+/// the build does not push to, is refused naming why, and nothing reaches
+/// the cluster.
+#[test]
+fn a_docker_config_secret_is_filled_only_with_the_builds_login_for_its_destination() {
+    let rt = runtime();
+    let client = rt.block_on(client());
+    let ns = rt.block_on(namespace(&client, "kaniko-fill"));
+    let s = services();
+    // The capability connects as the agent does (`KUBECONFIG`); the oci
+    // registry plugin's password secret is read from the environment.
+    unsafe {
+        std::env::set_var("KUBECONFIG", &fake().kubeconfig);
+        std::env::set_var("TEST_REGISTRY_PASSWORD", &s.registry_password);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kube_user_wasm = common::test_plugin("kube-user");
+    let oci_wasm = common::bundle_dir().join("registry-oci.wasm");
+    let yaml = format!(
+        "secrets:\n  registry-password: {{ env: TEST_REGISTRY_PASSWORD }}\n\
+         plugins:\n  kube-user:\n    path: {}\n    grants: {{ kubernetes: {{ namespaces: [{ns}] }} }}\n\
+         \x20 oci:\n    path: {}\n    config: {{ username: {}, password-secret: registry-password }}\n    grants: {{ secrets: [registry-password] }}\n",
+        kube_user_wasm.display(),
+        oci_wasm.display(),
+        s.registry_user
+    );
+    let config =
+        launch_agent::config::LaunchConfig::parse(&yaml, Path::new("t.yaml")).expect("config");
+    let destination = format!("{}/kaniko-fill", s.registry);
+    let (kube_user, credentials) = rt.block_on(async {
+        let mut host = PluginHost::new(&dir.path().join("cache"), 128).unwrap();
+        let kube_user = host
+            .load(
+                "kube-user",
+                &kube_user_wasm,
+                &config.plugins["kube-user"],
+                &config.secrets,
+            )
+            .await
+            .expect("load kube-user");
+        let oci = host
+            .load("oci", &oci_wasm, &config.plugins["oci"], &config.secrets)
+            .await
+            .expect("load registry-oci");
+        let settings = oci.settings_for(Some(json!({"type": "oci", "uri": destination})));
+        let credentials = oci
+            .login(&settings, None)
+            .await
+            .expect("login")
+            .expect("a login");
+        (kube_user, credentials)
+    });
+    let secret = |registry: &str| {
+        json!({
+            "kind": "Secret",
+            "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"generateName": "docker-config-", "namespace": ns,
+                         "annotations": {"launch-agent/registry": registry}},
+            "stringData": {".dockerconfigjson": "<launch-agent: the registry login, filled by the host>"},
+        })
+    };
+    let password = s.registry_password.as_str();
+
+    // No login held (a build with no registry): refused.
+    let said = rt.block_on(create_in_a_build(
+        &kube_user,
+        &secret(&s.registry),
+        &destination,
+        None,
+    ));
+    assert!(
+        said.contains("denied=true") && said.contains("this call holds none"),
+        "{said}"
+    );
+    // Another registry than the login's: refused.
+    let said = rt.block_on(create_in_a_build(
+        &kube_user,
+        &secret("evil.example.com:5000"),
+        &destination,
+        Some(&credentials),
+    ));
+    assert!(
+        said.contains("denied=true")
+            && said.contains(&format!("this build's login is for {}", s.registry)),
+        "{said}"
+    );
+    // The login's registry, but the build pushes elsewhere: refused.
+    let said = rt.block_on(create_in_a_build(
+        &kube_user,
+        &secret(&s.registry),
+        "ghcr.io/someone/else",
+        Some(&credentials),
+    ));
+    assert!(
+        said.contains("denied=true") && said.contains("not the build's destination (ghcr.io)"),
+        "{said}"
+    );
+    let posted = |reqs: &[Value]| {
+        reqs.iter()
+            .filter(|r| {
+                r["method"] == "POST" && r["path"] == format!("/api/v1/namespaces/{ns}/secrets")
+            })
+            .count()
+    };
+    assert_eq!(
+        posted(&requests()),
+        0,
+        "a refused Secret reached the cluster"
+    );
+
+    // The build's own login for its destination: filled.
+    let said = rt.block_on(create_in_a_build(
+        &kube_user,
+        &secret(&s.registry),
+        &destination,
+        Some(&credentials),
+    ));
+    assert!(
+        said.starts_with(&format!("created Secret {ns}/docker-config-")),
+        "{said}"
+    );
+    assert!(!said.contains(password));
+    let reqs = requests();
+    assert_eq!(posted(&reqs), 1);
+    let body = reqs
+        .iter()
+        .find(|r| r["method"] == "POST" && r["path"] == format!("/api/v1/namespaces/{ns}/secrets"))
+        .map(|r| r["body"].clone())
+        .unwrap();
+    use base64::Engine as _;
+    let filled: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(body["data"][".dockerconfigjson"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", s.registry_user));
+    assert_eq!(
+        filled,
+        json!({"auths": {s.registry.as_str(): {"auth": auth}}})
+    );
 }
