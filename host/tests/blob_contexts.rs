@@ -129,6 +129,24 @@ async fn blob(builder: &LoadedPlugin, source: &Path, op: &str, url: &str) -> Str
     }
 }
 
+/// An upload outside the granted prefix (`other`) and an upload by the
+/// builder without the grant (`url`) are both refused, naming the grant.
+async fn assert_refused(
+    granted: &LoadedPlugin,
+    ungranted: &LoadedPlugin,
+    source: &Path,
+    other: &str,
+    url: &str,
+) {
+    let said = blob(granted, source, "upload", other).await;
+    assert!(
+        said.contains("denied=true") && said.contains("grants.blob.stores"),
+        "{said}"
+    );
+    let said = blob(ungranted, source, "upload", url).await;
+    assert!(said.contains("denied=true"), "{said}");
+}
+
 /// The `bytes=<n> sha256=<hex>` an upload reported.
 fn reported(said: &str) -> (u64, String) {
     let bytes = said
@@ -143,6 +161,15 @@ fn reported(said: &str) -> (u64, String) {
         .map(|s| s.chars().take(64).collect())
         .unwrap_or_else(|| panic!("no digest in {said}"));
     (bytes, sha)
+}
+
+/// The stored object is the context the upload reported (its size and
+/// sha256, in `said`) and holds exactly the `expected` files.
+fn assert_stored_as_reported(said: &str, stored: &[u8], expected: &BTreeMap<String, Vec<u8>>) {
+    let (bytes, sha) = reported(said);
+    assert_eq!(bytes, stored.len() as u64, "{said}");
+    assert_eq!(sha, hex::encode(Sha256::digest(stored)), "{said}");
+    assert_eq!(&entries(stored), expected);
 }
 
 /// A host with the hostile builder loaded twice: granted `stores`, and
@@ -198,10 +225,7 @@ async fn a_context_goes_to_a_pvc_directory_byte_for_byte() {
     let said = blob(&granted, &source, "upload", &url).await;
     assert!(said.contains(&format!("blob upload {url}: ok")), "{said}");
     let stored = std::fs::read(pvc.join("run-1.tgz")).unwrap();
-    let (bytes, sha) = reported(&said);
-    assert_eq!(bytes, stored.len() as u64);
-    assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
-    assert_eq!(entries(&stored), expected);
+    assert_stored_as_reported(&said, &stored, &expected);
     // Nothing but the context is left in the directory (no partial file).
     assert_eq!(std::fs::read_dir(&pvc).unwrap().count(), 1);
 
@@ -286,7 +310,6 @@ async fn a_context_goes_to_s3_signed_by_the_aws_environment() {
     assert!(said.ends_with(": ok") || said.contains(": ok"), "{said}");
     let said = blob(&granted, &source, "upload", &url).await;
     assert!(said.contains(&format!("blob upload {url}: ok")), "{said}");
-    let (bytes, sha) = reported(&said);
     let object = s3(
         &aws,
         &settings,
@@ -296,19 +319,11 @@ async fn a_context_goes_to_s3_signed_by_the_aws_environment() {
     .await;
     assert!(object.status().is_success(), "{}", object.status());
     let stored = object.bytes().await.unwrap();
-    assert_eq!(bytes, stored.len() as u64);
-    assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
-    assert_eq!(entries(&stored), expected);
+    assert_stored_as_reported(&said, &stored, &expected);
 
     // Not granted: refused, nothing uploaded.
     let other = format!("s3://{bucket}/elsewhere/run-1.tgz");
-    let said = blob(&granted, &source, "upload", &other).await;
-    assert!(
-        said.contains("denied=true") && said.contains("grants.blob.stores"),
-        "{said}"
-    );
-    let said = blob(&ungranted, &source, "upload", &url).await;
-    assert!(said.contains("denied=true"), "{said}");
+    assert_refused(&granted, &ungranted, &source, &other, &url).await;
     let absent = s3(
         &aws,
         &settings,
@@ -418,7 +433,6 @@ async fn a_context_goes_to_gcs_with_the_gcp_environments_token() {
     let said = blob(&granted, &source, "upload", &url).await;
     assert!(said.contains(&format!("blob upload {url}: ok")), "{said}");
     assert!(!said.contains(TOKEN), "{said}");
-    let (bytes, sha) = reported(&said);
     let get = |object: &str| {
         client
             .get(format!("{gcs}/{bucket}/{object}"))
@@ -435,9 +449,7 @@ async fn a_context_goes_to_gcs_with_the_gcp_environments_token() {
     let object = get("launch/run-1.tgz").await.unwrap();
     assert!(object.status().is_success(), "{}", object.status());
     let stored = object.bytes().await.unwrap();
-    assert_eq!(bytes, stored.len() as u64);
-    assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
-    assert_eq!(entries(&stored), expected);
+    assert_stored_as_reported(&said, &stored, &expected);
 
     let said = blob(&ungranted, &source, "upload", &url).await;
     assert!(said.contains("denied=true"), "{said}");
@@ -587,7 +599,6 @@ async fn a_context_goes_to_azure_blob_storage_with_the_azure_environments_token(
     assert!(said.contains(": ok"), "{said}");
     let said = blob(&granted, &source, "upload", &url).await;
     assert!(said.contains(&format!("blob upload {url}: ok")), "{said}");
-    let (bytes, sha) = reported(&said);
     let object = azure_blob(
         &azure,
         &settings,
@@ -597,9 +608,7 @@ async fn a_context_goes_to_azure_blob_storage_with_the_azure_environments_token(
     .await;
     assert!(object.status().is_success(), "{}", object.status());
     let stored = object.bytes().await.unwrap();
-    assert_eq!(bytes, stored.len() as u64);
-    assert_eq!(sha, hex::encode(Sha256::digest(&stored)));
-    assert_eq!(entries(&stored), expected);
+    assert_stored_as_reported(&said, &stored, &expected);
     // Azurite takes nothing without a token.
     let anonymous = common::http_client()
         .get(format!("{blob_url}/{container}/launch/run-1.tgz"))
@@ -623,13 +632,7 @@ async fn a_context_goes_to_azure_blob_storage_with_the_azure_environments_token(
 
     // Not granted: refused, nothing uploaded.
     let other = format!("{store}/{container}/elsewhere/run-1.tgz");
-    let said = blob(&granted, &source, "upload", &other).await;
-    assert!(
-        said.contains("denied=true") && said.contains("grants.blob.stores"),
-        "{said}"
-    );
-    let said = blob(&ungranted, &source, "upload", &url).await;
-    assert!(said.contains("denied=true"), "{said}");
+    assert_refused(&granted, &ungranted, &source, &other, &url).await;
     let absent = azure_blob(
         &azure,
         &settings,
