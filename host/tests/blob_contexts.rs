@@ -13,7 +13,8 @@
 //! builder's `grants.blob.stores` is refused before anything is sent, and
 //! so is an Azure store when the environment cannot authorize Azure; a
 //! missing bucket or container fails the start-up check naming it and the
-//! store's error; no key or token appears in what the plugin was told.
+//! store's error (and, through `launch-agent run` with the kaniko builder,
+//! stops the agent before it claims a job); no key or token appears in what the plugin was told.
 
 mod common;
 use common::auth_routing::load;
@@ -714,4 +715,41 @@ async fn an_azure_store_is_refused_by_an_environment_that_cannot_authorize_it() 
             && e.contains("did not authorize"),
         "{e}"
     );
+}
+
+/// Through the agent itself: `builder: {type: kaniko}` with a
+/// `build-context-store` whose bucket does not exist stops `launch-agent
+/// run` at start-up, before any job is claimed, naming the key, the URL and
+/// S3's error (W&B finds out at the first build); the job stays queued.
+#[test]
+fn the_agent_stops_at_start_up_when_the_kaniko_store_s_bucket_is_missing() {
+    let moto = common::moto::moto();
+    let agent = common::Scratch::new();
+    let id = agent.submit("default", &common::shell_job("echo never"));
+    let missing = format!(
+        "s3://no-such-bucket-{}/contexts/",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let config = agent.write_config(&format!(
+        "queues: [default]\nenvironment:\n  type: aws\n  region: {region}\n\
+         builder:\n  type: kaniko\n  build-context-store: {missing}\n\
+         plugins:\n  aws:\n    config: {{ endpoint-url: \"{url}\" }}\n",
+        region = moto.region,
+        url = moto.url,
+    ));
+    let out = agent
+        .run_cmd(&config)
+        .env("AWS_ACCESS_KEY_ID", &moto.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &moto.secret_access_key)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("builder.build-context-store {missing}"))
+            && log.contains("NoSuchBucket"),
+        "{log}"
+    );
+    assert!(!log.contains(&moto.secret_access_key), "{log}");
+    assert_eq!(agent.item(&id)["state"], "queued", "{log}");
 }
