@@ -11,6 +11,7 @@
 //! | what | how |
 //! |---|---|
 //! | the build and the run | the item finishes with the job's output; the image is in the registry; the executor's log is in the job's log |
+//! | the context came from the store | the executor's log (in the job's log) says it read the context from this store's URL |
 //! | the second submit skips the build | `build: skipped` |
 //! | a broken Dockerfile | fails at stage `build` with the build's error line (`no-such-command-xyz: not found`) |
 //! | nothing left | no Job, pod, Secret or ConfigMap of the builds in the namespace (every kind listed: what is left is the test's own objects and the runs' Jobs and pods, which the `kubernetes` runner keeps as W&B does); no context left in the store (deleted after the build, where W&B leaves it) |
@@ -22,12 +23,12 @@
 //! destination registry; each refusal named, nothing sent.
 //!
 //! A store is one [`Store`] case: its config keys, its grants, what it
-//! needs set up, and how to list what is left in it. GCS and Azure blob are
-//! one case each once the blob capability serves them.
+//! needs set up, and how to list what is left in it.
 //!
 //! Needs `scripts/services.sh start` (engine, registry),
 //! `scripts/services-kube.sh start` and, for S3, `scripts/services-moto.sh
-//! start`.
+//! start`; for GCS `scripts/services-gcs.sh start`; for Azure
+//! `scripts/services-azure.sh start`.
 
 mod common;
 use common::Scratch;
@@ -61,6 +62,18 @@ enum Store {
     /// A PersistentVolumeClaim (CoreWeave's way): the agent writes into its
     /// mount, the executor reads `tar:///context/<run id>.tgz`.
     Pvc,
+    /// GCS (the stand-in of `scripts/services-gcs.sh`, taking only the
+    /// bearer token of the fake token endpoint `tests/gcp_fake`): uploaded
+    /// with the gcp environment's token, read by the executor with the
+    /// service-account key W&B mounts from `secret-name`/`secret-key` at
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, exchanged at the same fake.
+    Gcs,
+    /// Azure Blob Storage (Azurite over HTTPS, `--oauth basic`): uploaded
+    /// with the azure environment's token from the fake AAD, the account's
+    /// host mapped to Azurite by its `blob-endpoints`; read by the executor
+    /// with the account key of the Secret `azure-storage-access-key` the
+    /// Job maps to `AZURE_STORAGE_ACCESS_KEY`.
+    Azure,
 }
 
 /// What one store needs: config, grants, set-up done, and how to see what
@@ -81,6 +94,9 @@ struct Setup {
     own_objects: Vec<String>,
     /// What is left in the store.
     leftovers: Box<dyn Fn() -> Vec<String>>,
+    /// The start of the executor's log line saying it read the context
+    /// from this store.
+    fetched: String,
 }
 
 /// The PVC's directory on this machine: the fake maps a claim to
@@ -139,6 +155,65 @@ async fn s3(aws: &LoadedPlugin, settings: &str, method: &str, url: &str) -> (u16
     (status, response.text().await.unwrap_or_default())
 }
 
+/// Creates Secret `name` with `key` = `value` in `ns` (a user's Secret of
+/// the cloud's credentials, as W&B's docs have them make it).
+async fn user_secret(client: &kube::Client, ns: &str, name: &str, key: &str, value: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {key: value},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// The values of a stand-in's env file (`LAUNCH_AGENT_<name>_ENV`, else
+/// `/tmp/launch-agent-<name>.env`).
+fn service_env(name: &str) -> std::collections::HashMap<String, String> {
+    let env = common::services_env::path(
+        &format!("LAUNCH_AGENT_{}_ENV", name.to_uppercase()),
+        &format!("launch-agent-{name}.env"),
+    );
+    let text = std::fs::read_to_string(&env).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}): run `scripts/services-{name}.sh start` first",
+            env.display()
+        )
+    });
+    common::services_env::parse(&text)
+}
+
+/// Azurite's well-known account key of `devstoreaccount1` (public: in
+/// Azurite's docs), which the executor's Secret holds.
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Runs `op` (`create` or `list`) on Azurite's `container` with the Azure
+/// SDK of the venv `scripts/services-azure.sh` made (the test's own way
+/// in, with the account key); `list` prints one blob name a line.
+fn azurite_container(op: &str, container: &str) -> Vec<String> {
+    let env = service_env("azure");
+    let script = "import sys\nfrom azure.storage.blob import BlobServiceClient\n\
+                  op, url, ca, key, name = sys.argv[1:]\n\
+                  c = BlobServiceClient(url, credential={'account_name': 'devstoreaccount1', 'account_key': key}, connection_verify=ca).get_container_client(name)\n\
+                  if op == 'create':\n    c.create_container()\n\
+                  else:\n    [print(b.name) for b in c.list_blobs()]\n";
+    let out = std::process::Command::new(&env["LAUNCH_AGENT_AZURE_PYTHON"])
+        .args(["-c", script, op])
+        .arg(&env["LAUNCH_AGENT_AZURITE_BLOB_URL"])
+        .arg(&env["LAUNCH_AGENT_AZURITE_CA"])
+        .args([AZURITE_KEY, container])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "azurite {op}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Sets `store` up for namespace `ns`.
 async fn setup(store: Store, ns: &str, client: &kube::Client, scratch: &Path) -> Setup {
     match store {
@@ -166,17 +241,11 @@ async fn setup(store: Store, ns: &str, client: &kube::Client, scratch: &Path) ->
                 "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
                 moto.access_key_id, moto.secret_access_key
             );
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {"name": "aws-secret"},
-                "stringData": {"credentials": credentials},
-            }))
-            .unwrap();
-            Api::<Secret>::namespaced(client.clone(), ns)
-                .create(&PostParams::default(), &secret)
-                .await
-                .unwrap();
+            user_secret(client, ns, "aws-secret", "credentials", &credentials).await;
             let list_url = format!("{}/{bucket}?list-type=2", moto.url);
+            let fetched = format!("Retrieving S3 context from s3://{bucket}/contexts/");
             Setup {
+                fetched,
                 builder_keys: format!(
                     "  build-context-store: s3://{bucket}/contexts/\n  secret-name: aws-secret\n  secret-key: credentials\n  \
                      kaniko-config:\n    spec:\n      template:\n        spec:\n          containers:\n          - env:\n            \
@@ -223,6 +292,7 @@ async fn setup(store: Store, ns: &str, client: &kube::Client, scratch: &Path) ->
             std::fs::create_dir_all(&mount).unwrap();
             let listed = mount.clone();
             Setup {
+                fetched: "Using tar context tar:///context/".into(),
                 builder_keys: String::new(),
                 plugin_config: format!(
                     "pvc-name: {claim}, pvc-mount-path: \"{}\"",
@@ -237,6 +307,127 @@ async fn setup(store: Store, ns: &str, client: &kube::Client, scratch: &Path) ->
                         .unwrap()
                         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                         .collect()
+                }),
+            }
+        }
+        Store::Gcs => {
+            use common::gcp::{TOKEN, fake, key_file, rsa_key};
+            let gcs = service_env("gcs")["LAUNCH_AGENT_GCS_URL"].clone();
+            let pem = rsa_key(scratch, "trusted");
+            let token_fake = fake(scratch);
+            let key = key_file(scratch, &token_fake, &pem);
+            let bucket = format!(
+                "kaniko-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            let bearer = format!("Bearer {TOKEN}");
+            let created = common::http_client()
+                .post(format!("{gcs}/storage/v1/b?project=p"))
+                .header("authorization", &bearer)
+                .json(&json!({"name": bucket}))
+                .send()
+                .await
+                .unwrap();
+            assert!(created.status().is_success(), "{:?}", created.text().await);
+            user_secret(
+                client,
+                ns,
+                "gcp-secret",
+                "key.json",
+                &std::fs::read_to_string(&key).unwrap(),
+            )
+            .await;
+            let list_url = format!("{gcs}/{bucket}?list-type=2");
+            Setup {
+                fetched: format!("Retrieving GCS context from gs://{bucket}/contexts/"),
+                builder_keys: format!(
+                    "  build-context-store: gs://{bucket}/contexts/\n  secret-name: gcp-secret\n  secret-key: key.json\n  \
+                     kaniko-config:\n    spec:\n      template:\n        spec:\n          containers:\n          - env:\n            \
+                     - {{ name: KANIKO_FAKE_GCS_URL, value: \"{gcs}\" }}\n"
+                ),
+                plugin_config: String::new(),
+                top_yaml: "environment:\n  type: gcp\n  region: us-central1\n".into(),
+                plugin_entries: format!(
+                    "  gcp:\n    config: {{ token-uri: \"{}/token\", authorize-urls: [\"{gcs}\"], storage-url: \"{gcs}\" }}\n",
+                    token_fake.url()
+                ),
+                env: vec![(
+                    "GOOGLE_APPLICATION_CREDENTIALS".into(),
+                    key.display().to_string(),
+                )],
+                own_objects: vec!["Secret/gcp-secret".into()],
+                leftovers: Box::new(move || {
+                    // The token endpoint lives as long as the test.
+                    let _alive = &token_fake;
+                    let body = runtime().block_on(async {
+                        let response = common::http_client()
+                            .get(&list_url)
+                            .header("authorization", &bearer)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(response.status(), 200);
+                        response.text().await.unwrap()
+                    });
+                    body.split("<Key>")
+                        .skip(1)
+                        .filter_map(|k| k.split("</Key>").next())
+                        .map(str::to_string)
+                        .collect()
+                }),
+            }
+        }
+        Store::Azure => {
+            use common::azure::{CLIENT_ID, SECRET, TENANT};
+            let values = service_env("azure");
+            let (blob_url, ca) = (
+                values["LAUNCH_AGENT_AZURITE_BLOB_URL"].clone(),
+                values["LAUNCH_AGENT_AZURITE_CA"].clone(),
+            );
+            let origin = blob_url.split('/').take(3).collect::<Vec<_>>().join("/");
+            let aad = common::azure::fake(scratch);
+            let container = format!(
+                "kaniko-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            azurite_container("create", &container);
+            user_secret(
+                client,
+                ns,
+                "azure-storage-access-key",
+                "password",
+                AZURITE_KEY,
+            )
+            .await;
+            Setup {
+                fetched: format!(
+                    "Retrieving Azure blob context from https://devstoreaccount1.blob.core.windows.net/{container}/contexts/"
+                ),
+                builder_keys: format!(
+                    "  build-context-store: https://devstoreaccount1.blob.core.windows.net/{container}/contexts/\n  \
+                     kaniko-config:\n    spec:\n      template:\n        spec:\n          containers:\n          - env:\n            \
+                     - {{ name: KANIKO_FAKE_AZURE_BLOB_ENDPOINTS, value: \"devstoreaccount1={blob_url}\" }}\n            \
+                     - {{ name: SSL_CERT_FILE, value: \"{ca}\" }}\n"
+                ),
+                plugin_config: String::new(),
+                top_yaml: "environment:\n  type: azure\n  region: westeurope\n".into(),
+                plugin_entries: format!(
+                    "  azure:\n    config: {{ authority-host: \"{aad}\", imds-endpoint: \"http://127.0.0.1:1\", \
+                     authorize-urls: [{{ url: \"{origin}\", scope: \"https://storage.azure.com/.default\" }}], \
+                     blob-endpoints: {{ devstoreaccount1: \"{blob_url}\" }} }}\n",
+                    aad = aad.url()
+                ),
+                env: vec![
+                    ("SSL_CERT_FILE".into(), ca.clone()),
+                    ("AZURE_TENANT_ID".into(), TENANT.into()),
+                    ("AZURE_CLIENT_ID".into(), CLIENT_ID.into()),
+                    ("AZURE_CLIENT_SECRET".into(), SECRET.into()),
+                ],
+                own_objects: vec!["Secret/azure-storage-access-key".into()],
+                leftovers: Box::new(move || {
+                    // The fake AAD lives as long as the test.
+                    let _alive = &aad;
+                    azurite_container("list", &container)
                 }),
             }
         }
@@ -446,6 +637,11 @@ fn builds_with(store: Store) {
             && agent_log.contains("INFO[0003] Pushed"),
         "the executor's log is not in the job's log:\n{agent_log}"
     );
+    assert!(
+        agent_log.contains(&setup.fetched),
+        "the executor did not read the context from the store ({}):\n{agent_log}",
+        setup.fetched
+    );
     assert_eq!(tags(&repo).len(), 1, "{:?}", tags(&repo));
 
     // The same job again: the image exists, nothing is built.
@@ -553,6 +749,16 @@ fn a_code_job_built_by_kaniko_from_s3_runs_on_the_cluster_and_leaves_nothing() {
 #[test]
 fn a_code_job_built_by_kaniko_from_a_pvc_runs_on_the_cluster_and_leaves_nothing() {
     builds_with(Store::Pvc);
+}
+
+#[test]
+fn a_code_job_built_by_kaniko_from_gcs_runs_on_the_cluster_and_leaves_nothing() {
+    builds_with(Store::Gcs);
+}
+
+#[test]
+fn a_code_job_built_by_kaniko_from_azure_blob_storage_runs_on_the_cluster_and_leaves_nothing() {
+    builds_with(Store::Azure);
 }
 
 /// Has the test plugin `kube-user` create `manifest` in a build of item

@@ -11,7 +11,9 @@ instead of a container. It carries out what the executor is asked, with the loca
 | `--context=tar:///PATH.tgz` (a PVC mounted in the pod: CoreWeave's way) | PATH is found through the pod's volume mounts (a PVC is a host directory of the fake) and unpacked |
 | `--context=s3://BUCKET/KEY` | fetched with SigV4, as Kaniko's AWS SDK does: the endpoint from `S3_ENDPOINT` (with `S3_FORCE_PATH_STYLE`), else `https://s3.<AWS_REGION>.amazonaws.com`; credentials from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`[/`AWS_SESSION_TOKEN`] in the pod's env, else the shared credentials file W&B mounts from `secret-name`/`secret-key` at `/root/.aws/credentials` (`AWS_SHARED_CREDENTIALS_FILE`, profile `AWS_PROFILE`) |
 | `--context=dir://PATH` | the directory, through the mounts |
-| other context schemes (`gs://`, Azure blob URLs) | not served by this fake yet: an error naming the scheme, exit 1 (one function in `CONTEXT_FETCHERS` each) |
+| `--context=gs://BUCKET/KEY` | fetched as Kaniko's GCS client does (the XML API's `GET /BUCKET/KEY`) with Application Default Credentials: the service-account key at `GOOGLE_APPLICATION_CREDENTIALS` (W&B mounts `secret-name`/`secret-key` there) is exchanged for an access token at its `token_uri` (an RS256 JWT signed with `openssl dgst`, `scope` devstorage.read_only), sent as `Authorization: Bearer`; the endpoint is `https://storage.googleapis.com`, or the fake's own `KANIKO_FAKE_GCS_URL` in the pod's env (the tests' GCS stand-in; Kaniko has no such setting) |
+| `--context=https://ACCOUNT.blob.core.windows.net/CONTAINER/KEY` | fetched as Kaniko's Azure client does: a Shared Key-signed `GET` of the blob with the account key in `AZURE_STORAGE_ACCESS_KEY` (the Secret `azure-storage-access-key` W&B's Job maps there); the endpoint is the URL's, or the fake's own `KANIKO_FAKE_AZURE_BLOB_ENDPOINTS` in the pod's env (`ACCOUNT=https://HOST/ACCOUNT,...`: Azurite, path-style; Kaniko has no such setting); HTTPS trusts `SSL_CERT_FILE` from the pod's env (as Go does; a path on the test machine, the fake having no image filesystem) |
+| other context schemes | an error naming the scheme, exit 1 (one function in `CONTEXT_FETCHERS` each) |
 | `/kaniko/.docker/config.json` (a mounted docker config Secret; or `$DOCKER_CONFIG/config.json`) | the push's credentials: `docker push` runs with that config |
 | the build | `docker build` of the unpacked context with its `--dockerfile`, tagged with each destination; pushed unless `--no-push`, then the local tags are removed (so a run pulls what was pushed) |
 | the cache (`--cache`, `--cache-repo`) | the engine's own build cache; no cache layers are pushed (said in the log) |
@@ -22,6 +24,7 @@ Which images are executors: `gcr.io/kaniko-project/executor:*` (any tag or diges
 comma-separated `fnmatch` patterns of `KUBE_FAKE_KANIKO_IMAGES` (a configured `kaniko-image`).
 """
 
+import base64
 import datetime
 import fnmatch
 import hashlib
@@ -192,8 +195,98 @@ def fetch_tar(context, env, mounts, work, log):
     return path
 
 
+def save(work, data):
+    """Writes a fetched context into `work`; its path."""
+    path = os.path.join(work, "context.tar.gz")
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def http_get(what, request, ssl_context=None):
+    """The body of `request`, a KanikoError naming `what` (the context, or what it fetched) on failure."""
+    try:
+        with urllib.request.urlopen(request, timeout=120, context=ssl_context) as response:
+            return response.read()
+    except urllib.error.HTTPError as error:
+        body = error.read().decode(errors="replace")
+        raise KanikoError(f"error resolving source context: failed to get {what}: {error.code} {error.reason}: {body[:300]}")
+    except OSError as error:
+        raise KanikoError(f"error resolving source context: failed to get {what}: {error}")
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def gcp_access_token(env, mounts, work):
+    """An access token for the service-account key at `GOOGLE_APPLICATION_CREDENTIALS` (JWT bearer grant)."""
+    inside = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+    path = host_path(mounts, inside) if inside else None
+    if not path or not os.path.isfile(path):
+        raise KanikoError("error resolving source context: google: could not find default credentials "
+                          f"(GOOGLE_APPLICATION_CREDENTIALS is {inside or 'unset'}, not a file in the pod)")
+    with open(path) as f:
+        key = json.load(f)
+    if key.get("type") != "service_account":
+        raise KanikoError(f"error resolving source context: google: {inside} is not a service-account key")
+    now = int(time.time())
+    header = {"alg": "RS256", "typ": "JWT", "kid": key.get("private_key_id", "")}
+    claims = {"iss": key["client_email"], "scope": "https://www.googleapis.com/auth/devstorage.read_only",
+              "aud": key["token_uri"], "iat": now, "exp": now + 3600}
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    pem = os.path.join(work, "sa.pem")
+    with open(os.open(pem, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write(key["private_key"])
+    signed = subprocess.run(["openssl", "dgst", "-sha256", "-sign", pem], input=signing_input.encode(), capture_output=True)
+    os.remove(pem)
+    if signed.returncode != 0:
+        raise KanikoError("error resolving source context: google: cannot sign with the service-account key")
+    form = urllib.parse.urlencode({"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                                   "assertion": f"{signing_input}.{b64url(signed.stdout)}"}).encode()
+    answer = http_get(f"a Google access token from {key['token_uri']}", urllib.request.Request(key["token_uri"], data=form, method="POST"))
+    return json.loads(answer)["access_token"]
+
+
+def fetch_gcs(context, env, mounts, work, log):
+    bucket, _, key = context[len("gs://"):].partition("/")
+    base = (env.get("KANIKO_FAKE_GCS_URL") or "https://storage.googleapis.com").rstrip("/")
+    token = gcp_access_token(env, mounts, work)
+    log(f"INFO[0000] Retrieving GCS context from {context}")
+    request = urllib.request.Request(f"{base}/{bucket}/{urllib.parse.quote(key)}", headers={"Authorization": f"Bearer {token}"})
+    return save(work, http_get(f"context {context}", request))
+
+
+def fetch_azure(context, env, mounts, work, log):
+    parsed = urllib.parse.urlsplit(context)
+    if not (parsed.hostname or "").endswith(".blob.core.windows.net"):
+        raise KanikoError(f"error resolving source context: {context} is not an Azure blob URL (https://ACCOUNT.blob.core.windows.net/CONTAINER/KEY)")
+    account = parsed.hostname.split(".")[0]
+    endpoints = dict(e.strip().split("=", 1) for e in env.get("KANIKO_FAKE_AZURE_BLOB_ENDPOINTS", "").split(",") if "=" in e)
+    url = endpoints[account].rstrip("/") + parsed.path if account in endpoints else context
+    secret = env.get("AZURE_STORAGE_ACCESS_KEY")
+    if not secret:
+        raise KanikoError("error resolving source context: AZURE_STORAGE_ACCESS_KEY is not set in the pod")
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    headers = {"x-ms-date": date, "x-ms-version": "2021-08-06"}
+    path = urllib.parse.urlsplit(url).path
+    # Shared Key: VERB, eleven standard headers (all empty for this GET), the x-ms- headers, the resource.
+    to_sign = "GET\n" + "\n" * 11 + "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)) + f"/{account}{path}"
+    try:
+        signature = base64.b64encode(hmac.new(base64.b64decode(secret), to_sign.encode(), hashlib.sha256).digest()).decode()
+    except ValueError:
+        raise KanikoError("error resolving source context: AZURE_STORAGE_ACCESS_KEY is not a base64 account key")
+    headers["Authorization"] = f"SharedKey {account}:{signature}"
+    ssl_context = None
+    if env.get("SSL_CERT_FILE"):
+        import ssl
+        ssl_context = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+    log(f"INFO[0000] Retrieving Azure blob context from {context}")
+    return save(work, http_get(f"context {context}", urllib.request.Request(url, headers=headers), ssl_context))
+
+
 # The context fetchers by URL scheme: each returns the host path of a tar.gz (or raises KanikoError).
-CONTEXT_FETCHERS = {"s3://": fetch_s3, "tar://": fetch_tar}
+CONTEXT_FETCHERS = {"s3://": fetch_s3, "tar://": fetch_tar, "gs://": fetch_gcs, "https://": fetch_azure}
 
 
 def unpack(context, env, mounts, work, log):
