@@ -14,7 +14,7 @@
 //! | the context came from the store | the executor's log (in the job's log) says it read the context from this store's URL |
 //! | the second submit skips the build | `build: skipped` |
 //! | a broken Dockerfile | fails at stage `build` with the build's error line (`no-such-command-xyz: not found`) |
-//! | nothing left | no Job, pod, Secret or ConfigMap of the builds in the namespace (every kind listed: what is left is the test's own objects and the runs' Jobs and pods, which the `kubernetes` runner keeps as W&B does); no context left in the store (deleted after the build, where W&B leaves it) |
+//! | nothing left | no Job, pod, Secret or ConfigMap in the namespace but the test's own (every kind listed): the builds' objects are deleted when the build ends, the runs' Jobs and pods by the cluster at their `ttlSecondsAfterFinished` (set to 2 s by the test; 60 s by default, as W&B); no context left in the store (deleted after the build, where W&B leaves it) |
 //! | the registry password | in no agent log line, queue record, state-dir file, or request the fake received, except the docker config Secret the agent filled (as `base64(user:password)`, inside the Secret's data) |
 //! | every manifest valid | the fake validates each with `kubernetes-validate --strict` (1.30, 1.33); none was refused |
 //!
@@ -503,7 +503,10 @@ fn code_job(agent: &Scratch, name: &str, ns: &str, run_line: &str) -> Value {
     json!({
         "resource": "kubernetes", "project": "kaniko", "entity": "team",
         "uri": dir.display().to_string(),
-        "resource_args": {"kubernetes": {"namespace": ns}}
+        // The run's Job stays `ttlSecondsAfterFinished` after it ends (60 s
+        // by default, as W&B's); 2 s here, so that the cluster's TTL
+        // controller (the fake's) has removed it when the test looks.
+        "resource_args": {"kubernetes": {"namespace": ns, "spec": {"ttlSecondsAfterFinished": 2}}}
     })
 }
 
@@ -549,21 +552,15 @@ async fn objects_in(client: &kube::Client, ns: &str) -> Vec<(String, BTreeMap<St
     found
 }
 
-/// What in `objects` the builds made (or that is neither the test's own nor
-/// a run's Job or pod, which the `kubernetes` runner keeps as W&B does).
-fn made_by_builds(objects: &[(String, BTreeMap<String, String>)], own: &[String]) -> Vec<String> {
+/// What in `objects` is left by the jobs: everything but the test's own
+/// objects (`own`), whoever made it (a build's Job, pods, docker config
+/// Secret, a run's Job and pods).
+fn left_behind(objects: &[(String, BTreeMap<String, String>)], own: &[String]) -> Vec<String> {
     objects
         .iter()
-        .filter(|(name, labels)| {
-            let build = labels.contains_key("launch-agent.plugin")
-                || labels.contains_key("launch-agent.build")
-                || name.contains("/wandb-launch-container-build")
-                || name.contains("/docker-config-");
-            let run = (name.starts_with("Job/") || name.starts_with("Pod/"))
-                && labels.contains_key("launch-agent.item");
-            build || !(run || own.contains(name))
-        })
-        .map(|(name, _)| name.clone())
+        .map(|(name, _)| name)
+        .filter(|name| !own.contains(name))
+        .cloned()
         .collect()
 }
 
@@ -668,12 +665,13 @@ fn builds_with(store: Store) {
         "{message}"
     );
 
-    // Nothing the builds made is left: not in the cluster (every kind)...
+    // Nothing the jobs made is left: not in the cluster (every kind, the
+    // runs' Jobs gone with their TTL)...
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut left = made_by_builds(&rt.block_on(objects_in(&client, &ns)), &setup.own_objects);
+    let mut left = left_behind(&rt.block_on(objects_in(&client, &ns)), &setup.own_objects);
     while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
-        left = made_by_builds(&rt.block_on(objects_in(&client, &ns)), &setup.own_objects);
+        left = left_behind(&rt.block_on(objects_in(&client, &ns)), &setup.own_objects);
     }
     assert!(left.is_empty(), "left in namespace {ns}: {left:?}");
     let objects = rt.block_on(objects_in(&client, &ns));
@@ -940,4 +938,88 @@ fn a_docker_config_secret_is_filled_only_with_the_builds_login_for_its_destinati
         filled,
         json!({"auths": {s.registry.as_str(): {"auth": auth}}})
     );
+}
+
+/// Opt-in: a real Kaniko build on a real cluster, when
+/// `LAUNCH_AGENT_LIVE_KUBECONFIG` names its kubeconfig and
+/// `LAUNCH_AGENT_LIVE_KANIKO_STORE` an `s3://BUCKET/PREFIX/` the agent may
+/// write (the AWS credentials of the usual variables, region
+/// `LAUNCH_AGENT_LIVE_AWS_REGION`, default `us-east-1`), and
+/// `LAUNCH_AGENT_LIVE_KANIKO_REGISTRY` a repository
+/// (`REGISTRY/REPO`) both the cluster and this machine reach, with
+/// `LAUNCH_AGENT_LIVE_REGISTRY_USER` / `_PASSWORD`. Kaniko reads the
+/// context with the Secret named by `LAUNCH_AGENT_LIVE_KANIKO_SECRET`
+/// (key `credentials`: an AWS credentials file, as W&B's docs have users
+/// make it) in `LAUNCH_AGENT_LIVE_NAMESPACE` (default `wandb`); the base
+/// image is `LAUNCH_AGENT_LIVE_IMAGE` (default `busybox:1.36`). The job is
+/// built, pushed, run with `resource: kubernetes`, and submitted again
+/// with its build skipped. Without the variables it returns at once.
+#[test]
+fn live_a_kaniko_build_on_a_real_cluster_when_one_is_configured() {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(kubeconfig), Some(store), Some(repository), Some(user), Some(password), Some(secret)) = (
+        var("LAUNCH_AGENT_LIVE_KUBECONFIG"),
+        var("LAUNCH_AGENT_LIVE_KANIKO_STORE"),
+        var("LAUNCH_AGENT_LIVE_KANIKO_REGISTRY"),
+        var("LAUNCH_AGENT_LIVE_REGISTRY_USER"),
+        var("LAUNCH_AGENT_LIVE_REGISTRY_PASSWORD"),
+        var("LAUNCH_AGENT_LIVE_KANIKO_SECRET"),
+    ) else {
+        eprintln!(
+            "the live Kaniko test does nothing: set LAUNCH_AGENT_LIVE_KUBECONFIG, \
+             _KANIKO_STORE, _KANIKO_REGISTRY, _REGISTRY_USER, _REGISTRY_PASSWORD and \
+             _KANIKO_SECRET to run it"
+        );
+        return;
+    };
+    let namespace = var("LAUNCH_AGENT_LIVE_NAMESPACE").unwrap_or_else(|| "wandb".into());
+    let region = var("LAUNCH_AGENT_LIVE_AWS_REGION").unwrap_or_else(|| "us-east-1".into());
+    let image = var("LAUNCH_AGENT_LIVE_IMAGE").unwrap_or_else(|| "busybox:1.36".into());
+    let agent = Scratch::new();
+    let config = agent.write_config(&format!(
+        "queues: [default]\nmax_jobs: 1\n\
+         environment:\n  type: aws\n  region: {region}\n\
+         builder:\n  type: kaniko\n  build-context-store: {store}\n  secret-name: {secret}\n  secret-key: credentials\n\
+         registry:\n  type: oci\n  uri: {repository}\n\
+         secrets:\n  registry-password: {{ env: LIVE_REGISTRY_PASSWORD }}\n\
+         plugins:\n  oci:\n    config: {{ username: {user}, password-secret: registry-password }}\n    grants:\n      secrets: [registry-password]\n\
+         \x20 kaniko:\n    config: {{ namespace: {namespace} }}\n"
+    ));
+    let dir = agent.path().join("live");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile.wandb"),
+        format!("FROM {image}\nRUN echo kaniko > /built-by\nENTRYPOINT [\"cat\", \"/built-by\"]\n"),
+    )
+    .unwrap();
+    let spec = json!({
+        "resource": "kubernetes", "project": "live", "entity": "team",
+        "uri": dir.display().to_string(),
+        "resource_args": {"kubernetes": {"namespace": namespace}}
+    });
+    let run = || {
+        let out = agent
+            .run_cmd(&config)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("LIVE_REGISTRY_PASSWORD", &password)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        assert!(!log.contains(&password), "the registry password leaked");
+        log
+    };
+    let first = agent.submit("default", &spec);
+    run();
+    let item = agent.item(&first);
+    let job_log = agent.run_file(&first, "agent.log");
+    assert_eq!(item["state"], "finished", "{item:#}\n{job_log}");
+    assert!(
+        agent.run_file(&first, "output.log").contains("kaniko"),
+        "{job_log}"
+    );
+    let second = agent.submit("default", &spec);
+    run();
+    let job_log = agent.run_file(&second, "agent.log");
+    assert!(job_log.contains("build: skipped"), "{job_log}");
 }
