@@ -37,39 +37,9 @@ ACCOUNT=devstoreaccount1
 CONTAINER=build-contexts
 READY_TIMEOUT=60
 
-log() { echo "services-azure: $*" >&2; }
-die() {
-  echo "services-azure: error: $*" >&2
-  exit 1
-}
-
-env_value() {
-  [ -f "$ENV_FILE" ] || return 0
-  sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1
-}
-
-pid_is() {
-  local pid="$1" name="$2"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
-    grep -qa -- "$name" "/proc/$pid/cmdline" 2>/dev/null
-}
-
-stop_pid() {
-  local pid="$1" name="$2"
-  pid_is "$pid" "$name" || return 0
-  log "stopping $name (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || return 0
-  local i
-  for ((i = 0; i < 50; i++)); do
-    pid_is "$pid" "$name" || return 0
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+SERVICE=services-azure
+# shellcheck source=scripts/lib/services-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/services-common.sh"
 
 # A token shaped as the fake AAD issues it for Azure Storage (Azurite's
 # `--oauth basic` checks its claims, not its signature).

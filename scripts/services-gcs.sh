@@ -26,16 +26,9 @@ VENV="${LAUNCH_AGENT_GCS_VENV:-$HOME/.cache/launch-agent-gcs-venv}"
 # The access token tests/gcp_fake/server.py issues (host/tests/common/gcp.rs: TOKEN).
 TOKEN="ya29.fake-access-token-0123456789abcdefghijklmnop"
 
-log() { echo "services-gcs: $*" >&2; }
-die() {
-  echo "services-gcs: error: $*" >&2
-  exit 1
-}
-
-env_value() {
-  [ -f "$ENV_FILE" ] || return 0
-  sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1
-}
+SERVICE=services-gcs
+# shellcheck source=scripts/lib/services-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/services-common.sh"
 
 running() {
   local pid

@@ -29,22 +29,9 @@ ENV_FILE="${LAUNCH_AGENT_KUBE_ENV:-${TMPDIR:-/tmp}/launch-agent-kube.env}"
 VENV="${LAUNCH_AGENT_KUBE_VENV:-$HOME/.cache/launch-agent-kube-venv}"
 READY_TIMEOUT=30
 
-log() { echo "services-kube: $*" >&2; }
-die() {
-  echo "services-kube: error: $*" >&2
-  exit 1
-}
-
-env_value() {
-  [ -f "$ENV_FILE" ] || return 0
-  sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1
-}
-
-pid_is() {
-  local pid="$1" name="$2"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
-    grep -qa -- "$name" "/proc/$pid/cmdline" 2>/dev/null
-}
+SERVICE=services-kube
+# shellcheck source=scripts/lib/services-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/services-common.sh"
 
 ensure_venv() {
   if "$VENV/bin/python" -c 'import kubernetes_validate, yaml' 2>/dev/null; then

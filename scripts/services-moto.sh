@@ -37,39 +37,9 @@ ACCOUNT=123456789012
 REGION=us-east-1
 READY_TIMEOUT=60
 
-log() { echo "services-moto: $*" >&2; }
-die() {
-  echo "services-moto: error: $*" >&2
-  exit 1
-}
-
-env_value() {
-  [ -f "$ENV_FILE" ] || return 0
-  sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1
-}
-
-pid_is() {
-  local pid="$1" name="$2"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
-    grep -qa -- "$name" "/proc/$pid/cmdline" 2>/dev/null
-}
-
-stop_pid() {
-  local pid="$1" name="$2"
-  pid_is "$pid" "$name" || return 0
-  log "stopping $name (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || return 0
-  local i
-  for ((i = 0; i < 50; i++)); do
-    pid_is "$pid" "$name" || return 0
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+SERVICE=services-moto
+# shellcheck source=scripts/lib/services-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/services-common.sh"
 
 status_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true; }
 
