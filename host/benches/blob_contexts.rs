@@ -29,6 +29,8 @@ mod gcp;
 #[path = "../tests/common/moto.rs"]
 #[allow(dead_code)]
 mod moto_env;
+#[path = "../tests/common/port_server.rs"]
+mod port_server;
 #[path = "../tests/common/services_env.rs"]
 #[allow(dead_code)]
 mod services_env;

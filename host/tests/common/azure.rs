@@ -4,7 +4,6 @@
 //! token for workload identity.
 
 use std::ffi::OsStr;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -20,17 +19,10 @@ pub const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQi
 
 /// A running fake (killed on drop), its port and grant log.
 pub struct Fake {
-    child: Child,
+    _server: super::port_server::PortServer,
     /// Its port on 127.0.0.1.
     pub port: u16,
     count_file: PathBuf,
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Fake {
@@ -66,7 +58,8 @@ pub fn fake(dir: &Path) -> Fake {
 fn start(dir: &Path, extra: &[&OsStr]) -> Fake {
     let count_file = dir.join("aad-grants.log");
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/azure_fake/server.py");
-    let mut child = Command::new("python3")
+    let mut command = Command::new("python3");
+    command
         .arg(server)
         .args([
             "--tenant",
@@ -78,18 +71,11 @@ fn start(dir: &Path, extra: &[&OsStr]) -> Fake {
         ])
         .args(["--federated-token", FEDERATED_TOKEN, "--count-file"])
         .arg(&count_file)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().parse().expect("the fake's port");
+        .args(extra);
+    let server = super::port_server::PortServer::spawn(command);
     Fake {
-        child,
-        port,
+        port: server.port,
+        _server: server,
         count_file,
     }
 }

@@ -2,7 +2,6 @@
 //! (`tests/gcp_fake/server.py`) as the tests start it: one per test, with a
 //! test RSA key made by openssl and a service-account key file for it.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -13,17 +12,10 @@ pub const TOKEN: &str = "ya29.fake-access-token-0123456789abcdefghijklmnop";
 
 /// A running fake (killed on drop), its port and grant counter.
 pub struct Fake {
-    child: Child,
+    _server: super::port_server::PortServer,
     /// Its port on 127.0.0.1.
     pub port: u16,
     count_file: PathBuf,
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Fake {
@@ -72,22 +64,16 @@ pub fn rsa_key(dir: &Path, name: &str) -> String {
 pub fn fake(dir: &Path) -> Fake {
     let count_file = dir.join("grants.count");
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/gcp_fake/server.py");
-    let mut child = Command::new("python3")
+    let mut command = Command::new("python3");
+    command
         .arg(server)
         .arg(dir.join("trusted.pub.pem"))
         .args([EMAIL, TOKEN])
-        .arg(&count_file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().parse().expect("the fake's port");
+        .arg(&count_file);
+    let server = super::port_server::PortServer::spawn(command);
     Fake {
-        child,
-        port,
+        port: server.port,
+        _server: server,
         count_file,
     }
 }

@@ -9,6 +9,7 @@ pub mod gcp;
 pub mod http_fake;
 pub mod kube;
 pub mod moto;
+pub mod port_server;
 pub mod postgres;
 pub mod services_env;
 pub mod wandb_fake;
