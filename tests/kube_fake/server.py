@@ -648,6 +648,10 @@ class Cluster:
         # Pods that ended, by uid: a pod deleted after it ended still counts
         # (the real controller tracks them with a finalizer).
         ended = self.pod_ends.setdefault(uid, {})
+        # Pods of this Job seen so far: one that is gone without an end the
+        # kubelet reported (deleted before its container's end was written)
+        # counts as failed, as the real controller's finalizer counts it.
+        seen = set()
         while True:
             with self.lock:
                 job = self.objects.get(("jobs", namespace, name))
@@ -659,8 +663,11 @@ class Cluster:
                 pods = [o for (p, ns, _), o in self.objects.items() if p == "pods" and ns == namespace
                         and any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences", []))]
                 for p in pods:
+                    seen.add(p["metadata"]["uid"])
                     if p["status"].get("phase") in ("Succeeded", "Failed"):
                         ended[p["metadata"]["uid"]] = p["status"]["phase"]
+                for gone in seen - {p["metadata"]["uid"] for p in pods} - set(ended):
+                    ended[gone] = "Failed"
                 active = [p for p in pods if p["status"].get("phase") not in ("Succeeded", "Failed")]
                 succeeded = sum(1 for phase in ended.values() if phase == "Succeeded")
                 failed = sum(1 for phase in ended.values() if phase == "Failed")
